@@ -1,0 +1,90 @@
+"""Summarise the per-seed metrics of every method into one table.
+
+    python -m augbench.aggregate --metrics results/demo/metrics/baseline/seed0.json ... \
+        --method-kinds baseline=real retrieve_text=retrieve ... --added added.csv ... --out-dir results/demo
+
+Writes ``summary.csv`` and ``summary.md`` (one row per method: method, kind, n_seeds,
+top1_mean, top1_std, n_added_per_class) and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from augbench.files import atomic_path, read_json, read_manifest, write_text
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["method", "kind", "n_seeds", "top1_mean", "top1_std", "n_added_per_class"]
+
+
+def method_of(metrics_path: str) -> str:
+    """Metrics live at ``.../metrics/<method>/seed<k>.json``."""
+    return Path(metrics_path).parent.name
+
+
+def summarise(metrics_paths: list[str], kinds: dict[str, str], added: dict[str, float]) -> pd.DataFrame:
+    top1: dict[str, list[float]] = {}
+    for path in metrics_paths:
+        top1.setdefault(method_of(path), []).append(read_json(path)["top1"])
+    unknown = set(top1) - set(kinds)
+    if unknown:
+        raise ValueError(f"metrics for method(s) {sorted(unknown)} that have no kind")
+    rows = [
+        {
+            "method": method,
+            "kind": kinds[method],
+            "n_seeds": len(values),
+            "top1_mean": float(np.mean(values)),
+            # Sample std over seeds, as papers report mean ± std; 0 for a single seed.
+            "top1_std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+            "n_added_per_class": added.get(method, 0.0),
+        }
+        for method, values in top1.items()
+    ]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def added_per_class(manifest: str, n_classes: int | None = None) -> float:
+    labels = read_manifest(manifest).label
+    n_classes = n_classes or labels.nunique() or 1
+    return len(labels) / n_classes
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    header = "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS) + "\n"
+    lines = [
+        f"| {r.method} | {r.kind} | {r.n_seeds} | {r.top1_mean:.2f} | {r.top1_std:.2f} | {r.n_added_per_class:g} |"
+        for r in table.itertuples()
+    ]
+    return header + "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--metrics", nargs="+", required=True, help="per-seed metrics JSON files")
+    parser.add_argument("--method-kinds", nargs="+", required=True, metavar="METHOD=KIND")
+    parser.add_argument("--added", nargs="*", default=[], metavar="METHOD=MANIFEST", help="added-image manifests")
+    parser.add_argument("--n-classes", type=int, default=None)
+    parser.add_argument("--out-dir", required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    kinds = dict(item.split("=", 1) for item in args.method_kinds)
+    added = {m: added_per_class(p, args.n_classes) for m, p in (item.split("=", 1) for item in args.added)}
+    table = summarise(args.metrics, kinds, added)
+    order = {method: i for i, method in enumerate(kinds)}
+    table = table.sort_values("method", key=lambda col: col.map(order)).reset_index(drop=True)
+    out_dir = Path(args.out_dir)
+    with atomic_path(out_dir / "summary.csv") as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4f")
+    write_text(out_dir / "summary.md", to_markdown(table))
+    print(to_markdown(table))
+
+
+if __name__ == "__main__":
+    main()

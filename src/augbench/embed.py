@@ -1,0 +1,109 @@
+"""Embed images or class prompts with CLIP; rows of the output ``.npy`` follow the input.
+
+    python -m augbench.embed images --manifest pool.csv --out pool.npy --model ViT-L-14 --pretrained laion2b_s32b_b82k
+    python -m augbench.embed prompts --classes classes.txt --template "a photo of a {}" --out prompts.npy --model ...
+
+Embeddings are L2-normalised float32, so inner product is cosine similarity.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from augbench.files import atomic_path, read_classes, read_manifest
+from augbench.images import ManifestImages, pick_device
+from augbench.models import load_clip
+
+log = logging.getLogger(__name__)
+
+
+def _save(out: str, features: np.ndarray) -> None:
+    with atomic_path(out) as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, features.astype(np.float32))
+
+
+@torch.inference_mode()
+def embed_images(
+    manifest: str,
+    out: str,
+    model: str,
+    pretrained: str | None = None,
+    batch_size: int = 256,
+    num_workers: int = 2,
+    device: str = "auto",
+) -> np.ndarray:
+    dev = pick_device(device)
+    clip, preprocess, _ = load_clip(model, pretrained, dev)
+    frame = read_manifest(manifest)
+    loader = torch.utils.data.DataLoader(
+        ManifestImages(frame.path.tolist(), frame.label.tolist(), preprocess),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        pin_memory=dev.type == "cuda",
+    )
+    chunks = []
+    for images, _ in tqdm(loader, desc="embed images", mininterval=5):
+        chunks.append(clip.encode_image(images.to(dev, non_blocking=True), normalize=True).float().cpu().numpy())
+    features = np.concatenate(chunks) if chunks else np.zeros((0, clip.text_projection.shape[-1]), np.float32)
+    _save(out, features)
+    return features
+
+
+def class_prompts(classes: list[str], template: str) -> list[str]:
+    if "{}" not in template:
+        raise ValueError(f"prompt template {template!r} has no '{{}}' where the class name goes")
+    return [template.format(name) for name in classes]
+
+
+@torch.inference_mode()
+def embed_texts(texts: list[str], out: str | None, model: str, pretrained: str | None = None, device: str = "auto"):
+    dev = pick_device(device)
+    clip, _, tokenizer = load_clip(model, pretrained, dev)
+    chunks = [
+        clip.encode_text(tokenizer(texts[i : i + 1024]).to(dev), normalize=True).float().cpu().numpy()
+        for i in range(0, len(texts), 1024)
+    ]
+    features = np.concatenate(chunks)
+    if out:
+        _save(out, features)
+    return features
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    images = commands.add_parser("images", help="embed every image of a manifest")
+    images.add_argument("--manifest", required=True)
+    images.add_argument("--batch-size", type=int, default=256)
+    images.add_argument("--num-workers", type=int, default=2)
+    prompts = commands.add_parser("prompts", help="embed one prompt per class")
+    prompts.add_argument("--classes", required=True)
+    prompts.add_argument("--template", default="a photo of a {}")
+    for sub in (images, prompts):
+        sub.add_argument("--out", required=True, help=".npy file to write")
+        sub.add_argument("--model", required=True, help="open_clip model name, hf-hub:..., or local-dir:...")
+        sub.add_argument("--pretrained", default=None, help="open_clip pretrained tag or weights file")
+        sub.add_argument("--device", default="auto")
+        sub.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.command == "images":
+        features = embed_images(
+            args.manifest, args.out, args.model, args.pretrained, args.batch_size, args.num_workers, args.device
+        )
+    else:
+        texts = class_prompts(read_classes(args.classes), args.template)
+        features = embed_texts(texts, args.out, args.model, args.pretrained, args.device)
+    log.info("wrote %s embeddings of shape %s to %s", args.command, features.shape, args.out)
+
+
+if __name__ == "__main__":
+    main()

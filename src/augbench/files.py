@@ -1,0 +1,87 @@
+"""Shared file helpers: atomic writes and the manifest format every stage exchanges.
+
+A manifest is a CSV with one row per image: ``path`` (relative to the workflow's
+working directory, or absolute) and ``label`` (index into the class list), plus
+optional columns such as ``caption``, ``prompt`` or ``score``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
+
+    A killed job therefore never leaves a file that looks complete.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: str | os.PathLike, data) -> None:
+    write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | os.PathLike):
+    return json.loads(Path(path).read_text())
+
+
+def write_manifest(path: str | os.PathLike, frame: pd.DataFrame) -> None:
+    if "path" not in frame or "label" not in frame:
+        raise ValueError(f"manifest {path} needs 'path' and 'label' columns")
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
+    frame = pd.read_csv(path, keep_default_na=False)
+    missing = {"path", "label"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"manifest {path} lacks column(s) {sorted(missing)}")
+    frame["label"] = frame["label"].astype(int)
+    return frame
+
+
+def read_classes(path: str | os.PathLike) -> list[str]:
+    """Read a class list: one class name per line, the line number is the label."""
+    names = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    if not names:
+        raise ValueError(f"class list {path} is empty")
+    if len(set(names)) != len(names):
+        raise ValueError(f"class list {path} repeats a class name")
+    return names
+
+
+def write_classes(path: str | os.PathLike, names: list[str]) -> None:
+    write_text(path, "".join(f"{name}\n" for name in names))
+
+
+def save_image(path: str | os.PathLike, image) -> None:
+    """Save a PIL image atomically, in the format its suffix names."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format=_FORMATS.get(path.suffix.lower(), "PNG"))
+
+
+_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}

@@ -1,0 +1,272 @@
+"""Pre-train the mini-world's diffusion model: a small Stable-Diffusion-architecture
+pipeline (AutoencoderKL, UNet2DConditionModel, CLIPTextModel, CLIPTokenizer) trained
+on a captioned pool, saved with ``save_pretrained`` so that generation loads it with
+the same ``StableDiffusionPipeline.from_pretrained`` call as a hub model.
+
+    python -m augbench.pretrain_diffusion --pool pool.csv --out models/diffusion \
+        --image-size 16 --vae-steps 600 --unet-steps 3000
+
+First the VAE learns to reconstruct the pool's images, then the UNet and text
+encoder learn to denoise VAE latents given the caption (captions are dropped at
+``--caption-dropout`` so that classifier-free guidance works, as in SD).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from tqdm import tqdm
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from augbench.files import read_manifest
+from augbench.images import load_rgb, pick_device
+from augbench.tokenizer import write_clip_tokenizer
+
+log = logging.getLogger(__name__)
+
+# SD v1's noise schedule, so the schedulers used at generation behave as with SD.
+NOISE_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+
+
+def build_components(
+    image_size: int,
+    vae_channels: tuple[int, ...] = (32, 64),
+    unet_channels: tuple[int, ...] = (32, 64),
+    text_width: int = 64,
+    text_layers: int = 2,
+    max_length: int = 16,
+) -> tuple[AutoencoderKL, UNet2DConditionModel, CLIPTextModel]:
+    """Small versions of SD's components; the same classes at other sizes."""
+    groups = min(16, *vae_channels, *unet_channels)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * len(vae_channels),
+        up_block_types=("UpDecoderBlock2D",) * len(vae_channels),
+        block_out_channels=vae_channels,
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=groups,
+        sample_size=image_size,
+    )
+    latent_size = image_size // 2 ** (len(vae_channels) - 1)
+    unet = UNet2DConditionModel(
+        sample_size=latent_size,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=unet_channels,
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D",) * (len(unet_channels) - 1) + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (len(unet_channels) - 1),
+        cross_attention_dim=text_width,
+        attention_head_dim=8,
+        norm_num_groups=groups,
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=49408,
+            hidden_size=text_width,
+            intermediate_size=2 * text_width,
+            num_hidden_layers=text_layers,
+            num_attention_heads=4,
+            max_position_embeddings=max_length,
+            bos_token_id=49406,
+            eos_token_id=49407,
+            pad_token_id=49407,
+        )
+    )
+    return vae, unet, text_encoder
+
+
+def load_pool_pixels(pool_manifest: str, image_size: int) -> tuple[torch.Tensor, list[str]]:
+    """All pool images as a tensor in [-1, 1] and their captions (the mini-world's pools are small)."""
+    frame = read_manifest(pool_manifest)
+    if "caption" not in frame:
+        raise ValueError(f"pool manifest {pool_manifest} has no 'caption' column")
+    pixels = np.stack(
+        [np.asarray(load_rgb(path).resize((image_size, image_size)), dtype=np.float32) for path in frame.path]
+    )
+    tensor = torch.from_numpy(pixels).permute(0, 3, 1, 2) / 127.5 - 1.0
+    return tensor, frame.caption.astype(str).tolist()
+
+
+def train_vae(vae: AutoencoderKL, pixels: torch.Tensor, steps: int, batch_size: int, lr: float, kl_weight: float, rng):
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=lr)
+    vae.train()
+    for step in tqdm(range(steps), desc="vae steps", mininterval=5):
+        batch = pixels[torch.from_numpy(rng.integers(len(pixels), size=batch_size))]
+        posterior = vae.encode(batch).latent_dist
+        reconstruction = vae.decode(posterior.sample()).sample
+        loss = F.mse_loss(reconstruction, batch) + kl_weight * posterior.kl().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    log.info("vae: final loss %.4f", loss.item())
+    vae.eval()
+
+
+@torch.no_grad()
+def encode_latents(vae: AutoencoderKL, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior means and stds of every image, so UNet training can sample latents cheaply."""
+    means, stds = [], []
+    for chunk in pixels.split(256):
+        posterior = vae.encode(chunk).latent_dist
+        means.append(posterior.mean)
+        stds.append(posterior.std)
+    return torch.cat(means), torch.cat(stds)
+
+
+def train_unet(
+    unet, text_encoder, tokenizer, latents_mean, latents_std, captions, steps, batch_size, lr, caption_dropout, rng
+):
+    noise_scheduler = DDPMScheduler(**NOISE_SCHEDULE)
+    tokens = tokenizer(
+        captions + [""], padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
+    empty = len(captions)
+    # The 49k-row token table would dominate each optimiser step; its random rows
+    # already tell tokens apart, so only the transformer above it learns.
+    text_encoder.get_input_embeddings().requires_grad_(False)
+    parameters = [p for p in [*unet.parameters(), *text_encoder.parameters()] if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=1e-2)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.05)
+    unet.train()
+    text_encoder.train()
+    for step in tqdm(range(steps), desc="unet steps", mininterval=5):
+        index = torch.from_numpy(rng.integers(len(captions), size=batch_size))
+        latents = latents_mean[index] + latents_std[index] * torch.randn_like(latents_mean[index])
+        drop = torch.from_numpy(rng.random(batch_size) < caption_dropout)
+        token_ids = tokens[torch.where(drop, empty, index)]
+        noise = torch.randn_like(latents)
+        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch_size,))
+        noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+        conditioning = text_encoder(token_ids)[0]
+        loss = F.mse_loss(unet(noisy, timesteps, conditioning).sample, noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        schedule.step()
+    log.info("unet: final loss %.4f", loss.item())
+    unet.eval()
+    text_encoder.eval()
+
+
+def pretrain(
+    pool_manifest: str,
+    out: str,
+    image_size: int = 16,
+    vae_channels: tuple[int, ...] = (32, 64),
+    unet_channels: tuple[int, ...] = (32, 64),
+    text_width: int = 64,
+    text_layers: int = 2,
+    max_length: int = 16,
+    vae_steps: int = 600,
+    unet_steps: int = 3000,
+    batch_size: int = 64,
+    vae_lr: float = 1e-3,
+    unet_lr: float = 1e-3,
+    kl_weight: float = 1e-4,
+    caption_dropout: float = 0.1,
+    seed: int = 0,
+    threads: int | None = None,
+) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    started = time.time()
+    pixels, captions = load_pool_pixels(pool_manifest, image_size)
+    vae, unet, text_encoder = build_components(
+        image_size, tuple(vae_channels), tuple(unet_channels), text_width, text_layers, max_length
+    )
+    staging = Path(f"{out}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    tokenizer = write_clip_tokenizer(staging / "tokenizer", model_max_length=max_length)
+
+    train_vae(vae, pixels, vae_steps, batch_size, vae_lr, kl_weight, rng)
+    latents_mean, latents_std = encode_latents(vae, pixels)
+    # As SD does: scale latents to unit variance; the pipeline divides by it again.
+    scaling = float(1.0 / latents_mean.std())
+    vae.register_to_config(scaling_factor=scaling)
+    train_unet(
+        unet,
+        text_encoder,
+        tokenizer,
+        latents_mean * scaling,
+        latents_std * scaling,
+        captions,
+        unet_steps,
+        batch_size,
+        unet_lr,
+        caption_dropout,
+        rng,
+    )
+    pipeline = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=DDIMScheduler(**NOISE_SCHEDULE, clip_sample=False, set_alpha_to_one=False, steps_offset=1),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipeline.save_pretrained(staging, safe_serialization=True)
+    shutil.rmtree(out, ignore_errors=True)
+    staging.rename(out)
+    log.info("diffusion pipeline trained on %d pool images in %.0f s, saved to %s", len(captions), time.time() - started, out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pool", required=True, help="pool manifest with a caption column")
+    parser.add_argument("--out", required=True, help="pipeline folder to write")
+    parser.add_argument("--image-size", type=int, default=16)
+    parser.add_argument("--vae-channels", type=int, nargs="+", default=[32, 64])
+    parser.add_argument("--unet-channels", type=int, nargs="+", default=[32, 64])
+    parser.add_argument("--text-width", type=int, default=64)
+    parser.add_argument("--text-layers", type=int, default=2)
+    parser.add_argument("--max-length", type=int, default=16, help="token context length")
+    parser.add_argument("--vae-steps", type=int, default=600)
+    parser.add_argument("--unet-steps", type=int, default=3000)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--vae-lr", type=float, default=1e-3)
+    parser.add_argument("--unet-lr", type=float, default=1e-3)
+    parser.add_argument("--kl-weight", type=float, default=1e-4)
+    parser.add_argument("--caption-dropout", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    pretrain(
+        args.pool,
+        args.out,
+        image_size=args.image_size,
+        vae_channels=tuple(args.vae_channels),
+        unet_channels=tuple(args.unet_channels),
+        text_width=args.text_width,
+        text_layers=args.text_layers,
+        max_length=args.max_length,
+        vae_steps=args.vae_steps,
+        unet_steps=args.unet_steps,
+        batch_size=args.batch_size,
+        vae_lr=args.vae_lr,
+        unet_lr=args.unet_lr,
+        kl_weight=args.kl_weight,
+        caption_dropout=args.caption_dropout,
+        seed=args.seed,
+        threads=args.threads,
+    )
+
+
+if __name__ == "__main__":
+    main()

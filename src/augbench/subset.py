@@ -1,0 +1,81 @@
+"""Draw the target training subset: a stratified, seeded sample of the training set.
+
+    python -m augbench.subset --manifest train.csv --classes classes.txt \
+        --per-class 10 --seed 0 --out subset.csv [--rest rest.csv]
+
+``--per-class`` takes that many images of each class; ``--fraction`` takes that
+share of each class instead (at least one image). ``--rest`` writes the images
+not drawn, from which a real upper bound can take more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import numpy as np
+import pandas as pd
+
+from augbench.files import read_classes, read_manifest, write_manifest
+
+log = logging.getLogger(__name__)
+
+
+def draw_subset(
+    frame: pd.DataFrame, n_classes: int, seed: int, per_class: int | None = None, fraction: float | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Return (subset, rest). Exactly one of ``per_class`` and ``fraction`` is given."""
+    if (per_class is None) == (fraction is None):
+        raise ValueError("give exactly one of per_class and fraction")
+    if per_class is not None and per_class < 1:
+        raise ValueError(f"subset.per_class must be at least 1, got {per_class}")
+    if fraction is not None and not 0 < fraction <= 1:
+        raise ValueError(f"subset.fraction must be in (0, 1], got {fraction}")
+    rng = np.random.default_rng(seed)
+    # Sorting first makes the draw independent of the manifest's row order.
+    frame = frame.sort_values("path", kind="stable").reset_index(drop=True)
+    chosen = []
+    for label in range(n_classes):
+        rows = np.flatnonzero(frame.label.to_numpy() == label)
+        want = per_class if per_class is not None else max(1, round(fraction * len(rows)))
+        if len(rows) < want:
+            raise ValueError(f"class {label} has {len(rows)} training images, fewer than the {want} the subset asks for")
+        chosen.append(rng.choice(rows, size=want, replace=False))
+    picked = np.sort(np.concatenate(chosen))
+    mask = np.zeros(len(frame), dtype=bool)
+    mask[picked] = True
+    return frame[mask].reset_index(drop=True), frame[~mask].reset_index(drop=True)
+
+
+def class_quotas(subset: pd.DataFrame, n_classes: int, per_class: int | None = None) -> list[int]:
+    """Added images per class: ``per_class`` for each, or by default as many as the class has real images (1:1)."""
+    if per_class is not None:
+        if per_class < 0:
+            raise ValueError(f"augment.per_class must be at least 0, got {per_class}")
+        return [per_class] * n_classes
+    return np.bincount(subset.label.to_numpy(), minlength=n_classes).tolist()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--manifest", required=True, help="the target dataset's training manifest")
+    parser.add_argument("--classes", required=True)
+    size = parser.add_mutually_exclusive_group(required=True)
+    size.add_argument("--per-class", type=int)
+    size.add_argument("--fraction", type=float)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--rest", help="also write the images left out of the subset")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    classes = read_classes(args.classes)
+    subset, rest = draw_subset(read_manifest(args.manifest), len(classes), args.seed, args.per_class, args.fraction)
+    write_manifest(args.out, subset)
+    if args.rest:
+        write_manifest(args.rest, rest)
+    log.info("subset of %d images over %d classes written to %s", len(subset), len(classes), args.out)
+
+
+if __name__ == "__main__":
+    main()
+

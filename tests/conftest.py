@@ -1,0 +1,45 @@
+"""Shared fixtures: a small mini-world and tiny foundation models, built once per test session
+with the same modules the workflow runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def miniworld(tmp_path_factory) -> Path:
+    from augbench import miniworld
+
+    root = tmp_path_factory.mktemp("miniworld")
+    miniworld.build(root, image_size=16, n_val_per_class=5, n_train_per_class=8, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(miniworld, tmp_path_factory) -> str:
+    """An open_clip folder, loadable as ``local-dir:<folder>``."""
+    from augbench import pretrain_clip
+
+    out = tmp_path_factory.mktemp("models") / "clip"
+    pretrain_clip.pretrain(str(miniworld / "pool" / "manifest.csv"), str(out), steps=3, batch_size=32, threads=2)
+    return f"local-dir:{out}"
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(miniworld, tmp_path_factory) -> str:
+    """A StableDiffusionPipeline folder, loadable with ``from_pretrained``."""
+    from augbench import pretrain_diffusion
+
+    out = tmp_path_factory.mktemp("models") / "diffusion"
+    pretrain_diffusion.pretrain(
+        str(miniworld / "pool" / "manifest.csv"), str(out), vae_steps=2, unet_steps=2, batch_size=16, threads=2
+    )
+    return str(out)

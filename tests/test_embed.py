@@ -1,0 +1,28 @@
+import numpy as np
+import pytest
+
+from augbench import embed
+from augbench.files import read_classes, read_manifest
+
+
+def test_image_embeddings_follow_the_manifest_and_are_unit_length(miniworld, tiny_clip, tmp_path):
+    manifest = miniworld / "val" / "manifest.csv"
+    features = embed.embed_images(str(manifest), str(tmp_path / "val.npy"), tiny_clip, batch_size=16, num_workers=0)
+    assert features.shape == (len(read_manifest(manifest)), 64)
+    np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(np.load(tmp_path / "val.npy"), features)
+
+
+def test_prompt_embeddings_have_one_row_per_class(miniworld, tiny_clip, tmp_path):
+    classes = read_classes(miniworld / "classes.txt")
+    prompts = embed.class_prompts(classes, "a photo of a {}")
+    assert prompts[7] == "a photo of a seven"
+    features = embed.embed_texts(prompts, str(tmp_path / "p.npy"), tiny_clip)
+    assert features.shape == (10, 64)
+    # Different class names give different embeddings.
+    assert np.unique(features.round(5), axis=0).shape[0] == 10
+
+
+def test_template_without_placeholder_is_rejected():
+    with pytest.raises(ValueError, match="no '\\{\\}'"):
+        embed.class_prompts(["cat"], "a photo")

@@ -1,0 +1,51 @@
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image
+
+from augbench import generate
+from augbench.files import write_manifest
+
+
+def _subset(tmp_path, labels):
+    path = tmp_path / "subset.csv"
+    write_manifest(path, pd.DataFrame({"path": [f"r{i}" for i in range(len(labels))], "label": labels}))
+    return str(path)
+
+
+def test_generates_the_quota_per_class_with_prompts_and_seeds(miniworld, tiny_pipeline, tmp_path):
+    subset = _subset(tmp_path, [0, 0, 3])
+    plan = generate.generate(
+        tiny_pipeline, str(miniworld / "classes.txt"), subset, str(tmp_path / "gen"), steps=2, batch_size=2
+    )
+    assert plan.label.tolist() == [0, 0, 3]
+    assert plan.prompt.tolist() == ["a photo of a zero"] * 2 + ["a photo of a three"]
+    assert plan.seed.nunique() == 3
+    for path in plan.path:
+        with Image.open(path) as image:
+            assert image.size == (16, 16) and image.mode == "RGB"
+    manifest = pd.read_csv(tmp_path / "gen" / "manifest.csv")
+    assert manifest[["path", "label", "prompt", "seed", "scheduler", "steps", "guidance_scale"]].shape == (3, 7)
+
+
+def test_rerun_keeps_finished_images_and_batching_does_not_change_them(miniworld, tiny_pipeline, tmp_path):
+    subset = _subset(tmp_path, [1, 1, 1, 2])
+    classes = str(miniworld / "classes.txt")
+    first = generate.generate(tiny_pipeline, classes, subset, str(tmp_path / "a"), steps=2, batch_size=4)
+    kept, removed = Path(first.path.iloc[0]), Path(first.path.iloc[-1])
+    mtime = kept.stat().st_mtime_ns
+    removed.unlink()
+    generate.generate(tiny_pipeline, classes, subset, str(tmp_path / "a"), steps=2, batch_size=4)
+    assert kept.stat().st_mtime_ns == mtime
+    assert removed.exists()
+    # Per-image seeds: one image at a time gives the same pictures as batches of four.
+    single = generate.generate(tiny_pipeline, classes, subset, str(tmp_path / "b"), steps=2, batch_size=1)
+    for path_a, path_b in zip(first.path, single.path):
+        a = Image.open(path_a).tobytes()
+        b = Image.open(path_b).tobytes()
+        assert sum(abs(x - y) for x, y in zip(a, b)) / len(a) < 1.0
+
+
+def test_image_seed_is_stable_and_distinct():
+    assert generate.image_seed(0, 1, 2) == generate.image_seed(0, 1, 2)
+    assert len({generate.image_seed(0, c, i) for c in range(10) for i in range(10)}) == 100

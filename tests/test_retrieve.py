@@ -1,0 +1,73 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from augbench import retrieve
+from augbench.files import write_classes, write_manifest
+
+
+def _unit(rows):
+    rows = np.asarray(rows, dtype=np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def test_contested_image_goes_to_the_closer_class_and_is_used_once():
+    pool = _unit([[1, 0.1], [0.1, 1], [1, 0.9], [1, 0.2], [0.2, 1]])
+    queries = _unit([[1, 0], [0, 1]])
+    chosen = retrieve.assign_nearest(retrieve.exact_index(pool), queries, quotas=[2, 2], overfetch=1.0)
+    by_class = {c: sorted(r for cc, r, _ in chosen if cc == c) for c in (0, 1)}
+    assert by_class == {0: [0, 3], 1: [1, 4]}
+    rows = [r for _, r, _ in chosen]
+    assert len(rows) == len(set(rows))
+
+
+def test_search_widens_until_every_quota_is_met():
+    rng = np.random.default_rng(0)
+    # Class 1's query is close to everything of class 0 too; a narrow first search leaves it short.
+    pool = _unit(np.vstack([rng.normal([5, 0], 0.3, (30, 2)), rng.normal([0, 5], 0.3, (6, 2))]))
+    queries = _unit([[1, 0], [1, 1]])
+    chosen = retrieve.assign_nearest(retrieve.exact_index(pool), queries, quotas=[5, 5], overfetch=1.0)
+    counts = np.bincount([c for c, _, _ in chosen], minlength=2)
+    assert counts.tolist() == [5, 5]
+
+
+def test_pool_too_small_names_the_class():
+    pool = _unit([[1, 0], [0.9, 0.1], [0, 1]])
+    with pytest.raises(ValueError, match=r"class\(es\) \[1\]"):
+        retrieve.assign_nearest(retrieve.exact_index(pool), _unit([[1, 0], [0, 1]]), quotas=[1, 3])
+
+
+def test_retrieve_writes_a_manifest_with_pool_paths_and_labels(tmp_path):
+    rng = np.random.default_rng(1)
+    centres = _unit(rng.normal(size=(3, 8)))
+    labels = np.repeat(np.arange(3), 10)
+    embeddings = _unit(centres[labels] + 0.05 * rng.normal(size=(30, 8)))
+    pool = pd.DataFrame({"path": [f"pool/{i}.png" for i in range(30)], "label": -1, "caption": "c"})
+    write_manifest(tmp_path / "pool.csv", pool)
+    np.save(tmp_path / "pool.npy", embeddings)
+    np.save(tmp_path / "queries.npy", centres)
+    subset = pd.DataFrame({"path": [f"s{i}" for i in range(6)], "label": [0, 0, 1, 1, 2, 2]})
+    write_manifest(tmp_path / "subset.csv", subset)
+    write_classes(tmp_path / "classes.txt", ["a", "b", "c"])
+    added = retrieve.retrieve(
+        str(tmp_path / "pool.csv"),
+        str(tmp_path / "pool.npy"),
+        str(tmp_path / "queries.npy"),
+        str(tmp_path / "subset.csv"),
+        str(tmp_path / "classes.txt"),
+        str(tmp_path / "added.csv"),
+    )
+    assert added.label.value_counts().sort_index().tolist() == [2, 2, 2]
+    # Every retrieved image really is of the class it is labelled with.
+    assert (labels[added.pool_row] == added.label).all()
+    assert added.path.tolist() == [f"pool/{r}.png" for r in added.pool_row]
+
+
+def test_retrieve_rejects_embeddings_that_do_not_match_the_pool(tmp_path):
+    write_manifest(tmp_path / "pool.csv", pd.DataFrame({"path": ["a", "b"], "label": -1}))
+    np.save(tmp_path / "pool.npy", np.ones((3, 4), np.float32))
+    np.save(tmp_path / "q.npy", np.ones((1, 4), np.float32))
+    write_manifest(tmp_path / "subset.csv", pd.DataFrame({"path": ["s"], "label": [0]}))
+    write_classes(tmp_path / "classes.txt", ["a"])
+    with pytest.raises(ValueError, match="has 3 rows but"):
+        retrieve.retrieve(*(str(tmp_path / n) for n in ("pool.csv", "pool.npy", "q.npy", "subset.csv", "classes.txt", "o.csv")))
