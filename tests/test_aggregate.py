@@ -34,11 +34,24 @@ def test_summary_has_mean_std_and_counts(tmp_path):
 
 def test_cli_writes_csv_and_markdown(tmp_path, capsys):
     paths = [_metrics(tmp_path, "baseline", 0, 70.0), _metrics(tmp_path, "gen_classname", 0, 72.5)]
+    classes = tmp_path / "classes.txt"
+    classes.write_text("a\nb\n")
     added = tmp_path / "added.csv"
     pd.DataFrame({"path": list("abcd"), "label": [0, 0, 1, 1]}).to_csv(added, index=False)
     aggregate.main(
-        ["--metrics", *paths, "--method-kinds", "baseline=real", "gen_classname=generate",
-         "--added", f"gen_classname={added}", "--n-classes", "2", "--out-dir", str(tmp_path)]
+        [
+            "--metrics",
+            *paths,
+            "--method-kinds",
+            "baseline=real",
+            "gen_classname=generate",
+            "--added",
+            f"gen_classname={added}",
+            "--classes",
+            str(classes),
+            "--out-dir",
+            str(tmp_path),
+        ]
     )
     table = pd.read_csv(tmp_path / "summary.csv")
     assert table.method.tolist() == ["baseline", "gen_classname"]

@@ -70,4 +70,6 @@ def test_retrieve_rejects_embeddings_that_do_not_match_the_pool(tmp_path):
     write_manifest(tmp_path / "subset.csv", pd.DataFrame({"path": ["s"], "label": [0]}))
     write_classes(tmp_path / "classes.txt", ["a"])
     with pytest.raises(ValueError, match="has 3 rows but"):
-        retrieve.retrieve(*(str(tmp_path / n) for n in ("pool.csv", "pool.npy", "q.npy", "subset.csv", "classes.txt", "o.csv")))
+        retrieve.retrieve(
+            *(str(tmp_path / n) for n in ("pool.csv", "pool.npy", "q.npy", "subset.csv", "classes.txt", "o.csv"))
+        )

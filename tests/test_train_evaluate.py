@@ -6,8 +6,15 @@ from augbench import evaluate, train
 from augbench.files import write_manifest
 
 RECIPE = train.Recipe(
-    arch="resnet18", image_size=16, epochs=2, batch_size=16, lr=0.05, crop_scale_min=0.5, hflip=False,
-    eval_crop_ratio=1.0, num_workers=0,
+    arch="resnet18",
+    image_size=16,
+    epochs=2,
+    batch_size=16,
+    lr=0.05,
+    crop_scale_min=0.5,
+    hflip=False,
+    eval_crop_ratio=1.0,
+    num_workers=0,
 )
 
 
@@ -17,10 +24,23 @@ def test_train_then_evaluate_writes_weights_recipe_and_metrics(miniworld, tmp_pa
     record = train.train([str(miniworld / "train" / "manifest.csv")], classes, str(weights), RECIPE, seed=0, threads=2)
     assert weights.exists() and record["n_train_images"] == 80
     assert json.loads(weights.with_suffix(".json").read_text())["recipe"]["arch"] == "resnet18"
-    metrics = evaluate.evaluate(str(weights), str(miniworld / "val" / "manifest.csv"), classes, str(tmp_path / "m.json"), num_workers=0)
+    metrics = evaluate.evaluate(
+        str(weights), str(miniworld / "val" / "manifest.csv"), classes, str(tmp_path / "m.json"), num_workers=0
+    )
     assert 0 <= metrics["top1"] <= metrics["top5"] <= 100
     assert metrics["n_val_images"] == 50
-    assert set(metrics["per_class_top1"]) == {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"}
+    assert set(metrics["per_class_top1"]) == {
+        "zero",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+    }
     assert json.loads((tmp_path / "m.json").read_text())["top1"] == metrics["top1"]
 
 
@@ -30,7 +50,9 @@ def test_same_seed_same_metrics(miniworld, tmp_path):
     for run in ("a", "b"):
         weights = tmp_path / f"{run}.safetensors"
         train.train([str(miniworld / "train" / "manifest.csv")], classes, str(weights), RECIPE, seed=4, threads=2)
-        metrics = evaluate.evaluate(str(weights), str(miniworld / "val" / "manifest.csv"), classes, str(tmp_path / f"{run}.json"), num_workers=0)
+        metrics = evaluate.evaluate(
+            str(weights), str(miniworld / "val" / "manifest.csv"), classes, str(tmp_path / f"{run}.json"), num_workers=0
+        )
         results.append(metrics["top1"])
     assert results[0] == results[1]
 

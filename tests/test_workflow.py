@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import REPO
+REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.e2e
 
@@ -19,8 +19,18 @@ pytestmark = pytest.mark.e2e
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     command = [
-        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-        "--configfile", str(REPO / "configs" / "smoke.yaml"), "--cores", "2", *args,
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(REPO / "configs" / "smoke.yaml"),
+        "--cores",
+        "2",
+        *args,
     ]
     result = subprocess.run(command, env=env, capture_output=True, text=True)
     if check and result.returncode != 0:

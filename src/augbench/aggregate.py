@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from augbench.files import atomic_path, read_json, read_manifest, write_text
+from augbench.files import atomic_path, read_classes, read_json, read_manifest, write_text
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +50,8 @@ def summarise(metrics_paths: list[str], kinds: dict[str, str], added: dict[str, 
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def added_per_class(manifest: str, n_classes: int | None = None) -> float:
-    labels = read_manifest(manifest).label
-    n_classes = n_classes or labels.nunique() or 1
-    return len(labels) / n_classes
+def added_per_class(manifest: str, n_classes: int) -> float:
+    return len(read_manifest(manifest)) / n_classes
 
 
 def to_markdown(table: pd.DataFrame) -> str:
@@ -70,12 +68,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metrics", nargs="+", required=True, help="per-seed metrics JSON files")
     parser.add_argument("--method-kinds", nargs="+", required=True, metavar="METHOD=KIND")
     parser.add_argument("--added", nargs="*", default=[], metavar="METHOD=MANIFEST", help="added-image manifests")
-    parser.add_argument("--n-classes", type=int, default=None)
+    parser.add_argument("--classes", required=True, help="class list, for images added per class")
     parser.add_argument("--out-dir", required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     kinds = dict(item.split("=", 1) for item in args.method_kinds)
-    added = {m: added_per_class(p, args.n_classes) for m, p in (item.split("=", 1) for item in args.added)}
+    n_classes = len(read_classes(args.classes))
+    added = {m: added_per_class(p, n_classes) for m, p in (item.split("=", 1) for item in args.added)}
     table = summarise(args.metrics, kinds, added)
     order = {method: i for i, method in enumerate(kinds)}
     table = table.sort_values("method", key=lambda col: col.map(order)).reset_index(drop=True)

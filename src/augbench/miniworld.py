@@ -46,9 +46,7 @@ DISTRACTOR_CAPTIONS = [
 log = logging.getLogger(__name__)
 
 
-def split_digits(
-    n_val_per_class: int, n_train_per_class: int, seed: int
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def split_digits(n_val_per_class: int, n_train_per_class: int, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Split the digits into ``val``, ``train`` (target reservoir) and ``pool``, per class."""
     from sklearn.datasets import load_digits
 
@@ -161,7 +159,7 @@ def build(
 
     scans, labels = parts["pool"]
     rows = []
-    for copy in range(pool_copies):
+    for _ in range(pool_copies):
         for scan, label in zip(scans, labels):
             path = out / "pool" / "images" / f"{len(rows):06d}.png"
             save_image(path, render_web(scan, image_size, rng))

@@ -32,9 +32,7 @@ def load_clip(name: str, pretrained: str | None, device: torch.device):
     return model, preprocess, open_clip.get_tokenizer(name)
 
 
-def load_pipeline(
-    model: str, revision: str | None, scheduler: str, dtype: str, device: torch.device
-):
+def load_pipeline(model: str, revision: str | None, scheduler: str, dtype: str, device: torch.device):
     """A StableDiffusionPipeline with the named scheduler, without the safety checker
     (images are training data, scored and filtered downstream, never shown to users)."""
     import diffusers

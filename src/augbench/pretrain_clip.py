@@ -38,7 +38,13 @@ def model_config(image_size: int, width: int, layers: int, embed_dim: int, conte
     return {
         "embed_dim": embed_dim,
         "vision_cfg": {"image_size": image_size, "layers": layers, "width": width, "head_width": 16, "patch_size": 4},
-        "text_cfg": {"context_length": context_length, "vocab_size": 49408, "width": width, "heads": 4, "layers": layers},
+        "text_cfg": {
+            "context_length": context_length,
+            "vocab_size": 49408,
+            "width": width,
+            "heads": 4,
+            "layers": layers,
+        },
     }
 
 
@@ -85,7 +91,7 @@ def pretrain(
     optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.1)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.05)
     model.train()
-    for step in tqdm(range(steps), desc="clip steps", mininterval=5):
+    for _ in tqdm(range(steps), desc="clip steps", mininterval=5):
         index = torch.from_numpy(rng.choice(len(captions), size=min(batch_size, len(captions)), replace=False))
         image_features = model.encode_image(pixels[index], normalize=True)
         text_features = model.encode_text(tokens[index], normalize=True)

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from augbench.files import read_manifest
-from augbench.images import load_rgb, pick_device
+from augbench.images import load_rgb
 from augbench.tokenizer import write_clip_tokenizer
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ def load_pool_pixels(pool_manifest: str, image_size: int) -> tuple[torch.Tensor,
 def train_vae(vae: AutoencoderKL, pixels: torch.Tensor, steps: int, batch_size: int, lr: float, kl_weight: float, rng):
     optimizer = torch.optim.AdamW(vae.parameters(), lr=lr)
     vae.train()
-    for step in tqdm(range(steps), desc="vae steps", mininterval=5):
+    for _ in tqdm(range(steps), desc="vae steps", mininterval=5):
         batch = pixels[torch.from_numpy(rng.integers(len(pixels), size=batch_size))]
         posterior = vae.encode(batch).latent_dist
         reconstruction = vae.decode(posterior.sample()).sample
@@ -129,7 +129,11 @@ def train_unet(
 ):
     noise_scheduler = DDPMScheduler(**NOISE_SCHEDULE)
     tokens = tokenizer(
-        captions + [""], padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        captions + [""],
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
     ).input_ids
     empty = len(captions)
     # The 49k-row token table would dominate each optimiser step; its random rows
@@ -140,7 +144,7 @@ def train_unet(
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.05)
     unet.train()
     text_encoder.train()
-    for step in tqdm(range(steps), desc="unet steps", mininterval=5):
+    for _ in tqdm(range(steps), desc="unet steps", mininterval=5):
         index = torch.from_numpy(rng.integers(len(captions), size=batch_size))
         latents = latents_mean[index] + latents_std[index] * torch.randn_like(latents_mean[index])
         drop = torch.from_numpy(rng.random(batch_size) < caption_dropout)
@@ -172,8 +176,7 @@ def pretrain(
     vae_steps: int = 600,
     unet_steps: int = 3000,
     batch_size: int = 64,
-    vae_lr: float = 1e-3,
-    unet_lr: float = 1e-3,
+    lr: float = 1e-3,
     kl_weight: float = 1e-4,
     caption_dropout: float = 0.1,
     seed: int = 0,
@@ -192,7 +195,7 @@ def pretrain(
     shutil.rmtree(staging, ignore_errors=True)
     tokenizer = write_clip_tokenizer(staging / "tokenizer", model_max_length=max_length)
 
-    train_vae(vae, pixels, vae_steps, batch_size, vae_lr, kl_weight, rng)
+    train_vae(vae, pixels, vae_steps, batch_size, lr, kl_weight, rng)
     latents_mean, latents_std = encode_latents(vae, pixels)
     # As SD does: scale latents to unit variance; the pipeline divides by it again.
     scaling = float(1.0 / latents_mean.std())
@@ -206,7 +209,7 @@ def pretrain(
         captions,
         unet_steps,
         batch_size,
-        unet_lr,
+        lr,
         caption_dropout,
         rng,
     )
@@ -223,7 +226,9 @@ def pretrain(
     pipeline.save_pretrained(staging, safe_serialization=True)
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
-    log.info("diffusion pipeline trained on %d pool images in %.0f s, saved to %s", len(captions), time.time() - started, out)
+    log.info(
+        "diffusion pipeline trained on %d pool images in %.0f s, saved to %s", len(captions), time.time() - started, out
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -239,8 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vae-steps", type=int, default=600)
     parser.add_argument("--unet-steps", type=int, default=3000)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--vae-lr", type=float, default=1e-3)
-    parser.add_argument("--unet-lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of both stages")
     parser.add_argument("--kl-weight", type=float, default=1e-4)
     parser.add_argument("--caption-dropout", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
@@ -259,8 +263,7 @@ def main(argv: list[str] | None = None) -> None:
         vae_steps=args.vae_steps,
         unet_steps=args.unet_steps,
         batch_size=args.batch_size,
-        vae_lr=args.vae_lr,
-        unet_lr=args.unet_lr,
+        lr=args.lr,
         kl_weight=args.kl_weight,
         caption_dropout=args.caption_dropout,
         seed=args.seed,

@@ -113,7 +113,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     added = retrieve(
-        args.pool, args.pool_embeddings, args.queries, args.subset, args.classes, args.out, args.per_class, args.overfetch
+        args.pool,
+        args.pool_embeddings,
+        args.queries,
+        args.subset,
+        args.classes,
+        args.out,
+        args.per_class,
+        args.overfetch,
     )
     log.info("retrieved %d images into %s", len(added), args.out)
 

@@ -39,7 +39,9 @@ def draw_subset(
         rows = np.flatnonzero(frame.label.to_numpy() == label)
         want = per_class if per_class is not None else max(1, round(fraction * len(rows)))
         if len(rows) < want:
-            raise ValueError(f"class {label} has {len(rows)} training images, fewer than the {want} the subset asks for")
+            raise ValueError(
+                f"class {label} has {len(rows)} training images, fewer than the {want} the subset asks for"
+            )
         chosen.append(rng.choice(rows, size=want, replace=False))
     picked = np.sort(np.concatenate(chosen))
     mask = np.zeros(len(frame), dtype=bool)
@@ -78,4 +80,3 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
-

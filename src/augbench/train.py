@@ -60,7 +60,9 @@ def train_transform(recipe: Recipe):
     steps = [T.RandomResizedCrop(recipe.image_size, scale=(recipe.crop_scale_min, 1.0), antialias=True)]
     if recipe.hflip:
         steps.append(T.RandomHorizontalFlip())
-    return T.Compose([*steps, T.PILToTensor(), T.ToDtype(torch.float32, scale=True), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    return T.Compose(
+        [*steps, T.PILToTensor(), T.ToDtype(torch.float32, scale=True), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    )
 
 
 def eval_transform(recipe: Recipe):
@@ -88,7 +90,9 @@ def combined_training_set(manifests: list[str], num_classes: int) -> pd.DataFram
     frame = pd.concat(frames, ignore_index=True)
     bad = frame[(frame.label < 0) | (frame.label >= num_classes)]
     if len(bad):
-        raise ValueError(f"{len(bad)} training image(s) have a label outside [0, {num_classes}), e.g. {bad.path.iloc[0]}")
+        raise ValueError(
+            f"{len(bad)} training image(s) have a label outside [0, {num_classes}), e.g. {bad.path.iloc[0]}"
+        )
     if frame.empty:
         raise ValueError(f"no training images in {manifests}")
     return frame

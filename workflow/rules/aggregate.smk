@@ -1,7 +1,9 @@
 rule aggregate:
     input:
         metrics=expand(
-            f"{RESULTS}/metrics/{{method}}/seed{{seed}}.json", method=METHODS, seed=SEEDS
+            f"{RESULTS}/metrics/{{method}}/seed{{seed}}.json",
+            method=METHODS,
+            seed=SEEDS,
         ),
         added=[
             f"{RESULTS}/added/{method}/manifest.csv"
@@ -12,21 +14,21 @@ rule aggregate:
     output:
         csv=f"{RESULTS}/summary.csv",
         md=f"{RESULTS}/summary.md",
-    params:
-        kinds=" ".join(f"{name}={params['kind']}" for name, params in METHODS.items()),
-        added=lambda wildcards, input: " ".join(
-            f"{Path(path).parent.name}={path}" for path in input.added
-        ),
     log:
         f"{LOGS}/aggregate.log",
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        ENV
+    params:
+        out_dir=lambda wildcards, output: Path(output.csv).parent,
+        kinds=[f"{name}={params['kind']}" for name, params in METHODS.items()],
+        added=lambda wildcards, input: [
+            f"{Path(path).parent.name}={path}" for path in input.added
+        ],
     shell:
         "python -m augbench.aggregate --metrics {input.metrics}"
         " --method-kinds {params.kinds} --added {params.added}"
-        " --n-classes $(grep -c . {input.classes})"
-        " --out-dir {RESULTS} > {log} 2>&1"
+        " --classes {input.classes} --out-dir {params.out_dir} > {log} 2>&1"

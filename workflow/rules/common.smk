@@ -1,9 +1,9 @@
+import os
 import re
 import shlex
 from pathlib import Path
 
 from snakemake.utils import validate
-
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -38,7 +38,7 @@ def check_config():
             "config subset: set exactly one of subset.per_class and subset.fraction"
         )
     if MINIWORLD["enabled"]:
-        root = MINIWORLD["root"].rstrip("/") + "/"
+        root = Path(MINIWORLD["root"])
         paths = {
             "dataset.classes": config["dataset"]["classes"],
             "dataset.train": config["dataset"]["train"],
@@ -46,7 +46,7 @@ def check_config():
             "pool.manifest": config["pool"]["manifest"],
         }
         for key, path in paths.items():
-            if not path.startswith(root):
+            if not Path(path).is_relative_to(root):
                 raise ValueError(
                     f"config {key}: {path} is not under miniworld.root {root}; "
                     "with miniworld.enabled the data comes from the mini-world rules"
@@ -65,19 +65,20 @@ def local_model(reference):
     if reference is None:
         return None
     path = reference.removeprefix("local-dir:")
-    if reference.startswith("local-dir:") or path.startswith(("/", ".")):
+    if (
+        reference.startswith("local-dir:")
+        or os.path.isabs(path)
+        or path.startswith(".")
+    ):
         return path
-    if MINIWORLD["enabled"] and path.startswith(MINIWORLD["root"].rstrip("/") + "/"):
+    if MINIWORLD["enabled"] and Path(path).is_relative_to(MINIWORLD["root"]):
         return path
     return path if Path(path).exists() else None
 
 
 def clip_inputs(wildcards=None):
-    return [
-        p
-        for p in (local_model(config["clip"]["model"]), local_model(config["clip"]["pretrained"]))
-        if p
-    ]
+    references = (config["clip"]["model"], config["clip"]["pretrained"])
+    return [path for path in map(local_model, references) if path]
 
 
 def diffusion_inputs(wildcards=None):
@@ -85,9 +86,27 @@ def diffusion_inputs(wildcards=None):
     return [path] if path else []
 
 
-def optional(flag, value):
-    """A command-line option, or nothing when the value is unset."""
-    return "" if value is None else f"{flag} {shlex.quote(str(value))}"
+def added_images(wildcards):
+    """The added-image manifest of a method; real-data methods add none."""
+    if METHODS[wildcards.method]["kind"] == "real":
+        return []
+    return [f"{RESULTS}/added/{wildcards.method}/manifest.csv"]
+
+
+def cli_options(options):
+    """Command-line options of a module from a mapping; unset (None) values are left out.
+
+    A list value repeats its flag (--manifest a --manifest b).
+    """
+    words = []
+    for key, value in options.items():
+        if value is None:
+            continue
+        flag = f"--{key.replace('_', '-')}"
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            text = str(item).lower() if isinstance(item, bool) else str(item)
+            words += [flag, shlex.quote(text)]
+    return " ".join(words)
 
 
 def print_summary():

@@ -4,24 +4,22 @@ rule embed_pool:
         model=clip_inputs,
     output:
         f"{RESULTS}/embed/pool_images.npy",
-    params:
-        pretrained=optional("--pretrained", config["clip"]["pretrained"]),
     log:
         f"{LOGS}/embed/pool_images.log",
     benchmark:
         f"{BENCHMARKS}/embed/pool_images.tsv"
+    conda:
+        ENV
     threads: 2
     resources:
         mem_mb=8000,
         runtime=120,
         gpu=1,
-    conda:
-        ENV
+    params:
+        options=cli_options({**config["clip"], "device": config["device"]}),
     shell:
         "python -m augbench.embed images --manifest {input.manifest} --out {output}"
-        " --model {config[clip][model]} {params.pretrained}"
-        " --batch-size {config[clip][batch_size]} --num-workers {config[clip][num_workers]}"
-        " --device {config[device]} --threads {threads} > {log} 2>&1"
+        " {params.options} --threads {threads} > {log} 2>&1"
 
 
 rule embed_prompts:
@@ -30,18 +28,23 @@ rule embed_prompts:
         model=clip_inputs,
     output:
         f"{RESULTS}/embed/class_prompts.npy",
-    params:
-        pretrained=optional("--pretrained", config["clip"]["pretrained"]),
-        template=optional("--template", config["prompt_template"]),
     log:
         f"{LOGS}/embed/class_prompts.log",
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=4000,
         runtime=20,
-    conda:
-        ENV
+    params:
+        options=cli_options(
+            {
+                "model": config["clip"]["model"],
+                "pretrained": config["clip"]["pretrained"],
+                "template": config["prompt_template"],
+                "device": config["device"],
+            }
+        ),
     shell:
-        "python -m augbench.embed prompts --classes {input.classes} {params.template}"
-        " --out {output} --model {config[clip][model]} {params.pretrained}"
-        " --device {config[device]} --threads {threads} > {log} 2>&1"
+        "python -m augbench.embed prompts --classes {input.classes} --out {output}"
+        " {params.options} --threads {threads} > {log} 2>&1"

@@ -8,13 +8,20 @@ rule evaluate:
         f"{RESULTS}/metrics/{{method}}/seed{{seed}}.json",
     log:
         f"{LOGS}/evaluate/{{method}}/seed{{seed}}.log",
+    conda:
+        ENV
     threads: 2
     resources:
         mem_mb=8000,
         runtime=60,
-    conda:
-        ENV
+    params:
+        options=cli_options(
+            {
+                "device": config["device"],
+                "num_workers": config["classifier"]["num_workers"],
+            }
+        ),
     shell:
         "python -m augbench.evaluate --model {input.weights} --manifest {input.val}"
-        " --classes {input.classes} --out {output} --num-workers 0"
-        " --device {config[device]} --threads {threads} > {log} 2>&1"
+        " --classes {input.classes} --out {output} {params.options}"
+        " --threads {threads} > {log} 2>&1"

@@ -1,0 +1,69 @@
+"""A broken config stops the workflow before any job runs, with a message naming the key."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
+
+
+def dry_run(tmp_path: Path, config: dict) -> subprocess.CompletedProcess:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    command = [sys.executable, "-m", "snakemake", "-n", "--snakefile", str(REPO / "Snakefile")]
+    command += ["--directory", str(tmp_path), "--configfile", str(path), "--cores", "1"]
+    return subprocess.run(command, env=env, capture_output=True, text=True)
+
+
+def broken(edit):
+    config = copy.deepcopy(SMOKE)
+    edit(config)
+    return config
+
+
+CASES = {
+    "unknown method kind": (
+        lambda c: c["methods"]["baseline"].update(kind="bogus"),
+        ["'bogus' is not one of", "['methods']['baseline']['kind']"],
+    ),
+    "wrong type": (lambda c: c["methods"]["gen_classname"].update(steps="many"), ["'many' is not of type 'integer'"]),
+    "negative count": (lambda c: c["subset"].update(per_class=-2), ["-2 is less than the minimum of 1"]),
+    "unknown key": (lambda c: c["classifier"].update(epohcs=3), ["'epohcs' was unexpected"]),
+    "empty seed list": (lambda c: c.update(seeds=[]), ["[] should be non-empty"]),
+    "unknown scheduler": (
+        lambda c: c["methods"]["gen_classname"].update(scheduler="fast"),
+        ["'fast' is not one of", "['methods']['gen_classname']['scheduler']"],
+    ),
+    "both subset sizes": (lambda c: c["subset"].update(fraction=0.1), ["subset.per_class and subset.fraction"]),
+    "data outside the mini-world": (
+        lambda c: c["dataset"].update(val="elsewhere/val.csv"),
+        ["config dataset.val: elsewhere/val.csv is not under miniworld.root"],
+    ),
+    "template without placeholder": (lambda c: c.update(prompt_template="a photo"), ["does not match"]),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_broken_config_is_refused_with_the_key_named(case, tmp_path):
+    edit, expected = CASES[case]
+    result = dry_run(tmp_path, broken(edit))
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    for text in expected:
+        assert text in output, output[-2000:]
+    assert not (tmp_path / "results").exists()
+
+
+def test_smoke_config_is_valid_and_fills_defaults(tmp_path):
+    result = dry_run(tmp_path, SMOKE)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "retrieve" in result.stdout + result.stderr
