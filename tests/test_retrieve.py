@@ -12,11 +12,12 @@ def _unit(rows):
 
 
 def test_contested_image_goes_to_the_closer_class_and_is_used_once():
+    # Row 2 is near both queries but nearer to class 0.
     pool = _unit([[1, 0.1], [0.1, 1], [1, 0.9], [1, 0.2], [0.2, 1]])
     queries = _unit([[1, 0], [0, 1]])
-    chosen = retrieve.assign_nearest(retrieve.exact_index(pool), queries, quotas=[2, 2], overfetch=1.0)
+    chosen = retrieve.assign_nearest(retrieve.exact_index(pool), queries, quotas=[3, 2], overfetch=1.0)
     by_class = {c: sorted(r for cc, r, _ in chosen if cc == c) for c in (0, 1)}
-    assert by_class == {0: [0, 3], 1: [1, 4]}
+    assert by_class == {0: [0, 2, 3], 1: [1, 4]}
     rows = [r for _, r, _ in chosen]
     assert len(rows) == len(set(rows))
 
@@ -73,3 +74,12 @@ def test_retrieve_rejects_embeddings_that_do_not_match_the_pool(tmp_path):
         retrieve.retrieve(
             *(str(tmp_path / n) for n in ("pool.csv", "pool.npy", "q.npy", "subset.csv", "classes.txt", "o.csv"))
         )
+
+
+def test_a_class_that_is_never_closest_still_gets_its_quota():
+    rng = np.random.default_rng(2)
+    pool = _unit(rng.normal([5, 0], 0.5, (20, 2)))
+    queries = _unit([[1, 0], [1, 0.05]])
+    chosen = retrieve.assign_nearest(retrieve.exact_index(pool), queries, quotas=[4, 4])
+    assert np.bincount([c for c, _, _ in chosen], minlength=2).tolist() == [4, 4]
+    assert len({r for _, r, _ in chosen}) == 8

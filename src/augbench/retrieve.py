@@ -7,8 +7,8 @@ pool's CLIP image embeddings; the nearest images are labelled with that class.
         --queries prompts.npy --subset subset.csv --classes classes.txt --out added.csv
 
 Every class gets its quota (see ``augbench.subset.class_quotas``). An image that several
-classes retrieve goes to the class whose query is closest, and is used once. The
-search over-fetches and widens until every class has its quota, or says which
+classes retrieve goes to the closest class that still has room, and is used once.
+The search over-fetches and widens until every class has its quota, or says which
 class the pool cannot fill.
 """
 
@@ -36,22 +36,31 @@ def exact_index(embeddings: np.ndarray) -> faiss.Index:
 def assign_nearest(
     index: faiss.Index, queries: np.ndarray, quotas: list[int], overfetch: float = 2.0
 ) -> list[tuple[int, int, float]]:
-    """Return (class, pool row, similarity) triples, ``quotas[c]`` per class, each row once."""
+    """Return (class, pool row, similarity) triples, ``quotas[c]`` per class, each row once.
+
+    Candidate pairs are taken best first: an image that several classes retrieve
+    goes to the closest class that still has room. The search fetches
+    ``overfetch`` times the largest quota and widens until every quota is met.
+    """
     if len(queries) != len(quotas):
         raise ValueError(f"{len(queries)} queries but {len(quotas)} class quotas")
     n_pool = index.ntotal
     k = min(n_pool, max(1, int(np.ceil(max(quotas) * overfetch))))
     while True:
         scores, rows = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
-        best_class: dict[int, tuple[float, int]] = {}
-        for label in range(len(queries)):
-            for score, row in zip(scores[label], rows[label]):
-                if row >= 0 and (row not in best_class or score > best_class[row][0]):
-                    best_class[int(row)] = (float(score), label)
-        per_class: list[list[tuple[float, int]]] = [[] for _ in queries]
-        for row, (score, label) in best_class.items():
-            per_class[label].append((score, row))
-        short = [label for label, quota in enumerate(quotas) if len(per_class[label]) < quota]
+        order = np.argsort(-scores, axis=None, kind="stable")
+        labels, ranks = np.unravel_index(order, scores.shape)
+        room = list(quotas)
+        taken: set[int] = set()
+        chosen = []
+        for label, rank in zip(labels.tolist(), ranks.tolist()):
+            row = int(rows[label, rank])
+            if row < 0 or room[label] == 0 or row in taken:
+                continue
+            taken.add(row)
+            room[label] -= 1
+            chosen.append((label, row, float(scores[label, rank])))
+        short = [label for label, left in enumerate(room) if left > 0]
         if not short or k >= n_pool:
             break
         k = min(n_pool, k * 2)
@@ -60,11 +69,7 @@ def assign_nearest(
             f"the pool of {n_pool} images cannot fill the quota of class(es) {short}: "
             "lower augment.per_class or use a larger pool"
         )
-    chosen = []
-    for label, candidates in enumerate(per_class):
-        candidates.sort(key=lambda item: (-item[0], item[1]))
-        chosen += [(label, row, score) for score, row in candidates[: quotas[label]]]
-    return chosen
+    return sorted(chosen, key=lambda item: (item[0], -item[2], item[1]))
 
 
 def retrieve(
