@@ -38,7 +38,7 @@ def test_draw_is_seeded_and_independent_of_row_order():
 
 def test_draw_names_the_class_that_is_too_small():
     frame = _frame(per_class=5)
-    with pytest.raises(ValueError, match="class 0 has 5 training images"):
+    with pytest.raises(ValueError, match="class 0 has 5 training images, fewer than the 6"):
         draw_subset(frame, 3, seed=0, per_class=6)
     with pytest.raises(ValueError, match="exactly one"):
         draw_subset(frame, 3, seed=0, per_class=2, fraction=0.5)
@@ -50,3 +50,41 @@ def test_quotas_default_to_one_added_image_per_real_image():
     assert class_quotas(subset, 4, per_class=3) == [3, 3, 3, 3]
     with pytest.raises(ValueError, match="per_class"):
         class_quotas(subset, 4, per_class=-1)
+
+
+def test_extra_real_images_come_from_outside_the_subset(tmp_path):
+    from augbench import subset as module
+    from augbench.files import write_classes, write_manifest
+
+    write_manifest(tmp_path / "train.csv", _frame(per_class=10))
+    write_classes(tmp_path / "classes.txt", ["a", "b", "c"])
+    common = ["--classes", str(tmp_path / "classes.txt"), "--seed", "0"]
+    module.main(
+        [
+            "--manifest",
+            str(tmp_path / "train.csv"),
+            "--per-class",
+            "3",
+            *common,
+            "--out",
+            str(tmp_path / "subset.csv"),
+            "--rest",
+            str(tmp_path / "rest.csv"),
+        ]
+    )
+    module.main(
+        [
+            "--manifest",
+            str(tmp_path / "rest.csv"),
+            "--like",
+            str(tmp_path / "subset.csv"),
+            "--times",
+            "2",
+            *common,
+            "--out",
+            str(tmp_path / "extra.csv"),
+        ]
+    )
+    subset, extra = pd.read_csv(tmp_path / "subset.csv"), pd.read_csv(tmp_path / "extra.csv")
+    assert extra.label.value_counts().to_dict() == {0: 6, 1: 6, 2: 6}
+    assert set(extra.path).isdisjoint(subset.path)

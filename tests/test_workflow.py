@@ -48,14 +48,24 @@ def test_summary_lists_every_method_with_its_seeds(smoke_run):
     workdir, result = smoke_run
     summary = pd.read_csv(workdir / "results" / "smoke" / "summary.csv")
     assert summary.columns.tolist() == ["method", "kind", "n_seeds", "top1_mean", "top1_std", "n_added_per_class"]
-    assert summary.method.tolist() == ["baseline", "retrieve_text", "gen_classname"]
-    assert summary.kind.tolist() == ["real", "retrieve", "generate"]
+    assert summary.method.tolist() == ["baseline", "real_upper_bound", "retrieve_text", "gen_classname"]
+    assert summary.kind.tolist() == ["real", "real", "retrieve", "generate"]
     assert (summary.n_seeds == 1).all()
     assert summary.top1_mean.between(0, 100).all()
-    assert summary.n_added_per_class.tolist() == [0, 3, 3]
+    assert summary.n_added_per_class.tolist() == [0, 3, 3, 3]
     assert (workdir / "results" / "smoke" / "metrics" / "baseline" / "seed0.json").exists()
     # The run prints the table at the end.
     assert "| retrieve_text | retrieve | 1 |" in result.stdout + result.stderr
+
+
+def test_real_upper_bound_adds_real_images_from_outside_the_subset(smoke_run):
+    workdir, _ = smoke_run
+    subset = pd.read_csv(workdir / "results" / "smoke" / "subset" / "train.csv")
+    extra = pd.read_csv(workdir / "results" / "smoke" / "added" / "real_upper_bound" / "manifest.csv")
+    train = pd.read_csv(workdir / "resources" / "miniworld-smoke" / "train" / "manifest.csv")
+    assert extra.label.value_counts().sort_index().tolist() == [3] * 10
+    assert set(extra.path).isdisjoint(subset.path)
+    assert set(extra.path) <= set(train.path)
 
 
 def test_retrieval_adds_pool_images_with_class_labels(smoke_run):

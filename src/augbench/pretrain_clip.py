@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from augbench.files import read_manifest
 from augbench.images import load_rgb
+from augbench.optim import warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def pretrain(
     model.token_embedding.requires_grad_(False)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.1)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.05)
+    schedule = warmup_cosine(optimizer, steps)
     model.train()
     for _ in tqdm(range(steps), desc="clip steps", mininterval=5):
         index = torch.from_numpy(rng.choice(len(captions), size=min(batch_size, len(captions)), replace=False))

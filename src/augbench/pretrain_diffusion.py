@@ -28,6 +28,7 @@ from transformers import CLIPTextConfig, CLIPTextModel
 
 from augbench.files import read_manifest
 from augbench.images import load_rgb
+from augbench.optim import warmup_cosine
 from augbench.tokenizer import write_clip_tokenizer
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ def train_unet(
     text_encoder.get_input_embeddings().requires_grad_(False)
     parameters = [p for p in [*unet.parameters(), *text_encoder.parameters()] if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=1e-2)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.05)
+    schedule = warmup_cosine(optimizer, steps)
     unet.train()
     text_encoder.train()
     for _ in tqdm(range(steps), desc="unet steps", mininterval=5):

@@ -5,7 +5,8 @@
 
 ``--per-class`` takes that many images of each class; ``--fraction`` takes that
 share of each class instead (at least one image). ``--rest`` writes the images
-not drawn, from which a real upper bound can take more.
+not drawn. The real upper bound draws its extra real images from that rest with
+``--like subset.csv --times K``: K times as many per class as the subset has.
 """
 
 from __future__ import annotations
@@ -31,21 +32,28 @@ def draw_subset(
         raise ValueError(f"subset.per_class must be at least 1, got {per_class}")
     if fraction is not None and not 0 < fraction <= 1:
         raise ValueError(f"subset.fraction must be in (0, 1], got {fraction}")
+    available = np.bincount(frame.label.to_numpy(), minlength=n_classes)[:n_classes]
+    if per_class is not None:
+        counts = [per_class] * n_classes
+    else:
+        counts = [max(1, round(fraction * n)) for n in available]
+    return draw_counts(frame, counts, seed)
+
+
+def draw_counts(frame: pd.DataFrame, counts: list[int], seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Draw ``counts[c]`` images of each class c at random; return (drawn, rest)."""
     rng = np.random.default_rng(seed)
     # Sorting first makes the draw independent of the manifest's row order.
     frame = frame.sort_values("path", kind="stable").reset_index(drop=True)
+    labels = frame.label.to_numpy()
     chosen = []
-    for label in range(n_classes):
-        rows = np.flatnonzero(frame.label.to_numpy() == label)
-        want = per_class if per_class is not None else max(1, round(fraction * len(rows)))
+    for label, want in enumerate(counts):
+        rows = np.flatnonzero(labels == label)
         if len(rows) < want:
-            raise ValueError(
-                f"class {label} has {len(rows)} training images, fewer than the {want} the subset asks for"
-            )
+            raise ValueError(f"class {label} has {len(rows)} training images, fewer than the {want} the draw asks for")
         chosen.append(rng.choice(rows, size=want, replace=False))
-    picked = np.sort(np.concatenate(chosen))
     mask = np.zeros(len(frame), dtype=bool)
-    mask[picked] = True
+    mask[np.concatenate(chosen).astype(int)] = True
     return frame[mask].reset_index(drop=True), frame[~mask].reset_index(drop=True)
 
 
@@ -60,22 +68,29 @@ def class_quotas(subset: pd.DataFrame, n_classes: int, per_class: int | None = N
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--manifest", required=True, help="the target dataset's training manifest")
+    parser.add_argument("--manifest", required=True, help="the manifest to draw from")
     parser.add_argument("--classes", required=True)
     size = parser.add_mutually_exclusive_group(required=True)
     size.add_argument("--per-class", type=int)
     size.add_argument("--fraction", type=float)
+    size.add_argument("--like", help="draw as many images per class as this manifest has (times --times)")
+    parser.add_argument("--times", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--rest", help="also write the images left out of the subset")
+    parser.add_argument("--rest", help="also write the images left out of the draw")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     classes = read_classes(args.classes)
-    subset, rest = draw_subset(read_manifest(args.manifest), len(classes), args.seed, args.per_class, args.fraction)
+    frame = read_manifest(args.manifest)
+    if args.like:
+        counts = [args.times * n for n in class_quotas(read_manifest(args.like), len(classes))]
+        subset, rest = draw_counts(frame, counts, args.seed)
+    else:
+        subset, rest = draw_subset(frame, len(classes), args.seed, args.per_class, args.fraction)
     write_manifest(args.out, subset)
     if args.rest:
         write_manifest(args.rest, rest)
-    log.info("subset of %d images over %d classes written to %s", len(subset), len(classes), args.out)
+    log.info("drew %d images over %d classes into %s", len(subset), len(classes), args.out)
 
 
 if __name__ == "__main__":

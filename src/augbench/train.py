@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from augbench.files import atomic_path, read_classes, read_manifest, write_json
 from augbench.images import ManifestImages, pick_device
+from augbench.optim import warmup_cosine
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -129,9 +130,7 @@ def train(
     optimizer = torch.optim.SGD(
         model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay, nesterov=True
     )
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=recipe.lr, total_steps=recipe.epochs * len(loader), pct_start=0.1
-    )
+    schedule = warmup_cosine(optimizer, recipe.epochs * len(loader), warmup_share=0.1)
     loss_fn = torch.nn.CrossEntropyLoss()
     model.train()
     last_loss = float("nan")

@@ -8,7 +8,7 @@ rule aggregate:
         added=[
             f"{RESULTS}/added/{method}/manifest.csv"
             for method in METHODS
-            if METHODS[method]["kind"] != "real"
+            if adds_images(method)
         ],
         classes=config["dataset"]["classes"],
     output:

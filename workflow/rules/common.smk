@@ -86,9 +86,15 @@ def diffusion_inputs(wildcards=None):
     return [path] if path else []
 
 
+def adds_images(method):
+    """Whether a method trains on more than the subset (every method but the baseline)."""
+    params = METHODS[method]
+    return params["kind"] != "real" or params["real_multiplier"] > 1
+
+
 def added_images(wildcards):
-    """The added-image manifest of a method; real-data methods add none."""
-    if METHODS[wildcards.method]["kind"] == "real":
+    """The added-image manifest of a method, if it adds any."""
+    if not adds_images(wildcards.method):
         return []
     return [f"{RESULTS}/added/{wildcards.method}/manifest.csv"]
 

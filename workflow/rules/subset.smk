@@ -18,3 +18,32 @@ rule subset:
     shell:
         "python -m augbench.subset --manifest {input.train} --classes {input.classes}"
         " --out {output.subset} --rest {output.rest} {params.options} > {log} 2>&1"
+
+
+rule add_real:
+    input:
+        rest=rules.subset.output.rest,
+        subset=rules.subset.output.subset,
+        classes=config["dataset"]["classes"],
+    output:
+        manifest=f"{RESULTS}/added/{{method}}/manifest.csv",
+    wildcard_constraints:
+        method=alternation(methods_of("real")),
+    params:
+        options=lambda wildcards: cli_options(
+            {
+                "times": METHODS[wildcards.method]["real_multiplier"] - 1,
+                "seed": config["subset"]["seed"],
+            }
+        ),
+    log:
+        f"{LOGS}/add_real/{{method}}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        ENV
+    shell:
+        "python -m augbench.subset --manifest {input.rest} --classes {input.classes}"
+        " --like {input.subset} --out {output.manifest} {params.options} > {log} 2>&1"
