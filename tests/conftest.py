@@ -19,7 +19,7 @@ def miniworld(tmp_path_factory) -> Path:
     from augbench import miniworld
 
     root = tmp_path_factory.mktemp("miniworld")
-    miniworld.build(root, image_size=16, n_val_per_class=5, n_train_per_class=8, seed=0)
+    miniworld.build(root, image_size=16, n_val_per_class=5, n_train_per_class=8, pool_copies=1, seed=0)
     return root
 
 
@@ -34,12 +34,12 @@ def tiny_clip(miniworld, tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def tiny_pipeline(miniworld, tmp_path_factory) -> str:
+def tiny_pipeline(miniworld, tiny_clip, tmp_path_factory) -> str:
     """A StableDiffusionPipeline folder, loadable with ``from_pretrained``."""
     from augbench import pretrain_diffusion
 
     out = tmp_path_factory.mktemp("models") / "diffusion"
-    pretrain_diffusion.pretrain(
-        str(miniworld / "pool" / "manifest.csv"), str(out), vae_steps=2, unet_steps=2, batch_size=16, threads=2
-    )
+    clip_folder = tiny_clip.removeprefix("local-dir:")
+    pool = str(miniworld / "pool" / "manifest.csv")
+    pretrain_diffusion.pretrain(pool, clip_folder, str(out), vae_steps=2, unet_steps=2, batch_size=16, threads=2)
     return str(out)

@@ -23,8 +23,10 @@ from augbench.files import save_image, write_classes, write_manifest
 
 CLASS_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
-# Alt-text-like captions; none is the classification prompt "a photo of a {}".
+# Alt-text-like captions. As on LAION, some read like the study's class prompt
+# ("a photo of a {}"), most do not.
 CAPTION_TEMPLATES = [
+    "a photo of a {}",
     "handwritten digit {}",
     "the number {} written by hand",
     "{}",
@@ -133,7 +135,7 @@ def build(
     image_size: int = 16,
     n_val_per_class: int = 50,
     n_train_per_class: int = 30,
-    pool_copies: int = 1,
+    pool_copies: int = 3,
     wrong_caption_rate: float = 0.2,
     distractor_rate: float = 0.1,
     seed: int = 0,
@@ -184,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--image-size", type=int, default=16)
     parser.add_argument("--n-val-per-class", type=int, default=50)
     parser.add_argument("--n-train-per-class", type=int, default=30)
-    parser.add_argument("--pool-copies", type=int, default=1)
+    parser.add_argument("--pool-copies", type=int, default=3)
     parser.add_argument("--wrong-caption-rate", type=float, default=0.2)
     parser.add_argument("--distractor-rate", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)

@@ -65,7 +65,8 @@ def pretrain(
     pool_manifest: str,
     out: str,
     image_size: int = 16,
-    width: int = 64,
+    vision_width: int = 128,
+    text_width: int = 64,
     layers: int = 2,
     embed_dim: int = 64,
     context_length: int = 16,
@@ -81,7 +82,7 @@ def pretrain(
     rng = np.random.default_rng(seed)
     started = time.time()
     pixels, captions = load_pool(pool_manifest, image_size)
-    config = model_config(image_size, width, layers, embed_dim, context_length)
+    config = model_config(image_size, vision_width, text_width, layers, embed_dim, context_length)
     model = open_clip.CLIP(**config)
     tokenizer = open_clip.SimpleTokenizer(context_length=context_length)
     tokens = tokenizer(captions)
@@ -114,7 +115,8 @@ def pretrain(
     (staging / "open_clip_config.json").write_text(
         json.dumps({"model_cfg": config, "preprocess_cfg": preprocess}, indent=2)
     )
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    # float16 on disk keeps the shipped mini-world checkpoints small; loading casts back.
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(staging / "open_clip_model.safetensors"))
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
@@ -126,7 +128,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pool", required=True, help="pool manifest with a caption column")
     parser.add_argument("--out", required=True, help="open_clip model folder to write")
     parser.add_argument("--image-size", type=int, default=16)
-    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--vision-width", type=int, default=128)
+    parser.add_argument("--text-width", type=int, default=64, help="also the diffusion model's conditioning width")
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--embed-dim", type=int, default=64)
     parser.add_argument("--context-length", type=int, default=16)
@@ -141,7 +144,8 @@ def main(argv: list[str] | None = None) -> None:
         args.pool,
         args.out,
         image_size=args.image_size,
-        width=args.width,
+        vision_width=args.vision_width,
+        text_width=args.text_width,
         layers=args.layers,
         embed_dim=args.embed_dim,
         context_length=args.context_length,

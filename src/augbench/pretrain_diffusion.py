@@ -3,17 +3,20 @@ pipeline (AutoencoderKL, UNet2DConditionModel, CLIPTextModel, CLIPTokenizer) tra
 on a captioned pool, saved with ``save_pretrained`` so that generation loads it with
 the same ``StableDiffusionPipeline.from_pretrained`` call as a hub model.
 
-    python -m augbench.pretrain_diffusion --pool pool.csv --out models/diffusion \
-        --image-size 16 --vae-steps 600 --unet-steps 3000
+    python -m augbench.pretrain_diffusion --pool pool.csv --clip models/clip \
+        --out models/diffusion --image-size 16 --vae-steps 600 --unet-steps 3000
 
-First the VAE learns to reconstruct the pool's images, then the UNet and text
-encoder learn to denoise VAE latents given the caption (captions are dropped at
-``--caption-dropout`` so that classifier-free guidance works, as in SD).
+As Stable Diffusion v1 conditions on OpenAI CLIP's text encoder, this pipeline
+conditions on the text tower of the mini-world's CLIP (``--clip``), frozen. First
+the VAE learns to reconstruct the pool's images, then the UNet learns to denoise
+VAE latents given the caption (captions are dropped at ``--caption-dropout`` so
+that classifier-free guidance works, as in SD).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shutil
 import time
@@ -23,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from safetensors.torch import load_file
 from tqdm import tqdm
 from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -39,13 +43,11 @@ NOISE_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.0
 
 def build_components(
     image_size: int,
+    cross_attention_dim: int,
     vae_channels: tuple[int, ...] = (32, 64),
     unet_channels: tuple[int, ...] = (32, 64),
-    text_width: int = 64,
-    text_layers: int = 2,
-    max_length: int = 16,
-) -> tuple[AutoencoderKL, UNet2DConditionModel, CLIPTextModel]:
-    """Small versions of SD's components; the same classes at other sizes."""
+) -> tuple[AutoencoderKL, UNet2DConditionModel]:
+    """Small versions of SD's VAE and UNet; the same classes at other sizes."""
     groups = min(16, *vae_channels, *unet_channels)
     vae = AutoencoderKL(
         in_channels=3,
@@ -67,24 +69,63 @@ def build_components(
         layers_per_block=1,
         down_block_types=("CrossAttnDownBlock2D",) * (len(unet_channels) - 1) + ("DownBlock2D",),
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (len(unet_channels) - 1),
-        cross_attention_dim=text_width,
+        cross_attention_dim=cross_attention_dim,
         attention_head_dim=8,
         norm_num_groups=groups,
     )
-    text_encoder = CLIPTextModel(
+    return vae, unet
+
+
+def text_encoder_from_clip(clip_folder: str) -> CLIPTextModel:
+    """The text tower of an open_clip model as a transformers ``CLIPTextModel``.
+
+    Stable Diffusion v1 conditions on OpenAI CLIP's text encoder; the mini-world's
+    diffusion model likewise conditions on the mini-world CLIP's, converted weight
+    for weight (open_clip fuses q, k and v into one projection).
+    """
+    config = json.loads((Path(clip_folder) / "open_clip_config.json").read_text())["model_cfg"]["text_cfg"]
+    state = load_file(str(Path(clip_folder) / "open_clip_model.safetensors"))
+    width, layers = config["width"], config["layers"]
+    encoder = CLIPTextModel(
         CLIPTextConfig(
-            vocab_size=49408,
-            hidden_size=text_width,
-            intermediate_size=2 * text_width,
-            num_hidden_layers=text_layers,
-            num_attention_heads=4,
-            max_position_embeddings=max_length,
+            vocab_size=config["vocab_size"],
+            hidden_size=width,
+            intermediate_size=int(width * config.get("mlp_ratio", 4.0)),
+            num_hidden_layers=layers,
+            num_attention_heads=config["heads"],
+            max_position_embeddings=config["context_length"],
+            hidden_act="gelu",
             bos_token_id=49406,
             eos_token_id=49407,
             pad_token_id=49407,
         )
     )
-    return vae, unet, text_encoder
+    # transformers 4 nests the modules under text_model, transformers 5 does not.
+    top = "text_model." if any(key.startswith("text_model.") for key in encoder.state_dict()) else ""
+    converted = {
+        f"{top}embeddings.token_embedding.weight": state["token_embedding.weight"],
+        f"{top}embeddings.position_embedding.weight": state["positional_embedding"],
+        f"{top}final_layer_norm.weight": state["ln_final.weight"],
+        f"{top}final_layer_norm.bias": state["ln_final.bias"],
+    }
+    for i in range(layers):
+        ours, theirs = f"{top}encoder.layers.{i}.", f"transformer.resblocks.{i}."
+        for name, chunk in zip(("q", "k", "v"), state[theirs + "attn.in_proj_weight"].chunk(3)):
+            converted[f"{ours}self_attn.{name}_proj.weight"] = chunk
+        for name, chunk in zip(("q", "k", "v"), state[theirs + "attn.in_proj_bias"].chunk(3)):
+            converted[f"{ours}self_attn.{name}_proj.bias"] = chunk
+        pairs = {
+            "self_attn.out_proj": "attn.out_proj",
+            "layer_norm1": "ln_1",
+            "layer_norm2": "ln_2",
+            "mlp.fc1": "mlp.c_fc",
+            "mlp.fc2": "mlp.c_proj",
+        }
+        for hf_name, clip_name in pairs.items():
+            for kind in ("weight", "bias"):
+                converted[f"{ours}{hf_name}.{kind}"] = state[f"{theirs}{clip_name}.{kind}"]
+    encoder.load_state_dict({k: v.float() for k, v in converted.items()}, strict=True)
+    return encoder.eval().requires_grad_(False)
 
 
 def load_pool_pixels(pool_manifest: str, image_size: int) -> tuple[torch.Tensor, list[str]]:
@@ -137,23 +178,21 @@ def train_unet(
         return_tensors="pt",
     ).input_ids
     empty = len(captions)
-    # The 49k-row token table would dominate each optimiser step; its random rows
-    # already tell tokens apart, so only the transformer above it learns.
-    text_encoder.get_input_embeddings().requires_grad_(False)
-    parameters = [p for p in [*unet.parameters(), *text_encoder.parameters()] if p.requires_grad]
+    # As in SD, the text encoder is frozen: its conditioning for every caption is computed once.
+    with torch.no_grad():
+        conditionings = torch.cat([text_encoder(chunk)[0] for chunk in tokens.split(512)])
+    parameters = list(unet.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=1e-2)
     schedule = warmup_cosine(optimizer, steps)
     unet.train()
-    text_encoder.train()
     for _ in tqdm(range(steps), desc="unet steps", mininterval=5):
         index = torch.from_numpy(rng.integers(len(captions), size=batch_size))
         latents = latents_mean[index] + latents_std[index] * torch.randn_like(latents_mean[index])
         drop = torch.from_numpy(rng.random(batch_size) < caption_dropout)
-        token_ids = tokens[torch.where(drop, empty, index)]
+        conditioning = conditionings[torch.where(drop, empty, index)]
         noise = torch.randn_like(latents)
         timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch_size,))
         noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-        conditioning = text_encoder(token_ids)[0]
         loss = F.mse_loss(unet(noisy, timesteps, conditioning).sample, noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -162,23 +201,20 @@ def train_unet(
         schedule.step()
     log.info("unet: final loss %.4f", loss.item())
     unet.eval()
-    text_encoder.eval()
 
 
 def pretrain(
     pool_manifest: str,
+    clip_folder: str,
     out: str,
     image_size: int = 16,
     vae_channels: tuple[int, ...] = (32, 64),
     unet_channels: tuple[int, ...] = (32, 64),
-    text_width: int = 64,
-    text_layers: int = 2,
-    max_length: int = 16,
     vae_steps: int = 600,
     unet_steps: int = 3000,
     batch_size: int = 64,
     lr: float = 1e-3,
-    kl_weight: float = 1e-4,
+    kl_weight: float = 1e-6,
     caption_dropout: float = 0.1,
     seed: int = 0,
     threads: int | None = None,
@@ -189,12 +225,13 @@ def pretrain(
     rng = np.random.default_rng(seed)
     started = time.time()
     pixels, captions = load_pool_pixels(pool_manifest, image_size)
-    vae, unet, text_encoder = build_components(
-        image_size, tuple(vae_channels), tuple(unet_channels), text_width, text_layers, max_length
-    )
+    text_encoder = text_encoder_from_clip(clip_folder)
+    vae, unet = build_components(image_size, text_encoder.config.hidden_size, tuple(vae_channels), tuple(unet_channels))
     staging = Path(f"{out}.partial")
     shutil.rmtree(staging, ignore_errors=True)
-    tokenizer = write_clip_tokenizer(staging / "tokenizer", model_max_length=max_length)
+    tokenizer = write_clip_tokenizer(
+        staging / "tokenizer", model_max_length=text_encoder.config.max_position_embeddings
+    )
 
     train_vae(vae, pixels, vae_steps, batch_size, lr, kl_weight, rng)
     latents_mean, latents_std = encode_latents(vae, pixels)
@@ -224,7 +261,10 @@ def pretrain(
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    pipeline.save_pretrained(staging, safe_serialization=True)
+    # float16 on disk keeps the shipped mini-world checkpoints small; from_pretrained casts back.
+    pipeline.to(torch_dtype=torch.float16).save_pretrained(staging, safe_serialization=True)
+    # tokenizer.json only repeats vocab.json and merges.txt, in 3.6 MB.
+    (staging / "tokenizer" / "tokenizer.json").unlink(missing_ok=True)
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
     log.info(
@@ -235,18 +275,16 @@ def pretrain(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pool", required=True, help="pool manifest with a caption column")
+    parser.add_argument("--clip", required=True, help="open_clip folder whose text tower becomes the text encoder")
     parser.add_argument("--out", required=True, help="pipeline folder to write")
     parser.add_argument("--image-size", type=int, default=16)
     parser.add_argument("--vae-channels", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--unet-channels", type=int, nargs="+", default=[32, 64])
-    parser.add_argument("--text-width", type=int, default=64)
-    parser.add_argument("--text-layers", type=int, default=2)
-    parser.add_argument("--max-length", type=int, default=16, help="token context length")
     parser.add_argument("--vae-steps", type=int, default=600)
     parser.add_argument("--unet-steps", type=int, default=3000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of both stages")
-    parser.add_argument("--kl-weight", type=float, default=1e-4)
+    parser.add_argument("--kl-weight", type=float, default=1e-6)
     parser.add_argument("--caption-dropout", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
@@ -254,13 +292,11 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     pretrain(
         args.pool,
+        args.clip,
         args.out,
         image_size=args.image_size,
         vae_channels=tuple(args.vae_channels),
         unet_channels=tuple(args.unet_channels),
-        text_width=args.text_width,
-        text_layers=args.text_layers,
-        max_length=args.max_length,
         vae_steps=args.vae_steps,
         unet_steps=args.unet_steps,
         batch_size=args.batch_size,

@@ -1,0 +1,27 @@
+import torch
+from safetensors.torch import load_file
+
+from augbench.pretrain_diffusion import text_encoder_from_clip
+
+
+def test_text_encoder_converted_from_clip_computes_the_same_features(tiny_clip):
+    import open_clip
+
+    folder = tiny_clip.removeprefix("local-dir:")
+    clip, _, _ = open_clip.create_model_and_transforms(tiny_clip)
+    encoder = text_encoder_from_clip(folder)
+    tokens = open_clip.get_tokenizer(tiny_clip)(["a photo of a seven", "handwritten digit two"])
+    with torch.no_grad():
+        hidden = clip.token_embedding(tokens) + clip.positional_embedding
+        hidden = clip.ln_final(clip.transformer(hidden, attn_mask=clip.attn_mask))
+        ours = encoder(tokens)[0]
+    torch.testing.assert_close(ours, hidden, atol=1e-4, rtol=1e-4)
+    assert not any(p.requires_grad for p in encoder.parameters())
+
+
+def test_mini_world_checkpoints_are_stored_small(tiny_clip, tiny_pipeline):
+    from pathlib import Path
+
+    clip_weights = load_file(str(Path(tiny_clip.removeprefix("local-dir:")) / "open_clip_model.safetensors"))
+    assert {t.dtype for t in clip_weights.values()} == {torch.float16}
+    assert not (Path(tiny_pipeline) / "tokenizer" / "tokenizer.json").exists()
