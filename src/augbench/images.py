@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -10,6 +11,21 @@ def load_rgb(path: str) -> Image.Image:
     """Open an image as RGB, whatever its mode (grayscale, palette, CMYK)."""
     with Image.open(path) as image:
         return image.convert("RGB")
+
+
+def load_captioned_images(manifest: str, image_size: int) -> tuple[torch.Tensor, list[str]]:
+    """Every image of a captioned manifest as one float tensor in [0, 1] (N, 3, H, W), and the captions.
+
+    For pre-training on the mini-world's pools, which fit in memory many times over.
+    """
+    from augbench.files import read_manifest
+
+    frame = read_manifest(manifest)
+    if "caption" not in frame:
+        raise ValueError(f"manifest {manifest} has no 'caption' column")
+    pixels = np.stack([np.asarray(load_rgb(path).resize((image_size, image_size))) for path in frame.path])
+    tensor = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255.0
+    return tensor, frame.caption.astype(str).tolist()
 
 
 class ManifestImages(torch.utils.data.Dataset):

@@ -24,8 +24,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from augbench.files import read_manifest
-from augbench.images import load_rgb
+from augbench.images import load_captioned_images
 from augbench.optim import warmup_cosine
 
 log = logging.getLogger(__name__)
@@ -35,30 +34,26 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-def model_config(image_size: int, width: int, layers: int, embed_dim: int, context_length: int) -> dict:
+def model_config(
+    image_size: int, vision_width: int, text_width: int, layers: int, embed_dim: int, context_length: int
+) -> dict:
     return {
         "embed_dim": embed_dim,
-        "vision_cfg": {"image_size": image_size, "layers": layers, "width": width, "head_width": 16, "patch_size": 4},
+        "vision_cfg": {
+            "image_size": image_size,
+            "layers": layers,
+            "width": vision_width,
+            "head_width": 16,
+            "patch_size": 4,
+        },
         "text_cfg": {
             "context_length": context_length,
             "vocab_size": 49408,
-            "width": width,
+            "width": text_width,
             "heads": 4,
             "layers": layers,
         },
     }
-
-
-def load_pool(pool_manifest: str, image_size: int) -> tuple[torch.Tensor, list[str]]:
-    frame = read_manifest(pool_manifest)
-    if "caption" not in frame:
-        raise ValueError(f"pool manifest {pool_manifest} has no 'caption' column")
-    pixels = np.stack(
-        [np.asarray(load_rgb(path).resize((image_size, image_size)), dtype=np.float32) / 255.0 for path in frame.path]
-    )
-    tensor = torch.from_numpy(pixels).permute(0, 3, 1, 2)
-    tensor = (tensor - torch.tensor(CLIP_MEAN)[:, None, None]) / torch.tensor(CLIP_STD)[:, None, None]
-    return tensor, frame.caption.astype(str).tolist()
 
 
 def pretrain(
@@ -81,7 +76,8 @@ def pretrain(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     started = time.time()
-    pixels, captions = load_pool(pool_manifest, image_size)
+    pixels, captions = load_captioned_images(pool_manifest, image_size)
+    pixels = (pixels - torch.tensor(CLIP_MEAN)[:, None, None]) / torch.tensor(CLIP_STD)[:, None, None]
     config = model_config(image_size, vision_width, text_width, layers, embed_dim, context_length)
     model = open_clip.CLIP(**config)
     tokenizer = open_clip.SimpleTokenizer(context_length=context_length)

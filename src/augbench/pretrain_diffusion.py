@@ -30,8 +30,7 @@ from safetensors.torch import load_file
 from tqdm import tqdm
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from augbench.files import read_manifest
-from augbench.images import load_rgb
+from augbench.images import load_captioned_images
 from augbench.optim import warmup_cosine
 from augbench.tokenizer import write_clip_tokenizer
 
@@ -128,18 +127,6 @@ def text_encoder_from_clip(clip_folder: str) -> CLIPTextModel:
     return encoder.eval().requires_grad_(False)
 
 
-def load_pool_pixels(pool_manifest: str, image_size: int) -> tuple[torch.Tensor, list[str]]:
-    """All pool images as a tensor in [-1, 1] and their captions (the mini-world's pools are small)."""
-    frame = read_manifest(pool_manifest)
-    if "caption" not in frame:
-        raise ValueError(f"pool manifest {pool_manifest} has no 'caption' column")
-    pixels = np.stack(
-        [np.asarray(load_rgb(path).resize((image_size, image_size)), dtype=np.float32) for path in frame.path]
-    )
-    tensor = torch.from_numpy(pixels).permute(0, 3, 1, 2) / 127.5 - 1.0
-    return tensor, frame.caption.astype(str).tolist()
-
-
 def train_vae(vae: AutoencoderKL, pixels: torch.Tensor, steps: int, batch_size: int, lr: float, kl_weight: float, rng):
     optimizer = torch.optim.AdamW(vae.parameters(), lr=lr)
     vae.train()
@@ -224,7 +211,8 @@ def pretrain(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     started = time.time()
-    pixels, captions = load_pool_pixels(pool_manifest, image_size)
+    pixels, captions = load_captioned_images(pool_manifest, image_size)
+    pixels = pixels * 2 - 1  # the VAE works in [-1, 1]
     text_encoder = text_encoder_from_clip(clip_folder)
     vae, unet = build_components(image_size, text_encoder.config.hidden_size, tuple(vae_channels), tuple(unet_channels))
     staging = Path(f"{out}.partial")
@@ -261,15 +249,21 @@ def pretrain(
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    # float16 on disk keeps the shipped mini-world checkpoints small; from_pretrained casts back.
-    pipeline.to(torch_dtype=torch.float16).save_pretrained(staging, safe_serialization=True)
-    # tokenizer.json only repeats vocab.json and merges.txt, in 3.6 MB.
-    (staging / "tokenizer" / "tokenizer.json").unlink(missing_ok=True)
+    save_small(pipeline, staging)
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
     log.info(
         "diffusion pipeline trained on %d pool images in %.0f s, saved to %s", len(captions), time.time() - started, out
     )
+
+
+def save_small(pipeline: StableDiffusionPipeline, folder: Path) -> None:
+    """Save in float16, which keeps the shipped mini-world checkpoints small (from_pretrained casts back)."""
+    pipeline.to(dtype=torch.float16).save_pretrained(folder, safe_serialization=True)
+    tokenizer = Path(folder) / "tokenizer"
+    if (tokenizer / "vocab.json").exists() and (tokenizer / "merges.txt").exists():
+        # tokenizer.json only repeats vocab.json and merges.txt, in 3.6 MB.
+        (tokenizer / "tokenizer.json").unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> None:
