@@ -49,6 +49,10 @@ CASES = {
         ["config dataset.val: elsewhere/val.csv is not under miniworld.root"],
     ),
     "template without placeholder": (lambda c: c.update(prompt_template="a photo"), ["does not match"]),
+    "missing model without pre-training": (
+        lambda c: c["miniworld"].update(pretrain=False),
+        ["config clip.model: resources/miniworld-smoke/models/clip does not exist; set miniworld.pretrain: true"],
+    ),
 }
 
 

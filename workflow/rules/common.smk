@@ -53,9 +53,6 @@ def check_config():
                 )
 
 
-check_config()
-
-
 def local_model(reference):
     """The folder or file a model reference names, if it is local; None for a hub id.
 
@@ -74,6 +71,25 @@ def local_model(reference):
     if MINIWORLD["enabled"] and Path(path).is_relative_to(MINIWORLD["root"]):
         return path
     return path if Path(path).exists() else None
+
+
+check_config()
+
+
+def check_models():
+    """A model folder the config names must exist unless the workflow trains it."""
+    if not MINIWORLD["enabled"] or MINIWORLD["pretrain"]:
+        return
+    for key in ("clip", "diffusion"):
+        path = local_model(config[key]["model"])
+        if path and not Path(path).exists():
+            raise ValueError(
+                f"config {key}.model: {path} does not exist; set miniworld.pretrain: true "
+                "to train it with the mini-world's rules"
+            )
+
+
+check_models()
 
 
 def clip_inputs(wildcards=None):

@@ -1,8 +1,8 @@
 # The mini-world's stand-ins for ImageNet, LAION and the pre-trained models: digits
 # data, a captioned pool, and a tiny CLIP and diffusion pipeline trained on that pool.
-# The pool is an ancient() input of pre-training: models already on disk (config.yaml's
-# ship with the project, made by these rules) count as built even though the pool is
-# rebuilt at every fresh start; --forcerun pretrain_clip pretrain_diffusion remakes them.
+# With miniworld.pretrain false, the pre-training rules are left out and the models are
+# plain inputs: config.yaml uses the ones that ship in resources/miniworld/models,
+# which these rules made.
 if MINIWORLD["enabled"]:
 
     rule miniworld_data:
@@ -38,9 +38,12 @@ if MINIWORLD["enabled"]:
         shell:
             "python -m augbench.miniworld --out {params.out} {params.options} > {log} 2>&1"
 
+
+if MINIWORLD["enabled"] and MINIWORLD["pretrain"]:
+
     rule pretrain_clip:
         input:
-            pool=ancient(rules.miniworld_data.output.pool),
+            pool=rules.miniworld_data.output.pool,
         output:
             directory(local_model(config["clip"]["model"])),
         log:
@@ -68,8 +71,8 @@ if MINIWORLD["enabled"]:
 
     rule pretrain_diffusion:
         input:
-            pool=ancient(rules.miniworld_data.output.pool),
-            clip=ancient(rules.pretrain_clip.output[0]),
+            pool=rules.miniworld_data.output.pool,
+            clip=rules.pretrain_clip.output[0],
         output:
             directory(local_model(config["diffusion"]["model"])),
         log:

@@ -27,8 +27,16 @@ rule add_real:
         classes=config["dataset"]["classes"],
     output:
         manifest=f"{RESULTS}/added/{{method}}/manifest.csv",
+    log:
+        f"{LOGS}/add_real/{{method}}.log",
     wildcard_constraints:
         method=alternation(methods_of("real")),
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     params:
         options=lambda wildcards: cli_options(
             {
@@ -36,14 +44,6 @@ rule add_real:
                 "seed": config["subset"]["seed"],
             }
         ),
-    log:
-        f"{LOGS}/add_real/{{method}}.log",
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    conda:
-        ENV
     shell:
         "python -m augbench.subset --manifest {input.rest} --classes {input.classes}"
         " --like {input.subset} --out {output.manifest} {params.options} > {log} 2>&1"
