@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test lint unit e2e bench clean
+.PHONY: demo test lint unit e2e clean
 
 $(INSTALLED): pyproject.toml
 	python3 -m venv $(VENV)
