@@ -49,3 +49,15 @@ def test_rerun_keeps_finished_images_and_batching_does_not_change_them(miniworld
 def test_image_seed_is_stable_and_distinct():
     assert generate.image_seed(0, 1, 2) == generate.image_seed(0, 1, 2)
     assert len({generate.image_seed(0, c, i) for c in range(10) for i in range(10)}) == 100
+
+
+def test_changed_settings_do_not_reuse_stale_images(miniworld, tiny_pipeline, tmp_path):
+    subset = _subset(tmp_path, [4])
+    classes = str(miniworld / "classes.txt")
+    two_steps = generate.generate(tiny_pipeline, classes, subset, str(tmp_path / "g"), steps=2)
+    three_steps = generate.generate(tiny_pipeline, classes, subset, str(tmp_path / "g"), steps=3)
+    assert two_steps.path.iloc[0] != three_steps.path.iloc[0]
+    assert Path(two_steps.path.iloc[0]).exists() and Path(three_steps.path.iloc[0]).exists()
+    manifest = pd.read_csv(tmp_path / "g" / "manifest.csv")
+    assert manifest.path.tolist() == three_steps.path.tolist()
+    assert (manifest.steps == 3).all()

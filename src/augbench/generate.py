@@ -8,13 +8,15 @@ filled with c's name ("a photo of a {}").
 
 Each image has its own seed (derived from ``--seed``, class and index), so the
 result does not depend on batch size and an interrupted run resumes: images that
-already exist are kept, not regenerated. The manifest beside the images records
+already exist for the same settings are kept, not regenerated. The manifest beside the images records
 per image its class, prompt, seed, scheduler, steps and guidance scale.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -37,11 +39,11 @@ def image_seed(seed: int, label: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, label, index]).generate_state(1)[0])
 
 
-def plan_images(classes: list[str], quotas: list[int], template: str, seed: int, out_dir: Path) -> pd.DataFrame:
+def plan_images(classes: list[str], quotas: list[int], template: str, seed: int, images_dir: Path) -> pd.DataFrame:
     prompts = class_prompts(classes, template)
     rows = [
         {
-            "path": str(out_dir / "images" / f"{label:05d}_{index:05d}.png"),
+            "path": str(images_dir / f"{label:05d}_{index:05d}.png"),
             "label": label,
             "prompt": prompts[label],
             "seed": image_seed(seed, label, index),
@@ -72,7 +74,21 @@ def generate(
     out_dir = Path(out_dir)
     classes = read_classes(classes_path)
     quotas = class_quotas(read_manifest(subset_manifest), len(classes), per_class)
-    plan = plan_images(classes, quotas, template, seed, out_dir)
+    settings = dict(
+        model=model,
+        revision=revision,
+        scheduler=scheduler,
+        steps=steps,
+        guidance_scale=guidance_scale,
+        image_size=image_size,
+        dtype=dtype,
+        template=template,
+        seed=seed,
+    )
+    # Images are reused on a rerun only if made with the same settings: each set of
+    # settings has its own folder, so a changed config never mixes in stale images.
+    images_dir = out_dir / f"images-{hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]}"
+    plan = plan_images(classes, quotas, template, seed, images_dir)
     todo = plan[[not Path(path).exists() for path in plan.path]]
     log.info("%d of %d images to generate (%d already done)", len(todo), len(plan), len(plan) - len(todo))
     if len(todo):
