@@ -26,3 +26,11 @@ def test_prompt_embeddings_have_one_row_per_class(miniworld, tiny_clip, tmp_path
 def test_template_without_placeholder_is_rejected():
     with pytest.raises(ValueError, match="no '\\{\\}'"):
         embed.class_prompts(["cat"], "a photo")
+
+
+def test_captions_command_embeds_one_row_per_pool_image(miniworld, tiny_clip, tmp_path):
+    pool = miniworld / "pool" / "manifest.csv"
+    embed.main(["captions", "--manifest", str(pool), "--out", str(tmp_path / "c.npy"), "--model", tiny_clip])
+    features = np.load(tmp_path / "c.npy")
+    assert features.shape == (len(read_manifest(pool)), 64)
+    np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, rtol=1e-5)

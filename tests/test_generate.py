@@ -61,3 +61,15 @@ def test_changed_settings_do_not_reuse_stale_images(miniworld, tiny_pipeline, tm
     manifest = pd.read_csv(tmp_path / "g" / "manifest.csv")
     assert manifest.path.tolist() == three_steps.path.tolist()
     assert (manifest.steps == 3).all()
+
+
+def test_clip_template_prompts_are_seeded_and_name_the_class(tmp_path):
+    plan = generate.plan_images(["tench", "goldfish"], [20, 20], "a photo of a {}", 0, tmp_path, "clip_templates")
+    again = generate.plan_images(["tench", "goldfish"], [20, 20], "a photo of a {}", 0, tmp_path, "clip_templates")
+    assert plan.prompt.tolist() == again.prompt.tolist()
+    assert plan[plan.label == 0].prompt.str.contains("tench").all()
+    assert plan[plan.label == 1].prompt.str.contains("goldfish").all()
+    assert plan.prompt.nunique() > 20  # drawn from 80 templates, not one
+    templates = {template("X") for template in generate.clip_templates()}
+    assert len(templates) == 80
+    assert {prompt.replace("tench", "X").replace("goldfish", "X") for prompt in plan.prompt} <= templates

@@ -83,3 +83,46 @@ def test_a_class_that_is_never_closest_still_gets_its_quota():
     chosen = retrieve.assign_nearest(retrieve.exact_index(pool), queries, quotas=[4, 4])
     assert np.bincount([c for c, _, _ in chosen], minlength=2).tolist() == [4, 4]
     assert len({r for _, r, _ in chosen}) == 8
+
+
+def test_image_queries_label_what_they_find_and_share_the_quota():
+    rng = np.random.default_rng(3)
+    centres = _unit(rng.normal(size=(2, 8)))
+    pool = _unit(np.repeat(centres, 20, axis=0) + 0.1 * rng.normal(size=(40, 8)))
+    # Two query images per class; each class wants 6 images, 3 per query image.
+    queries = _unit(np.repeat(centres, 2, axis=0) + 0.05 * rng.normal(size=(4, 8)))
+    query_labels = np.array([0, 0, 1, 1])
+    index = retrieve.exact_index(pool)
+    chosen = retrieve.assign_nearest(index, queries, [6, 6], overfetch=2.0, query_labels=query_labels)
+    assert np.bincount([c for c, _, _ in chosen], minlength=2).tolist() == [6, 6]
+    assert all((row < 20) == (label == 0) for label, row, _ in chosen)
+    # Classes listed in a different order than their queries are still matched by label.
+    swapped = retrieve.assign_nearest(index, queries[::-1], [6, 6], query_labels=query_labels[::-1])
+    assert sorted(swapped) == sorted(chosen)
+
+
+def test_a_class_with_a_quota_but_no_query_is_named():
+    pool = _unit([[1, 0], [0, 1], [1, 1]])
+    with pytest.raises(ValueError, match=r"class\(es\) \[1\] have a quota but no query"):
+        retrieve.assign_nearest(retrieve.exact_index(pool), _unit([[1, 0]]), [1, 1], query_labels=np.array([0]))
+
+
+def test_cli_labels_image_queries_by_the_query_manifest(tmp_path):
+    rng = np.random.default_rng(4)
+    centres = _unit(rng.normal(size=(2, 8)))
+    labels = np.repeat([0, 1], 10)
+    write_manifest(tmp_path / "pool.csv", pd.DataFrame({"path": [f"p{i}" for i in range(20)], "label": -1}))
+    np.save(tmp_path / "pool.npy", _unit(centres[labels] + 0.05 * rng.normal(size=(20, 8))))
+    subset = pd.DataFrame({"path": ["a", "b", "c"], "label": [1, 0, 1]})
+    write_manifest(tmp_path / "subset.csv", subset)
+    np.save(tmp_path / "queries.npy", centres[subset.label])
+    write_classes(tmp_path / "classes.txt", ["x", "y"])
+    retrieve.main(
+        ["--pool", str(tmp_path / "pool.csv"), "--pool-embeddings", str(tmp_path / "pool.npy"),
+         "--queries", str(tmp_path / "queries.npy"), "--query-manifest", str(tmp_path / "subset.csv"),
+         "--subset", str(tmp_path / "subset.csv"), "--classes", str(tmp_path / "classes.txt"),
+         "--out", str(tmp_path / "added.csv")]
+    )  # fmt: skip
+    added = pd.read_csv(tmp_path / "added.csv")
+    assert sorted(added.label) == [0, 1, 1]
+    assert (labels[added.pool_row] == added.label).all()

@@ -48,11 +48,19 @@ def test_summary_lists_every_method_with_its_seeds(smoke_run):
     workdir, result = smoke_run
     summary = pd.read_csv(workdir / "results" / "smoke" / "summary.csv")
     assert summary.columns.tolist() == ["method", "kind", "n_seeds", "top1_mean", "top1_std", "n_added_per_class"]
-    assert summary.method.tolist() == ["baseline", "real_upper_bound", "retrieve_text", "gen_classname"]
-    assert summary.kind.tolist() == ["real", "real", "retrieve", "generate"]
+    assert summary.method.tolist() == [
+        "baseline",
+        "real_upper_bound",
+        "retrieve_text",
+        "retrieve_image",
+        "retrieve_caption",
+        "gen_classname",
+        "gen_clip_templates",
+    ]
+    assert summary.kind.tolist() == ["real", "real", "retrieve", "retrieve", "retrieve", "generate", "generate"]
     assert (summary.n_seeds == 1).all()
     assert summary.top1_mean.between(0, 100).all()
-    assert summary.n_added_per_class.tolist() == [0, 3, 3, 3]
+    assert summary.n_added_per_class.tolist() == [0, 3, 3, 3, 3, 3, 3]
     assert (workdir / "results" / "smoke" / "metrics" / "baseline" / "seed0.json").exists()
     # The run prints the table at the end.
     assert "| retrieve_text | retrieve | 1 |" in result.stdout + result.stderr
@@ -68,18 +76,22 @@ def test_real_upper_bound_adds_real_images_from_outside_the_subset(smoke_run):
     assert set(extra.path) <= set(train.path)
 
 
-def test_retrieval_adds_pool_images_with_class_labels(smoke_run):
+@pytest.mark.parametrize("method", ["retrieve_text", "retrieve_image", "retrieve_caption"])
+def test_retrieval_adds_pool_images_with_class_labels(smoke_run, method):
     workdir, _ = smoke_run
-    added = pd.read_csv(workdir / "results" / "smoke" / "added" / "retrieve_text" / "manifest.csv")
+    added = pd.read_csv(workdir / "results" / "smoke" / "added" / method / "manifest.csv")
     pool = pd.read_csv(workdir / "resources" / "miniworld-smoke" / "pool" / "manifest.csv")
     assert added.label.value_counts().sort_index().tolist() == [3] * 10
     assert added.path.is_unique
     assert set(added.path) <= set(pool.path)
 
 
-def test_generation_adds_decodable_images_per_class(smoke_run):
+@pytest.mark.parametrize("method", ["gen_classname", "gen_clip_templates"])
+def test_generation_adds_decodable_images_per_class(smoke_run, method):
     workdir, _ = smoke_run
-    added = pd.read_csv(workdir / "results" / "smoke" / "added" / "gen_classname" / "manifest.csv")
+    added = pd.read_csv(workdir / "results" / "smoke" / "added" / method / "manifest.csv")
+    names = (workdir / "resources" / "miniworld-smoke" / "classes.txt").read_text().split()
+    assert all(names[label] in prompt for label, prompt in zip(added.label, added.prompt))
     assert added.label.value_counts().sort_index().tolist() == [3] * 10
     for path in added.path:
         with Image.open(workdir / path) as image:

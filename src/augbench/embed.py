@@ -2,6 +2,7 @@
 
     python -m augbench.embed images --manifest pool.csv --out pool.npy --model ViT-L-14 --pretrained laion2b_s32b_b82k
     python -m augbench.embed prompts --classes classes.txt --template "a photo of a {}" --out prompts.npy --model ...
+    python -m augbench.embed captions --manifest pool.csv --out captions.npy --model ...
 
 Embeddings are L2-normalised float32, so inner product is cosine similarity.
 """
@@ -85,7 +86,9 @@ def main(argv: list[str] | None = None) -> None:
     prompts = commands.add_parser("prompts", help="embed one prompt per class")
     prompts.add_argument("--classes", required=True)
     prompts.add_argument("--template", default="a photo of a {}")
-    for sub in (images, prompts):
+    captions = commands.add_parser("captions", help="embed the caption of every row of a manifest")
+    captions.add_argument("--manifest", required=True)
+    for sub in (images, prompts, captions):
         sub.add_argument("--out", required=True, help=".npy file to write")
         sub.add_argument("--model", required=True, help="open_clip model name, hf-hub:..., or local-dir:...")
         sub.add_argument("--pretrained", default=None, help="open_clip pretrained tag or weights file")
@@ -99,6 +102,11 @@ def main(argv: list[str] | None = None) -> None:
         features = embed_images(
             args.manifest, args.out, args.model, args.pretrained, args.batch_size, args.num_workers, args.device
         )
+    elif args.command == "captions":
+        frame = read_manifest(args.manifest)
+        if "caption" not in frame:
+            raise ValueError(f"manifest {args.manifest} has no 'caption' column")
+        features = embed_texts(frame.caption.astype(str).tolist(), args.out, args.model, args.pretrained, args.device)
     else:
         texts = class_prompts(read_classes(args.classes), args.template)
         features = embed_texts(texts, args.out, args.model, args.pretrained, args.device)

@@ -1,7 +1,9 @@
 """Generate extra training images with a Stable Diffusion pipeline.
 
-``classname`` prompts: every image of class c is generated from the prompt template
-filled with c's name ("a photo of a {}").
+``--prompt classname`` (gen_classname): every image of class c is generated from the
+prompt template filled with c's name ("a photo of a {}"). ``--prompt clip_templates``
+(gen_clip_templates): each image's prompt is one of CLIP's 80 ImageNet templates filled
+with the class name, drawn with the image's own seed.
 
     python -m augbench.generate --model CompVis/stable-diffusion-v1-4 --classes classes.txt \
         --subset subset.csv --out-dir added/gen_classname --steps 25 --guidance-scale 7.5
@@ -39,18 +41,39 @@ def image_seed(seed: int, label: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, label, index]).generate_state(1)[0])
 
 
-def plan_images(classes: list[str], quotas: list[int], template: str, seed: int, images_dir: Path) -> pd.DataFrame:
-    prompts = class_prompts(classes, template)
-    rows = [
-        {
-            "path": str(images_dir / f"{label:05d}_{index:05d}.png"),
-            "label": label,
-            "prompt": prompts[label],
-            "seed": image_seed(seed, label, index),
-        }
-        for label, quota in enumerate(quotas)
-        for index in range(quota)
-    ]
+def clip_templates() -> list:
+    """The 80 prompt templates of CLIP's ImageNet zero-shot classifier (as open_clip ships them)."""
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+
+    return list(OPENAI_IMAGENET_TEMPLATES)
+
+
+def write_prompt(class_name: str, style: str, template: str, seed: int) -> str:
+    """The prompt of one image: the class prompt, or a CLIP template drawn with the image's seed."""
+    if style == "classname":
+        return template.format(class_name)
+    if style == "clip_templates":
+        templates = clip_templates()
+        return templates[np.random.default_rng(seed).integers(len(templates))](class_name)
+    raise ValueError(f"prompt style {style!r} is not one of ['classname', 'clip_templates']")
+
+
+def plan_images(
+    classes: list[str], quotas: list[int], template: str, seed: int, images_dir: Path, style: str = "classname"
+) -> pd.DataFrame:
+    class_prompts(classes, template)  # checks the template once, before any image
+    rows = []
+    for label, quota in enumerate(quotas):
+        for index in range(quota):
+            seed_of_image = image_seed(seed, label, index)
+            rows.append(
+                {
+                    "path": str(images_dir / f"{label:05d}_{index:05d}.png"),
+                    "label": label,
+                    "prompt": write_prompt(classes[label], style, template, seed_of_image),
+                    "seed": seed_of_image,
+                }
+            )
     return pd.DataFrame(rows, columns=["path", "label", "prompt", "seed"])
 
 
@@ -60,6 +83,7 @@ def generate(
     subset_manifest: str,
     out_dir: str,
     template: str = "a photo of a {}",
+    prompt: str = "classname",
     per_class: int | None = None,
     revision: str | None = None,
     scheduler: str = "dpm_solver",
@@ -83,12 +107,13 @@ def generate(
         image_size=image_size,
         dtype=dtype,
         template=template,
+        prompt=prompt,
         seed=seed,
     )
     # Images are reused on a rerun only if made with the same settings: each set of
     # settings has its own folder, so a changed config never mixes in stale images.
     images_dir = out_dir / f"images-{hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]}"
-    plan = plan_images(classes, quotas, template, seed, images_dir)
+    plan = plan_images(classes, quotas, template, seed, images_dir, prompt)
     todo = plan[[not Path(path).exists() for path in plan.path]]
     log.info("%d of %d images to generate (%d already done)", len(todo), len(plan), len(plan) - len(todo))
     if len(todo):
@@ -123,6 +148,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--subset", required=True, help="the real subset, which sets the per-class quota")
     parser.add_argument("--out-dir", required=True)
     parser.add_argument("--template", default="a photo of a {}")
+    parser.add_argument(
+        "--prompt",
+        default="classname",
+        choices=["classname", "clip_templates"],
+        help="how each image's prompt is written",
+    )
     parser.add_argument("--per-class", type=int, default=None, help="images per class (default: as many as real)")
     parser.add_argument("--scheduler", default="dpm_solver")
     parser.add_argument("--steps", type=int, default=25)
@@ -143,6 +174,7 @@ def main(argv: list[str] | None = None) -> None:
         args.subset,
         args.out_dir,
         template=args.template,
+        prompt=args.prompt,
         per_class=args.per_class,
         revision=args.revision,
         scheduler=args.scheduler,

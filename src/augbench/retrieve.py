@@ -1,7 +1,10 @@
 """Retrieve extra training images from the pool by CLIP similarity.
 
-``text`` queries: for each class, the class prompt's CLIP text embedding searches the
-pool's CLIP image embeddings; the nearest images are labelled with that class.
+The queries and the searched embeddings make the method:
+- ``retrieve_text``: each class prompt's CLIP text embedding searches the pool's image embeddings;
+- ``retrieve_caption``: the same queries search the pool's caption (text) embeddings;
+- ``retrieve_image``: each real training image's CLIP image embedding searches the pool's
+  image embeddings, and what it finds takes the query image's class (``--query-manifest``).
 
     python -m augbench.retrieve --pool pool.csv --pool-embeddings pool.npy \
         --queries prompts.npy --subset subset.csv --classes classes.txt --out added.csv
@@ -34,32 +37,48 @@ def exact_index(embeddings: np.ndarray) -> faiss.Index:
 
 
 def assign_nearest(
-    index: faiss.Index, queries: np.ndarray, quotas: list[int], overfetch: float = 2.0
+    index: faiss.Index,
+    queries: np.ndarray,
+    quotas: list[int],
+    overfetch: float = 2.0,
+    query_labels: np.ndarray | None = None,
 ) -> list[tuple[int, int, float]]:
     """Return (class, pool row, similarity) triples, ``quotas[c]`` per class, each row once.
 
-    Candidate pairs are taken best first: an image that several classes retrieve
-    goes to the closest class that still has room. The search fetches
-    ``overfetch`` times the largest quota and widens until every quota is met.
+    Each query belongs to a class (``query_labels``; by default query c is class c's).
+    A class's quota is shared evenly among its queries, so every real image of a
+    class contributes when images are the queries. Candidate pairs are taken best
+    first: an image that several queries retrieve goes to the closest class that
+    still has room. The search fetches ``overfetch`` times each query's share and
+    widens until every quota is met.
     """
-    if len(queries) != len(quotas):
-        raise ValueError(f"{len(queries)} queries but {len(quotas)} class quotas")
+    labels_of = np.arange(len(queries)) if query_labels is None else np.asarray(query_labels, dtype=int)
+    if len(labels_of) != len(queries):
+        raise ValueError(f"{len(queries)} queries but {len(labels_of)} query labels")
+    n_classes = len(quotas)
+    queries_per_class = np.bincount(labels_of, minlength=n_classes)[:n_classes]
+    asked = [c for c in range(n_classes) if quotas[c] > 0 and queries_per_class[c] == 0]
+    if asked:
+        raise ValueError(f"class(es) {asked} have a quota but no query")
+    share = [int(np.ceil(quotas[c] / max(1, queries_per_class[c]))) for c in range(n_classes)]
     n_pool = index.ntotal
-    k = min(n_pool, max(1, int(np.ceil(max(quotas) * overfetch))))
+    k = min(n_pool, max(1, int(np.ceil(max(share) * overfetch))))
     while True:
         scores, rows = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
         order = np.argsort(-scores, axis=None, kind="stable")
-        labels, ranks = np.unravel_index(order, scores.shape)
+        query_of, rank_of = np.unravel_index(order, scores.shape)
         room = list(quotas)
+        query_room = [share[label] for label in labels_of]
         taken: set[int] = set()
         chosen = []
-        for label, rank in zip(labels.tolist(), ranks.tolist()):
-            row = int(rows[label, rank])
-            if row < 0 or room[label] == 0 or row in taken:
+        for query, rank in zip(query_of.tolist(), rank_of.tolist()):
+            row, label = int(rows[query, rank]), int(labels_of[query])
+            if row < 0 or room[label] == 0 or query_room[query] == 0 or row in taken:
                 continue
             taken.add(row)
             room[label] -= 1
-            chosen.append((label, row, float(scores[label, rank])))
+            query_room[query] -= 1
+            chosen.append((label, row, float(scores[query, rank])))
         short = [label for label, left in enumerate(room) if left > 0]
         if not short or k >= n_pool:
             break
@@ -81,15 +100,22 @@ def retrieve(
     out: str,
     per_class: int | None = None,
     overfetch: float = 2.0,
+    query_manifest: str | None = None,
 ) -> pd.DataFrame:
+    """Write the manifest of retrieved images; ``query_manifest`` labels image queries (one row per query)."""
     classes = read_classes(classes_path)
     pool = read_manifest(pool_manifest)
     embeddings = np.load(pool_embeddings, mmap_mode="r")
     if len(embeddings) != len(pool):
         raise ValueError(f"{pool_embeddings} has {len(embeddings)} rows but {pool_manifest} lists {len(pool)} images")
     queries = np.load(queries_path)
+    query_labels = None
+    if query_manifest:
+        query_labels = read_manifest(query_manifest).label.to_numpy()
+        if len(query_labels) != len(queries):
+            raise ValueError(f"{queries_path} has {len(queries)} rows but {query_manifest} lists {len(query_labels)}")
     quotas = class_quotas(read_manifest(subset_manifest), len(classes), per_class)
-    chosen = assign_nearest(exact_index(np.asarray(embeddings)), queries, quotas, overfetch)
+    chosen = assign_nearest(exact_index(np.asarray(embeddings)), queries, quotas, overfetch, query_labels)
     rows = [row for _, row, _ in chosen]
     added = pd.DataFrame(
         {
@@ -108,8 +134,11 @@ def retrieve(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pool", required=True, help="pool manifest")
-    parser.add_argument("--pool-embeddings", required=True, help=".npy of pool image embeddings, rows as the manifest")
-    parser.add_argument("--queries", required=True, help=".npy with one query embedding per class")
+    parser.add_argument(
+        "--pool-embeddings", required=True, help=".npy of the pool's image or caption embeddings, rows as the manifest"
+    )
+    parser.add_argument("--queries", required=True, help=".npy of query embeddings (default: one per class, in order)")
+    parser.add_argument("--query-manifest", help="manifest whose labels give each query's class (image queries)")
     parser.add_argument("--subset", required=True, help="the real subset, which sets the per-class quota")
     parser.add_argument("--classes", required=True)
     parser.add_argument("--out", required=True, help="manifest of retrieved images")
@@ -126,6 +155,7 @@ def main(argv: list[str] | None = None) -> None:
         args.out,
         args.per_class,
         args.overfetch,
+        args.query_manifest,
     )
     log.info("retrieved %d images into %s", len(added), args.out)
 

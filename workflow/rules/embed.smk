@@ -48,3 +48,55 @@ rule embed_prompts:
     shell:
         "python -m augbench.embed prompts --classes {input.classes} --out {output}"
         " {params.options} --threads {threads} > {log} 2>&1"
+
+
+rule embed_pool_captions:
+    input:
+        manifest=config["pool"]["manifest"],
+        model=clip_inputs,
+    output:
+        f"{RESULTS}/embed/pool_captions.npy",
+    log:
+        f"{LOGS}/embed/pool_captions.log",
+    benchmark:
+        f"{BENCHMARKS}/embed/pool_captions.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+        gpu=1,
+    params:
+        options=cli_options(
+            {
+                "model": config["clip"]["model"],
+                "pretrained": config["clip"]["pretrained"],
+                "device": config["device"],
+            }
+        ),
+    shell:
+        "python -m augbench.embed captions --manifest {input.manifest} --out {output}"
+        " {params.options} --threads {threads} > {log} 2>&1"
+
+
+rule embed_subset:
+    input:
+        manifest=rules.subset.output.subset,
+        model=clip_inputs,
+    output:
+        f"{RESULTS}/embed/subset_images.npy",
+    log:
+        f"{LOGS}/embed/subset_images.log",
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+        gpu=1,
+    params:
+        options=cli_options({**config["clip"], "device": config["device"]}),
+    shell:
+        "python -m augbench.embed images --manifest {input.manifest} --out {output}"
+        " {params.options} --threads {threads} > {log} 2>&1"

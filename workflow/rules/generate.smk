@@ -29,7 +29,8 @@ rule generate:
                 **{
                     key: value
                     for key, value in METHODS[wildcards.method].items()
-                    if key in ("scheduler", "steps", "guidance_scale", "seed")
+                    if key
+                    in ("prompt", "scheduler", "steps", "guidance_scale", "seed")
                 },
             }
         ),

@@ -1,8 +1,16 @@
 rule retrieve:
     input:
         pool=config["pool"]["manifest"],
-        pool_embeddings=rules.embed_pool.output,
-        queries=rules.embed_prompts.output,
+        pool_embeddings=lambda wildcards: (
+            rules.embed_pool_captions.output
+            if METHODS[wildcards.method]["index"] == "caption"
+            else rules.embed_pool.output
+        ),
+        queries=lambda wildcards: (
+            rules.embed_subset.output
+            if METHODS[wildcards.method]["query"] == "image"
+            else rules.embed_prompts.output
+        ),
         subset=rules.subset.output.subset,
         classes=config["dataset"]["classes"],
     output:
@@ -20,10 +28,16 @@ rule retrieve:
         mem_mb=8000,
         runtime=30,
     params:
-        options=lambda wildcards: cli_options(
+        options=lambda wildcards, input: cli_options(
             {
                 "per_class": config["augment"]["per_class"],
                 "overfetch": METHODS[wildcards.method]["overfetch"],
+                # Image queries take their class from the subset's rows.
+                "query_manifest": (
+                    input.subset
+                    if METHODS[wildcards.method]["query"] == "image"
+                    else None
+                ),
             }
         ),
     shell:
