@@ -13,7 +13,9 @@ BENCHMARKS = f"benchmarks/runs/{config['experiment']}"
 ENV = "../../envs/augbench.yaml"
 MINIWORLD = config["miniworld"]
 METHODS = config["methods"]
-SEEDS = config["seeds"]
+SEEDS = [int(seed) for seed in config["seeds"]]
+if len(set(SEEDS)) != len(SEEDS):
+    raise ValueError(f"config seeds: {config['seeds']} repeats a seed")
 
 
 def methods_of(kind):
