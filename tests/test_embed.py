@@ -3,6 +3,7 @@ import pytest
 
 from augbench import embed
 from augbench.files import read_classes, read_manifest
+from augbench.prompts import class_prompts
 
 
 def test_image_embeddings_follow_the_manifest_and_are_unit_length(miniworld, tiny_clip, tmp_path):
@@ -15,7 +16,7 @@ def test_image_embeddings_follow_the_manifest_and_are_unit_length(miniworld, tin
 
 def test_prompt_embeddings_have_one_row_per_class(miniworld, tiny_clip, tmp_path):
     classes = read_classes(miniworld / "classes.txt")
-    prompts = embed.class_prompts(classes, "a photo of a {}")
+    prompts = class_prompts(classes, "a photo of a {}")
     assert prompts[7] == "a photo of a seven"
     features = embed.embed_texts(prompts, str(tmp_path / "p.npy"), tiny_clip)
     assert features.shape == (10, 64)
@@ -25,7 +26,7 @@ def test_prompt_embeddings_have_one_row_per_class(miniworld, tiny_clip, tmp_path
 
 def test_template_without_placeholder_is_rejected():
     with pytest.raises(ValueError, match="no '\\{\\}'"):
-        embed.class_prompts(["cat"], "a photo")
+        class_prompts(["cat"], "a photo")
 
 
 def test_captions_command_embeds_one_row_per_pool_image(miniworld, tiny_clip, tmp_path):

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from augbench.files import atomic_path, read_classes, read_manifest
 from augbench.images import ManifestImages, pick_device
 from augbench.models import load_clip
+from augbench.prompts import class_prompts
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +55,6 @@ def embed_images(
     features = np.concatenate(chunks) if chunks else np.zeros((0, clip.text_projection.shape[-1]), np.float32)
     _save(out, features)
     return features
-
-
-def class_prompts(classes: list[str], template: str) -> list[str]:
-    if "{}" not in template:
-        raise ValueError(f"prompt template {template!r} has no '{{}}' where the class name goes")
-    return [template.format(name) for name in classes]
 
 
 @torch.inference_mode()

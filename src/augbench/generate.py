@@ -27,10 +27,10 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from augbench.embed import class_prompts
 from augbench.files import read_classes, read_manifest, save_image, write_manifest
 from augbench.images import pick_device
 from augbench.models import load_pipeline
+from augbench.prompts import STYLES, class_prompts, write_prompt
 from augbench.subset import class_quotas
 
 log = logging.getLogger(__name__)
@@ -39,23 +39,6 @@ log = logging.getLogger(__name__)
 def image_seed(seed: int, label: int, index: int) -> int:
     """A per-image seed, stable across batchings and reruns."""
     return int(np.random.SeedSequence([seed, label, index]).generate_state(1)[0])
-
-
-def clip_templates() -> list:
-    """The 80 prompt templates of CLIP's ImageNet zero-shot classifier (as open_clip ships them)."""
-    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
-
-    return list(OPENAI_IMAGENET_TEMPLATES)
-
-
-def write_prompt(class_name: str, style: str, template: str, seed: int) -> str:
-    """The prompt of one image: the class prompt, or a CLIP template drawn with the image's seed."""
-    if style == "classname":
-        return template.format(class_name)
-    if style == "clip_templates":
-        templates = clip_templates()
-        return templates[np.random.default_rng(seed).integers(len(templates))](class_name)
-    raise ValueError(f"prompt style {style!r} is not one of ['classname', 'clip_templates']")
 
 
 def plan_images(
@@ -151,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--prompt",
         default="classname",
-        choices=["classname", "clip_templates"],
+        choices=STYLES,
         help="how each image's prompt is written",
     )
     parser.add_argument("--per-class", type=int, default=None, help="images per class (default: as many as real)")

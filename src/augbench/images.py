@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from augbench.files import read_manifest
+
 
 def load_rgb(path: str) -> Image.Image:
     """Open an image as RGB, whatever its mode (grayscale, palette, CMYK)."""
@@ -18,8 +20,6 @@ def load_captioned_images(manifest: str, image_size: int) -> tuple[torch.Tensor,
 
     For pre-training on the mini-world's pools, which fit in memory many times over.
     """
-    from augbench.files import read_manifest
-
     frame = read_manifest(manifest)
     if "caption" not in frame:
         raise ValueError(f"manifest {manifest} has no 'caption' column")
