@@ -1,7 +1,7 @@
 # augbench: does augmenting a small labelled dataset with diffusion-generated images
 # help, and does retrieving real images from the diffusion model's own pre-training
-# data help more? The DAG: subset -> embed -> generate | retrieve -> train -> evaluate
-# -> aggregate. The mini-world rules build data and foundation models offline.
+# data help more? The DAG: subset -> embed -> retrieve | (personalise ->) generate ->
+# train -> evaluate -> aggregate. The mini-world rules build data and foundation models offline.
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -19,6 +19,7 @@ include: "workflow/rules/miniworld.smk"
 include: "workflow/rules/subset.smk"
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/retrieve.smk"
+include: "workflow/rules/personalise.smk"
 include: "workflow/rules/generate.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"

@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from PIL import Image
 
@@ -74,3 +75,38 @@ def test_clip_template_prompts_are_seeded_and_name_the_class(tmp_path):
     templates = {template("X") for template in CLIP_TEMPLATES}
     assert len(templates) == 80
     assert {prompt.replace("tench", "X").replace("goldfish", "X") for prompt in plan.prompt} <= templates
+
+
+def test_unconditional_images_are_labelled_by_zero_shot_and_the_most_confident_kept(tmp_path):
+    plan = generate.plan_images(["a", "b"], [4, 4], "a photo of a {}", 0, tmp_path, "empty")
+    assert len(plan) == 8 and (plan.label == -1).all() and (plan.prompt == "").all()
+    # Six images look like class 0 (with falling confidence), two like class 1.
+    image_features = np.array(
+        [[1, 0], [0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.6, 0.4], [0.55, 0.45], [0, 1], [0.2, 0.8]]
+    )
+    kept = generate.zero_shot_select(plan, image_features, np.eye(2), quotas=[3, 3], keep_share=0.5)
+    by_class = kept.groupby("label").path.apply(list).to_dict()
+    assert by_class[0] == plan.path[:3].tolist()  # the top half of six, within the quota of three
+    assert by_class[1] == plan.path[6:7].tolist()  # the top half of two: one, short of its quota
+    assert kept.zero_shot_score.between(0, 1).all()
+
+
+def test_image_variations_start_from_the_real_images_of_their_class_in_turn():
+    subset = pd.DataFrame({"path": ["c0a", "c0b", "c1a"], "label": [0, 0, 1]})
+    plan = pd.DataFrame({"label": [0, 0, 0, 1, 1]})
+    assert generate.assign_sources(plan, subset) == ["c0a", "c0b", "c0a", "c1a", "c1a"]
+
+
+def test_img2img_records_source_and_strength(miniworld, tiny_pipeline, tmp_path):
+    train = pd.read_csv(miniworld / "train" / "manifest.csv")
+    subset = tmp_path / "real.csv"
+    write_manifest(subset, train[train.label == 2].head(2)[["path", "label"]])
+    plan = generate.generate(
+        tiny_pipeline, str(miniworld / "classes.txt"), str(subset), str(tmp_path / "v"), steps=4, strength=0.5
+    )
+    manifest = pd.read_csv(tmp_path / "v" / "manifest.csv")
+    assert manifest.source.tolist() == sorted(train[train.label == 2].head(2).path)
+    assert (manifest.strength == 0.5).all() and (manifest["class"] == "two").all()
+    for path in plan.path:
+        with Image.open(path) as image:
+            assert image.size == (16, 16)

@@ -30,7 +30,6 @@ def _save(out: str, features: np.ndarray) -> None:
             np.save(handle, features.astype(np.float32))
 
 
-@torch.inference_mode()
 def embed_images(
     manifest: str,
     out: str,
@@ -40,11 +39,27 @@ def embed_images(
     num_workers: int = 2,
     device: str = "auto",
 ) -> np.ndarray:
+    features = encode_image_files(
+        read_manifest(manifest).path.tolist(), model, pretrained, batch_size, num_workers, device
+    )
+    _save(out, features)
+    return features
+
+
+@torch.inference_mode()
+def encode_image_files(
+    paths: list[str],
+    model: str,
+    pretrained: str | None = None,
+    batch_size: int = 256,
+    num_workers: int = 2,
+    device: str = "auto",
+) -> np.ndarray:
+    """L2-normalised CLIP image embeddings of image files, in their order."""
     dev = pick_device(device)
     clip, preprocess, _ = load_clip(model, pretrained, dev)
-    frame = read_manifest(manifest)
     loader = torch.utils.data.DataLoader(
-        ManifestImages(frame.path.tolist(), frame.label.tolist(), preprocess),
+        ManifestImages(paths, [0] * len(paths), preprocess),
         batch_size=batch_size,
         num_workers=num_workers,
         pin_memory=dev.type == "cuda",
@@ -52,9 +67,7 @@ def embed_images(
     chunks = []
     for images, _ in tqdm(loader, desc="embed images", mininterval=5):
         chunks.append(clip.encode_image(images.to(dev, non_blocking=True), normalize=True).float().cpu().numpy())
-    features = np.concatenate(chunks) if chunks else np.zeros((0, clip.text_projection.shape[-1]), np.float32)
-    _save(out, features)
-    return features
+    return np.concatenate(chunks) if chunks else np.zeros((0, clip.text_projection.shape[-1]), np.float32)
 
 
 @torch.inference_mode()

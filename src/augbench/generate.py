@@ -1,17 +1,28 @@
 """Generate extra training images with a Stable Diffusion pipeline.
 
-``--prompt classname`` (gen_classname): every image of class c is generated from the
-prompt template filled with c's name ("a photo of a {}"). ``--prompt clip_templates``
-(gen_clip_templates): each image's prompt is one of CLIP's 80 ImageNet templates filled
-with the class name, drawn with the image's own seed.
-
     python -m augbench.generate --model CompVis/stable-diffusion-v1-4 --classes classes.txt \
         --subset subset.csv --out-dir added/gen_classname --steps 25 --guidance-scale 7.5
 
+One module serves every generation method of the registry; they differ in options:
+
+- ``--prompt classname`` fills the template with the class name ("a photo of a {}"),
+  ``clip_templates`` draws one of CLIP's 80 ImageNet templates per image, ``empty``
+  gives no prompt at all (unconditional generation).
+- ``--zero-shot-keep SHARE`` labels every image by CLIP zero-shot classification
+  against the class prompts (``--class-embeddings``) and keeps, per class, the most
+  confident SHARE of the images given that class; enough images are generated that
+  each class can still reach its quota.
+- ``--strength S`` turns generation into image-to-image: each image starts from a
+  real training image of its class noised to strength S (image variations).
+- ``--personalisation FILE`` (one per shard) loads what ``augbench.personalise``
+  learned: class tokens replace the class name in the prompt, learned conditionings
+  replace the prompt, fine-tuned UNet weights replace the UNet's.
+
 Each image has its own seed (derived from ``--seed``, class and index), so the
 result does not depend on batch size and an interrupted run resumes: images that
-already exist for the same settings are kept, not regenerated. The manifest beside the images records
-per image its class, prompt, seed, scheduler, steps and guidance scale.
+already exist for the same settings are kept, not regenerated. The manifest beside
+the images records per image its method, class, prompt, seed and sampling settings,
+and, where they apply, strength, source image, cluster and zero-shot score.
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ import argparse
 import hashlib
 import json
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +39,11 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from augbench.diffusion import encode_prompts
 from augbench.files import read_classes, read_manifest, save_image, write_manifest
-from augbench.images import pick_device
+from augbench.images import load_rgb, pick_device
 from augbench.models import load_pipeline
+from augbench.personalise import TARGETS, apply_personalisation, load_personalisation, token_name
 from augbench.prompts import STYLES, class_prompts, write_prompt
 from augbench.subset import class_quotas
 
@@ -42,22 +56,88 @@ def image_seed(seed: int, label: int, index: int) -> int:
 
 
 def plan_images(
-    classes: list[str], quotas: list[int], template: str, seed: int, images_dir: Path, style: str = "classname"
+    classes: list[str],
+    quotas: list[int],
+    template: str,
+    seed: int,
+    images_dir: Path,
+    style: str = "classname",
+    names: list[str] | None = None,
 ) -> pd.DataFrame:
-    class_prompts(classes, template)  # checks the template once, before any image
+    """One row per image to make: path, label, prompt and seed.
+
+    ``names`` replaces the class names in prompts (learned tokens). With the empty
+    prompt, images have no class yet (label -1) and ``sum(quotas)`` are planned.
+    """
+    names = names or classes
+    class_prompts(names, template)  # checks the template once, before any image
     rows = []
-    for label, quota in enumerate(quotas):
+    if style == "empty":
+        unlabelled = len(classes)  # seeds of unlabelled images use a label no class has
+        for index in range(sum(quotas)):
+            rows.append(
+                {
+                    "path": str(images_dir / f"unlabelled_{index:06d}.png"),
+                    "label": -1,
+                    "prompt": "",
+                    "seed": image_seed(seed, unlabelled, index),
+                }
+            )
+    for label, quota in enumerate(quotas if style != "empty" else []):
         for index in range(quota):
             seed_of_image = image_seed(seed, label, index)
             rows.append(
                 {
                     "path": str(images_dir / f"{label:05d}_{index:05d}.png"),
                     "label": label,
-                    "prompt": write_prompt(classes[label], style, template, seed_of_image),
+                    "prompt": write_prompt(names[label], style, template, seed_of_image),
                     "seed": seed_of_image,
                 }
             )
     return pd.DataFrame(rows, columns=["path", "label", "prompt", "seed"])
+
+
+def assign_clusters(plan: pd.DataFrame, cluster_sizes: dict[int, torch.Tensor]) -> np.ndarray:
+    """Each image's cluster, drawn with its own seed in proportion to the clusters' sizes."""
+    clusters = []
+    for label, seed in zip(plan.label, plan.seed):
+        sizes = cluster_sizes[int(label)].double().numpy()
+        clusters.append(int(np.random.default_rng(seed).choice(len(sizes), p=sizes / sizes.sum())))
+    return np.array(clusters, dtype=int)
+
+
+def assign_sources(plan: pd.DataFrame, subset: pd.DataFrame) -> list[str]:
+    """The real image each image-to-image sample starts from: the class's images in turn."""
+    by_class = {label: group.path.tolist() for label, group in subset.sort_values("path").groupby("label")}
+    position = plan.groupby("label").cumcount()
+    return [by_class[label][index % len(by_class[label])] for label, index in zip(plan.label, position)]
+
+
+def zero_shot_select(
+    plan: pd.DataFrame, image_features: np.ndarray, class_features: np.ndarray, quotas: list[int], keep_share: float
+) -> pd.DataFrame:
+    """Label images by their nearest class prompt; per class keep the most confident share, up to its quota."""
+    scores = image_features @ class_features.T
+    labelled = plan.assign(label=scores.argmax(axis=1), zero_shot_score=scores.max(axis=1))
+    kept = []
+    for label, quota in enumerate(quotas):
+        candidates = labelled[labelled.label == label].sort_values("zero_shot_score", ascending=False, kind="stable")
+        keep = min(quota, math.ceil(keep_share * len(candidates)))
+        if keep < quota:
+            log.warning("class %d keeps %d zero-shot-labelled images, short of its quota %d", label, keep, quota)
+        kept.append(candidates.head(keep))
+    return pd.concat(kept).sort_values("path").reset_index(drop=True)
+
+
+def settings_folder(out_dir: Path, settings: dict, files: list[str]) -> Path:
+    """Images are reused on a rerun only if made with the same settings and inputs: each
+    has its own folder, so a changed config or a retrained artefact never mixes in stale images."""
+    digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode())
+    for path in files:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return out_dir / f"images-{digest.hexdigest()[:10]}"
 
 
 def generate(
@@ -77,10 +157,35 @@ def generate(
     dtype: str = "float16",
     seed: int = 0,
     device: str = "auto",
+    strength: float | None = None,
+    personalisation: list[str] | None = None,
+    personalised: str | None = None,
+    vectors: int | None = None,
+    zero_shot_keep: float | None = None,
+    class_embeddings: str | None = None,
+    clip_model: str | None = None,
+    clip_pretrained: str | None = None,
+    method: str | None = None,
 ) -> pd.DataFrame:
     out_dir = Path(out_dir)
     classes = read_classes(classes_path)
-    quotas = class_quotas(read_manifest(subset_manifest), len(classes), per_class)
+    subset = read_manifest(subset_manifest)
+    quotas = class_quotas(subset, len(classes), per_class)
+    if prompt == "empty" and zero_shot_keep is None:
+        raise ValueError("an empty prompt gives images no class: set zero_shot_keep to label them with CLIP")
+    if zero_shot_keep is not None and not (0 < zero_shot_keep <= 1 and class_embeddings and clip_model):
+        raise ValueError("zero_shot_keep needs a share in (0, 1], --class-embeddings and --clip-model")
+    if strength is not None and not 0 < strength <= 1:
+        raise ValueError(f"strength must be in (0, 1], got {strength}")
+    if bool(personalisation) != bool(personalised):
+        raise ValueError("give --personalised TARGET together with its --personalisation files")
+    learned = None
+    if personalisation:
+        learned = load_personalisation(personalisation)
+        learned.check(personalised, [label for label, quota in enumerate(quotas) if quota], vectors, personalisation)
+    if personalised == "conditioning" and prompt != "classname":
+        raise ValueError(f"learned conditionings replace the prompt; prompt {prompt!r} cannot apply")
+
     settings = dict(
         model=model,
         revision=revision,
@@ -92,35 +197,98 @@ def generate(
         template=template,
         prompt=prompt,
         seed=seed,
+        strength=strength,
+        personalised=personalised,
     )
-    # Images are reused on a rerun only if made with the same settings: each set of
-    # settings has its own folder, so a changed config never mixes in stale images.
-    images_dir = out_dir / f"images-{hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]}"
-    plan = plan_images(classes, quotas, template, seed, images_dir, prompt)
+    inputs = list(personalisation or []) + ([subset_manifest] if strength is not None else [])
+    images_dir = settings_folder(out_dir, settings, inputs)
+    planned = quotas if zero_shot_keep is None else [math.ceil(q / zero_shot_keep) for q in quotas]
+    names = [token_name(label) for label in range(len(classes))] if learned and learned.tokens else None
+    plan = plan_images(classes, planned, template, seed, images_dir, prompt, names)
+    if personalised == "conditioning":
+        plan["cluster"] = assign_clusters(plan, learned.cluster_sizes)
+        plan["prompt"] = [f"<learned conditioning {label}.{c}>" for label, c in zip(plan.label, plan.cluster)]
+    if strength is not None:
+        if prompt == "empty":
+            raise ValueError("image-to-image starts from a real image of a class; it needs a class prompt")
+        plan["source"] = assign_sources(plan, subset)
+
     todo = plan[[not Path(path).exists() for path in plan.path]]
     log.info("%d of %d images to generate (%d already done)", len(todo), len(plan), len(plan) - len(todo))
     if len(todo):
-        dev = pick_device(device)
-        pipeline = load_pipeline(model, revision, scheduler, dtype, dev)
-        size = image_size or pipeline.unet.config.sample_size * pipeline.vae_scale_factor
-        for start in tqdm(range(0, len(todo), batch_size), desc="generate batches", mininterval=5):
-            batch = todo.iloc[start : start + batch_size]
-            generators = [torch.Generator(dev).manual_seed(int(s)) for s in batch.seed]
-            images = pipeline(
-                prompt=batch.prompt.tolist(),
-                height=size,
-                width=size,
-                num_inference_steps=steps,
-                guidance_scale=guidance_scale,
-                generator=generators,
-            ).images
-            for path, image in zip(batch.path, images):
-                save_image(path, image)
+        _sample(
+            todo,
+            model,
+            revision,
+            scheduler,
+            dtype,
+            device,
+            learned,
+            steps,
+            guidance_scale,
+            image_size,
+            strength,
+            batch_size,
+        )
+
+    if zero_shot_keep is not None:
+        from augbench.embed import encode_image_files
+
+        features = encode_image_files(plan.path.tolist(), clip_model, clip_pretrained, num_workers=0, device=device)
+        plan = zero_shot_select(plan, features, np.load(class_embeddings), quotas, zero_shot_keep)
+    plan.insert(2, "class", [classes[label] for label in plan.label])
+    plan.insert(3, "method", method or out_dir.name)
     plan["scheduler"] = scheduler
     plan["steps"] = steps
     plan["guidance_scale"] = guidance_scale
+    if strength is not None:
+        plan["strength"] = strength
     write_manifest(out_dir / "manifest.csv", plan)
     return plan
+
+
+def _sample(
+    todo, model, revision, scheduler, dtype, device, learned, steps, guidance_scale, image_size, strength, batch_size
+):
+    dev = pick_device(device)
+    pipeline = load_pipeline(model, revision, scheduler, dtype, dev)
+    if learned is not None:
+        apply_personalisation(pipeline, learned)
+    size = image_size or pipeline.unet.config.sample_size * pipeline.vae_scale_factor
+    if strength is not None:
+        from diffusers import StableDiffusionImg2ImgPipeline
+
+        pipeline = StableDiffusionImg2ImgPipeline(**pipeline.components, requires_safety_checker=False)
+        pipeline.set_progress_bar_config(disable=True)
+        size_options = {"strength": strength}
+    else:
+        size_options = {"height": size, "width": size}
+    if learned is not None and learned.conditionings:
+        with torch.no_grad():
+            unconditional = encode_prompts(pipeline.text_encoder, pipeline.tokenizer, [""])
+        dtype_of = pipeline.text_encoder.dtype
+    for start in tqdm(range(0, len(todo), batch_size), desc="generate batches", mininterval=5):
+        batch = todo.iloc[start : start + batch_size]
+        generators = [torch.Generator(dev).manual_seed(int(s)) for s in batch.seed]
+        if "cluster" in batch:
+            embeds = torch.stack([learned.conditionings[int(lb)][int(c)] for lb, c in zip(batch.label, batch.cluster)])
+            text = {
+                "prompt_embeds": embeds.to(dev, dtype_of),
+                "negative_prompt_embeds": unconditional.expand(len(batch), -1, -1).to(dtype_of),
+            }
+        else:
+            text = {"prompt": batch.prompt.tolist()}
+        if strength is not None:
+            size_options["image"] = [load_rgb(path).resize((size, size)) for path in batch.source]
+        images = pipeline(
+            **text,
+            num_inference_steps=steps,
+            guidance_scale=guidance_scale,
+            generator=generators,
+            **size_options,
+        ).images
+        for path, image in zip(batch.path, images):
+            save_image(path, image)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -130,17 +298,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--classes", required=True)
     parser.add_argument("--subset", required=True, help="the real subset, which sets the per-class quota")
     parser.add_argument("--out-dir", required=True)
+    parser.add_argument("--method", default=None, help="method name recorded per image (default: the out-dir name)")
     parser.add_argument("--template", default="a photo of a {}")
-    parser.add_argument(
-        "--prompt",
-        default="classname",
-        choices=STYLES,
-        help="how each image's prompt is written",
-    )
+    parser.add_argument("--prompt", default="classname", choices=STYLES, help="how each image's prompt is written")
     parser.add_argument("--per-class", type=int, default=None, help="images per class (default: as many as real)")
     parser.add_argument("--scheduler", default="dpm_solver")
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--guidance-scale", type=float, default=7.5)
+    parser.add_argument("--strength", type=float, default=None, help="image-to-image from real images at this noise")
+    parser.add_argument("--personalisation", action="append", default=None, help="artefact of augbench.personalise")
+    parser.add_argument("--personalised", default=None, choices=TARGETS, help="what the artefacts must hold")
+    parser.add_argument("--vectors", type=int, default=None, help="vectors per learned token the artefacts must have")
+    parser.add_argument("--zero-shot-keep", type=float, default=None, help="label by CLIP; keep this share per class")
+    parser.add_argument("--class-embeddings", default=None, help="CLIP embeddings of the class prompts (.npy)")
+    parser.add_argument("--clip-model", default=None, help="CLIP that embeds generated images for zero-shot labels")
+    parser.add_argument("--clip-pretrained", default=None)
     parser.add_argument("--image-size", type=int, default=None, help="default: the pipeline's native size")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--dtype", default="float16")
@@ -151,25 +323,11 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    plan = generate(
-        args.model,
-        args.classes,
-        args.subset,
-        args.out_dir,
-        template=args.template,
-        prompt=args.prompt,
-        per_class=args.per_class,
-        revision=args.revision,
-        scheduler=args.scheduler,
-        steps=args.steps,
-        guidance_scale=args.guidance_scale,
-        image_size=args.image_size,
-        batch_size=args.batch_size,
-        dtype=args.dtype,
-        seed=args.seed,
-        device=args.device,
-    )
-    log.info("%d generated images listed in %s", len(plan), Path(args.out_dir) / "manifest.csv")
+    options = vars(args)
+    options.pop("threads")
+    classes, subset, out_dir = options.pop("classes"), options.pop("subset"), options.pop("out_dir")
+    plan = generate(options.pop("model"), classes, subset, out_dir, **options)
+    log.info("%d generated images listed in %s", len(plan), Path(out_dir) / "manifest.csv")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from safetensors.torch import load_file
 from tqdm import tqdm
 from transformers import CLIPTextConfig, CLIPTextModel
 
+from augbench.diffusion import denoising_loss, encode_latents, tokenize
 from augbench.images import load_captioned_images
 from augbench.optim import warmup_cosine
 from augbench.tokenizer import write_clip_tokenizer
@@ -142,28 +143,11 @@ def train_vae(vae: AutoencoderKL, pixels: torch.Tensor, steps: int, batch_size: 
     vae.eval()
 
 
-@torch.no_grad()
-def encode_latents(vae: AutoencoderKL, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posterior means and stds of every image, so UNet training can sample latents cheaply."""
-    means, stds = [], []
-    for chunk in pixels.split(256):
-        posterior = vae.encode(chunk).latent_dist
-        means.append(posterior.mean)
-        stds.append(posterior.std)
-    return torch.cat(means), torch.cat(stds)
-
-
 def train_unet(
     unet, text_encoder, tokenizer, latents_mean, latents_std, captions, steps, batch_size, lr, caption_dropout, rng
 ):
     noise_scheduler = DDPMScheduler(**NOISE_SCHEDULE)
-    tokens = tokenizer(
-        captions + [""],
-        padding="max_length",
-        max_length=tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    ).input_ids
+    tokens = tokenize(tokenizer, captions + [""])
     empty = len(captions)
     # As in SD, the text encoder is frozen: its conditioning for every caption is computed once.
     with torch.no_grad():
@@ -177,10 +161,7 @@ def train_unet(
         latents = latents_mean[index] + latents_std[index] * torch.randn_like(latents_mean[index])
         drop = torch.from_numpy(rng.random(batch_size) < caption_dropout)
         conditioning = conditionings[torch.where(drop, empty, index)]
-        noise = torch.randn_like(latents)
-        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch_size,))
-        noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-        loss = F.mse_loss(unet(noisy, timesteps, conditioning).sample, noise)
+        loss = denoising_loss(unet, noise_scheduler, latents, conditioning).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)

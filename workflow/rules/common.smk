@@ -18,6 +18,10 @@ if len(set(SEEDS)) != len(SEEDS):
     raise ValueError(f"config seeds: {config['seeds']} repeats a seed")
 
 
+# Targets learned per class run in shards of classes; UNet targets are one model.
+PER_CLASS_TARGETS = ("token", "conditioning")
+
+
 def methods_of(kind):
     return [name for name, params in METHODS.items() if params["kind"] == kind]
 
@@ -39,6 +43,8 @@ def check_config():
         raise ValueError(
             "config subset: set exactly one of subset.per_class and subset.fraction"
         )
+    for name in methods_of("generate"):
+        check_generation_method(name, METHODS[name])
     if MINIWORLD["enabled"]:
         root = Path(MINIWORLD["root"])
         paths = {
@@ -53,6 +59,36 @@ def check_config():
                     f"config {key}: {path} is not under miniworld.root {root}; "
                     "with miniworld.enabled the data comes from the mini-world rules"
                 )
+
+
+def check_generation_method(name, params):
+    """Combinations of a generation method's params that cannot work together."""
+    key = f"config methods.{name}"
+    learned = params.get("personalise") or {}
+    target = learned.get("target")
+    if params["prompt"] == "empty" and params["zero_shot_keep"] is None:
+        raise ValueError(
+            f"{key}.zero_shot_keep: an empty prompt gives images no class; "
+            "set a share in (0, 1] to label them by CLIP zero-shot classification"
+        )
+    if params["prompt"] == "empty" and (params["strength"] is not None or learned):
+        raise ValueError(
+            f"{key}.prompt: 'empty' cannot go with strength or personalise, "
+            "which start from a class; use 'classname'"
+        )
+    if target == "conditioning" and params["prompt"] != "classname":
+        raise ValueError(
+            f"{key}.prompt: a learned conditioning replaces the prompt; only 'classname' is allowed"
+        )
+    if learned.get("clusters", 1) > 1 and target != "conditioning":
+        raise ValueError(
+            f"{key}.personalise.clusters: clusters apply to target 'conditioning', not {target!r}"
+        )
+    if learned.get("shards", 1) > 1 and target not in PER_CLASS_TARGETS:
+        raise ValueError(
+            f"{key}.personalise.shards: target {target!r} learns one UNet for all classes "
+            f"and runs as one job; shards apply to {list(PER_CLASS_TARGETS)}"
+        )
 
 
 def local_model(reference):
@@ -115,6 +151,38 @@ def added_images(wildcards):
     if not adds_images(wildcards.method):
         return []
     return [f"{RESULTS}/added/{wildcards.method}/manifest.csv"]
+
+
+def personalisation_of(method):
+    return METHODS[method].get("personalise") or None
+
+
+def personalised_methods():
+    return [name for name in methods_of("generate") if personalisation_of(name)]
+
+
+def personalisation_files(method):
+    """The personalisation artefacts a generation method samples with, one per shard."""
+    learned = personalisation_of(method)
+    if not learned:
+        return []
+    shards = learned["shards"] if learned["target"] in PER_CLASS_TARGETS else 1
+    return [
+        f"{RESULTS}/personalised/{method}/shard{shard}.safetensors"
+        for shard in range(shards)
+    ]
+
+
+def personalisation_checks(method):
+    """What generation checks the artefacts against before sampling."""
+    learned = personalisation_of(method)
+    if not learned:
+        return {}
+    uses_tokens = learned["target"] in ("token", "token_unet")
+    return {
+        "personalised": learned["target"],
+        "vectors": learned["vectors"] if uses_tokens else None,
+    }
 
 
 def cli_options(options):

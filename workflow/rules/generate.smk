@@ -1,8 +1,29 @@
+def zero_shot_inputs(wildcards):
+    """Zero-shot labelling embeds the generated images and compares them with the class prompts."""
+    if METHODS[wildcards.method]["zero_shot_keep"] is None:
+        return {}
+    return {"class_prompts": rules.embed_prompts.output[0], "clip": clip_inputs()}
+
+
+# Options of augbench.generate that a method's entry in the registry sets.
+GENERATE_OPTIONS = (
+    "prompt",
+    "scheduler",
+    "steps",
+    "guidance_scale",
+    "seed",
+    "strength",
+    "zero_shot_keep",
+)
+
+
 rule generate:
     input:
+        unpack(zero_shot_inputs),
         model=diffusion_inputs,
         classes=config["dataset"]["classes"],
         subset=rules.subset.output.subset,
+        personalisation=lambda wildcards: personalisation_files(wildcards.method),
     output:
         manifest=f"{RESULTS}/added/{{method}}/manifest.csv",
     log:
@@ -20,18 +41,25 @@ rule generate:
         gpu=1,
     params:
         out_dir=lambda wildcards, output: Path(output.manifest).parent,
-        options=lambda wildcards: cli_options(
+        options=lambda wildcards, input: cli_options(
             {
                 **config["diffusion"],
                 "template": config["prompt_template"],
                 "per_class": config["augment"]["per_class"],
                 "device": config["device"],
-                **{
-                    key: value
-                    for key, value in METHODS[wildcards.method].items()
-                    if key
-                    in ("prompt", "scheduler", "steps", "guidance_scale", "seed")
-                },
+                "method": wildcards.method,
+                **{key: METHODS[wildcards.method][key] for key in GENERATE_OPTIONS},
+                "personalisation": list(input.personalisation) or None,
+                **personalisation_checks(wildcards.method),
+                "class_embeddings": input.get("class_prompts"),
+                "clip_model": (
+                    config["clip"]["model"] if "class_prompts" in input.keys() else None
+                ),
+                "clip_pretrained": (
+                    config["clip"]["pretrained"]
+                    if "class_prompts" in input.keys()
+                    else None
+                ),
             }
         ),
     shell:

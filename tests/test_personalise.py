@@ -1,0 +1,141 @@
+"""Personalisation learns something that generation then actually uses, and generation
+refuses artefacts that do not fit the method."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from safetensors import safe_open
+
+from augbench import generate, personalise
+from augbench.files import read_classes, write_classes, write_manifest
+
+
+@pytest.fixture(scope="module")
+def subset(miniworld, tmp_path_factory):
+    """Three real images each of the mini-world's first four classes, and a list of those classes."""
+    folder = tmp_path_factory.mktemp("subset")
+    train = pd.read_csv(miniworld / "train" / "manifest.csv")
+    write_manifest(folder / "subset.csv", train[train.label < 4].groupby("label").head(3)[["path", "label"]])
+    write_classes(folder / "classes.txt", read_classes(miniworld / "classes.txt")[:4])
+    return str(folder / "subset.csv")
+
+
+def _classes(subset: str) -> str:
+    return str(Path(subset).parent / "classes.txt")
+
+
+def _learn(tiny_pipeline, miniworld, subset, out, **options):
+    settings = dict(steps=20, lr=0.05, unet_lr=0.01, batch_size=2, shards=1, shard=0)
+    settings.update(options)
+    return personalise.personalise(tiny_pipeline, _classes(subset), subset, str(out), **settings)
+
+
+def _images(tiny_pipeline, miniworld, subset, out_dir, **options) -> list[np.ndarray]:
+    plan = generate.generate(tiny_pipeline, _classes(subset), subset, str(out_dir), steps=3, batch_size=12, **options)
+    return [np.asarray(Image.open(path), dtype=float) for path in plan.path]
+
+
+def _difference(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    return float(np.mean([np.abs(x - y).mean() for x, y in zip(a, b)]))
+
+
+@pytest.mark.parametrize(
+    "target, options",
+    [("token", {"vectors": 1}), ("conditioning", {}), ("unet", {"unet_mode": "lora"})],
+)
+def test_what_is_learned_changes_the_images_and_nothing_learned_changes_nothing(
+    target, options, tiny_pipeline, miniworld, subset, tmp_path
+):
+    classname = _images(tiny_pipeline, miniworld, subset, tmp_path / "classname")
+    checks = {"personalised": target, "vectors": options.get("vectors")}
+    # A learning rate of zero leaves each token, conditioning or LoRA where it starts:
+    # at the class name's embedding, the class prompt's conditioning, a zero update.
+    # Those must give the class-name images back, so the artefact goes through faithfully...
+    untrained = tmp_path / "untrained.safetensors"
+    _learn(tiny_pipeline, miniworld, subset, untrained, target=target, lr=1e-30, unet_lr=1e-30, **options)
+    same = _images(tiny_pipeline, miniworld, subset, tmp_path / "untrained", personalisation=[str(untrained)], **checks)
+    assert _difference(same, classname) < 0.5
+    # ...and what training learned must show in the images.
+    trained = tmp_path / "trained.safetensors"
+    _learn(tiny_pipeline, miniworld, subset, trained, target=target, **options)
+    learned = _images(tiny_pipeline, miniworld, subset, tmp_path / "trained", personalisation=[str(trained)], **checks)
+    assert _difference(learned, classname) > 2.0
+
+
+def test_token_artefact_holds_each_class_of_its_shard_with_its_vectors(tiny_pipeline, miniworld, subset, tmp_path):
+    out = tmp_path / "shard1.safetensors"
+    # Four classes in two shards: shard 1 holds classes 2 and 3.
+    _learn(tiny_pipeline, miniworld, subset, out, target="token", vectors=2, shards=2, shard=1, steps=2)
+    with safe_open(str(out), framework="pt") as handle:
+        assert sorted(handle.keys()) == ["token.2", "token.3"]
+        assert handle.get_tensor("token.2").shape[0] == 2
+        assert handle.metadata()["target"] == "token" and handle.metadata()["vectors"] == "2"
+
+
+def test_generation_refuses_missing_or_mismatched_artefacts(tiny_pipeline, miniworld, subset, tmp_path):
+    classes = _classes(subset)
+    artefact = tmp_path / "tokens.safetensors"
+    _learn(tiny_pipeline, miniworld, subset, artefact, target="token", vectors=2, steps=1)
+    run = dict(steps=1, personalised="token")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        generate.generate(tiny_pipeline, classes, subset, str(tmp_path / "g"), personalisation=["nope"], **run)
+    with pytest.raises(ValueError, match="2 vector\\(s\\) per token, the method asks for 1"):
+        generate.generate(
+            tiny_pipeline, classes, subset, str(tmp_path / "g"), personalisation=[str(artefact)], vectors=1, **run
+        )
+    with pytest.raises(ValueError, match="holds target 'token', the method asks for 'conditioning'"):
+        generate.generate(
+            tiny_pipeline,
+            classes,
+            subset,
+            str(tmp_path / "g"),
+            personalisation=[str(artefact)],
+            personalised="conditioning",
+            steps=1,
+        )
+    half = tmp_path / "half.safetensors"
+    _learn(tiny_pipeline, miniworld, subset, half, target="token", vectors=2, steps=1, shards=2, shard=0)
+    with pytest.raises(ValueError, match=r"lacks classes \[2, 3\]"):
+        generate.generate(
+            tiny_pipeline, classes, subset, str(tmp_path / "g"), personalisation=[str(half)], vectors=2, **run
+        )
+
+
+def test_a_class_without_real_images_is_named(tiny_pipeline, miniworld, subset, tmp_path):
+    frame = pd.read_csv(subset)
+    write_manifest(tmp_path / "no_three.csv", frame[frame.label != 3])
+    write_classes(tmp_path / "classes.txt", read_classes(_classes(subset)))
+    with pytest.raises(ValueError, match=r"classes \['three'\] have no images"):
+        _learn(tiny_pipeline, miniworld, str(tmp_path / "no_three.csv"), tmp_path / "x.safetensors", target="token")
+
+
+def test_cluster_conditionings_follow_the_clusters(tiny_pipeline, miniworld, subset, tmp_path):
+    position = pd.read_csv(subset).groupby("label").cumcount().to_numpy()
+    embeddings = tmp_path / "subset.npy"
+    # Two clear groups within every class: its first two images alike, the third apart.
+    features = np.array([[1.0, 0.0], [0.99, 0.1], [0.0, 1.0]])[position]
+    np.save(embeddings, features)
+    out = tmp_path / "clusters.safetensors"
+    learned = _learn(
+        tiny_pipeline, miniworld, subset, out, target="conditioning", clusters=2, embeddings=str(embeddings), steps=2
+    )
+    for label in range(4):
+        assert learned.conditionings[label].shape[0] == 2
+        assert sorted(learned.cluster_sizes[label].tolist()) == [1, 2]
+    plan = pd.DataFrame({"label": [0] * 300, "seed": range(300)})
+    clusters = generate.assign_clusters(plan, learned.cluster_sizes)
+    big = int(np.argmax(learned.cluster_sizes[0].numpy()))
+    assert 0.55 < np.mean(clusters == big) < 0.8  # two thirds of the images, as the cluster holds
+
+
+def test_shards_partition_the_classes():
+    shards = [personalise.shard_labels(1000, k, 7) for k in range(7)]
+    assert sorted(label for shard in shards for label in shard) == list(range(1000))
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1
+    with pytest.raises(ValueError, match="shard 7 is not in 0..6"):
+        personalise.shard_labels(1000, 7, 7)

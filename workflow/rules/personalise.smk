@@ -1,0 +1,47 @@
+rule personalise:
+    input:
+        model=diffusion_inputs,
+        classes=config["dataset"]["classes"],
+        subset=rules.subset.output.subset,
+        # Clusters of a class's images come from their CLIP image embeddings.
+        embeddings=lambda wildcards: (
+            rules.embed_subset.output
+            if personalisation_of(wildcards.method)["clusters"] > 1
+            else []
+        ),
+    output:
+        f"{RESULTS}/personalised/{{method}}/shard{{shard}}.safetensors",
+    log:
+        f"{LOGS}/personalise/{{method}}/shard{{shard}}.log",
+    benchmark:
+        f"{BENCHMARKS}/personalise/{{method}}/shard{{shard}}.tsv"
+    wildcard_constraints:
+        method=alternation(personalised_methods()),
+        shard=r"\d+",
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=32000,
+        runtime=720,
+        gpu=1,
+    params:
+        options=lambda wildcards, input: cli_options(
+            {
+                "model": config["diffusion"]["model"],
+                "revision": config["diffusion"]["revision"],
+                "template": config["prompt_template"],
+                "device": config["device"],
+                "embeddings": input.embeddings or None,
+                "shards": len(personalisation_files(wildcards.method)),
+                **{
+                    key: value
+                    for key, value in personalisation_of(wildcards.method).items()
+                    if key != "shards"
+                },
+            }
+        ),
+    shell:
+        "python -m augbench.personalise --classes {input.classes} --subset {input.subset}"
+        " --shard {wildcards.shard} --out {output} {params.options}"
+        " --threads {threads} > {log} 2>&1"
