@@ -53,6 +53,30 @@ CASES = {
         lambda c: c["miniworld"].update(pretrain=False),
         ["config clip.model: resources/miniworld-smoke/models/clip does not exist; set miniworld.pretrain: true"],
     ),
+    "strength outside (0, 1]": (
+        lambda c: c["methods"]["gen_img2img"].update(strength=1.5),
+        ["1.5 is greater than the maximum of 1", "['methods']['gen_img2img']"],
+    ),
+    "empty prompt without zero-shot labels": (
+        lambda c: c["methods"]["gen_unconditional"].update(zero_shot_keep=None),
+        ["config methods.gen_unconditional.zero_shot_keep: an empty prompt gives images no class"],
+    ),
+    "unknown personalisation target": (
+        lambda c: c["methods"]["gen_textual_inversion"]["personalise"].update(target="lora"),
+        ["'lora' is not one of ['token', 'conditioning', 'unet', 'token_unet']"],
+    ),
+    "clusters of tokens": (
+        lambda c: c["methods"]["gen_textual_inversion"]["personalise"].update(clusters=3),
+        ["config methods.gen_textual_inversion.personalise.clusters: clusters apply to target 'conditioning'"],
+    ),
+    "shards of one UNet": (
+        lambda c: c["methods"]["gen_dm_finetune"]["personalise"].update(shards=4),
+        ["config methods.gen_dm_finetune.personalise.shards: target 'unet' learns one UNet"],
+    ),
+    "zero vectors per token": (
+        lambda c: c["methods"]["gen_textual_inversion"]["personalise"].update(vectors=0),
+        ["0 is less than the minimum of 1"],
+    ),
 }
 
 

@@ -28,8 +28,9 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
         str(workdir),
         "--configfile",
         str(REPO / "configs" / "smoke.yaml"),
-        "--cores",
-        "2",
+        # The profile a workstation uses: all cores, one thread per job.
+        "--profile",
+        str(REPO / "profiles" / "local"),
         *args,
     ]
     result = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -44,31 +45,56 @@ def smoke_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     return workdir, snakemake(workdir)
 
 
+METHODS = {
+    "baseline": "real",
+    "real_upper_bound": "real",
+    "retrieve_text": "retrieve",
+    "retrieve_image": "retrieve",
+    "retrieve_caption": "retrieve",
+    "gen_classname": "generate",
+    "gen_clip_templates": "generate",
+    "gen_unconditional": "generate",
+    "gen_img2img": "generate",
+    "gen_textual_inversion": "generate",
+    "gen_conditioning_ft": "generate",
+    "gen_cluster_conditioning": "generate",
+    "gen_dm_finetune": "generate",
+    "gen_ti_dm_finetune": "generate",
+}
+PERSONALISED = {
+    "gen_textual_inversion": 2,  # shards
+    "gen_conditioning_ft": 1,
+    "gen_cluster_conditioning": 2,
+    "gen_dm_finetune": 1,
+    "gen_ti_dm_finetune": 1,
+}
+
+
+def _results(workdir: Path) -> Path:
+    return workdir / "results" / "smoke"
+
+
 def test_summary_lists_every_method_with_its_seeds(smoke_run):
     workdir, result = smoke_run
-    summary = pd.read_csv(workdir / "results" / "smoke" / "summary.csv")
+    summary = pd.read_csv(_results(workdir) / "summary.csv")
     assert summary.columns.tolist() == ["method", "kind", "n_seeds", "top1_mean", "top1_std", "n_added_per_class"]
-    assert summary.method.tolist() == [
-        "baseline",
-        "real_upper_bound",
-        "retrieve_text",
-        "retrieve_image",
-        "retrieve_caption",
-        "gen_classname",
-        "gen_clip_templates",
-    ]
-    assert summary.kind.tolist() == ["real", "real", "retrieve", "retrieve", "retrieve", "generate", "generate"]
+    assert summary.method.tolist() == list(METHODS)
+    assert summary.kind.tolist() == list(METHODS.values())
     assert (summary.n_seeds == 1).all()
     assert summary.top1_mean.between(0, 100).all()
-    assert summary.n_added_per_class.tolist() == [0, 3, 3, 3, 3, 3, 3]
-    assert (workdir / "results" / "smoke" / "metrics" / "baseline" / "seed0.json").exists()
+    added = dict(zip(summary.method, summary.n_added_per_class))
+    assert added.pop("baseline") == 0
+    # Zero-shot labelling keeps at most the quota per class; every other method meets it.
+    assert 0 < added.pop("gen_unconditional") <= 3
+    assert set(added.values()) == {3}
+    assert (_results(workdir) / "metrics" / "baseline" / "seed0.json").exists()
     # The run prints the table at the end.
     assert "| retrieve_text | retrieve | 1 |" in result.stdout + result.stderr
 
 
 def test_real_upper_bound_adds_real_images_from_outside_the_subset(smoke_run):
     workdir, _ = smoke_run
-    subset = pd.read_csv(workdir / "results" / "smoke" / "subset" / "train.csv")
+    subset = pd.read_csv(_results(workdir) / "subset" / "train.csv")
     extra = pd.read_csv(workdir / "results" / "smoke" / "added" / "real_upper_bound" / "manifest.csv")
     train = pd.read_csv(workdir / "resources" / "miniworld-smoke" / "train" / "manifest.csv")
     assert extra.label.value_counts().sort_index().tolist() == [3] * 10
@@ -86,17 +112,45 @@ def test_retrieval_adds_pool_images_with_class_labels(smoke_run, method):
     assert set(added.path) <= set(pool.path)
 
 
-@pytest.mark.parametrize("method", ["gen_classname", "gen_clip_templates"])
-def test_generation_adds_decodable_images_per_class(smoke_run, method):
+@pytest.mark.parametrize("method", [name for name, kind in METHODS.items() if kind == "generate"])
+def test_generation_adds_decodable_images_with_their_record(smoke_run, method):
     workdir, _ = smoke_run
-    added = pd.read_csv(workdir / "results" / "smoke" / "added" / method / "manifest.csv")
+    added = pd.read_csv(_results(workdir) / "added" / method / "manifest.csv", keep_default_na=False)
     names = (workdir / "resources" / "miniworld-smoke" / "classes.txt").read_text().split()
-    assert all(names[label] in prompt for label, prompt in zip(added.label, added.prompt))
-    assert added.label.value_counts().sort_index().tolist() == [3] * 10
+    assert (added.method == method).all()
+    assert added["class"].tolist() == [names[label] for label in added.label]
+    assert added.seed.is_unique and added.path.is_unique
+    if method == "gen_unconditional":
+        assert (added.prompt == "").all() and added.zero_shot_score.notna().all()
+        assert added.label.value_counts().max() <= 3
+    else:
+        assert added.label.value_counts().sort_index().tolist() == [3] * 10
+    if method in ("gen_classname", "gen_clip_templates", "gen_img2img", "gen_dm_finetune"):
+        assert all(names[label] in prompt for label, prompt in zip(added.label, added.prompt))
+    if method in ("gen_textual_inversion", "gen_ti_dm_finetune"):
+        assert all(f"<class-{label}>" in prompt for label, prompt in zip(added.label, added.prompt))
+    if method == "gen_img2img":
+        subset = pd.read_csv(_results(workdir) / "subset" / "train.csv")
+        label_of = dict(zip(subset.path, subset.label))
+        assert [label_of[source] for source in added.source] == added.label.tolist()
+        assert (added.strength == 0.5).all()
+    if method == "gen_cluster_conditioning":
+        assert set(added.cluster) == {0, 1}
     for path in added.path:
         with Image.open(workdir / path) as image:
             image.load()
             assert image.size == (16, 16)
+
+
+@pytest.mark.parametrize("method", PERSONALISED)
+def test_personalisation_artefacts_come_from_their_own_sharded_jobs(smoke_run, method):
+    workdir, _ = smoke_run
+    artefacts = sorted((_results(workdir) / "personalised" / method).glob("*.safetensors"))
+    assert [path.name for path in artefacts] == [f"shard{k}.safetensors" for k in range(PERSONALISED[method])]
+    # Generating again must not learn again: the artefacts are inputs, not steps of generation.
+    rerun = snakemake(workdir, "--dry-run", "--forcerun", f"results/smoke/added/{method}/manifest.csv")
+    output = rerun.stdout + rerun.stderr
+    assert "rule generate" in output and "rule personalise" not in output
 
 
 def test_every_job_logged_and_a_rerun_has_nothing_to_do(smoke_run):

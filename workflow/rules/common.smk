@@ -185,6 +185,25 @@ def personalisation_checks(method):
     }
 
 
+def zero_shot_inputs(wildcards):
+    """Zero-shot labelling embeds the generated images and compares them with the class prompts."""
+    if METHODS[wildcards.method]["zero_shot_keep"] is None:
+        return {}
+    return {"class_prompts": rules.embed_prompts.output[0], "clip": clip_inputs()}
+
+
+# Options of augbench.generate that a method's entry in the registry sets.
+GENERATE_OPTIONS = (
+    "prompt",
+    "scheduler",
+    "steps",
+    "guidance_scale",
+    "seed",
+    "strength",
+    "zero_shot_keep",
+)
+
+
 def cli_options(options):
     """Command-line options of a module from a mapping; unset (None) values are left out.
 

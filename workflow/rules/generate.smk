@@ -1,22 +1,3 @@
-def zero_shot_inputs(wildcards):
-    """Zero-shot labelling embeds the generated images and compares them with the class prompts."""
-    if METHODS[wildcards.method]["zero_shot_keep"] is None:
-        return {}
-    return {"class_prompts": rules.embed_prompts.output[0], "clip": clip_inputs()}
-
-
-# Options of augbench.generate that a method's entry in the registry sets.
-GENERATE_OPTIONS = (
-    "prompt",
-    "scheduler",
-    "steps",
-    "guidance_scale",
-    "seed",
-    "strength",
-    "zero_shot_keep",
-)
-
-
 rule generate:
     input:
         unpack(zero_shot_inputs),
@@ -53,7 +34,9 @@ rule generate:
                 **personalisation_checks(wildcards.method),
                 "class_embeddings": input.get("class_prompts"),
                 "clip_model": (
-                    config["clip"]["model"] if "class_prompts" in input.keys() else None
+                    config["clip"]["model"]
+                    if "class_prompts" in input.keys()
+                    else None
                 ),
                 "clip_pretrained": (
                     config["clip"]["pretrained"]
