@@ -43,3 +43,12 @@ def tiny_pipeline(miniworld, tiny_clip, tmp_path_factory) -> str:
     pool = str(miniworld / "pool" / "manifest.csv")
     pretrain_diffusion.pretrain(pool, clip_folder, str(out), vae_steps=2, unet_steps=2, batch_size=16, threads=2)
     return str(out)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """The whole DAG on the smoke config, run locally once per test session: (workdir, result)."""
+    from helpers import snakemake
+
+    workdir = tmp_path_factory.mktemp("smoke")
+    return workdir, snakemake(workdir)

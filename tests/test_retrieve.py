@@ -126,3 +126,19 @@ def test_cli_labels_image_queries_by_the_query_manifest(tmp_path):
     added = pd.read_csv(tmp_path / "added.csv")
     assert sorted(added.label) == [0, 1, 1]
     assert (labels[added.pool_row] == added.label).all()
+
+
+def test_identical_pool_images_are_added_once(tmp_path):
+    # The pool repeats the image nearest to class 0 three times (as web pools repeat pictures).
+    embeddings = _unit([[1, 0.01], [1, 0.01], [1, 0.01], [1, 0.3], [1, 0.5], [0, 1], [0.1, 1]])
+    write_manifest(tmp_path / "pool.csv", pd.DataFrame({"path": [f"p{i}" for i in range(7)], "label": -1}))
+    np.save(tmp_path / "pool.npy", embeddings)
+    np.save(tmp_path / "queries.npy", _unit([[1, 0], [0, 1]]))
+    write_manifest(tmp_path / "subset.csv", pd.DataFrame({"path": ["a", "b", "c", "d"], "label": [0, 0, 1, 1]}))
+    write_classes(tmp_path / "classes.txt", ["x", "y"])
+    paths = [str(tmp_path / name) for name in ("pool.csv", "pool.npy", "queries.npy", "subset.csv", "classes.txt")]
+    added = retrieve.retrieve(*paths, str(tmp_path / "added.csv"))
+    assert sorted(added[added.label == 0].path) == ["p0", "p3"]  # one copy of the repeated image, then the next
+    # Without de-duplication the copies fill the quota (the user asked for it).
+    repeated = retrieve.retrieve(*paths, str(tmp_path / "added.csv"), dedup=False)
+    assert set(repeated[repeated.label == 0].path) < {"p0", "p1", "p2"}

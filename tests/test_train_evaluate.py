@@ -75,3 +75,73 @@ def test_added_images_are_combined_and_bad_labels_rejected(miniworld, tmp_path):
 def test_unknown_architecture_is_named():
     with pytest.raises(ValueError, match="resnet_nope"):
         train.build_model("resnet_nope", 10)
+
+
+def _checkpoint_epoch(folder) -> int:
+    import torch
+
+    try:
+        return int(torch.load(folder / "state.pt", weights_only=True)["epoch"])
+    except (FileNotFoundError, RuntimeError, EOFError, KeyError):
+        return 0
+
+
+def test_killed_training_resumes_from_its_last_epoch_and_ends_as_an_uninterrupted_run(miniworld, tmp_path):
+    import dataclasses
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from safetensors.torch import load_file
+
+    recipe = dataclasses.replace(RECIPE, epochs=30)
+    manifest, classes = str(miniworld / "train" / "manifest.csv"), str(miniworld / "classes.txt")
+    weights = tmp_path / "model.safetensors"
+    command = [sys.executable, "-m", "augbench.train", "--manifest", manifest, "--classes", classes]
+    command += ["--out", str(weights), "--seed", "3", "--threads", "1"]
+    for field, value in dataclasses.asdict(recipe).items():
+        command += ["--" + field.replace("_", "-"), str(value).lower() if isinstance(value, bool) else str(value)]
+    job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = train.checkpoint_dir(weights)
+    deadline = time.time() + 120
+    while _checkpoint_epoch(checkpoint) < 2 and job.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(job.pid, signal.SIGKILL)  # as a preempted or crashed job dies: no clean-up
+    job.wait()
+    killed_after = _checkpoint_epoch(checkpoint)
+    assert 2 <= killed_after < 30 and not weights.exists()
+
+    record = train.train([manifest], classes, str(weights), recipe, seed=3, threads=1)
+    # It went on from the last complete epoch (at most the one running at the kill is redone)...
+    assert record["resumed_after_epoch"] in (killed_after, killed_after + 1)
+    assert not checkpoint.exists()
+    # ...and ended exactly where a run that was never interrupted ends.
+    reference = tmp_path / "reference.safetensors"
+    assert train.train([manifest], classes, str(reference), recipe, seed=3, threads=1)["resumed_after_epoch"] == 0
+    resumed, uninterrupted = load_file(str(weights)), load_file(str(reference))
+    assert all((resumed[name] == uninterrupted[name]).all() for name in uninterrupted)
+
+
+def test_a_checkpoint_of_other_settings_is_not_resumed(miniworld, tmp_path):
+    import torch
+
+    manifest, classes = str(miniworld / "train" / "manifest.csv"), str(miniworld / "classes.txt")
+    weights = tmp_path / "model.safetensors"
+    # A checkpoint as a killed run with seed 0 leaves it; then the job is run with seed 1.
+    model = train.build_model(RECIPE.arch, 10)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    fingerprint = train.run_fingerprint([manifest], classes, RECIPE, seed=0)
+    train.save_checkpoint(
+        train.checkpoint_dir(weights),
+        1,
+        2.3,
+        fingerprint,
+        model,
+        optimizer,
+        train.warmup_cosine(optimizer, 10),
+        torch.Generator(),
+    )
+    record = train.train([manifest], classes, str(weights), RECIPE, seed=1, threads=1)
+    assert record["resumed_after_epoch"] == 0

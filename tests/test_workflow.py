@@ -2,47 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import snakemake
 
 pytestmark = pytest.mark.e2e
-
-
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(REPO / "configs" / "smoke.yaml"),
-        # The profile a workstation uses: all cores, one thread per job.
-        "--profile",
-        str(REPO / "profiles" / "local"),
-        *args,
-    ]
-    result = subprocess.run(command, env=env, capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise AssertionError(f"snakemake failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
-    return result
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    workdir = tmp_path_factory.mktemp("smoke")
-    return workdir, snakemake(workdir)
 
 
 METHODS = {

@@ -30,6 +30,24 @@ from augbench.subset import class_quotas
 log = logging.getLogger(__name__)
 
 
+def distinct_rows(embeddings: np.ndarray, decimals: int = 3, chunk: int = 1 << 16) -> np.ndarray:
+    """Rows of the pool to search: the first of each group of identical images.
+
+    Web pools repeat images (the same picture under many URLs); identical images have
+    identical embeddings, so a rounded embedding is their fingerprint.
+    """
+    seen: set[bytes] = set()
+    keep = []
+    for start in range(0, len(embeddings), chunk):
+        block = np.round(np.asarray(embeddings[start : start + chunk], dtype=np.float32), decimals) + 0.0
+        for offset, row in enumerate(block):
+            key = row.tobytes()
+            if key not in seen:
+                seen.add(key)
+                keep.append(start + offset)
+    return np.asarray(keep, dtype=np.int64)
+
+
 def exact_index(embeddings: np.ndarray) -> faiss.Index:
     index = faiss.IndexFlatIP(embeddings.shape[1])
     index.add(np.ascontiguousarray(embeddings, dtype=np.float32))
@@ -101,6 +119,7 @@ def retrieve(
     per_class: int | None = None,
     overfetch: float = 2.0,
     query_manifest: str | None = None,
+    dedup: bool = True,
 ) -> pd.DataFrame:
     """Write the manifest of retrieved images; ``query_manifest`` labels image queries (one row per query)."""
     classes = read_classes(classes_path)
@@ -115,8 +134,12 @@ def retrieve(
         if len(query_labels) != len(queries):
             raise ValueError(f"{queries_path} has {len(queries)} rows but {query_manifest} lists {len(query_labels)}")
     quotas = class_quotas(read_manifest(subset_manifest), len(classes), per_class)
-    chosen = assign_nearest(exact_index(np.asarray(embeddings)), queries, quotas, overfetch, query_labels)
-    rows = [row for _, row, _ in chosen]
+    searched = distinct_rows(embeddings) if dedup else np.arange(len(embeddings))
+    if len(searched) < len(embeddings):
+        log.info("searching %d distinct of %d pool images (identical images count once)", len(searched), len(pool))
+    index = exact_index(np.asarray(embeddings)[searched])
+    chosen = assign_nearest(index, queries, quotas, overfetch, query_labels)
+    rows = [int(searched[row]) for _, row, _ in chosen]
     added = pd.DataFrame(
         {
             "path": pool.path.to_numpy()[rows],
@@ -144,6 +167,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="manifest of retrieved images")
     parser.add_argument("--per-class", type=int, default=None, help="images per class (default: as many as real)")
     parser.add_argument("--overfetch", type=float, default=2.0)
+    parser.add_argument(
+        "--dedup", type=lambda text: text.lower() == "true", default=True, help="count identical pool images once"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     added = retrieve(
@@ -156,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
         args.per_class,
         args.overfetch,
         args.query_manifest,
+        args.dedup,
     )
     log.info("retrieved %d images into %s", len(added), args.out)
 

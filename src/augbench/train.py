@@ -5,13 +5,23 @@
 
 The weights go to ``--out`` (safetensors); the recipe that produced them, which
 ``augbench.evaluate`` needs to rebuild the model, goes beside it as JSON.
+
+After every epoch a checkpoint goes beside the output (``<out>.checkpoint/``: weights
+as safetensors, optimiser, schedule and random states for ``torch.load(...,
+weights_only=True)``). A restarted job (SLURM requeue after preemption, Snakemake
+``--retries``, a rerun after a crash) resumes from it, so at most one epoch is
+recomputed, and finishes with the weights an uninterrupted run gives. A checkpoint
+of other inputs or settings is ignored. It is removed once the weights are written.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
 import random
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torchvision
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torchvision.transforms import v2 as T
 from tqdm import tqdm
 
@@ -99,6 +109,70 @@ def combined_training_set(manifests: list[str], num_classes: int) -> pd.DataFram
     return frame
 
 
+def checkpoint_dir(out: str | Path) -> Path:
+    return Path(f"{out}.checkpoint")
+
+
+def run_fingerprint(manifests: list[str], classes_path: str, recipe: Recipe, seed: int) -> str:
+    """What a checkpoint must have been made from to be resumed: inputs, recipe and seed."""
+    digest = hashlib.sha1(json.dumps({"recipe": asdict(recipe), "seed": seed}, sort_keys=True).encode())
+    for path in [*manifests, classes_path]:
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()
+
+
+def save_checkpoint(
+    folder: Path, epoch: int, loss: float, fingerprint: str, model, optimizer, schedule, generator
+) -> None:
+    """Write the state after ``epoch`` epochs; the folder is replaced whole, so it is never half-written."""
+    staging = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    save_file({k: v.contiguous().cpu() for k, v in model.state_dict().items()}, str(staging / "model.safetensors"))
+    numpy_state = np.random.get_state()
+    state = {
+        "epoch": epoch,
+        "loss": loss,
+        "fingerprint": fingerprint,
+        "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "loader_rng": generator.get_state(),
+        "python_rng": list(random.getstate()[1]),
+        "numpy_rng": torch.from_numpy(numpy_state[1].astype(np.int64)),
+        "numpy_pos": int(numpy_state[2]),
+    }
+    torch.save(state, staging / "state.pt")
+    old = folder.with_name(folder.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    staging.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(folder: Path, fingerprint: str, model, optimizer, schedule, generator, device) -> tuple[int, float]:
+    """Restore a matching checkpoint; return the epochs it completed (0 if none) and its last loss."""
+    if not (folder / "state.pt").exists():
+        return 0, float("nan")
+    state = torch.load(folder / "state.pt", weights_only=True, map_location="cpu")
+    if state["fingerprint"] != fingerprint:
+        log.warning("ignoring checkpoint %s: it was made from other inputs or settings", folder)
+        return 0, float("nan")
+    model.load_state_dict(load_file(str(folder / "model.safetensors"), device=str(device)))
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"]:
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    generator.set_state(state["loader_rng"])
+    random.setstate((3, tuple(state["python_rng"]), None))
+    np.random.set_state(("MT19937", state["numpy_rng"].numpy().astype(np.uint32), state["numpy_pos"]))
+    log.info("resuming from checkpoint %s after epoch %d", folder, state["epoch"])
+    return int(state["epoch"]), float(state["loss"])
+
+
 def train(
     manifests: list[str],
     classes_path: str,
@@ -132,9 +206,11 @@ def train(
     )
     schedule = warmup_cosine(optimizer, recipe.epochs * len(loader), warmup_share=0.1)
     loss_fn = torch.nn.CrossEntropyLoss()
+    checkpoint = checkpoint_dir(out)
+    fingerprint = run_fingerprint(manifests, classes_path, recipe, seed)
+    done, last_loss = load_checkpoint(checkpoint, fingerprint, model, optimizer, schedule, generator, dev)
     model.train()
-    last_loss = float("nan")
-    for epoch in tqdm(range(recipe.epochs), desc="train epochs", mininterval=5):
+    for epoch in tqdm(range(done, recipe.epochs), desc="train epochs", mininterval=5):
         total, count = 0.0, 0
         for images, labels in loader:
             images = images.to(dev, non_blocking=True, memory_format=torch.channels_last)
@@ -147,11 +223,19 @@ def train(
             total += loss.item() * len(labels)
             count += len(labels)
         last_loss = total / count
-        log.debug("epoch %d loss %.4f", epoch, last_loss)
+        log.info("epoch %d of %d: loss %.4f", epoch + 1, recipe.epochs, last_loss)
+        save_checkpoint(checkpoint, epoch + 1, last_loss, fingerprint, model, optimizer, schedule, generator)
     with atomic_path(out) as tmp:
         save_file({k: v.contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
-    record = {"recipe": asdict(recipe), "seed": seed, "n_train_images": len(frame), "final_loss": last_loss}
+    record = {
+        "recipe": asdict(recipe),
+        "seed": seed,
+        "n_train_images": len(frame),
+        "final_loss": last_loss,
+        "resumed_after_epoch": done,
+    }
     write_json(recipe_path(out), record)
+    shutil.rmtree(checkpoint, ignore_errors=True)
     return record
 
 

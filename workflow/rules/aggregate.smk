@@ -20,8 +20,8 @@ rule aggregate:
         ENV
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=grows(2000),
+        runtime=grows(10),
     params:
         out_dir=lambda wildcards, output: Path(output.csv).parent,
         kinds=[f"{name}={params['kind']}" for name, params in METHODS.items()],

@@ -3,9 +3,28 @@ import re
 import shlex
 from pathlib import Path
 
+import jsonschema
+import yaml
 from snakemake.utils import validate
 
-validate(config, schema="../schemas/config.schema.yaml")
+SCHEMA = Path(workflow.current_basedir).parent / "schemas" / "config.schema.yaml"
+
+
+def check_schema(config):
+    """Stop at the first schema violation with one line: the key at fault and what is allowed.
+
+    Snakemake's own validate() (which fills the defaults in) reports a violation over
+    many lines with the whole offending mapping; this names the key first.
+    """
+    validator = jsonschema.Draft202012Validator(yaml.safe_load(SCHEMA.read_text()))
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is not None:
+        key = ".".join(str(part) for part in error.absolute_path) or "(top level)"
+        raise ValueError(f"config {key}: {error.message}")
+
+
+check_schema(config)
+validate(config, schema=str(SCHEMA))
 
 RESULTS = f"results/{config['experiment']}"
 LOGS = f"logs/{config['experiment']}"
@@ -202,6 +221,11 @@ GENERATE_OPTIONS = (
     "strength",
     "zero_shot_keep",
 )
+
+
+def grows(amount):
+    """A resource that grows with each attempt, as a job killed for memory or time (--retries) needs more."""
+    return lambda wildcards, attempt: amount * attempt
 
 
 def cli_options(options):

@@ -12,8 +12,8 @@ rule embed_pool:
         ENV
     threads: 2
     resources:
-        mem_mb=8000,
-        runtime=120,
+        mem_mb=grows(8000),
+        runtime=grows(120),
         gpu=1,
     params:
         options=cli_options({**config["clip"], "device": config["device"]}),
@@ -34,8 +34,8 @@ rule embed_prompts:
         ENV
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=20,
+        mem_mb=grows(4000),
+        runtime=grows(20),
     params:
         options=cli_options(
             {
@@ -64,8 +64,8 @@ rule embed_pool_captions:
         ENV
     threads: 2
     resources:
-        mem_mb=8000,
-        runtime=60,
+        mem_mb=grows(8000),
+        runtime=grows(60),
         gpu=1,
     params:
         options=cli_options(
@@ -92,8 +92,8 @@ rule embed_subset:
         ENV
     threads: 2
     resources:
-        mem_mb=8000,
-        runtime=60,
+        mem_mb=grows(8000),
+        runtime=grows(60),
         gpu=1,
     params:
         options=cli_options({**config["clip"], "device": config["device"]}),

@@ -12,8 +12,8 @@ rule evaluate:
         ENV
     threads: 2
     resources:
-        mem_mb=8000,
-        runtime=60,
+        mem_mb=grows(8000),
+        runtime=grows(60),
     params:
         options=cli_options(
             {

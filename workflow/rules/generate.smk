@@ -17,8 +17,8 @@ rule generate:
         ENV
     threads: 2
     resources:
-        mem_mb=16000,
-        runtime=720,
+        mem_mb=grows(16000),
+        runtime=grows(720),
         gpu=1,
     params:
         out_dir=lambda wildcards, output: Path(output.manifest).parent,

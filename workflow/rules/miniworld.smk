@@ -17,8 +17,8 @@ if MINIWORLD["enabled"]:
             ENV
         threads: 1
         resources:
-            mem_mb=2000,
-            runtime=10,
+            mem_mb=grows(2000),
+            runtime=grows(10),
         params:
             out=lambda wildcards, output: Path(output.classes).parent,
             options=cli_options(
@@ -54,8 +54,8 @@ if MINIWORLD["enabled"] and MINIWORLD["pretrain"]:
             ENV
         threads: 2
         resources:
-            mem_mb=4000,
-            runtime=60,
+            mem_mb=grows(4000),
+            runtime=grows(60),
             gpu=1,
         params:
             options=cli_options(
@@ -83,8 +83,8 @@ if MINIWORLD["enabled"] and MINIWORLD["pretrain"]:
             ENV
         threads: 2
         resources:
-            mem_mb=4000,
-            runtime=60,
+            mem_mb=grows(4000),
+            runtime=grows(60),
             gpu=1,
         params:
             options=cli_options(

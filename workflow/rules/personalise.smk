@@ -22,8 +22,8 @@ rule personalise:
         ENV
     threads: 2
     resources:
-        mem_mb=32000,
-        runtime=720,
+        mem_mb=grows(32000),
+        runtime=grows(720),
         gpu=1,
     params:
         options=lambda wildcards, input: cli_options(

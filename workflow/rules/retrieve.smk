@@ -25,13 +25,14 @@ rule retrieve:
         ENV
     threads: 1
     resources:
-        mem_mb=8000,
-        runtime=30,
+        mem_mb=grows(8000),
+        runtime=grows(30),
     params:
         options=lambda wildcards, input: cli_options(
             {
                 "per_class": config["augment"]["per_class"],
                 "overfetch": METHODS[wildcards.method]["overfetch"],
+                "dedup": METHODS[wildcards.method]["dedup"],
                 # Image queries take their class from the subset's rows.
                 "query_manifest": (
                     input.subset

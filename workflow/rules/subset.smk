@@ -11,8 +11,8 @@ rule subset:
         ENV
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=grows(2000),
+        runtime=grows(10),
     params:
         options=cli_options(config["subset"]),
     shell:
@@ -35,8 +35,8 @@ rule add_real:
         ENV
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=grows(2000),
+        runtime=grows(10),
     params:
         options=lambda wildcards: cli_options(
             {

@@ -14,8 +14,8 @@ rule train:
         ENV
     threads: 2
     resources:
-        mem_mb=16000,
-        runtime=1440,
+        mem_mb=grows(16000),
+        runtime=grows(1440),
         gpu=1,
     params:
         manifests=lambda wildcards, input: cli_options(
