@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from augbench import generate
+from augbench import collect, generate
 from augbench.files import write_manifest
 from augbench.prompts import CLIP_TEMPLATES
 
@@ -84,7 +84,10 @@ def test_unconditional_images_are_labelled_by_zero_shot_and_the_most_confident_k
     image_features = np.array(
         [[1, 0], [0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.6, 0.4], [0.55, 0.45], [0, 1], [0.2, 0.8]]
     )
-    kept = generate.zero_shot_select(plan, image_features, np.eye(2), quotas=[3, 3], keep_share=0.5)
+    labelled = generate.zero_shot_label(plan, image_features, np.eye(2))
+    # Shards label their own images; the choice is made over all of them.
+    shards = [labelled.iloc[generate.shard_rows(8, k, 3)] for k in range(3)]
+    kept = collect.zero_shot_select(pd.concat(shards), quotas=[3, 3], keep_share=0.5)
     by_class = kept.groupby("label").path.apply(list).to_dict()
     assert by_class[0] == plan.path[:3].tolist()  # the top half of six, within the quota of three
     assert by_class[1] == plan.path[6:7].tolist()  # the top half of two: one, short of its quota
@@ -110,3 +113,30 @@ def test_img2img_records_source_and_strength(miniworld, tiny_pipeline, tmp_path)
     for path in plan.path:
         with Image.open(path) as image:
             assert image.size == (16, 16)
+
+
+def test_shards_make_every_image_once_with_the_images_of_one_job(miniworld, tiny_pipeline, tmp_path):
+    subset = _subset(tmp_path, [0, 0, 1, 2, 2])
+    classes = str(miniworld / "classes.txt")
+    whole = generate.generate(tiny_pipeline, classes, subset, str(tmp_path / "one"), steps=2)
+    parts = [
+        generate.generate(
+            tiny_pipeline,
+            classes,
+            subset,
+            str(tmp_path / "three"),
+            steps=2,
+            shard=k,
+            shards=3,
+            manifest=str(tmp_path / f"shard{k}.csv"),
+        )
+        for k in range(3)
+    ]
+    merged = collect.collect(
+        [str(tmp_path / f"shard{k}.csv") for k in range(3)], subset, classes, str(tmp_path / "manifest.csv")
+    )
+    assert [len(part) for part in parts] == [2, 2, 1]
+    assert merged.seed.tolist() == whole.seed.tolist() and merged.prompt.tolist() == whole.prompt.tolist()
+    for path_a, path_b in zip(whole.path, merged.path):  # same seeds; batching may change the last bit
+        a, b = (np.asarray(Image.open(path), dtype=float) for path in (path_a, path_b))
+        assert np.abs(a - b).mean() < 1.0

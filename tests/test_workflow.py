@@ -110,13 +110,32 @@ def test_generation_adds_decodable_images_with_their_record(smoke_run, method):
             assert image.size == (16, 16)
 
 
+@pytest.mark.parametrize("method, shards", [("gen_classname", 3), ("gen_unconditional", 2)])
+def test_generation_runs_in_its_configured_shards(smoke_run, method, shards):
+    workdir, _ = smoke_run
+    folder = _results(workdir) / "added" / method
+    parts = sorted((folder / "shards").glob("shard*.csv"))
+    assert [path.name for path in parts] == [f"shard{k}.csv" for k in range(shards)]
+    made = pd.concat([pd.read_csv(path) for path in parts])
+    kept = pd.read_csv(folder / "manifest.csv")
+    assert set(kept.path) <= set(made.path)
+    if method == "gen_unconditional":  # the most confident half of each class, chosen over both shards
+        for label, group in made.groupby("label"):
+            chosen = kept[kept.label == label]
+            if len(chosen):
+                assert chosen.zero_shot_score.min() >= group.zero_shot_score.median() - 1e-6
+    else:
+        assert len(kept) == len(made)
+
+
 @pytest.mark.parametrize("method", PERSONALISED)
 def test_personalisation_artefacts_come_from_their_own_sharded_jobs(smoke_run, method):
     workdir, _ = smoke_run
     artefacts = sorted((_results(workdir) / "personalised" / method).glob("*.safetensors"))
     assert [path.name for path in artefacts] == [f"shard{k}.safetensors" for k in range(PERSONALISED[method])]
     # Generating again must not learn again: the artefacts are inputs, not steps of generation.
-    rerun = snakemake(workdir, "--dry-run", "--forcerun", f"results/smoke/added/{method}/manifest.csv")
+    target = f"results/smoke/added/{method}/manifest.csv"
+    rerun = snakemake(workdir, "--dry-run", "--forcerun", "generate", "--", target)
     output = rerun.stdout + rerun.stderr
     assert "rule generate" in output and "rule personalise" not in output
 

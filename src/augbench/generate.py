@@ -9,14 +9,17 @@ One module serves every generation method of the registry; they differ in option
   ``clip_templates`` draws one of CLIP's 80 ImageNet templates per image, ``empty``
   gives no prompt at all (unconditional generation).
 - ``--zero-shot-keep SHARE`` labels every image by CLIP zero-shot classification
-  against the class prompts (``--class-embeddings``) and keeps, per class, the most
-  confident SHARE of the images given that class; enough images are generated that
-  each class can still reach its quota.
+  against the class prompts (``--class-embeddings``); ``augbench.collect`` then keeps,
+  per class, the most confident SHARE of the images given that class. Enough images
+  are generated that each class can still reach its quota.
 - ``--strength S`` turns generation into image-to-image: each image starts from a
   real training image of its class noised to strength S (image variations).
 - ``--personalisation FILE`` (one per shard) loads what ``augbench.personalise``
   learned: class tokens replace the class name in the prompt, learned conditionings
   replace the prompt, fine-tuned UNet weights replace the UNet's.
+
+``--shard k --shards n`` makes the k-th of n blocks of the images, so a method's
+images are made by n jobs (``augbench.collect`` merges their manifests).
 
 Each image has its own seed (derived from ``--seed``, class and index), so the
 result does not depend on batch size and an interrupted run resumes: images that
@@ -113,20 +116,20 @@ def assign_sources(plan: pd.DataFrame, subset: pd.DataFrame) -> list[str]:
     return [by_class[label][index % len(by_class[label])] for label, index in zip(plan.label, position)]
 
 
-def zero_shot_select(
-    plan: pd.DataFrame, image_features: np.ndarray, class_features: np.ndarray, quotas: list[int], keep_share: float
-) -> pd.DataFrame:
-    """Label images by their nearest class prompt; per class keep the most confident share, up to its quota."""
+def zero_shot_label(plan: pd.DataFrame, image_features: np.ndarray, class_features: np.ndarray) -> pd.DataFrame:
+    """Label each image by its nearest class prompt (CLIP zero-shot), with that similarity as its score.
+
+    Which images are kept is decided over all shards, by ``augbench.collect``.
+    """
     scores = image_features @ class_features.T
-    labelled = plan.assign(label=scores.argmax(axis=1), zero_shot_score=scores.max(axis=1))
-    kept = []
-    for label, quota in enumerate(quotas):
-        candidates = labelled[labelled.label == label].sort_values("zero_shot_score", ascending=False, kind="stable")
-        keep = min(quota, math.ceil(keep_share * len(candidates)))
-        if keep < quota:
-            log.warning("class %d keeps %d zero-shot-labelled images, short of its quota %d", label, keep, quota)
-        kept.append(candidates.head(keep))
-    return pd.concat(kept).sort_values("path").reset_index(drop=True)
+    return plan.assign(label=scores.argmax(axis=1), zero_shot_score=scores.max(axis=1))
+
+
+def shard_rows(n_rows: int, shard: int, shards: int) -> np.ndarray:
+    """The plan rows one generation job makes: contiguous, near-equal blocks."""
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard {shard} is not in 0..{shards - 1}")
+    return np.array_split(np.arange(n_rows), shards)[shard]
 
 
 def settings_folder(out_dir: Path, settings: dict, files: list[str]) -> Path:
@@ -166,7 +169,14 @@ def generate(
     clip_model: str | None = None,
     clip_pretrained: str | None = None,
     method: str | None = None,
+    shard: int = 0,
+    shards: int = 1,
+    manifest: str | None = None,
 ) -> pd.DataFrame:
+    """Make this shard's images (all of them with one shard); return and write its manifest.
+
+    Images go to ``out_dir``; the manifest to ``manifest`` (default ``out_dir/manifest.csv``).
+    """
     out_dir = Path(out_dir)
     classes = read_classes(classes_path)
     subset = read_manifest(subset_manifest)
@@ -212,6 +222,7 @@ def generate(
         if prompt == "empty":
             raise ValueError("image-to-image starts from a real image of a class; it needs a class prompt")
         plan["source"] = assign_sources(plan, subset)
+    plan = plan.iloc[shard_rows(len(plan), shard, shards)].reset_index(drop=True)
 
     todo = plan[[not Path(path).exists() for path in plan.path]]
     log.info("%d of %d images to generate (%d already done)", len(todo), len(plan), len(plan) - len(todo))
@@ -235,7 +246,7 @@ def generate(
         from augbench.embed import encode_image_files
 
         features = encode_image_files(plan.path.tolist(), clip_model, clip_pretrained, num_workers=0, device=device)
-        plan = zero_shot_select(plan, features, np.load(class_embeddings), quotas, zero_shot_keep)
+        plan = zero_shot_label(plan, features, np.load(class_embeddings))
     plan.insert(2, "class", [classes[label] for label in plan.label])
     plan.insert(3, "method", method or out_dir.name)
     plan["scheduler"] = scheduler
@@ -243,7 +254,7 @@ def generate(
     plan["guidance_scale"] = guidance_scale
     if strength is not None:
         plan["strength"] = strength
-    write_manifest(out_dir / "manifest.csv", plan)
+    write_manifest(manifest or out_dir / "manifest.csv", plan)
     return plan
 
 
@@ -298,6 +309,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--classes", required=True)
     parser.add_argument("--subset", required=True, help="the real subset, which sets the per-class quota")
     parser.add_argument("--out-dir", required=True)
+    parser.add_argument("--shard", type=int, default=0, help="which block of the images this job makes")
+    parser.add_argument("--shards", type=int, default=1, help="blocks the images are split into (one job each)")
+    parser.add_argument("--manifest", default=None, help="manifest to write (default: OUT_DIR/manifest.csv)")
     parser.add_argument("--method", default=None, help="method name recorded per image (default: the out-dir name)")
     parser.add_argument("--template", default="a photo of a {}")
     parser.add_argument("--prompt", default="classname", choices=STYLES, help="how each image's prompt is written")

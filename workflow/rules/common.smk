@@ -192,6 +192,14 @@ def personalisation_files(method):
     ]
 
 
+def generation_shards(method):
+    """The manifests of a generation method's jobs, one per shard of its images."""
+    return [
+        f"{RESULTS}/added/{method}/shards/shard{shard}.csv"
+        for shard in range(METHODS[method]["shards"])
+    ]
+
+
 def personalisation_checks(method):
     """What generation checks the artefacts against before sampling."""
     learned = personalisation_of(method)

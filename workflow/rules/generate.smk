@@ -6,13 +6,14 @@ rule generate:
         subset=rules.subset.output.subset,
         personalisation=lambda wildcards: personalisation_files(wildcards.method),
     output:
-        manifest=f"{RESULTS}/added/{{method}}/manifest.csv",
+        manifest=f"{RESULTS}/added/{{method}}/shards/shard{{shard}}.csv",
     log:
-        f"{LOGS}/generate/{{method}}.log",
+        f"{LOGS}/generate/{{method}}/shard{{shard}}.log",
     benchmark:
-        f"{BENCHMARKS}/generate/{{method}}.tsv"
+        f"{BENCHMARKS}/generate/{{method}}/shard{{shard}}.tsv"
     wildcard_constraints:
         method=alternation(methods_of("generate")),
+        shard=r"\d+",
     conda:
         ENV
     threads: 2
@@ -21,7 +22,7 @@ rule generate:
         runtime=grows(720),
         gpu=1,
     params:
-        out_dir=lambda wildcards, output: Path(output.manifest).parent,
+        out_dir=lambda wildcards: f"{RESULTS}/added/{wildcards.method}",
         options=lambda wildcards, input: cli_options(
             {
                 **config["diffusion"],
@@ -29,6 +30,7 @@ rule generate:
                 "per_class": config["augment"]["per_class"],
                 "device": config["device"],
                 "method": wildcards.method,
+                "shards": METHODS[wildcards.method]["shards"],
                 **{key: METHODS[wildcards.method][key] for key in GENERATE_OPTIONS},
                 "personalisation": list(input.personalisation) or None,
                 **personalisation_checks(wildcards.method),
@@ -47,4 +49,35 @@ rule generate:
         ),
     shell:
         "python -m augbench.generate --classes {input.classes} --subset {input.subset}"
-        " --out-dir {params.out_dir} {params.options} --threads {threads} > {log} 2>&1"
+        " --out-dir {params.out_dir} --manifest {output.manifest} --shard {wildcards.shard}"
+        " {params.options} --threads {threads} > {log} 2>&1"
+
+
+rule collect_generated:
+    input:
+        shards=lambda wildcards: generation_shards(wildcards.method),
+        subset=rules.subset.output.subset,
+        classes=config["dataset"]["classes"],
+    output:
+        manifest=f"{RESULTS}/added/{{method}}/manifest.csv",
+    log:
+        f"{LOGS}/generate/{{method}}/collect.log",
+    wildcard_constraints:
+        method=alternation(methods_of("generate")),
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=grows(4000),
+        runtime=grows(10),
+    params:
+        options=lambda wildcards, input: cli_options(
+            {
+                "shard": list(input.shards),
+                "per_class": config["augment"]["per_class"],
+                "zero_shot_keep": METHODS[wildcards.method]["zero_shot_keep"],
+            }
+        ),
+    shell:
+        "python -m augbench.collect --subset {input.subset} --classes {input.classes}"
+        " --out {output.manifest} {params.options} > {log} 2>&1"
