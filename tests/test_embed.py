@@ -35,3 +35,16 @@ def test_captions_command_embeds_one_row_per_pool_image(miniworld, tiny_clip, tm
     features = np.load(tmp_path / "c.npy")
     assert features.shape == (len(read_manifest(pool)), 64)
     np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, rtol=1e-5)
+
+
+def test_pool_embedded_in_shards_and_joined_equals_one_job(miniworld, tiny_clip, tmp_path):
+    from augbench import collect
+
+    pool = str(miniworld / "pool" / "manifest.csv")
+    whole = embed.embed_images(pool, str(tmp_path / "whole.npy"), tiny_clip, batch_size=64, num_workers=0)
+    parts = [str(tmp_path / f"part{k}.npy") for k in range(3)]
+    for shard, part in enumerate(parts):
+        embed.embed_images(pool, part, tiny_clip, batch_size=64, num_workers=0, shard=shard, shards=3)
+    assert sum(len(np.load(part)) for part in parts) == len(whole)
+    assert collect.merge_parts(parts, str(tmp_path / "joined.npy")) == len(whole)
+    np.testing.assert_allclose(np.load(tmp_path / "joined.npy"), whole, atol=1e-5)

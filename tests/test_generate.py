@@ -7,6 +7,7 @@ from PIL import Image
 from augbench import collect, generate
 from augbench.files import write_manifest
 from augbench.prompts import CLIP_TEMPLATES
+from augbench.shards import shard_block
 
 
 def _subset(tmp_path, labels):
@@ -86,7 +87,7 @@ def test_unconditional_images_are_labelled_by_zero_shot_and_the_most_confident_k
     )
     labelled = generate.zero_shot_label(plan, image_features, np.eye(2))
     # Shards label their own images; the choice is made over all of them.
-    shards = [labelled.iloc[generate.shard_rows(8, k, 3)] for k in range(3)]
+    shards = [labelled.iloc[shard_block(8, k, 3)] for k in range(3)]
     kept = collect.zero_shot_select(pd.concat(shards), quotas=[3, 3], keep_share=0.5)
     by_class = kept.groupby("label").path.apply(list).to_dict()
     assert by_class[0] == plan.path[:3].tolist()  # the top half of six, within the quota of three

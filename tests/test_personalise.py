@@ -13,6 +13,7 @@ from safetensors import safe_open
 
 from augbench import generate, personalise
 from augbench.files import read_classes, write_classes, write_manifest
+from augbench.shards import shard_block
 
 
 @pytest.fixture(scope="module")
@@ -134,8 +135,8 @@ def test_cluster_conditionings_follow_the_clusters(tiny_pipeline, miniworld, sub
 
 
 def test_shards_partition_the_classes():
-    shards = [personalise.shard_labels(1000, k, 7) for k in range(7)]
+    shards = [shard_block(1000, k, 7) for k in range(7)]
     assert sorted(label for shard in shards for label in shard) == list(range(1000))
     assert max(map(len, shards)) - min(map(len, shards)) <= 1
     with pytest.raises(ValueError, match="shard 7 is not in 0..6"):
-        personalise.shard_labels(1000, 7, 7)
+        shard_block(1000, 7, 7)

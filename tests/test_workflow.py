@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
@@ -78,6 +79,10 @@ def test_retrieval_adds_pool_images_with_class_labels(smoke_run, method):
     assert added.label.value_counts().sort_index().tolist() == [3] * 10
     assert added.path.is_unique
     assert set(added.path) <= set(pool.path)
+    # The pool was embedded by two jobs and joined in order, one row per pool image.
+    embeddings = _results(workdir) / "embed"
+    assert sorted(path.name for path in (embeddings / "pool_images").glob("*.npy")) == ["shard0.npy", "shard1.npy"]
+    assert len(np.load(embeddings / "pool_images.npy")) == len(pool)
 
 
 @pytest.mark.parametrize("method", [name for name, kind in METHODS.items() if kind == "generate"])

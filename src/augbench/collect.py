@@ -1,7 +1,11 @@
-"""Merge a generation method's shard manifests into the method's manifest.
+"""Join what the shards of a job wrote: generation manifests, or blocks of pool embeddings.
 
-    python -m augbench.collect --shard s0.csv --shard s1.csv --subset subset.csv \
+    python -m augbench.collect manifests --shard s0.csv --shard s1.csv --subset subset.csv \
         --classes classes.txt --out added/gen_classname/manifest.csv [--zero-shot-keep 0.5]
+    python -m augbench.collect embeddings --part shard0.npy --part shard1.npy --out pool_images.npy
+
+Embedding blocks are joined in the order given, chunk by chunk into a memory-mapped
+file, so a pool's embeddings never have to fit in memory.
 
 With ``--zero-shot-keep SHARE`` (images labelled by CLIP zero-shot classification),
 each class keeps the most confident SHARE of the images labelled with it, up to its
@@ -14,9 +18,10 @@ import argparse
 import logging
 import math
 
+import numpy as np
 import pandas as pd
 
-from augbench.files import read_classes, read_manifest, write_manifest
+from augbench.files import atomic_path, read_classes, read_manifest, write_manifest
 from augbench.subset import class_quotas
 
 log = logging.getLogger(__name__)
@@ -56,16 +61,45 @@ def collect(
     return frame
 
 
+def merge_parts(parts: list[str], out: str) -> int:
+    """Concatenate row blocks of embeddings in the order given; return the number of rows."""
+    arrays = [np.load(part, mmap_mode="r") for part in parts]
+    widths = {array.shape[1] for array in arrays}
+    if len(widths) != 1:
+        raise ValueError(f"embedding parts {parts} differ in width: {sorted(widths)}")
+    rows = sum(len(array) for array in arrays)
+    with atomic_path(out) as tmp:
+        merged = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(rows, widths.pop()))
+        start = 0
+        for array in arrays:
+            for chunk in range(0, len(array), 1 << 16):
+                block = array[chunk : chunk + (1 << 16)]
+                merged[start : start + len(block)] = block
+                start += len(block)
+        merged.flush()
+        del merged
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shard", action="append", required=True, help="a shard's manifest; repeat for each")
-    parser.add_argument("--subset", required=True, help="the real subset, which sets the per-class quota")
-    parser.add_argument("--classes", required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--per-class", type=int, default=None)
-    parser.add_argument("--zero-shot-keep", type=float, default=None)
+    commands = parser.add_subparsers(dest="command", required=True)
+    manifests = commands.add_parser("manifests", help="join a generation method's shard manifests")
+    manifests.add_argument("--shard", action="append", required=True, help="a shard's manifest; repeat for each")
+    manifests.add_argument("--subset", required=True, help="the real subset, which sets the per-class quota")
+    manifests.add_argument("--classes", required=True)
+    manifests.add_argument("--out", required=True)
+    manifests.add_argument("--per-class", type=int, default=None)
+    manifests.add_argument("--zero-shot-keep", type=float, default=None)
+    embeddings = commands.add_parser("embeddings", help="join blocks of embeddings, in order")
+    embeddings.add_argument("--part", action="append", required=True, help="a block's .npy; repeat, in order")
+    embeddings.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.command == "embeddings":
+        rows = merge_parts(args.part, args.out)
+        log.info("joined %d parts, %d rows, into %s", len(args.part), rows, args.out)
+        return
     frame = collect(args.shard, args.subset, args.classes, args.out, args.per_class, args.zero_shot_keep)
     log.info("%d images from %d shard(s) listed in %s", len(frame), len(args.shard), args.out)
 

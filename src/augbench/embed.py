@@ -4,6 +4,9 @@
     python -m augbench.embed prompts --classes classes.txt --template "a photo of a {}" --out prompts.npy --model ...
     python -m augbench.embed captions --manifest pool.csv --out captions.npy --model ...
 
+A large pool is embedded by several jobs: ``--shard k --shards n`` embeds the k-th of n
+contiguous blocks of the manifest's rows (``augbench.collect embeddings`` joins them).
+
 Embeddings are L2-normalised float32, so inner product is cosine similarity.
 """
 
@@ -20,6 +23,7 @@ from augbench.files import atomic_path, read_classes, read_manifest
 from augbench.images import ManifestImages, pick_device
 from augbench.models import load_clip
 from augbench.prompts import class_prompts
+from augbench.shards import shard_block
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +42,12 @@ def embed_images(
     batch_size: int = 256,
     num_workers: int = 2,
     device: str = "auto",
+    shard: int = 0,
+    shards: int = 1,
 ) -> np.ndarray:
-    features = encode_image_files(
-        read_manifest(manifest).path.tolist(), model, pretrained, batch_size, num_workers, device
-    )
+    paths = read_manifest(manifest).path.to_numpy()
+    paths = paths[shard_block(len(paths), shard, shards)].tolist()
+    features = encode_image_files(paths, model, pretrained, batch_size, num_workers, device)
     _save(out, features)
     return features
 
@@ -96,6 +102,9 @@ def main(argv: list[str] | None = None) -> None:
     prompts.add_argument("--template", default="a photo of a {}")
     captions = commands.add_parser("captions", help="embed the caption of every row of a manifest")
     captions.add_argument("--manifest", required=True)
+    for sub in (images, captions):
+        sub.add_argument("--shard", type=int, default=0, help="which block of the manifest's rows to embed")
+        sub.add_argument("--shards", type=int, default=1, help="blocks the rows are split into")
     for sub in (images, prompts, captions):
         sub.add_argument("--out", required=True, help=".npy file to write")
         sub.add_argument("--model", required=True, help="open_clip model name, hf-hub:..., or local-dir:...")
@@ -108,13 +117,22 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     if args.command == "images":
         features = embed_images(
-            args.manifest, args.out, args.model, args.pretrained, args.batch_size, args.num_workers, args.device
+            args.manifest,
+            args.out,
+            args.model,
+            args.pretrained,
+            args.batch_size,
+            args.num_workers,
+            args.device,
+            args.shard,
+            args.shards,
         )
     elif args.command == "captions":
         frame = read_manifest(args.manifest)
         if "caption" not in frame:
             raise ValueError(f"manifest {args.manifest} has no 'caption' column")
-        features = embed_texts(frame.caption.astype(str).tolist(), args.out, args.model, args.pretrained, args.device)
+        captions = frame.caption.astype(str).to_numpy()[shard_block(len(frame), args.shard, args.shards)]
+        features = embed_texts(captions.tolist(), args.out, args.model, args.pretrained, args.device)
     else:
         texts = class_prompts(read_classes(args.classes), args.template)
         features = embed_texts(texts, args.out, args.model, args.pretrained, args.device)

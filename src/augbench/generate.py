@@ -48,6 +48,7 @@ from augbench.images import load_rgb, pick_device
 from augbench.models import load_pipeline
 from augbench.personalise import TARGETS, apply_personalisation, load_personalisation, token_name
 from augbench.prompts import STYLES, class_prompts, write_prompt
+from augbench.shards import shard_block
 from augbench.subset import class_quotas
 
 log = logging.getLogger(__name__)
@@ -123,13 +124,6 @@ def zero_shot_label(plan: pd.DataFrame, image_features: np.ndarray, class_featur
     """
     scores = image_features @ class_features.T
     return plan.assign(label=scores.argmax(axis=1), zero_shot_score=scores.max(axis=1))
-
-
-def shard_rows(n_rows: int, shard: int, shards: int) -> np.ndarray:
-    """The plan rows one generation job makes: contiguous, near-equal blocks."""
-    if not 0 <= shard < shards:
-        raise ValueError(f"shard {shard} is not in 0..{shards - 1}")
-    return np.array_split(np.arange(n_rows), shards)[shard]
 
 
 def settings_folder(out_dir: Path, settings: dict, files: list[str]) -> Path:
@@ -222,7 +216,7 @@ def generate(
         if prompt == "empty":
             raise ValueError("image-to-image starts from a real image of a class; it needs a class prompt")
         plan["source"] = assign_sources(plan, subset)
-    plan = plan.iloc[shard_rows(len(plan), shard, shards)].reset_index(drop=True)
+    plan = plan.iloc[shard_block(len(plan), shard, shards)].reset_index(drop=True)
 
     todo = plan[[not Path(path).exists() for path in plan.path]]
     log.info("%d of %d images to generate (%d already done)", len(todo), len(plan), len(plan) - len(todo))

@@ -46,6 +46,7 @@ from augbench.files import atomic_path, read_classes, read_manifest
 from augbench.images import load_rgb, pick_device
 from augbench.models import load_pipeline
 from augbench.optim import warmup_cosine
+from augbench.shards import shard_block
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +60,6 @@ LORA_MODULES = ["to_k", "to_q", "to_v", "to_out.0"]
 def token_name(label: int) -> str:
     """The learned token of a class; diffusers adds ``_1``, ``_2``... for more vectors."""
     return f"<class-{label}>"
-
-
-def shard_labels(n_classes: int, shard: int, shards: int) -> list[int]:
-    """The classes of one shard: contiguous, near-equal blocks."""
-    if not 0 <= shard < shards:
-        raise ValueError(f"shard {shard} is not in 0..{shards - 1}")
-    return [int(label) for label in np.array_split(np.arange(n_classes), shards)[shard]]
 
 
 @dataclass
@@ -208,7 +202,7 @@ def personalise(
     dev = pick_device(device)
     classes = read_classes(classes_path)
     subset = read_manifest(subset_manifest)
-    labels = shard_labels(len(classes), shard, shards)
+    labels = [int(label) for label in shard_block(len(classes), shard, shards)]
     rows = subset[subset.label.isin(labels)].reset_index(drop=True)
     empty = [label for label in labels if not (rows.label == label).any()]
     if empty:

@@ -3,11 +3,13 @@ rule embed_pool:
         manifest=config["pool"]["manifest"],
         model=clip_inputs,
     output:
-        f"{RESULTS}/embed/pool_images.npy",
+        f"{RESULTS}/embed/pool_images/shard{{shard}}.npy",
     log:
-        f"{LOGS}/embed/pool_images.log",
+        f"{LOGS}/embed/pool_images/shard{{shard}}.log",
     benchmark:
-        f"{BENCHMARKS}/embed/pool_images.tsv"
+        f"{BENCHMARKS}/embed/pool_images/shard{{shard}}.tsv"
+    wildcard_constraints:
+        shard=r"\d+",
     conda:
         ENV
     threads: 2
@@ -16,10 +18,40 @@ rule embed_pool:
         runtime=grows(120),
         gpu=1,
     params:
-        options=cli_options({**config["clip"], "device": config["device"]}),
+        options=cli_options(
+            {
+                **config["clip"],
+                "device": config["device"],
+                "shards": config["pool"]["embed_shards"],
+            }
+        ),
     shell:
         "python -m augbench.embed images --manifest {input.manifest} --out {output}"
-        " {params.options} --threads {threads} > {log} 2>&1"
+        " --shard {wildcards.shard} {params.options} --threads {threads} > {log} 2>&1"
+
+
+rule merge_pool_embeddings:
+    input:
+        lambda wildcards: [
+            f"{RESULTS}/embed/pool_{wildcards.kind}/shard{shard}.npy"
+            for shard in range(config["pool"]["embed_shards"])
+        ],
+    output:
+        f"{RESULTS}/embed/pool_{{kind}}.npy",
+    log:
+        f"{LOGS}/embed/pool_{{kind}}/merge.log",
+    wildcard_constraints:
+        kind="images|captions",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=grows(4000),
+        runtime=grows(60),
+    params:
+        parts=lambda wildcards, input: cli_options({"part": list(input)}),
+    shell:
+        "python -m augbench.collect embeddings {params.parts} --out {output} > {log} 2>&1"
 
 
 rule embed_prompts:
@@ -55,11 +87,13 @@ rule embed_pool_captions:
         manifest=config["pool"]["manifest"],
         model=clip_inputs,
     output:
-        f"{RESULTS}/embed/pool_captions.npy",
+        f"{RESULTS}/embed/pool_captions/shard{{shard}}.npy",
     log:
-        f"{LOGS}/embed/pool_captions.log",
+        f"{LOGS}/embed/pool_captions/shard{{shard}}.log",
     benchmark:
-        f"{BENCHMARKS}/embed/pool_captions.tsv"
+        f"{BENCHMARKS}/embed/pool_captions/shard{{shard}}.tsv"
+    wildcard_constraints:
+        shard=r"\d+",
     conda:
         ENV
     threads: 2
@@ -73,11 +107,12 @@ rule embed_pool_captions:
                 "model": config["clip"]["model"],
                 "pretrained": config["clip"]["pretrained"],
                 "device": config["device"],
+                "shards": config["pool"]["embed_shards"],
             }
         ),
     shell:
         "python -m augbench.embed captions --manifest {input.manifest} --out {output}"
-        " {params.options} --threads {threads} > {log} 2>&1"
+        " --shard {wildcards.shard} {params.options} --threads {threads} > {log} 2>&1"
 
 
 rule embed_subset:

@@ -79,5 +79,5 @@ rule collect_generated:
             }
         ),
     shell:
-        "python -m augbench.collect --subset {input.subset} --classes {input.classes}"
+        "python -m augbench.collect manifests --subset {input.subset} --classes {input.classes}"
         " --out {output.manifest} {params.options} > {log} 2>&1"

@@ -2,9 +2,9 @@ rule retrieve:
     input:
         pool=config["pool"]["manifest"],
         pool_embeddings=lambda wildcards: (
-            rules.embed_pool_captions.output
+            f"{RESULTS}/embed/pool_captions.npy"
             if METHODS[wildcards.method]["index"] == "caption"
-            else rules.embed_pool.output
+            else f"{RESULTS}/embed/pool_images.npy"
         ),
         queries=lambda wildcards: (
             rules.embed_subset.output
