@@ -12,6 +12,11 @@ weights_only=True)``). A restarted job (SLURM requeue after preemption, Snakemak
 ``--retries``, a rerun after a crash) resumes from it, so at most one epoch is
 recomputed, and finishes with the weights an uninterrupted run gives. A checkpoint
 of other inputs or settings is ignored. It is removed once the weights are written.
+
+Several GPUs of one node: launched by ``torchrun --nproc_per_node N -m augbench.train``,
+each process trains on its share of every batch (DistributedDataParallel; NCCL on
+GPUs, gloo on CPUs), so the recipe's batch size stays the global one; process 0
+writes checkpoints and outputs.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import argparse
 import hashlib
 import json
 import logging
+import os
 import random
 import shutil
 from dataclasses import asdict, dataclass
@@ -173,6 +179,13 @@ def load_checkpoint(folder: Path, fingerprint: str, model, optimizer, schedule, 
     return int(state["epoch"]), float(state["loss"])
 
 
+def distributed_context() -> tuple[int, int, int]:
+    """(rank, world size, local rank) of this process under torchrun; (0, 1, 0) when run alone."""
+    return tuple(
+        int(os.environ.get(name, default)) for name, default in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0))
+    )
+
+
 def train(
     manifests: list[str],
     classes_path: str,
@@ -187,30 +200,51 @@ def train(
         torch.set_num_threads(threads)
     classes = read_classes(classes_path)
     frame = combined_training_set(manifests, len(classes))
-    generator = seed_everything(seed)
+    rank, world, local_rank = distributed_context()
     dev = pick_device(device)
+    if world > 1:
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        torch.distributed.init_process_group(backend)
+        if dev.type == "cuda":
+            dev = torch.device("cuda", local_rank)
+            torch.cuda.set_device(dev)
+    # Each process draws its own augmentations; process 0 draws what a single process would.
+    generator = seed_everything(seed + 1_000_003 * rank)
     dataset = ManifestImages(frame.path.tolist(), frame.label.tolist(), train_transform(recipe))
+    batch_size = max(1, recipe.batch_size // world)  # per process, so the global batch is the recipe's
+    drop_last = len(dataset) > recipe.batch_size
+    sampler = None
+    if world > 1:
+        sampler = torch.utils.data.DistributedSampler(
+            dataset, world, rank, shuffle=True, seed=seed, drop_last=drop_last
+        )
     loader = torch.utils.data.DataLoader(
         dataset,
-        batch_size=min(recipe.batch_size, len(dataset)),
-        shuffle=True,
-        drop_last=len(dataset) > recipe.batch_size,
+        batch_size=min(batch_size, len(dataset) // world),
+        shuffle=sampler is None,
+        sampler=sampler,
+        drop_last=drop_last,
         num_workers=recipe.num_workers,
         persistent_workers=recipe.num_workers > 0,
         pin_memory=dev.type == "cuda",
         generator=generator,
     )
-    model = build_model(recipe.arch, len(classes)).to(dev, memory_format=torch.channels_last)
+    core = build_model(recipe.arch, len(classes)).to(dev, memory_format=torch.channels_last)
+    model = torch.nn.parallel.DistributedDataParallel(core) if world > 1 else core
     optimizer = torch.optim.SGD(
-        model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay, nesterov=True
+        core.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay, nesterov=True
     )
     schedule = warmup_cosine(optimizer, recipe.epochs * len(loader), warmup_share=0.1)
     loss_fn = torch.nn.CrossEntropyLoss()
     checkpoint = checkpoint_dir(out)
     fingerprint = run_fingerprint(manifests, classes_path, recipe, seed)
-    done, last_loss = load_checkpoint(checkpoint, fingerprint, model, optimizer, schedule, generator, dev)
+    done, last_loss = load_checkpoint(checkpoint, fingerprint, core, optimizer, schedule, generator, dev)
+    if done and rank:
+        seed_everything(seed + 1_000_003 * rank + done)  # the checkpoint holds process 0's random state
     model.train()
-    for epoch in tqdm(range(done, recipe.epochs), desc="train epochs", mininterval=5):
+    for epoch in tqdm(range(done, recipe.epochs), desc="train epochs", mininterval=5, disable=rank > 0):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
         total, count = 0.0, 0
         for images, labels in loader:
             images = images.to(dev, non_blocking=True, memory_format=torch.channels_last)
@@ -222,20 +256,30 @@ def train(
             schedule.step()
             total += loss.item() * len(labels)
             count += len(labels)
+        if world > 1:
+            sums = torch.tensor([total, count], dtype=torch.float64, device=dev)
+            torch.distributed.all_reduce(sums)
+            total, count = sums.tolist()
         last_loss = total / count
         log.info("epoch %d of %d: loss %.4f", epoch + 1, recipe.epochs, last_loss)
-        save_checkpoint(checkpoint, epoch + 1, last_loss, fingerprint, model, optimizer, schedule, generator)
-    with atomic_path(out) as tmp:
-        save_file({k: v.contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
+        if rank == 0:
+            save_checkpoint(checkpoint, epoch + 1, last_loss, fingerprint, core, optimizer, schedule, generator)
     record = {
         "recipe": asdict(recipe),
         "seed": seed,
         "n_train_images": len(frame),
         "final_loss": last_loss,
         "resumed_after_epoch": done,
+        "processes": world,
     }
-    write_json(recipe_path(out), record)
-    shutil.rmtree(checkpoint, ignore_errors=True)
+    if rank == 0:
+        with atomic_path(out) as tmp:
+            save_file({k: v.contiguous().cpu() for k, v in core.state_dict().items()}, str(tmp))
+        write_json(recipe_path(out), record)
+        shutil.rmtree(checkpoint, ignore_errors=True)
+    if world > 1:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     return record
 
 
@@ -258,7 +302,9 @@ def main(argv: list[str] | None = None) -> None:
         else:
             parser.add_argument(flag, type=type(default), default=default)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # Under torchrun only process 0 reports progress; the others report problems.
+    level = logging.INFO if distributed_context()[0] == 0 else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s")
     recipe = Recipe(**{field: getattr(args, field) for field in asdict(Recipe())})
     record = train(args.manifest, args.classes, args.out, recipe, args.seed, args.device, args.threads)
     log.info("trained %s on %d images, final loss %.4f", recipe.arch, record["n_train_images"], record["final_loss"])

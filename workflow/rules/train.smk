@@ -16,13 +16,24 @@ rule train:
     resources:
         mem_mb=grows(16000),
         runtime=grows(1440),
-        gpu=1,
+        gpu=config["classifier"]["processes"],
     params:
         manifests=lambda wildcards, input: cli_options(
             {"manifest": [input.subset, *input.added]}
         ),
-        options=cli_options({**config["classifier"], "device": config["device"]}),
+        # More than one process: DDP over the node's GPUs, launched by torchrun.
+        launcher=(
+            "python"
+            if config["classifier"]["processes"] == 1
+            else f"torchrun --standalone --nproc_per_node {config['classifier']['processes']}"
+        ),
+        options=cli_options(
+            {
+                **{k: v for k, v in config["classifier"].items() if k != "processes"},
+                "device": config["device"],
+            }
+        ),
     shell:
-        "python -m augbench.train {params.manifests} --classes {input.classes}"
+        "{params.launcher} -m augbench.train {params.manifests} --classes {input.classes}"
         " --out {output.weights} --seed {wildcards.seed} {params.options}"
         " --threads {threads} > {log} 2>&1"
