@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from PIL import Image
 
-from helpers import snakemake
+from helpers import SMOKE, snakemake
 
 pytestmark = pytest.mark.e2e
 
@@ -152,3 +154,15 @@ def test_every_job_logged_and_a_rerun_has_nothing_to_do(smoke_run):
     assert (logs / "miniworld" / "pretrain_diffusion.log").exists()
     rerun = snakemake(workdir, "--dry-run")
     assert "Nothing to be done" in rerun.stdout + rerun.stderr
+
+
+def test_changing_one_method_reruns_only_that_method(smoke_run, tmp_path):
+    workdir, _ = smoke_run
+    change = tmp_path / "change.yaml"
+    change.write_text(yaml.safe_dump({"methods": {"gen_img2img": {"strength": 0.6}}}))
+    result = snakemake(workdir, "--dry-run", "--configfile", str(SMOKE), str(change))
+    output = result.stdout + result.stderr
+    methods = set(re.findall(r"wildcards: method=([\w-]+)", output))
+    rules = set(re.findall(r"^(?:local)?rule (\w+):", output, flags=re.MULTILINE))
+    assert methods == {"gen_img2img"}, output[-3000:]
+    assert rules == {"generate", "collect_generated", "train", "evaluate", "aggregate", "all"}, rules
