@@ -112,3 +112,18 @@ def test_smoke_config_is_valid_and_fills_defaults(tmp_path):
     result = dry_run(tmp_path, SMOKE)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "retrieve" in result.stdout + result.stderr
+
+
+def test_a_method_given_twice_is_refused_with_its_line(tmp_path):
+    text = (REPO / "configs" / "smoke.yaml").read_text()
+    # A second gen_img2img entry, as a copy-paste leaves it; YAML would keep only the last.
+    text = text.replace("  gen_textual_inversion:", "  gen_img2img:\n    kind: generate\n  gen_textual_inversion:")
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    command = [sys.executable, "-m", "snakemake", "-n", "--snakefile", str(REPO / "Snakefile")]
+    command += ["--directory", str(tmp_path), "--configfile", str(path), "--cores", "1"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert result.returncode != 0
+    line = text.splitlines().index("  gen_img2img:", text.splitlines().index("  gen_img2img:") + 1) + 1
+    assert f"line {line}: key 'gen_img2img' is given twice" in result.stdout + result.stderr

@@ -23,6 +23,29 @@ def check_schema(config):
         raise ValueError(f"config {key}: {error.message}")
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ValueError(
+                    f"config file {key_node.start_mark.name} line {key_node.start_mark.line + 1}: "
+                    f"key {key!r} is given twice in the same mapping (e.g. two methods of one name)"
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def check_duplicate_keys(paths):
+    for path in paths:
+        with open(path) as handle:
+            yaml.load(handle, Loader=UniqueKeyLoader)
+
+
+check_duplicate_keys(workflow.configfiles)
 check_schema(config)
 validate(config, schema=str(SCHEMA))
 
