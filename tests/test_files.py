@@ -43,3 +43,40 @@ def test_class_list_rejects_repeats_and_empties(tmp_path):
     (tmp_path / "empty.txt").write_text("\n")
     with pytest.raises(ValueError, match="empty"):
         read_classes(tmp_path / "empty.txt")
+
+
+def test_images_of_every_mode_load_as_8_bit_rgb(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from augbench.images import MAX_SIDE, UnreadableImage, load_rgb
+
+    grey16 = Image.fromarray((np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16))
+    palette = Image.new("P", (8, 8), 0)
+    palette.putpalette([255, 0, 0] * 256)
+    palette.info["transparency"] = 0  # every pixel transparent: seen as the white page
+    samples = {
+        "cmyk.jpg": Image.new("CMYK", (8, 8), (0, 255, 255, 0)),
+        "grey16.png": grey16,
+        "grey.png": Image.new("L", (8, 8), 128),
+        "palette.png": palette,
+        "rgba.png": Image.new("RGBA", (8, 8), (0, 0, 255, 255)),
+    }
+    for name, image in samples.items():
+        image.save(tmp_path / name)
+        loaded = load_rgb(str(tmp_path / name))
+        assert loaded.mode == "RGB" and loaded.size == image.size, name
+    assert load_rgb(str(tmp_path / "palette.png")).getpixel((0, 0)) == (255, 255, 255)
+    assert load_rgb(str(tmp_path / "rgba.png")).getpixel((0, 0)) == (0, 0, 255)
+    assert np.asarray(load_rgb(str(tmp_path / "grey16.png"))).max() == 255  # the 16-bit range, scaled
+    # A 20,000 px wide image is shrunk as it is read.
+    Image.new("RGB", (20000, 10), (1, 2, 3)).save(tmp_path / "wide.png")
+    assert max(load_rgb(str(tmp_path / "wide.png")).size) == MAX_SIDE
+    # What cannot be decoded is named.
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.png").write_text("not an image")
+    Image.new("RGB", (64, 64), (9, 9, 9)).save(tmp_path / "full.jpg")
+    (tmp_path / "cut.jpg").write_bytes((tmp_path / "full.jpg").read_bytes()[:200])
+    for name in ("empty.jpg", "text.png", "cut.jpg"):
+        with pytest.raises(UnreadableImage, match=name):
+            load_rgb(str(tmp_path / name))

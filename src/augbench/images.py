@@ -8,11 +8,46 @@ from PIL import Image
 
 from augbench.files import read_manifest
 
+# Web images can be huge; anything with a longer side is shrunk while decoding (a
+# 20,000 px panorama would otherwise take gigabytes), and PIL's decompression-bomb
+# limit is lifted for files that draft-mode shrinking cannot reduce.
+MAX_SIDE = 4096
+Image.MAX_IMAGE_PIXELS = None
+
+
+class UnreadableImage(ValueError):
+    """An image file that cannot be decoded (empty, truncated, not an image)."""
+
 
 def load_rgb(path: str) -> Image.Image:
-    """Open an image as RGB, whatever its mode (grayscale, palette, CMYK)."""
-    with Image.open(path) as image:
-        return image.convert("RGB")
+    """Open an image as 8-bit RGB, whatever its mode: grayscale, 16-bit, CMYK, palette or
+    transparency (composited on white, as the image is meant to be seen)."""
+    try:
+        with Image.open(path) as image:
+            if max(image.size) > MAX_SIDE:
+                image.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG decodes at a fraction of the size
+            image.load()
+            return _to_rgb(image)
+    except (OSError, SyntaxError, ValueError) as error:
+        raise UnreadableImage(f"image {path} cannot be read: {error}") from None
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if max(image.size) > MAX_SIDE:
+        image = image.copy()
+        image.thumbnail((MAX_SIDE, MAX_SIDE))
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit (or 32-bit) integer grey: scale the used range down to 8 bits.
+        array = np.asarray(image, dtype=np.float64)
+        top = array.max() or 1.0
+        image = Image.fromarray((array * (255.0 / max(top, 255.0))).round().astype(np.uint8), "L")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
+        return background
+    return image.convert("RGB")
 
 
 def load_captioned_images(manifest: str, image_size: int) -> tuple[torch.Tensor, list[str]]:
