@@ -223,6 +223,17 @@ def generation_shards(method):
     ]
 
 
+def zero_shot_options(method):
+    """Zero-shot labelling embeds the generated images with CLIP and compares them with the class prompts."""
+    if METHODS[method]["zero_shot_keep"] is None:
+        return {}
+    return {
+        "class_embeddings": rules.embed_prompts.output[0],
+        "clip_model": config["clip"]["model"],
+        "clip_pretrained": config["clip"]["pretrained"],
+    }
+
+
 def personalisation_checks(method):
     """What generation checks the artefacts against before sampling."""
     learned = personalisation_of(method)

@@ -23,7 +23,8 @@ rule generate:
         gpu=1,
     params:
         out_dir=lambda wildcards: f"{RESULTS}/added/{wildcards.method}",
-        options=lambda wildcards, input: cli_options(
+        # From wildcards only (not input), so Snakemake records them and reruns a job when they change.
+        options=lambda wildcards: cli_options(
             {
                 **config["diffusion"],
                 "template": config["prompt_template"],
@@ -32,19 +33,9 @@ rule generate:
                 "method": wildcards.method,
                 "shards": METHODS[wildcards.method]["shards"],
                 **{key: METHODS[wildcards.method][key] for key in GENERATE_OPTIONS},
-                "personalisation": list(input.personalisation) or None,
+                "personalisation": personalisation_files(wildcards.method) or None,
                 **personalisation_checks(wildcards.method),
-                "class_embeddings": input.get("class_prompts"),
-                "clip_model": (
-                    config["clip"]["model"]
-                    if "class_prompts" in input.keys()
-                    else None
-                ),
-                "clip_pretrained": (
-                    config["clip"]["pretrained"]
-                    if "class_prompts" in input.keys()
-                    else None
-                ),
+                **zero_shot_options(wildcards.method),
             }
         ),
     shell:
@@ -71,9 +62,9 @@ rule collect_generated:
         mem_mb=grows(4000),
         runtime=grows(10),
     params:
-        options=lambda wildcards, input: cli_options(
+        options=lambda wildcards: cli_options(
             {
-                "shard": list(input.shards),
+                "shard": generation_shards(wildcards.method),
                 "per_class": config["augment"]["per_class"],
                 "zero_shot_keep": METHODS[wildcards.method]["zero_shot_keep"],
             }

@@ -26,13 +26,18 @@ rule personalise:
         runtime=grows(720),
         gpu=1,
     params:
-        options=lambda wildcards, input: cli_options(
+        # From wildcards only (not input), so Snakemake records them and reruns a job when they change.
+        options=lambda wildcards: cli_options(
             {
                 "model": config["diffusion"]["model"],
                 "revision": config["diffusion"]["revision"],
                 "template": config["prompt_template"],
                 "device": config["device"],
-                "embeddings": input.embeddings or None,
+                "embeddings": (
+                    rules.embed_subset.output[0]
+                    if personalisation_of(wildcards.method)["clusters"] > 1
+                    else None
+                ),
                 "shards": len(personalisation_files(wildcards.method)),
                 **{
                     key: value

@@ -28,14 +28,15 @@ rule retrieve:
         mem_mb=grows(8000),
         runtime=grows(30),
     params:
-        options=lambda wildcards, input: cli_options(
+        # From wildcards only (not input), so Snakemake records them and reruns a job when they change.
+        options=lambda wildcards: cli_options(
             {
                 "per_class": config["augment"]["per_class"],
                 "overfetch": METHODS[wildcards.method]["overfetch"],
                 "dedup": METHODS[wildcards.method]["dedup"],
                 # Image queries take their class from the subset's rows.
                 "query_manifest": (
-                    input.subset
+                    rules.subset.output.subset
                     if METHODS[wildcards.method]["query"] == "image"
                     else None
                 ),
