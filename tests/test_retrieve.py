@@ -142,3 +142,19 @@ def test_identical_pool_images_are_added_once(tmp_path):
     # Without de-duplication the copies fill the quota (the user asked for it).
     repeated = retrieve.retrieve(*paths, str(tmp_path / "added.csv"), dedup=False)
     assert set(repeated[repeated.label == 0].path) < {"p0", "p1", "p2"}
+
+
+def test_pictures_that_share_a_caption_are_not_duplicates(tmp_path):
+    # Four different pictures, all captioned alike: the caption index sees one text four times.
+    captions = _unit([[1, 0]] * 4 + [[0, 1]] * 4)
+    images = _unit(np.random.default_rng(0).normal(size=(8, 4)))
+    write_manifest(tmp_path / "pool.csv", pd.DataFrame({"path": [f"p{i}" for i in range(8)], "label": -1}))
+    np.save(tmp_path / "captions.npy", captions)
+    np.save(tmp_path / "images.npy", images)
+    np.save(tmp_path / "queries.npy", _unit([[1, 0], [0, 1]]))
+    write_manifest(tmp_path / "subset.csv", pd.DataFrame({"path": list("abcdef"), "label": [0, 0, 0, 1, 1, 1]}))
+    write_classes(tmp_path / "classes.txt", ["x", "y"])
+    paths = [str(tmp_path / name) for name in ("pool.csv", "captions.npy", "queries.npy", "subset.csv", "classes.txt")]
+    added = retrieve.retrieve(*paths, str(tmp_path / "added.csv"), image_embeddings=str(tmp_path / "images.npy"))
+    assert added.label.value_counts().sort_index().tolist() == [3, 3]
+    assert set(added[added.label == 0].path) < {"p0", "p1", "p2", "p3"}

@@ -120,6 +120,7 @@ def retrieve(
     overfetch: float = 2.0,
     query_manifest: str | None = None,
     dedup: bool = True,
+    image_embeddings: str | None = None,
 ) -> pd.DataFrame:
     """Write the manifest of retrieved images; ``query_manifest`` labels image queries (one row per query)."""
     classes = read_classes(classes_path)
@@ -134,7 +135,14 @@ def retrieve(
         if len(query_labels) != len(queries):
             raise ValueError(f"{queries_path} has {len(queries)} rows but {query_manifest} lists {len(query_labels)}")
     quotas = class_quotas(read_manifest(subset_manifest), len(classes), per_class)
-    searched = distinct_rows(embeddings) if dedup else np.arange(len(embeddings))
+    # Identical images are found by their image embeddings, even when captions are searched:
+    # many different pictures share a caption ("a photo of a three").
+    fingerprints = np.load(image_embeddings, mmap_mode="r") if image_embeddings else embeddings
+    if len(fingerprints) != len(pool):
+        raise ValueError(
+            f"{image_embeddings} has {len(fingerprints)} rows but {pool_manifest} lists {len(pool)} images"
+        )
+    searched = distinct_rows(fingerprints) if dedup else np.arange(len(embeddings))
     if len(searched) < len(embeddings):
         log.info("searching %d distinct of %d pool images (identical images count once)", len(searched), len(pool))
     index = exact_index(np.asarray(embeddings)[searched])
@@ -170,6 +178,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--dedup", type=lambda text: text.lower() == "true", default=True, help="count identical pool images once"
     )
+    parser.add_argument(
+        "--image-embeddings",
+        default=None,
+        help="the pool's image embeddings, which tell identical images (default: --pool-embeddings)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     added = retrieve(
@@ -183,6 +196,7 @@ def main(argv: list[str] | None = None) -> None:
         args.overfetch,
         args.query_manifest,
         args.dedup,
+        args.image_embeddings,
     )
     log.info("retrieved %d images into %s", len(added), args.out)
 

@@ -53,6 +53,7 @@ RESULTS = f"results/{config['experiment']}"
 LOGS = f"logs/{config['experiment']}"
 BENCHMARKS = f"benchmarks/runs/{config['experiment']}"
 ENV = "../../envs/augbench.yaml"
+POOL_IMAGE_EMBEDDINGS = f"{RESULTS}/embed/pool_images.npy"
 MINIWORLD = config["miniworld"]
 METHODS = config["methods"]
 SEEDS = [int(seed) for seed in config["seeds"]]

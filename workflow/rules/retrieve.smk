@@ -4,12 +4,16 @@ rule retrieve:
         pool_embeddings=lambda wildcards: (
             f"{RESULTS}/embed/pool_captions.npy"
             if METHODS[wildcards.method]["index"] == "caption"
-            else f"{RESULTS}/embed/pool_images.npy"
+            else POOL_IMAGE_EMBEDDINGS
         ),
         queries=lambda wildcards: (
             rules.embed_subset.output
             if METHODS[wildcards.method]["query"] == "image"
             else rules.embed_prompts.output
+        ),
+        # Identical pool images are told apart by their image embeddings, whatever is searched.
+        image_embeddings=lambda wildcards: (
+            POOL_IMAGE_EMBEDDINGS if METHODS[wildcards.method]["dedup"] else []
         ),
         subset=rules.subset.output.subset,
         classes=config["dataset"]["classes"],
@@ -34,6 +38,11 @@ rule retrieve:
                 "per_class": config["augment"]["per_class"],
                 "overfetch": METHODS[wildcards.method]["overfetch"],
                 "dedup": METHODS[wildcards.method]["dedup"],
+                "image_embeddings": (
+                    POOL_IMAGE_EMBEDDINGS
+                    if METHODS[wildcards.method]["dedup"]
+                    else None
+                ),
                 # Image queries take their class from the subset's rows.
                 "query_manifest": (
                     rules.subset.output.subset
