@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from augbench.cli import start_logging
 from augbench.files import atomic_path, read_classes, read_json, read_manifest, write_text
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--classes", required=True, help="class list, for images added per class")
     parser.add_argument("--out-dir", required=True)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    start_logging()
     kinds = dict(item.split("=", 1) for item in args.method_kinds)
     n_classes = len(read_classes(args.classes))
     added = {m: added_per_class(p, n_classes) for m, p in (item.split("=", 1) for item in args.added)}

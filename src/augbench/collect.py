@@ -21,6 +21,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from augbench.cli import start_logging
 from augbench.files import atomic_path, read_classes, read_manifest, write_manifest
 from augbench.subset import class_quotas
 
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     embeddings.add_argument("--part", action="append", required=True, help="a block's .npy; repeat, in order")
     embeddings.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    start_logging()
     if args.command == "embeddings":
         rows = merge_parts(args.part, args.out)
         log.info("joined %d parts, %d rows, into %s", len(args.part), rows, args.out)

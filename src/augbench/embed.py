@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from augbench.cli import start_logging, use_threads
 from augbench.files import atomic_path, read_classes, read_manifest
 from augbench.images import ManifestImages, pick_device
 from augbench.models import load_clip
@@ -112,9 +113,8 @@ def main(argv: list[str] | None = None) -> None:
         sub.add_argument("--device", default="auto")
         sub.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    start_logging()
+    use_threads(args.threads)
     if args.command == "images":
         features = embed_images(
             args.manifest,

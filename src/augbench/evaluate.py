@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 from tqdm import tqdm
 
+from augbench.cli import start_logging, use_threads
 from augbench.files import read_classes, read_json, read_manifest, write_json
 from augbench.images import ManifestImages, pick_device
 from augbench.train import Recipe, build_model, eval_transform, recipe_path
@@ -31,8 +32,7 @@ def evaluate(
     num_workers: int = 2,
     threads: int | None = None,
 ) -> dict:
-    if threads:
-        torch.set_num_threads(threads)
+    use_threads(threads)
     classes = read_classes(classes_path)
     record = read_json(recipe_path(model_path))
     recipe = Recipe(**record["recipe"])
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    start_logging()
     metrics = evaluate(
         args.model, args.manifest, args.classes, args.out, args.device, args.batch_size, args.num_workers, args.threads
     )

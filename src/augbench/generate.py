@@ -42,6 +42,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from augbench.cli import start_logging, use_threads
 from augbench.diffusion import encode_prompts
 from augbench.files import read_classes, read_manifest, save_image, write_manifest
 from augbench.images import load_rgb, pick_device
@@ -328,9 +329,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    start_logging()
+    use_threads(args.threads)
     options = vars(args)
     options.pop("threads")
     classes, subset, out_dir = options.pop("classes"), options.pop("subset"), options.pop("out_dir")

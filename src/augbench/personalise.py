@@ -41,6 +41,7 @@ from safetensors.torch import save_file
 from torchvision import transforms
 from tqdm import tqdm
 
+from augbench.cli import start_logging, use_threads
 from augbench.diffusion import denoising_loss, encode_latents, encode_prompts
 from augbench.files import atomic_path, read_classes, read_manifest
 from augbench.images import load_rgb, pick_device
@@ -399,9 +400,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    start_logging()
+    use_threads(args.threads)
     options = vars(args)
     options.pop("threads")
     options["classes_path"] = options.pop("classes")

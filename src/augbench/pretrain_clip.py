@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from augbench.cli import start_logging, use_threads
 from augbench.images import load_captioned_images
 from augbench.optim import warmup_cosine
 
@@ -71,8 +72,7 @@ def pretrain(
     seed: int = 0,
     threads: int | None = None,
 ) -> None:
-    if threads:
-        torch.set_num_threads(threads)
+    use_threads(threads)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     started = time.time()
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    start_logging()
     pretrain(
         args.pool,
         args.out,

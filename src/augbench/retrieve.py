@@ -24,6 +24,7 @@ import faiss
 import numpy as np
 import pandas as pd
 
+from augbench.cli import start_logging
 from augbench.files import read_classes, read_manifest, write_manifest
 from augbench.subset import class_quotas
 
@@ -184,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
         help="the pool's image embeddings, which tell identical images (default: --pool-embeddings)",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    start_logging()
     added = retrieve(
         args.pool,
         args.pool_embeddings,

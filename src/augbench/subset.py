@@ -17,6 +17,7 @@ import logging
 import numpy as np
 import pandas as pd
 
+from augbench.cli import start_logging
 from augbench.files import read_classes, read_manifest, write_manifest
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--rest", help="also write the images left out of the draw")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    start_logging()
     classes = read_classes(args.classes)
     frame = read_manifest(args.manifest)
     if args.like:

@@ -39,6 +39,7 @@ from safetensors.torch import load_file, save_file
 from torchvision.transforms import v2 as T
 from tqdm import tqdm
 
+from augbench.cli import start_logging, use_threads
 from augbench.files import atomic_path, read_classes, read_manifest, write_json
 from augbench.images import ManifestImages, pick_device
 from augbench.optim import warmup_cosine
@@ -196,8 +197,7 @@ def train(
     threads: int | None = None,
 ) -> dict:
     """Train from scratch and write the weights to ``out``; return a short training record."""
-    if threads:
-        torch.set_num_threads(threads)
+    use_threads(threads)
     classes = read_classes(classes_path)
     frame = combined_training_set(manifests, len(classes))
     rank, world, local_rank = distributed_context()
@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     # Under torchrun only process 0 reports progress; the others report problems.
     level = logging.INFO if distributed_context()[0] == 0 else logging.WARNING
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s")
+    start_logging(level)
     recipe = Recipe(**{field: getattr(args, field) for field in asdict(Recipe())})
     record = train(args.manifest, args.classes, args.out, recipe, args.seed, args.device, args.threads)
     log.info("trained %s on %d images, final loss %.4f", recipe.arch, record["n_train_images"], record["final_loss"])

@@ -249,9 +249,10 @@ def personalisation_checks(method):
 
 def zero_shot_inputs(wildcards):
     """Zero-shot labelling embeds the generated images and compares them with the class prompts."""
-    if METHODS[wildcards.method]["zero_shot_keep"] is None:
+    options = zero_shot_options(wildcards.method)
+    if not options:
         return {}
-    return {"class_prompts": rules.embed_prompts.output[0], "clip": clip_inputs()}
+    return {"class_prompts": options["class_embeddings"], "clip": clip_inputs()}
 
 
 # Options of augbench.generate that a method's entry in the registry sets.
