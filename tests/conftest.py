@@ -45,10 +45,14 @@ def tiny_pipeline(miniworld, tiny_clip, tmp_path_factory) -> str:
     return str(out)
 
 
+# Set for the smoke run as a user would set their hub token; nothing may write it down.
+HUB_TOKEN = "hf_augbenchTestTokenThatMustNeverBeWritten"
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """The whole DAG on the smoke config, run locally once per test session: (workdir, result)."""
     from helpers import snakemake
 
     workdir = tmp_path_factory.mktemp("smoke")
-    return workdir, snakemake(workdir)
+    return workdir, snakemake(workdir, env={"HF_TOKEN": HUB_TOKEN})

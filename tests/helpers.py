@@ -11,14 +11,28 @@ REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.yaml"
 
 
-def snakemake(
-    workdir: Path, *args: str, profile: Path = REPO / "profiles" / "local", check: bool = True
-) -> subprocess.CompletedProcess:
-    """Run the workflow in ``workdir`` on the smoke config with a profile (a workstation's by default)."""
+def snakemake_command(
+    workdir: Path, *args: str, profile: Path | None = REPO / "profiles" / "local", configfile: Path = SMOKE
+) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of a workflow run in ``workdir``."""
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
-    command += ["--directory", str(workdir), "--configfile", str(SMOKE), "--profile", str(profile), *args]
-    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    command += ["--directory", str(workdir), "--configfile", str(configfile)]
+    command += ["--profile", str(profile)] if profile else []
+    return command + list(args), env
+
+
+def snakemake(
+    workdir: Path,
+    *args: str,
+    profile: Path | None = REPO / "profiles" / "local",
+    configfile: Path = SMOKE,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess:
+    """Run the workflow in ``workdir`` on the smoke config with a profile (a workstation's by default)."""
+    command, run_env = snakemake_command(workdir, *args, profile=profile, configfile=configfile)
+    result = subprocess.run(command, env={**run_env, **(env or {})}, capture_output=True, text=True)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     return result

@@ -58,3 +58,28 @@ def test_cli_writes_csv_and_markdown(tmp_path, capsys):
     assert table.n_added_per_class.tolist() == [0.0, 2.0]
     assert "gen_classname" in (tmp_path / "summary.md").read_text()
     assert "gen_classname" in capsys.readouterr().out
+
+
+def test_skipped_images_are_counted_per_stage_and_listed(tmp_path):
+    metrics = _metrics(tmp_path, "baseline", 0, 70.0)
+    (tmp_path / "classes.txt").write_text("a\nb\n")
+    lists = {
+        "subset draw": pd.DataFrame({"path": ["x.jpg"], "label": [0], "reason": ["image x.jpg cannot be read"]}),
+        "pool": pd.DataFrame({"path": ["p1.jpg", "p2.jpg"], "label": [-1, -1], "reason": ["r1", "r2"]}),
+        "validation": pd.DataFrame(columns=["path", "label", "reason"]),
+    }
+    args = []
+    for stage, frame in lists.items():
+        frame.to_csv(tmp_path / f"{stage}.csv", index=False)
+        args += ["--unreadable", f"{stage}={tmp_path / f'{stage}.csv'}"]
+    aggregate.main(
+        ["--metrics", metrics, "--method-kinds", "baseline=real", "--classes", str(tmp_path / "classes.txt")]
+        + args
+        + ["--out-dir", str(tmp_path)]
+    )
+    summary = (tmp_path / "summary.md").read_text()
+    assert "3 unreadable image(s) were skipped" in summary
+    assert "| subset draw | 1 |" in summary and "| pool | 2 |" in summary and "| validation | 0 |" in summary
+    listed = pd.read_csv(tmp_path / "unreadable.csv")
+    assert listed.stage.tolist() == ["subset draw", "pool", "pool"]
+    assert listed.reason.tolist()[0] == "image x.jpg cannot be read"

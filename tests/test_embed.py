@@ -48,3 +48,27 @@ def test_pool_embedded_in_shards_and_joined_equals_one_job(miniworld, tiny_clip,
     assert sum(len(np.load(part)) for part in parts) == len(whole)
     assert collect.merge_parts(parts, str(tmp_path / "joined.npy")) == len(whole)
     np.testing.assert_allclose(np.load(tmp_path / "joined.npy"), whole, atol=1e-5)
+
+
+def test_unreadable_pool_images_get_zero_rows_and_are_listed(miniworld, tiny_clip, tmp_path):
+    from augbench.files import write_manifest
+
+    pool = read_manifest(miniworld / "pool" / "manifest.csv").head(6).copy()
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("not an image")
+    pool.loc[[1, 4], "path"] = [str(tmp_path / "empty.png"), str(tmp_path / "text.jpg")]
+    write_manifest(tmp_path / "pool.csv", pool)
+    features = embed.embed_images(
+        str(tmp_path / "pool.csv"),
+        str(tmp_path / "pool.npy"),
+        tiny_clip,
+        batch_size=4,
+        num_workers=0,
+        unreadable=str(tmp_path / "unreadable.csv"),
+    )
+    norms = np.linalg.norm(features, axis=1)
+    np.testing.assert_allclose(norms[[0, 2, 3, 5]], 1.0, rtol=1e-5)
+    assert (features[[1, 4]] == 0).all()
+    listed = read_manifest(tmp_path / "unreadable.csv")
+    assert listed.path.tolist() == [str(tmp_path / "empty.png"), str(tmp_path / "text.jpg")]
+    assert listed.reason.str.contains("cannot be read").all()

@@ -158,3 +158,23 @@ def test_pictures_that_share_a_caption_are_not_duplicates(tmp_path):
     added = retrieve.retrieve(*paths, str(tmp_path / "added.csv"), image_embeddings=str(tmp_path / "images.npy"))
     assert added.label.value_counts().sort_index().tolist() == [3, 3]
     assert set(added[added.label == 0].path) < {"p0", "p1", "p2", "p3"}
+
+
+@pytest.mark.parametrize("dedup", [True, False])
+def test_an_unreadable_pool_image_is_never_retrieved(tmp_path, dedup):
+    # p0 could not be read (its image embedding is zero); its caption is the best match.
+    images = _unit(np.random.default_rng(1).normal(size=(6, 4)))
+    images[0] = 0.0
+    captions = _unit([[1, 0]] * 3 + [[0, 1]] * 3)
+    write_manifest(tmp_path / "pool.csv", pd.DataFrame({"path": [f"p{i}" for i in range(6)], "label": -1}))
+    np.save(tmp_path / "captions.npy", captions)
+    np.save(tmp_path / "images.npy", images)
+    np.save(tmp_path / "queries.npy", _unit([[1, 0], [0, 1]]))
+    write_manifest(tmp_path / "subset.csv", pd.DataFrame({"path": list("abcd"), "label": [0, 0, 1, 1]}))
+    write_classes(tmp_path / "classes.txt", ["x", "y"])
+    paths = [str(tmp_path / name) for name in ("pool.csv", "captions.npy", "queries.npy", "subset.csv", "classes.txt")]
+    added = retrieve.retrieve(
+        *paths, str(tmp_path / "added.csv"), dedup=dedup, image_embeddings=str(tmp_path / "images.npy")
+    )
+    assert "p0" not in set(added.path)
+    assert sorted(added[added.label == 0].path) == ["p1", "p2"]

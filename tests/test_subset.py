@@ -1,37 +1,46 @@
+from pathlib import Path
+
 import pandas as pd
 import pytest
+from PIL import Image
 
 from augbench.subset import class_quotas, draw_subset
 
 
+@pytest.fixture(autouse=True)
+def _image_folder(tmp_path, monkeypatch):
+    """The draw decodes what it draws, so the manifests point at real (tiny) images."""
+    monkeypatch.chdir(tmp_path)
+
+
 def _frame(per_class=10, n_classes=3):
-    return pd.DataFrame(
-        {
-            "path": [f"img_{c}_{i}.png" for c in range(n_classes) for i in range(per_class)],
-            "label": [c for c in range(n_classes) for _ in range(per_class)],
-        }
-    )
+    paths = [f"img_{c}_{i}.png" for c in range(n_classes) for i in range(per_class)]
+    for path in paths:
+        if not Path(path).exists():
+            Image.new("RGB", (4, 4), (10, 20, 30)).save(path)
+    return pd.DataFrame({"path": paths, "label": [c for c in range(n_classes) for _ in range(per_class)]})
 
 
 def test_per_class_draw_is_stratified_and_leaves_the_rest():
-    subset, rest = draw_subset(_frame(), 3, seed=0, per_class=4)
+    subset, rest, unreadable = draw_subset(_frame(), 3, seed=0, per_class=4)
     assert subset.label.value_counts().to_dict() == {0: 4, 1: 4, 2: 4}
     assert set(subset.path).isdisjoint(rest.path)
     assert len(subset) + len(rest) == 30
+    assert unreadable.empty
 
 
 def test_fraction_draw_rounds_per_class_and_keeps_one_at_least():
-    subset, _ = draw_subset(_frame(per_class=10), 3, seed=0, fraction=0.25)
+    subset, _, _ = draw_subset(_frame(per_class=10), 3, seed=0, fraction=0.25)
     assert subset.label.value_counts().to_dict() == {0: 2, 1: 2, 2: 2}
-    subset, _ = draw_subset(_frame(per_class=10), 3, seed=0, fraction=0.01)
+    subset, _, _ = draw_subset(_frame(per_class=10), 3, seed=0, fraction=0.01)
     assert subset.label.value_counts().to_dict() == {0: 1, 1: 1, 2: 1}
 
 
 def test_draw_is_seeded_and_independent_of_row_order():
     frame = _frame()
-    a, _ = draw_subset(frame, 3, seed=5, per_class=3)
-    b, _ = draw_subset(frame.sample(frac=1, random_state=1), 3, seed=5, per_class=3)
-    c, _ = draw_subset(frame, 3, seed=6, per_class=3)
+    a, _, _ = draw_subset(frame, 3, seed=5, per_class=3)
+    b, _, _ = draw_subset(frame.sample(frac=1, random_state=1), 3, seed=5, per_class=3)
+    c, _, _ = draw_subset(frame, 3, seed=6, per_class=3)
     assert a.path.tolist() == b.path.tolist()
     assert a.path.tolist() != c.path.tolist()
 
@@ -42,6 +51,33 @@ def test_draw_names_the_class_that_is_too_small():
         draw_subset(frame, 3, seed=0, per_class=6)
     with pytest.raises(ValueError, match="exactly one"):
         draw_subset(frame, 3, seed=0, per_class=2, fraction=0.5)
+
+
+def test_an_unreadable_drawn_image_is_replaced_by_another_of_its_class_and_listed():
+    frame = _frame(per_class=6)
+    broken = ["img_1_0.png", "img_1_1.png", "img_1_2.png", "img_1_3.png"]
+    Path(broken[0]).write_bytes(b"")  # zero bytes
+    Path(broken[1]).write_text("not an image")
+    Image.new("RGB", (64, 64)).save("full.jpg")
+    Path(broken[2]).write_bytes(Path("full.jpg").read_bytes()[:200])  # truncated JPEG
+    Image.new("CMYK", (4, 4)).save(broken[3], format="TIFF")  # CMYK converts: it is readable
+    subset, rest, unreadable = draw_subset(frame, 3, seed=0, per_class=3)
+    assert subset.label.value_counts().to_dict() == {0: 3, 1: 3, 2: 3}
+    assert set(subset.path).isdisjoint(broken[:3]) and set(rest.path).isdisjoint(broken[:3])
+    # Every unreadable image of class 1 had to be tried: 3 readable ones among 6 are needed.
+    assert sorted(unreadable.path) == sorted(broken[:3])
+    assert (unreadable.label == 1).all() and unreadable.reason.str.contains("cannot be read").all()
+    assert broken[3] in set(subset.path)
+    # The replacement is seeded, like the draw itself.
+    again, _, _ = draw_subset(frame, 3, seed=0, per_class=3)
+    assert again.path.tolist() == subset.path.tolist()
+
+
+def test_a_class_without_enough_readable_images_is_named():
+    frame = _frame(per_class=3)
+    Path("img_2_0.png").write_bytes(b"")
+    with pytest.raises(ValueError, match="class 2 has 2 readable training images, fewer than the 3"):
+        draw_subset(frame, 3, seed=0, per_class=3)
 
 
 def test_quotas_default_to_one_added_image_per_real_image():

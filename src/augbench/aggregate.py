@@ -4,7 +4,9 @@
         --method-kinds baseline=real retrieve_text=retrieve ... --added added.csv ... --out-dir results/demo
 
 Writes ``summary.csv`` and ``summary.md`` (one row per method: method, kind, n_seeds,
-top1_mean, top1_std, n_added_per_class) and prints the table.
+top1_mean, top1_std, n_added_per_class) and prints the table. The images that could not
+be read and were skipped (``--unreadable STAGE=CSV``, one list per stage) are counted in
+``summary.md`` and listed, with the reason for each, in ``unreadable.csv``.
 """
 
 from __future__ import annotations
@@ -64,12 +66,39 @@ def to_markdown(table: pd.DataFrame) -> str:
     return header + "\n".join(lines) + "\n"
 
 
+def gather_unreadable(lists: list[tuple[str, str]]) -> pd.DataFrame:
+    """One table of the skipped images: stage, path, label, reason."""
+    frames = [read_manifest(path).assign(stage=stage) for stage, path in lists]
+    columns = ["stage", "path", "label", "reason"]
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(frames, ignore_index=True).reindex(columns=columns)
+
+
+def unreadable_markdown(unreadable: pd.DataFrame, stages: list[str]) -> str:
+    if unreadable.empty:
+        return "\nEvery image read was readable; none was skipped.\n"
+    counts = unreadable.stage.value_counts()
+    lines = [f"| {stage} | {int(counts.get(stage, 0))} |" for stage in dict.fromkeys(stages)]
+    return (
+        f"\n{len(unreadable)} unreadable image(s) were skipped (each listed with its reason in unreadable.csv):\n\n"
+        "| stage | skipped |\n|---|---|\n" + "\n".join(lines) + "\n"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--metrics", nargs="+", required=True, help="per-seed metrics JSON files")
     parser.add_argument("--method-kinds", nargs="+", required=True, metavar="METHOD=KIND")
     parser.add_argument("--added", nargs="*", default=[], metavar="METHOD=MANIFEST", help="added-image manifests")
     parser.add_argument("--classes", required=True, help="class list, for images added per class")
+    parser.add_argument(
+        "--unreadable",
+        action="append",
+        default=[],
+        metavar="STAGE=CSV",
+        help="a list of the images a stage skipped; repeat for each",
+    )
     parser.add_argument("--out-dir", required=True)
     args = parser.parse_args(argv)
     start_logging()
@@ -82,8 +111,13 @@ def main(argv: list[str] | None = None) -> None:
     out_dir = Path(args.out_dir)
     with atomic_path(out_dir / "summary.csv") as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
-    write_text(out_dir / "summary.md", to_markdown(table))
-    print(to_markdown(table))
+    lists = [tuple(item.split("=", 1)) for item in args.unreadable]
+    unreadable = gather_unreadable(lists)
+    with atomic_path(out_dir / "unreadable.csv") as tmp:
+        unreadable.to_csv(tmp, index=False)
+    report = to_markdown(table) + unreadable_markdown(unreadable, [stage for stage, _ in lists])
+    write_text(out_dir / "summary.md", report)
+    print(report)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from augbench.files import atomic_path, read_classes, read_manifest
 from augbench.images import ManifestImages, pick_device
 from augbench.models import load_clip
 from augbench.prompts import class_prompts
+from augbench.screen import unreadable_frame, write_unreadable
 from augbench.shards import shard_block
 
 log = logging.getLogger(__name__)
@@ -45,11 +46,22 @@ def embed_images(
     device: str = "auto",
     shard: int = 0,
     shards: int = 1,
+    unreadable: str | None = None,
 ) -> np.ndarray:
-    paths = read_manifest(manifest).path.to_numpy()
-    paths = paths[shard_block(len(paths), shard, shards)].tolist()
-    features = encode_image_files(paths, model, pretrained, batch_size, num_workers, device)
+    """Embed a manifest's images (one shard of its rows); an unreadable image gets a zero row,
+    which retrieval never picks, and is listed with the reason in ``unreadable`` (a CSV)."""
+    frame = read_manifest(manifest)
+    frame = frame.iloc[shard_block(len(frame), shard, shards)]
+    features, why = encode_image_files(
+        frame.path.tolist(), model, pretrained, batch_size, num_workers, device, skip_unreadable=True
+    )
+    bad = [reason != "" for reason in why]
+    broken = unreadable_frame(frame[bad], [reason for reason in why if reason])
+    for reason in broken.reason:
+        log.warning("skipped: %s", reason)
     _save(out, features)
+    if unreadable:
+        write_unreadable(unreadable, broken)
     return features
 
 
@@ -61,20 +73,30 @@ def encode_image_files(
     batch_size: int = 256,
     num_workers: int = 2,
     device: str = "auto",
-) -> np.ndarray:
-    """L2-normalised CLIP image embeddings of image files, in their order."""
+    skip_unreadable: bool = False,
+):
+    """L2-normalised CLIP image embeddings of image files, in their order.
+
+    With ``skip_unreadable``, returns (embeddings, reasons): an unreadable image's row is
+    zero and its reason non-empty. Otherwise an unreadable image stops with its name.
+    """
     dev = pick_device(device)
     clip, preprocess, _ = load_clip(model, pretrained, dev)
     loader = torch.utils.data.DataLoader(
-        ManifestImages(paths, [0] * len(paths), preprocess),
+        ManifestImages(paths, [0] * len(paths), preprocess, skip_unreadable=skip_unreadable),
         batch_size=batch_size,
         num_workers=num_workers,
         pin_memory=dev.type == "cuda",
     )
-    chunks = []
-    for images, _ in tqdm(loader, desc="embed images", mininterval=5):
-        chunks.append(clip.encode_image(images.to(dev, non_blocking=True), normalize=True).float().cpu().numpy())
-    return np.concatenate(chunks) if chunks else np.zeros((0, clip.text_projection.shape[-1]), np.float32)
+    chunks, reasons = [], []
+    for images, _, *why in tqdm(loader, desc="embed images", mininterval=5):
+        features = clip.encode_image(images.to(dev, non_blocking=True), normalize=True).float().cpu().numpy()
+        if why:
+            features[[reason != "" for reason in why[0]]] = 0.0
+            reasons += list(why[0])
+        chunks.append(features)
+    features = np.concatenate(chunks) if chunks else np.zeros((0, clip.text_projection.shape[-1]), np.float32)
+    return (features, reasons) if skip_unreadable else features
 
 
 @torch.inference_mode()
@@ -98,6 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     images.add_argument("--manifest", required=True)
     images.add_argument("--batch-size", type=int, default=256)
     images.add_argument("--num-workers", type=int, default=2)
+    images.add_argument("--unreadable", help="CSV listing the images that could not be read, and why")
     prompts = commands.add_parser("prompts", help="embed one prompt per class")
     prompts.add_argument("--classes", required=True)
     prompts.add_argument("--template", default="a photo of a {}")
@@ -126,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
             args.device,
             args.shard,
             args.shards,
+            args.unreadable,
         )
     elif args.command == "captions":
         frame = read_manifest(args.manifest)

@@ -74,14 +74,32 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
     return frame
 
 
-def read_classes(path: str | os.PathLike) -> list[str]:
-    """Read a class list: one class name per line, the line number is the label."""
-    names = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
-    if not names:
+def _class_lines(path: str | os.PathLike) -> list[tuple[str, str]]:
+    """(folder, name) per class. A line is ``<name>``, or ``<folder><TAB><name>`` where the
+    dataset's folder is not the name (ImageNet's WordNet ids); the line number is the label."""
+    pairs = []
+    for line in Path(path).read_text().splitlines():
+        if not line.strip():
+            continue
+        folder, _, name = line.partition("\t")
+        pairs.append((folder.strip(), (name or folder).strip()))
+    if not pairs:
         raise ValueError(f"class list {path} is empty")
-    if len(set(names)) != len(names):
-        raise ValueError(f"class list {path} repeats a class name")
-    return names
+    for column, values in (("class name", [n for _, n in pairs]), ("folder", [f for f, _ in pairs])):
+        if len(set(values)) != len(values):
+            repeated = sorted({value for value in values if values.count(value) > 1})
+            raise ValueError(f"class list {path} repeats the {column}(s) {repeated[:5]}")
+    return pairs
+
+
+def read_classes(path: str | os.PathLike) -> list[str]:
+    """The class names of a class list, in label order."""
+    return [name for _, name in _class_lines(path)]
+
+
+def read_class_folders(path: str | os.PathLike) -> list[str]:
+    """The dataset folder of each class of a class list, in label order."""
+    return [folder for folder, _ in _class_lines(path)]
 
 
 def write_classes(path: str | os.PathLike, names: list[str]) -> None:

@@ -64,20 +64,31 @@ def load_captioned_images(manifest: str, image_size: int) -> tuple[torch.Tensor,
 
 
 class ManifestImages(torch.utils.data.Dataset):
-    """Images of a manifest, transformed, with their labels."""
+    """Images of a manifest, transformed, with their labels.
 
-    def __init__(self, paths: list[str], labels: list[int], transform):
+    An unreadable image raises ``UnreadableImage``; with ``skip_unreadable`` it comes as a
+    blank stand-in instead, and each item carries a third element, the reason ("" if read),
+    so a pass over a large pool counts the broken files rather than stopping at the first.
+    """
+
+    def __init__(self, paths: list[str], labels: list[int], transform, skip_unreadable: bool = False):
         if len(paths) != len(labels):
             raise ValueError("paths and labels differ in length")
         self.paths = list(paths)
         self.labels = [int(label) for label in labels]
         self.transform = transform
+        self.skip_unreadable = skip_unreadable
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int):
-        return self.transform(load_rgb(self.paths[index])), self.labels[index]
+        if not self.skip_unreadable:
+            return self.transform(load_rgb(self.paths[index])), self.labels[index]
+        try:
+            return self.transform(load_rgb(self.paths[index])), self.labels[index], ""
+        except UnreadableImage as error:
+            return self.transform(Image.new("RGB", (8, 8), (255, 255, 255))), self.labels[index], str(error)
 
 
 def pick_device(requested: str = "auto") -> torch.device:

@@ -31,18 +31,27 @@ from augbench.subset import class_quotas
 log = logging.getLogger(__name__)
 
 
-def distinct_rows(embeddings: np.ndarray, decimals: int = 3, chunk: int = 1 << 16) -> np.ndarray:
-    """Rows of the pool to search: the first of each group of identical images.
+def searchable_rows(
+    image_embeddings: np.ndarray, dedup: bool = True, decimals: int = 3, chunk: int = 1 << 16
+) -> np.ndarray:
+    """Rows of the pool to search: every readable image, or with ``dedup`` the first of each
+    group of identical images.
 
+    An image the embedding could not read has a zero row (a real embedding has norm 1).
     Web pools repeat images (the same picture under many URLs); identical images have
     identical embeddings, so a rounded embedding is their fingerprint.
     """
     seen: set[bytes] = set()
     keep = []
-    for start in range(0, len(embeddings), chunk):
-        block = np.round(np.asarray(embeddings[start : start + chunk], dtype=np.float32), decimals) + 0.0
-        for offset, row in enumerate(block):
-            key = row.tobytes()
+    for start in range(0, len(image_embeddings), chunk):
+        block = np.asarray(image_embeddings[start : start + chunk], dtype=np.float32)
+        readable = np.einsum("ij,ij->i", block, block) > 0.25
+        if not dedup:
+            keep += (start + np.flatnonzero(readable)).tolist()
+            continue
+        block = np.round(block, decimals) + 0.0
+        for offset in np.flatnonzero(readable).tolist():
+            key = block[offset].tobytes()
             if key not in seen:
                 seen.add(key)
                 keep.append(start + offset)
@@ -136,16 +145,21 @@ def retrieve(
         if len(query_labels) != len(queries):
             raise ValueError(f"{queries_path} has {len(queries)} rows but {query_manifest} lists {len(query_labels)}")
     quotas = class_quotas(read_manifest(subset_manifest), len(classes), per_class)
-    # Identical images are found by their image embeddings, even when captions are searched:
-    # many different pictures share a caption ("a photo of a three").
+    # Unreadable and identical images are found by their image embeddings, even when
+    # captions are searched: many different pictures share a caption ("a photo of a three").
     fingerprints = np.load(image_embeddings, mmap_mode="r") if image_embeddings else embeddings
     if len(fingerprints) != len(pool):
         raise ValueError(
             f"{image_embeddings} has {len(fingerprints)} rows but {pool_manifest} lists {len(pool)} images"
         )
-    searched = distinct_rows(fingerprints) if dedup else np.arange(len(embeddings))
+    searched = searchable_rows(fingerprints, dedup)
     if len(searched) < len(embeddings):
-        log.info("searching %d distinct of %d pool images (identical images count once)", len(searched), len(pool))
+        log.info(
+            "searching %d of %d pool images (%s)",
+            len(searched),
+            len(pool),
+            "unreadable ones left out, identical ones counted once" if dedup else "unreadable ones left out",
+        )
     index = exact_index(np.asarray(embeddings)[searched])
     chosen = assign_nearest(index, queries, quotas, overfetch, query_labels)
     rows = [int(searched[row]) for _, row, _ in chosen]
@@ -182,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--image-embeddings",
         default=None,
-        help="the pool's image embeddings, which tell identical images (default: --pool-embeddings)",
+        help="the pool's image embeddings, which tell unreadable and identical images (default: --pool-embeddings)",
     )
     args = parser.parse_args(argv)
     start_logging()

@@ -7,6 +7,9 @@
 share of each class instead (at least one image). ``--rest`` writes the images
 not drawn. The real upper bound draws its extra real images from that rest with
 ``--like subset.csv --times K``: K times as many per class as the subset has.
+
+Every drawn image is decoded first; one that cannot be read is replaced by another
+of its class and listed, with the reason, in ``--unreadable``.
 """
 
 from __future__ import annotations
@@ -19,14 +22,20 @@ import pandas as pd
 
 from augbench.cli import start_logging
 from augbench.files import read_classes, read_manifest, write_manifest
+from augbench.screen import reasons, unreadable_frame, write_unreadable
 
 log = logging.getLogger(__name__)
 
 
 def draw_subset(
-    frame: pd.DataFrame, n_classes: int, seed: int, per_class: int | None = None, fraction: float | None = None
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Return (subset, rest). Exactly one of ``per_class`` and ``fraction`` is given."""
+    frame: pd.DataFrame,
+    n_classes: int,
+    seed: int,
+    per_class: int | None = None,
+    fraction: float | None = None,
+    threads: int = 1,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Return (subset, rest, unreadable). Exactly one of ``per_class`` and ``fraction`` is given."""
     if (per_class is None) == (fraction is None):
         raise ValueError("give exactly one of per_class and fraction")
     if per_class is not None and per_class < 1:
@@ -38,24 +47,57 @@ def draw_subset(
         counts = [per_class] * n_classes
     else:
         counts = [max(1, round(fraction * n)) for n in available]
-    return draw_counts(frame, counts, seed)
+    return draw_counts(frame, counts, seed, threads)
 
 
-def draw_counts(frame: pd.DataFrame, counts: list[int], seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Draw ``counts[c]`` images of each class c at random; return (drawn, rest)."""
+def draw_counts(
+    frame: pd.DataFrame, counts: list[int], seed: int, threads: int = 1
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Draw ``counts[c]`` readable images of each class c at random; return (drawn, rest, unreadable).
+
+    Only drawn images are decoded (a dataset can be large): an unreadable one is listed
+    with its reason and replaced by a further random image of its class.
+    """
     rng = np.random.default_rng(seed)
     # Sorting first makes the draw independent of the manifest's row order.
     frame = frame.sort_values("path", kind="stable").reset_index(drop=True)
     labels = frame.label.to_numpy()
-    chosen = []
+    paths = frame.path.to_numpy()
+    chosen, broken, why = [], [], []
     for label, want in enumerate(counts):
         rows = np.flatnonzero(labels == label)
         if len(rows) < want:
             raise ValueError(f"class {label} has {len(rows)} training images, fewer than the {want} the draw asks for")
-        chosen.append(rng.choice(rows, size=want, replace=False))
-    mask = np.zeros(len(frame), dtype=bool)
-    mask[np.concatenate(chosen).astype(int)] = True
-    return frame[mask].reset_index(drop=True), frame[~mask].reset_index(drop=True)
+        candidates = rng.choice(rows, size=want, replace=False)
+        spare = None
+        good: list[int] = []
+        while True:
+            for row, reason in zip(candidates, reasons(paths[candidates], threads)):
+                if reason is None:
+                    good.append(int(row))
+                else:
+                    broken.append(int(row))
+                    why.append(reason)
+            if len(good) == want:
+                break
+            if spare is None:  # only a class with broken images draws further
+                spare = rng.permutation(np.setdiff1d(rows, candidates))
+            if len(spare) == 0:
+                raise ValueError(
+                    f"class {label} has {len(good)} readable training images, fewer than the {want} "
+                    f"the draw asks for ({len(rows) - len(good)} cannot be read)"
+                )
+            candidates, spare = spare[: want - len(good)], spare[want - len(good) :]
+        chosen.append(np.asarray(good, dtype=int))
+    drawn = np.zeros(len(frame), dtype=bool)
+    drawn[np.concatenate(chosen)] = True
+    unreadable = np.zeros(len(frame), dtype=bool)
+    unreadable[broken] = True
+    return (
+        frame[drawn].reset_index(drop=True),
+        frame[~drawn & ~unreadable].reset_index(drop=True),
+        unreadable_frame(frame.iloc[broken], why),
+    )
 
 
 def class_quotas(subset: pd.DataFrame, n_classes: int, per_class: int | None = None) -> list[int]:
@@ -79,18 +121,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True)
     parser.add_argument("--rest", help="also write the images left out of the draw")
+    parser.add_argument("--unreadable", help="also write the drawn images that could not be read, and why")
+    parser.add_argument("--threads", type=int, default=1, help="images decoded at once while checking them")
     args = parser.parse_args(argv)
     start_logging()
     classes = read_classes(args.classes)
     frame = read_manifest(args.manifest)
     if args.like:
         counts = [args.times * n for n in class_quotas(read_manifest(args.like), len(classes))]
-        subset, rest = draw_counts(frame, counts, args.seed)
+        subset, rest, unreadable = draw_counts(frame, counts, args.seed, args.threads)
     else:
-        subset, rest = draw_subset(frame, len(classes), args.seed, args.per_class, args.fraction)
+        subset, rest, unreadable = draw_subset(
+            frame, len(classes), args.seed, args.per_class, args.fraction, args.threads
+        )
+    for reason in unreadable.reason:
+        log.warning("skipped: %s", reason)
     write_manifest(args.out, subset)
     if args.rest:
         write_manifest(args.rest, rest)
+    if args.unreadable:
+        write_unreadable(args.unreadable, unreadable)
     log.info("drew %d images over %d classes into %s", len(subset), len(classes), args.out)
 
 

@@ -10,10 +10,12 @@ rule aggregate:
             for method in METHODS
             if adds_images(method)
         ],
+        unreadable=[path for paths in unreadable_lists().values() for path in paths],
         classes=config["dataset"]["classes"],
     output:
         csv=f"{RESULTS}/summary.csv",
         md=f"{RESULTS}/summary.md",
+        unreadable=f"{RESULTS}/unreadable.csv",
     log:
         f"{LOGS}/aggregate.log",
     conda:
@@ -28,7 +30,16 @@ rule aggregate:
         added=lambda wildcards, input: [
             f"{Path(path).parent.name}={path}" for path in input.added
         ],
+        unreadable=cli_options(
+            {
+                "unreadable": [
+                    f"{stage}={path}"
+                    for stage, paths in unreadable_lists().items()
+                    for path in paths
+                ]
+            }
+        ),
     shell:
         "python -m augbench.aggregate --metrics {input.metrics}"
-        " --method-kinds {params.kinds} --added {params.added}"
+        " --method-kinds {params.kinds} --added {params.added} {params.unreadable}"
         " --classes {input.classes} --out-dir {params.out_dir} > {log} 2>&1"

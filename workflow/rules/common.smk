@@ -134,6 +134,28 @@ def check_generation_method(name, params):
         )
 
 
+def is_manifest(path):
+    return path.endswith(".csv")
+
+
+# A dataset split is a manifest, or a class-per-folder tree that a job lists into one
+# (listing a million files while the DAG is built would slow every dry run).
+FOLDER_SPLITS = [
+    split for split in ("train", "val") if not is_manifest(config["dataset"][split])
+]
+
+
+def dataset_manifest(split):
+    if split in FOLDER_SPLITS:
+        return f"{RESULTS}/data/{split}.csv"
+    return config["dataset"][split]
+
+
+TRAIN_MANIFEST = dataset_manifest("train")
+# Every method is evaluated on the validation images that can be read.
+VAL_MANIFEST = f"{RESULTS}/data/val_readable.csv"
+
+
 def local_model(reference):
     """The folder or file a model reference names, if it is local; None for a hub id.
 
@@ -286,6 +308,25 @@ def cli_options(options):
             text = str(item).lower() if isinstance(item, bool) else str(item)
             words += [flag, shlex.quote(text)]
     return " ".join(words)
+
+
+def unreadable_lists():
+    """Stage -> the lists of images that stage could not read and skipped."""
+    lists = {
+        "subset draw": [rules.subset.output.unreadable],
+        "validation": [rules.screen_val.output.unreadable],
+    }
+    for method in methods_of("real"):
+        if adds_images(method):
+            lists[f"real extras of {method}"] = [
+                f"{RESULTS}/added/{method}/unreadable.csv"
+            ]
+    if methods_of("retrieve"):
+        lists["pool"] = [
+            f"{RESULTS}/embed/pool_images/shard{shard}.unreadable.csv"
+            for shard in range(config["pool"]["embed_shards"])
+        ]
+    return lists
 
 
 def print_summary():

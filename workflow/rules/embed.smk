@@ -3,7 +3,8 @@ rule embed_pool:
         manifest=config["pool"]["manifest"],
         model=clip_inputs,
     output:
-        f"{RESULTS}/embed/pool_images/shard{{shard}}.npy",
+        embeddings=f"{RESULTS}/embed/pool_images/shard{{shard}}.npy",
+        unreadable=f"{RESULTS}/embed/pool_images/shard{{shard}}.unreadable.csv",
     log:
         f"{LOGS}/embed/pool_images/shard{{shard}}.log",
     benchmark:
@@ -26,8 +27,9 @@ rule embed_pool:
             }
         ),
     shell:
-        "python -m augbench.embed images --manifest {input.manifest} --out {output}"
-        " --shard {wildcards.shard} {params.options} --threads {threads} > {log} 2>&1"
+        "python -m augbench.embed images --manifest {input.manifest} --out {output.embeddings}"
+        " --unreadable {output.unreadable} --shard {wildcards.shard} {params.options}"
+        " --threads {threads} > {log} 2>&1"
 
 
 rule merge_pool_embeddings:

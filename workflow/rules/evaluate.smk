@@ -2,7 +2,7 @@ rule evaluate:
     input:
         weights=rules.train.output.weights,
         recipe=rules.train.output.recipe,
-        val=config["dataset"]["val"],
+        val=VAL_MANIFEST,
         classes=config["dataset"]["classes"],
     output:
         f"{RESULTS}/metrics/{{method}}/seed{{seed}}.json",

@@ -11,10 +11,8 @@ rule retrieve:
             if METHODS[wildcards.method]["query"] == "image"
             else rules.embed_prompts.output
         ),
-        # Identical pool images are told apart by their image embeddings, whatever is searched.
-        image_embeddings=lambda wildcards: (
-            POOL_IMAGE_EMBEDDINGS if METHODS[wildcards.method]["dedup"] else []
-        ),
+        # Unreadable and identical pool images are told by their image embeddings, whatever is searched.
+        image_embeddings=POOL_IMAGE_EMBEDDINGS,
         subset=rules.subset.output.subset,
         classes=config["dataset"]["classes"],
     output:
@@ -38,11 +36,7 @@ rule retrieve:
                 "per_class": config["augment"]["per_class"],
                 "overfetch": METHODS[wildcards.method]["overfetch"],
                 "dedup": METHODS[wildcards.method]["dedup"],
-                "image_embeddings": (
-                    POOL_IMAGE_EMBEDDINGS
-                    if METHODS[wildcards.method]["dedup"]
-                    else None
-                ),
+                "image_embeddings": POOL_IMAGE_EMBEDDINGS,
                 # Image queries take their class from the subset's rows.
                 "query_manifest": (
                     rules.subset.output.subset

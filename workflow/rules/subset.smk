@@ -1,23 +1,65 @@
-rule subset:
+rule list_dataset:
     input:
-        train=config["dataset"]["train"],
+        root=lambda wildcards: config["dataset"][wildcards.split],
         classes=config["dataset"]["classes"],
     output:
-        subset=f"{RESULTS}/subset/train.csv",
-        rest=f"{RESULTS}/subset/rest.csv",
+        f"{RESULTS}/data/{{split}}.csv",
     log:
-        f"{LOGS}/subset.log",
+        f"{LOGS}/data/{{split}}.log",
+    wildcard_constraints:
+        split=alternation(FOLDER_SPLITS),
     conda:
         ENV
     threads: 1
     resources:
-        mem_mb=grows(2000),
-        runtime=grows(10),
+        mem_mb=grows(4000),
+        runtime=grows(30),
+    shell:
+        "python -m augbench.dataset --root {input.root} --classes {input.classes}"
+        " --out {output} > {log} 2>&1"
+
+
+rule screen_val:
+    input:
+        dataset_manifest("val"),
+    output:
+        readable=VAL_MANIFEST,
+        unreadable=f"{RESULTS}/data/val_unreadable.csv",
+    log:
+        f"{LOGS}/data/val_screen.log",
+    conda:
+        ENV
+    threads: 8
+    resources:
+        mem_mb=grows(4000),
+        runtime=grows(60),
+    shell:
+        "python -m augbench.screen --manifest {input} --out {output.readable}"
+        " --unreadable {output.unreadable} --threads {threads} > {log} 2>&1"
+
+
+rule subset:
+    input:
+        train=TRAIN_MANIFEST,
+        classes=config["dataset"]["classes"],
+    output:
+        subset=f"{RESULTS}/subset/train.csv",
+        rest=f"{RESULTS}/subset/rest.csv",
+        unreadable=f"{RESULTS}/subset/unreadable.csv",
+    log:
+        f"{LOGS}/subset.log",
+    conda:
+        ENV
+    threads: 8
+    resources:
+        mem_mb=grows(4000),
+        runtime=grows(60),
     params:
         options=cli_options(config["subset"]),
     shell:
         "python -m augbench.subset --manifest {input.train} --classes {input.classes}"
-        " --out {output.subset} --rest {output.rest} {params.options} > {log} 2>&1"
+        " --out {output.subset} --rest {output.rest} --unreadable {output.unreadable}"
+        " {params.options} --threads {threads} > {log} 2>&1"
 
 
 rule add_real:
@@ -27,6 +69,7 @@ rule add_real:
         classes=config["dataset"]["classes"],
     output:
         manifest=f"{RESULTS}/added/{{method}}/manifest.csv",
+        unreadable=f"{RESULTS}/added/{{method}}/unreadable.csv",
     log:
         f"{LOGS}/add_real/{{method}}.log",
     wildcard_constraints:
@@ -46,4 +89,5 @@ rule add_real:
         ),
     shell:
         "python -m augbench.subset --manifest {input.rest} --classes {input.classes}"
-        " --like {input.subset} --out {output.manifest} {params.options} > {log} 2>&1"
+        " --like {input.subset} --out {output.manifest} --unreadable {output.unreadable}"
+        " {params.options} --threads {threads} > {log} 2>&1"

@@ -1,0 +1,52 @@
+import pytest
+from PIL import Image
+
+from augbench import dataset
+from augbench.files import read_class_folders, read_classes, read_manifest
+
+
+def _tree(root, folders):
+    for folder, files in folders.items():
+        (root / folder).mkdir(parents=True)
+        for name in files:
+            Image.new("RGB", (4, 4)).save(root / folder / name)
+
+
+def test_a_class_per_folder_tree_is_listed_in_class_list_order(tmp_path):
+    _tree(tmp_path / "train", {"n02": ["b.JPEG", "a.JPEG"], "n01": ["c.png"], "n99": ["d.png"]})
+    (tmp_path / "train" / "n01" / "notes.txt").write_text("not an image file")
+    (tmp_path / "classes.tsv").write_text("n02\tgoldfish\nn01\ttench\n")
+    assert read_classes(tmp_path / "classes.tsv") == ["goldfish", "tench"]
+    assert read_class_folders(tmp_path / "classes.tsv") == ["n02", "n01"]
+    classes, out = str(tmp_path / "classes.tsv"), str(tmp_path / "m.csv")
+    dataset.main(["--root", str(tmp_path / "train"), "--classes", classes, "--out", out])
+    frame = read_manifest(tmp_path / "m.csv")
+    names = [path.split("train/")[1] for path in frame.path]
+    # Sorted files, labelled by the class list; the folder the list does not name is left out.
+    assert names == ["n02/a.JPEG", "n02/b.JPEG", "n01/c.png"]
+    assert frame.label.tolist() == [0, 0, 1]
+
+
+def test_a_class_list_of_plain_names_names_the_folders_too(tmp_path):
+    (tmp_path / "classes.txt").write_text("cat\ndog\n")
+    assert read_class_folders(tmp_path / "classes.txt") == read_classes(tmp_path / "classes.txt") == ["cat", "dog"]
+
+
+def test_missing_or_empty_class_folders_are_named(tmp_path):
+    _tree(tmp_path / "train", {"cat": ["a.png"], "dog": []})
+    with pytest.raises(ValueError, match="no folder for class.*bird"):
+        dataset.list_tree(str(tmp_path / "train"), ["cat", "bird"])
+    with pytest.raises(ValueError, match="dog.*holds no images"):
+        dataset.list_tree(str(tmp_path / "train"), ["cat", "dog"])
+    with pytest.raises(ValueError, match="does not exist"):
+        dataset.list_tree(str(tmp_path / "nowhere"), ["cat"])
+
+
+def test_the_shipped_imagenet_class_list_has_1000_distinct_classes():
+    from pathlib import Path
+
+    classes = Path(__file__).resolve().parents[1] / "resources" / "imagenet" / "classes.tsv"
+    folders, names = read_class_folders(classes), read_classes(classes)
+    assert len(folders) == len(names) == 1000
+    assert folders == sorted(folders) and all(folder.startswith("n") for folder in folders)
+    assert (folders[0], names[0]) == ("n01440764", "tench")
