@@ -65,6 +65,22 @@ CASES = {
         lambda c: c["miniworld"].update(pretrain=False),
         ["config clip.model: resources/miniworld-smoke/models/clip does not exist; set miniworld.pretrain: true"],
     ),
+    "missing dataset folder": (
+        lambda c: c.update(
+            miniworld={"enabled": False},
+            dataset={"classes": str(REPO / "resources/imagenet/classes.tsv"), "train": "/nowhere/imagenet/train"},
+        ),
+        ["config dataset.train: /nowhere/imagenet/train does not exist"],
+    ),
+    "missing local model": (
+        lambda c: c.update(
+            miniworld={"enabled": False},
+            dataset={"classes": str(REPO / "resources/imagenet/classes.tsv"), "train": str(REPO), "val": str(REPO)},
+            pool={"manifest": str(REPO / "README.md")},
+            clip={"model": "local-dir:/nowhere/clip"},
+        ),
+        ["config clip.model: /nowhere/clip does not exist"],
+    ),
     "strength outside (0, 1]": (
         lambda c: c["methods"]["gen_img2img"].update(strength=1.5),
         ["config methods.gen_img2img.strength: 1.5 is greater than the maximum of 1"],

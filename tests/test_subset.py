@@ -76,8 +76,8 @@ def test_an_unreadable_drawn_image_is_replaced_by_another_of_its_class_and_liste
 def test_a_class_without_enough_readable_images_is_named():
     frame = _frame(per_class=3)
     Path("img_2_0.png").write_bytes(b"")
-    with pytest.raises(ValueError, match="class 2 has 2 readable training images, fewer than the 3"):
-        draw_subset(frame, 3, seed=0, per_class=3)
+    with pytest.raises(ValueError, match=r"class 2 \(bird\) has 2 readable training images, fewer than the 3"):
+        draw_subset(frame, 3, seed=0, per_class=3, names=["cat", "dog", "bird"])
 
 
 def test_quotas_default_to_one_added_image_per_real_image():

@@ -34,6 +34,7 @@ def draw_subset(
     per_class: int | None = None,
     fraction: float | None = None,
     threads: int = 1,
+    names: list[str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Return (subset, rest, unreadable). Exactly one of ``per_class`` and ``fraction`` is given."""
     if (per_class is None) == (fraction is None):
@@ -47,11 +48,11 @@ def draw_subset(
         counts = [per_class] * n_classes
     else:
         counts = [max(1, round(fraction * n)) for n in available]
-    return draw_counts(frame, counts, seed, threads)
+    return draw_counts(frame, counts, seed, threads, names)
 
 
 def draw_counts(
-    frame: pd.DataFrame, counts: list[int], seed: int, threads: int = 1
+    frame: pd.DataFrame, counts: list[int], seed: int, threads: int = 1, names: list[str] | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Draw ``counts[c]`` readable images of each class c at random; return (drawn, rest, unreadable).
 
@@ -66,8 +67,9 @@ def draw_counts(
     chosen, broken, why = [], [], []
     for label, want in enumerate(counts):
         rows = np.flatnonzero(labels == label)
+        named = f"class {label}" + (f" ({names[label]})" if names else "")
         if len(rows) < want:
-            raise ValueError(f"class {label} has {len(rows)} training images, fewer than the {want} the draw asks for")
+            raise ValueError(f"{named} has {len(rows)} training images, fewer than the {want} the draw asks for")
         candidates = rng.choice(rows, size=want, replace=False)
         spare = None
         good: list[int] = []
@@ -84,7 +86,7 @@ def draw_counts(
                 spare = rng.permutation(np.setdiff1d(rows, candidates))
             if len(spare) == 0:
                 raise ValueError(
-                    f"class {label} has {len(good)} readable training images, fewer than the {want} "
+                    f"{named} has {len(good)} readable training images, fewer than the {want} "
                     f"the draw asks for ({len(rows) - len(good)} cannot be read)"
                 )
             candidates, spare = spare[: want - len(good)], spare[want - len(good) :]
@@ -129,10 +131,10 @@ def main(argv: list[str] | None = None) -> None:
     frame = read_manifest(args.manifest)
     if args.like:
         counts = [args.times * n for n in class_quotas(read_manifest(args.like), len(classes))]
-        subset, rest, unreadable = draw_counts(frame, counts, args.seed, args.threads)
+        subset, rest, unreadable = draw_counts(frame, counts, args.seed, args.threads, classes)
     else:
         subset, rest, unreadable = draw_subset(
-            frame, len(classes), args.seed, args.per_class, args.fraction, args.threads
+            frame, len(classes), args.seed, args.per_class, args.fraction, args.threads, classes
         )
     for reason in unreadable.reason:
         log.warning("skipped: %s", reason)

@@ -88,14 +88,18 @@ def check_config():
         )
     for name in methods_of("generate"):
         check_generation_method(name, METHODS[name])
-    if MINIWORLD["enabled"]:
+    paths = {
+        "dataset.classes": config["dataset"]["classes"],
+        "dataset.train": config["dataset"]["train"],
+        "dataset.val": config["dataset"]["val"],
+        "pool.manifest": config["pool"]["manifest"],
+    }
+    if not MINIWORLD["enabled"]:
+        for key, path in paths.items():
+            if not Path(path).exists():
+                raise ValueError(f"config {key}: {path} does not exist")
+    else:
         root = Path(MINIWORLD["root"])
-        paths = {
-            "dataset.classes": config["dataset"]["classes"],
-            "dataset.train": config["dataset"]["train"],
-            "dataset.val": config["dataset"]["val"],
-            "pool.manifest": config["pool"]["manifest"],
-        }
         for key, path in paths.items():
             if not Path(path).is_relative_to(root):
                 raise ValueError(
@@ -180,16 +184,20 @@ check_config()
 
 
 def check_models():
-    """A model folder the config names must exist unless the workflow trains it."""
-    if not MINIWORLD["enabled"] or MINIWORLD["pretrain"]:
+    """A local model the config names must exist unless the workflow trains it
+    (hub ids are fetched by the jobs)."""
+    if MINIWORLD["enabled"] and MINIWORLD["pretrain"]:
         return
-    for key in ("clip", "diffusion"):
-        path = local_model(config[key]["model"])
+    hint = (
+        "; set miniworld.pretrain: true to train it with the mini-world's rules"
+        if MINIWORLD["enabled"]
+        else ""
+    )
+    for key in ("clip.model", "clip.pretrained", "diffusion.model"):
+        section, name = key.split(".")
+        path = local_model(config[section][name])
         if path and not Path(path).exists():
-            raise ValueError(
-                f"config {key}.model: {path} does not exist; set miniworld.pretrain: true "
-                "to train it with the mini-world's rules"
-            )
+            raise ValueError(f"config {key}: {path} does not exist{hint}")
 
 
 check_models()
