@@ -30,6 +30,7 @@ rule all:
     default_target: True
     input:
         rules.aggregate.output,
+        rules.figures.output,
 
 
 onsuccess:

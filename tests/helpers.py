@@ -29,10 +29,12 @@ def snakemake(
     configfile: Path = SMOKE,
     check: bool = True,
     env: dict[str, str] | None = None,
+    timeout: float | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run the workflow in ``workdir`` on the smoke config with a profile (a workstation's by default)."""
+    """Run the workflow in ``workdir`` on the smoke config with a profile (a workstation's by default);
+    past ``timeout`` seconds it is stopped and the test fails rather than hanging."""
     command, run_env = snakemake_command(workdir, *args, profile=profile, configfile=configfile)
-    result = subprocess.run(command, env={**run_env, **(env or {})}, capture_output=True, text=True)
+    result = subprocess.run(command, env={**run_env, **(env or {})}, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     return result

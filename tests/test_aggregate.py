@@ -1,15 +1,16 @@
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from augbench import aggregate
 
 
-def _metrics(tmp_path, method, seed, top1):
+def _metrics(tmp_path, method, seed, top1, per_class=None, top5=None):
     path = tmp_path / "metrics" / method / f"seed{seed}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"top1": top1}))
+    path.write_text(json.dumps({"top1": top1, "top5": top5 or top1, "per_class_top1": per_class or {}}))
     return str(path)
 
 
@@ -21,15 +22,44 @@ def test_summary_has_mean_std_and_counts(tmp_path):
     ]
     table = aggregate.summarise(paths, {"baseline": "real", "retrieve_text": "retrieve"}, {"retrieve_text": 10.0})
     rows = table.set_index("method")
-    assert list(table.columns) == aggregate.COLUMNS
     assert rows.loc["baseline", "top1_mean"] == pytest.approx(81.0)
     assert rows.loc["baseline", "top1_std"] == pytest.approx(1.41421356)
     assert rows.loc["baseline", "n_seeds"] == 2
     assert rows.loc["retrieve_text", "top1_std"] == 0.0
     assert rows.loc["retrieve_text", "n_added_per_class"] == 10.0
     assert rows.loc["baseline", "n_added_per_class"] == 0.0
+    # Paired by seed: only seed 0 is shared, so the difference has no interval.
+    assert rows.loc["retrieve_text", "vs_baseline"] == pytest.approx(10.0)
+    assert np.isnan(rows.loc["retrieve_text", "vs_baseline_ci_low"])
     markdown = aggregate.to_markdown(table)
-    assert "| baseline | real | 2 | 81.00 | 1.41 | 0 |" in markdown
+    assert "| baseline | real | 2 | 81.00 ± 1.41 |  | -10.00 | 0 |" in markdown  # seed 0: 80 - 90
+    assert "Δ best retrieval (retrieve_text)" in markdown
+
+
+def test_differences_are_paired_by_seed_with_a_t_interval(tmp_path):
+    # The method is 2 points ahead on every seed though both vary a lot over seeds:
+    # pairing removes the seed-to-seed spread.
+    base = {0: 70.0, 1: 80.0, 2: 75.0}
+    gain = {0: 2.5, 1: 1.5, 2: 2.0}
+    paths = [_metrics(tmp_path, "baseline", s, v) for s, v in base.items()]
+    paths += [_metrics(tmp_path, "gen", s, base[s] + gain[s]) for s in base]
+    paths += [_metrics(tmp_path, "retr", s, base[s] + 4.0) for s in base]
+    table = aggregate.summarise(paths, {"baseline": "real", "retr": "retrieve", "gen": "generate"}, {})
+    row = table.set_index("method").loc["gen"]
+    # mean 2.0, sample std 0.5, t(0.975, 2) = 4.303: half-width 4.303 * 0.5 / sqrt(3) = 1.242
+    assert row.vs_baseline == pytest.approx(2.0)
+    assert (row.vs_baseline_ci_low, row.vs_baseline_ci_high) == pytest.approx((0.758, 3.242), abs=1e-3)
+    assert row.vs_best_retrieval == pytest.approx(-2.0)
+    assert table.attrs["best_retrieval"] == "retr"
+    assert table.method.tolist() == ["baseline", "retr", "gen"]  # the registry's order
+
+
+def test_top5_is_reported_beyond_10_classes_only(tmp_path):
+    paths = [_metrics(tmp_path, "baseline", 0, 50.0, top5=80.0)]
+    assert "top5_mean" not in aggregate.summarise(paths, {"baseline": "real"}, {}, n_classes=10)
+    table = aggregate.summarise(paths, {"baseline": "real"}, {}, n_classes=11)
+    assert table.top5_mean.tolist() == [80.0]
+    assert "top-5 %" in aggregate.to_markdown(table)
 
 
 def test_cli_writes_csv_and_markdown(tmp_path, capsys):
@@ -83,3 +113,51 @@ def test_skipped_images_are_counted_per_stage_and_listed(tmp_path):
     listed = pd.read_csv(tmp_path / "unreadable.csv")
     assert listed.stage.tolist() == ["subset draw", "pool", "pool"]
     assert listed.reason.tolist()[0] == "image x.jpg cannot be read"
+
+
+def test_per_class_accuracy_and_the_classes_where_generation_and_retrieval_differ(tmp_path):
+    names = ["ant", "bee", "cat"]
+    paths = [
+        _metrics(tmp_path, "baseline", 0, 50.0, {"ant": 50.0, "bee": 50.0, "cat": 50.0}),
+        _metrics(tmp_path, "gen", 0, 60.0, {"ant": 90.0, "bee": 40.0, "cat": 50.0}),
+        _metrics(tmp_path, "gen", 1, 60.0, {"ant": 70.0, "bee": 40.0, "cat": 50.0}),
+        _metrics(tmp_path, "retr", 0, 55.0, {"ant": 40.0, "bee": 80.0, "cat": 50.0}),
+    ]
+    kinds = {"baseline": "real", "retr": "retrieve", "gen": "generate"}
+    per_class = aggregate.per_class_table(paths, kinds, names)
+    assert per_class.columns.tolist() == ["class", "baseline", "retr", "gen"]
+    assert per_class.gen.tolist() == [80.0, 40.0, 50.0]  # the mean over seeds
+    text = aggregate.largest_differences(per_class, aggregate.summarise(paths, kinds, {}), count=1)
+    assert "| ant | 80.0 | 40.0 | +40.0 |" in text and "| bee | 40.0 | 80.0 | -40.0 |" in text
+
+
+def test_cli_writes_cost_and_provenance(tmp_path):
+    (tmp_path / "classes.txt").write_text("a\nb\n")
+    root = tmp_path / "bench"
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    benchmarks = {"generate/gen/shard0.tsv": (3600, 1800), "train/gen/seed0.tsv": (1800, 3600)}
+    benchmarks["embed_pool/shard0.tsv"] = (7200, 100)
+    for name, (wall, cpu) in benchmarks.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(header + f"{wall}\t0\t1\t1\t1\t1\t0\t0\t1\t{cpu}\n")
+    added = tmp_path / "added.csv"
+    pd.DataFrame({"path": [f"i{i}" for i in range(500)], "label": [0, 1] * 250}).to_csv(added, index=False)
+    aggregate.main(
+        ["--metrics", _metrics(tmp_path, "baseline", 0, 50.0), _metrics(tmp_path, "gen", 0, 52.0)]
+        + ["--method-kinds", "baseline=real", "gen=generate", "--added", f"gen={added}"]
+        + ["--benchmarks", *[str(root / name) for name in benchmarks], "--benchmark-root", str(root)]
+        + ["--gpus", "generate=1", "train=2", "embed_pool=1"]
+        + ["--settings", json.dumps({"diffusion": {"model": "CompVis/stable-diffusion-v1-4", "revision": "main"}})]
+        + ["--classes", str(tmp_path / "classes.txt"), "--out-dir", str(tmp_path)]
+    )
+    summary = pd.read_csv(tmp_path / "summary.csv").set_index("method")
+    # generate: 1 h on 1 GPU; train: 0.5 h on 2 GPUs; 500 added images.
+    assert summary.loc["gen", "gpu_hours"] == pytest.approx(2.0)
+    assert summary.loc["gen", "cpu_hours"] == pytest.approx(1.5)
+    assert summary.loc["gen", "gpu_hours_per_1k_added"] == pytest.approx(4.0)
+    cost = pd.read_csv(tmp_path / "cost.csv").set_index("owner")
+    assert cost.loc["shared: embed_pool", "gpu_hours"] == pytest.approx(2.0)  # listed apart, not in gen's hours
+    assert "| embed_pool | 1 | 2.000 |" in (tmp_path / "summary.md").read_text()
+    provenance = json.loads((tmp_path / "provenance.json").read_text())
+    assert provenance["diffusion"]["revision"] == "main"
+    assert provenance["packages"]["torch"] and provenance["git_commit"]

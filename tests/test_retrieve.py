@@ -4,6 +4,7 @@ import pytest
 
 from augbench import retrieve
 from augbench.files import write_classes, write_manifest
+from augbench.search import build_index
 
 
 def _unit(rows):
@@ -15,7 +16,7 @@ def test_contested_image_goes_to_the_closer_class_and_is_used_once():
     # Row 2 is near both queries but nearer to class 0.
     pool = _unit([[1, 0.1], [0.1, 1], [1, 0.9], [1, 0.2], [0.2, 1]])
     queries = _unit([[1, 0], [0, 1]])
-    chosen = retrieve.assign_nearest(retrieve.exact_index(pool), queries, quotas=[3, 2], overfetch=1.0)
+    chosen = retrieve.assign_nearest(build_index(pool), queries, quotas=[3, 2], overfetch=1.0)
     by_class = {c: sorted(r for cc, r, _ in chosen if cc == c) for c in (0, 1)}
     assert by_class == {0: [0, 2, 3], 1: [1, 4]}
     rows = [r for _, r, _ in chosen]
@@ -27,7 +28,7 @@ def test_search_widens_until_every_quota_is_met():
     # Class 1's query is close to everything of class 0 too; a narrow first search leaves it short.
     pool = _unit(np.vstack([rng.normal([5, 0], 0.3, (30, 2)), rng.normal([0, 5], 0.3, (6, 2))]))
     queries = _unit([[1, 0], [1, 1]])
-    chosen = retrieve.assign_nearest(retrieve.exact_index(pool), queries, quotas=[5, 5], overfetch=1.0)
+    chosen = retrieve.assign_nearest(build_index(pool), queries, quotas=[5, 5], overfetch=1.0)
     counts = np.bincount([c for c, _, _ in chosen], minlength=2)
     assert counts.tolist() == [5, 5]
 
@@ -35,7 +36,7 @@ def test_search_widens_until_every_quota_is_met():
 def test_pool_too_small_names_the_class():
     pool = _unit([[1, 0], [0.9, 0.1], [0, 1]])
     with pytest.raises(ValueError, match=r"class\(es\) \[1\]"):
-        retrieve.assign_nearest(retrieve.exact_index(pool), _unit([[1, 0], [0, 1]]), quotas=[1, 3])
+        retrieve.assign_nearest(build_index(pool), _unit([[1, 0], [0, 1]]), quotas=[1, 3])
 
 
 def test_retrieve_writes_a_manifest_with_pool_paths_and_labels(tmp_path):
@@ -80,7 +81,7 @@ def test_a_class_that_is_never_closest_still_gets_its_quota():
     rng = np.random.default_rng(2)
     pool = _unit(rng.normal([5, 0], 0.5, (20, 2)))
     queries = _unit([[1, 0], [1, 0.05]])
-    chosen = retrieve.assign_nearest(retrieve.exact_index(pool), queries, quotas=[4, 4])
+    chosen = retrieve.assign_nearest(build_index(pool), queries, quotas=[4, 4])
     assert np.bincount([c for c, _, _ in chosen], minlength=2).tolist() == [4, 4]
     assert len({r for _, r, _ in chosen}) == 8
 
@@ -92,7 +93,7 @@ def test_image_queries_label_what_they_find_and_share_the_quota():
     # Two query images per class; each class wants 6 images, 3 per query image.
     queries = _unit(np.repeat(centres, 2, axis=0) + 0.05 * rng.normal(size=(4, 8)))
     query_labels = np.array([0, 0, 1, 1])
-    index = retrieve.exact_index(pool)
+    index = build_index(pool)
     chosen = retrieve.assign_nearest(index, queries, [6, 6], overfetch=2.0, query_labels=query_labels)
     assert np.bincount([c for c, _, _ in chosen], minlength=2).tolist() == [6, 6]
     assert all((row < 20) == (label == 0) for label, row, _ in chosen)
@@ -104,7 +105,7 @@ def test_image_queries_label_what_they_find_and_share_the_quota():
 def test_a_class_with_a_quota_but_no_query_is_named():
     pool = _unit([[1, 0], [0, 1], [1, 1]])
     with pytest.raises(ValueError, match=r"class\(es\) \[1\] have a quota but no query"):
-        retrieve.assign_nearest(retrieve.exact_index(pool), _unit([[1, 0]]), [1, 1], query_labels=np.array([0]))
+        retrieve.assign_nearest(build_index(pool), _unit([[1, 0]]), [1, 1], query_labels=np.array([0]))
 
 
 def test_cli_labels_image_queries_by_the_query_manifest(tmp_path):
@@ -178,3 +179,27 @@ def test_an_unreadable_pool_image_is_never_retrieved(tmp_path, dedup):
     )
     assert "p0" not in set(added.path)
     assert sorted(added[added.label == 0].path) == ["p1", "p2"]
+
+
+def test_automatic_index_is_exact_for_small_pools_and_ivf_for_large_ones():
+    from augbench.search import choose_factory
+
+    assert choose_factory(10_000, 768, 16e9) == "Flat"
+    assert choose_factory(1_000_000, 768, 16e9) == "IVF1024,Flat"  # 3 GB of vectors fit
+    factory = choose_factory(100_000_000, 768, 16e9)  # 300 GB do not: product-quantised codes
+    assert factory.startswith("IVF8192,PQ") and 768 % int(factory.split("PQ")[1]) == 0
+
+
+def test_ivf_index_finds_nearly_all_exact_neighbours_on_clustered_embeddings():
+    rng = np.random.default_rng(0)
+    centres = _unit(rng.normal(size=(50, 32)))
+    pool = _unit(centres[rng.integers(0, 50, 20_000)] + 0.15 * rng.normal(size=(20_000, 32)))
+    queries = _unit(centres[rng.integers(0, 50, 100)] + 0.15 * rng.normal(size=(100, 32)))
+    _, exact = build_index(pool).search(queries, 20)
+    # Every second row only, as when identical images are left out: ids are positions among those rows.
+    rows = np.arange(0, 20_000, 2)
+    _, found = build_index(pool, rows, factory="IVF128,Flat").search(queries, 20)
+    _, expected = build_index(pool, rows).search(queries, 20)
+    recall = np.mean([len(set(a) & set(b)) / 20 for a, b in zip(found, expected)])
+    assert recall >= 0.95
+    assert exact.shape == (100, 20) and found.max() < len(rows)

@@ -47,13 +47,16 @@ def test_profile_sends_gpu_rules_to_the_gpu_partition_and_results_match_a_local_
             "slurm-init-seconds-before-status-checks": 2,
             "slurm-keep-successful-logs": True,
             "latency-wait": 5,
+            # No job may ask for more CPUs than the test node has: SLURM would hold it forever.
+            "max-threads": 2,
         }
     )
     (tmp_path / "profile").mkdir()
     (tmp_path / "profile" / "config.yaml").write_text(yaml.safe_dump(profile))
     workdir = tmp_path / "run"
     targets = [f"results/smoke/metrics/{method}/seed0.json" for method in METHODS]
-    result = snakemake(workdir, *targets, profile=tmp_path / "profile")
+    # A job SLURM cannot place waits forever; the budget for this test is 10 minutes.
+    result = snakemake(workdir, *targets, profile=tmp_path / "profile", timeout=900)
     output = result.stdout + result.stderr
 
     # Every job went through SLURM: each has a SLURM job id and a SLURM log.

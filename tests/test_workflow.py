@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import io
+import json
 import re
 from pathlib import Path
 
@@ -48,7 +51,14 @@ def _results(workdir: Path) -> Path:
 def test_summary_lists_every_method_with_its_seeds(smoke_run):
     workdir, result = smoke_run
     summary = pd.read_csv(_results(workdir) / "summary.csv")
-    assert summary.columns.tolist() == ["method", "kind", "n_seeds", "top1_mean", "top1_std", "n_added_per_class"]
+    differences = [
+        f"vs_{name}{part}" for name in ("baseline", "best_retrieval") for part in ("", "_ci_low", "_ci_high")
+    ]
+    assert summary.columns.tolist() == [
+        *["method", "kind", "n_seeds", "top1_mean", "top1_std", "n_added_per_class"],
+        *differences,
+        *["gpu_hours", "cpu_hours", "gpu_hours_per_1k_added"],
+    ]
     assert summary.method.tolist() == list(METHODS)
     assert summary.kind.tolist() == list(METHODS.values())
     assert (summary.n_seeds == 1).all()
@@ -166,3 +176,46 @@ def test_changing_one_method_reruns_only_that_method(smoke_run, tmp_path):
     rules = set(re.findall(r"^(?:local)?rule (\w+):", output, flags=re.MULTILINE))
     assert methods == {"gen_img2img"}, output[-3000:]
     assert rules == {"generate", "collect_generated", "train", "evaluate", "aggregate", "all"}, rules
+
+
+def _report_files(html: str) -> dict[str, tuple[str, bytes]]:
+    """The files a Snakemake HTML report embeds: name -> (mime type, content)."""
+    found = re.findall(r'"data_uri": "data:([^;]+);charset=utf8;filename=([^;]+);base64,([A-Za-z0-9+/=]*)"', html)
+    return {name: (mime, base64.b64decode(data)) for mime, name, data in found}
+
+
+def test_html_report_holds_the_tables_figures_and_image_grids(smoke_run):
+    workdir, _ = smoke_run
+    snakemake(workdir, "--report", "report.html")
+    files = _report_files((workdir / "report.html").read_text())
+    for table in ("summary.csv", "per_class.csv", "cost.csv", "unreadable.csv", "provenance.json"):
+        assert table in files, table
+    summary = pd.read_csv(io.BytesIO(files["summary.csv"][1]))
+    assert summary.method.tolist() == list(METHODS)
+    grids = sorted(name for name in files if name.startswith("class"))
+    assert len(grids) == 3  # report.grid_classes
+    for name in ["top1.png", "top1_vs_cost.png", *grids]:
+        mime, content = files[name]
+        assert mime == "image/png" and content, name
+        with Image.open(io.BytesIO(content)) as image:
+            image.load()
+            assert min(image.size) > 50, name
+    # Every method's images, and the real ones, are rows of a grid.
+    with Image.open(_results(workdir) / "figures" / "grids" / grids[0]) as grid:
+        assert grid.size[1] > 15 * 40  # 15 rows (real + 14 methods) of 1.1 inch at 120 dpi, less margins
+    provenance = json.loads(files["provenance.json"][1])
+    assert set(provenance["methods"]) == set(METHODS) and provenance["packages"]["diffusers"]
+
+
+def test_cost_table_lists_each_method_and_the_shared_jobs_apart(smoke_run):
+    workdir, _ = smoke_run
+    cost = pd.read_csv(_results(workdir) / "cost.csv").set_index("owner")
+    assert set(METHODS) <= set(cost.index)
+    shared = {owner for owner in cost.index if owner.startswith("shared: ")}
+    assert shared == {
+        f"shared: {rule}" for rule in ("embed_pool", "embed_pool_captions", "pretrain_clip", "pretrain_diffusion")
+    }
+    # Generation methods ran GPU-rule jobs (generation, training), evaluation alone does not count.
+    assert (cost.loc[[m for m, kind in METHODS.items() if kind == "generate"], "gpu_hours"] > 0).all()
+    assert cost.loc["gen_classname", "jobs"] == 3 + 1 + 1  # three generation shards, training, evaluation
+    assert (cost.cpu_hours > 0).all()

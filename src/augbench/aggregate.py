@@ -1,29 +1,45 @@
-"""Summarise the per-seed metrics of every method into one table.
+"""Summarise a finished run: one table of every method, what each costs, per-class accuracy.
 
-    python -m augbench.aggregate --metrics results/demo/metrics/baseline/seed0.json ... \
-        --method-kinds baseline=real retrieve_text=retrieve ... --added added.csv ... --out-dir results/demo
+    python -m augbench.aggregate --metrics results/demo/metrics/*/seed*.json \
+        --method-kinds baseline=real retrieve_text=retrieve ... --added METHOD=MANIFEST ... \
+        --classes classes.txt --benchmarks benchmarks/runs/demo/... --benchmark-root benchmarks/runs/demo \
+        --gpus generate=1 ... --unreadable STAGE=CSV ... --settings '{...}' --out-dir results/demo
 
-Writes ``summary.csv`` and ``summary.md`` (one row per method: method, kind, n_seeds,
-top1_mean, top1_std, n_added_per_class) and prints the table. The images that could not
-be read and were skipped (``--unreadable STAGE=CSV``, one list per stage) are counted in
-``summary.md`` and listed, with the reason for each, in ``unreadable.csv``.
+Writes into ``--out-dir``:
+- ``summary.csv`` / ``summary.md``: per method top-1 mean ± std over seeds (top-5 too where
+  there are more than 10 classes), the difference to ``baseline`` and to the best
+  retrieval method with a 95% confidence interval over paired seeds, images added per
+  class, and the GPU and CPU hours of the method's own jobs;
+- ``per_class.csv``: per-class top-1 of every method (mean over seeds); ``summary.md``
+  names the classes where the best generation and the best retrieval method differ most;
+- ``cost.csv``: jobs and hours per method and per shared rule (``augbench.cost``);
+- ``unreadable.csv``: the images each stage skipped, with the reason (counted in ``summary.md``);
+- ``provenance.json``: what produced the rows: resolved method configs, model ids and
+  revisions, package versions, the project's git commit.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import subprocess
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
+from augbench import cost
 from augbench.cli import start_logging
-from augbench.files import atomic_path, read_classes, read_json, read_manifest, write_text
+from augbench.files import atomic_path, read_classes, read_json, read_manifest, write_json, write_text
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ["method", "kind", "n_seeds", "top1_mean", "top1_std", "n_added_per_class"]
+PACKAGES = ["augbench", "torch", "torchvision", "diffusers", "transformers", "open_clip_torch", "peft", "faiss-cpu"]
+PACKAGES += ["numpy", "snakemake"]
 
 
 def method_of(metrics_path: str) -> str:
@@ -31,39 +47,136 @@ def method_of(metrics_path: str) -> str:
     return Path(metrics_path).parent.name
 
 
-def summarise(metrics_paths: list[str], kinds: dict[str, str], added: dict[str, float]) -> pd.DataFrame:
-    top1: dict[str, list[float]] = {}
+def seed_of(metrics_path: str) -> int:
+    return int(Path(metrics_path).stem.removeprefix("seed"))
+
+
+def read_metrics(metrics_paths: list[str], kinds: dict[str, str]) -> dict[str, dict[int, dict]]:
+    """method -> seed -> metrics."""
+    runs: dict[str, dict[int, dict]] = {}
     for path in metrics_paths:
-        top1.setdefault(method_of(path), []).append(read_json(path)["top1"])
-    unknown = set(top1) - set(kinds)
+        runs.setdefault(method_of(path), {})[seed_of(path)] = read_json(path)
+    unknown = set(runs) - set(kinds)
     if unknown:
         raise ValueError(f"metrics for method(s) {sorted(unknown)} that have no kind")
-    rows = [
-        {
+    return runs
+
+
+def paired_difference(a: dict[int, float], b: dict[int, float]) -> tuple[float, float, float]:
+    """Mean of a - b over the seeds both have, with a 95% t-interval; the interval is NaN under 2 seeds."""
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        return (np.nan, np.nan, np.nan)
+    differences = np.array([a[s] - b[s] for s in seeds])
+    mean = float(differences.mean())
+    if len(seeds) < 2:
+        return (mean, np.nan, np.nan)
+    half = stats.t.ppf(0.975, len(seeds) - 1) * differences.std(ddof=1) / np.sqrt(len(seeds))
+    return (mean, mean - half, mean + half)
+
+
+def summarise(
+    metrics_paths: list[str], kinds: dict[str, str], added: dict[str, float], n_classes: int | None = None
+) -> pd.DataFrame:
+    """One row per method (registry order): accuracy over seeds and the paired differences."""
+    runs = read_metrics(metrics_paths, kinds)
+    top1 = {method: {seed: m["top1"] for seed, m in seeds.items()} for method, seeds in runs.items()}
+    retrievals = [m for m in top1 if kinds[m] == "retrieve"]
+    best_retrieval = max(retrievals, key=lambda m: np.mean(list(top1[m].values()))) if retrievals else None
+    rows = []
+    for method in [m for m in kinds if m in runs]:
+        values = list(top1[method].values())
+        row = {
             "method": method,
             "kind": kinds[method],
             "n_seeds": len(values),
             "top1_mean": float(np.mean(values)),
             # Sample std over seeds, as papers report mean ± std; 0 for a single seed.
             "top1_std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-            "n_added_per_class": added.get(method, 0.0),
         }
-        for method, values in top1.items()
+        if n_classes is not None and n_classes > 10:
+            top5 = [m["top5"] for m in runs[method].values()]
+            row["top5_mean"] = float(np.mean(top5))
+            row["top5_std"] = float(np.std(top5, ddof=1)) if len(top5) > 1 else 0.0
+        row["n_added_per_class"] = added.get(method, 0.0)
+        references = {"baseline": "baseline" if "baseline" in top1 else None, "best_retrieval": best_retrieval}
+        for name, reference in references.items():
+            # A method is not compared with itself: its own cell stays empty.
+            compared = reference is not None and reference != method
+            difference = paired_difference(top1[method], top1[reference]) if compared else (np.nan,) * 3
+            row[f"vs_{name}"], row[f"vs_{name}_ci_low"], row[f"vs_{name}_ci_high"] = difference
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    table.attrs["best_retrieval"] = best_retrieval
+    return table
+
+
+def per_class_table(metrics_paths: list[str], kinds: dict[str, str], classes: list[str]) -> pd.DataFrame:
+    """Per-class top-1 of every method, the mean over its seeds: a row per class, a column per method."""
+    runs = read_metrics(metrics_paths, kinds)
+    table = pd.DataFrame({"class": classes})
+    for method in [m for m in kinds if m in runs]:
+        per_seed = pd.DataFrame([m["per_class_top1"] for m in runs[method].values()]).astype(float)
+        table[method] = per_seed.mean().reindex(classes).to_numpy()
+    return table
+
+
+def largest_differences(per_class: pd.DataFrame, summary: pd.DataFrame, count: int = 5) -> str:
+    """The classes where the best generation method and the best retrieval method differ most, as markdown."""
+    best = {
+        kind: summary[summary.kind == kind].sort_values("top1_mean").method.iloc[-1:]
+        for kind in ("generate", "retrieve")
+    }
+    if any(len(names) == 0 for names in best.values()):
+        return ""
+    generation, retrieval = best["generate"].item(), best["retrieve"].item()
+    difference = (per_class[generation] - per_class[retrieval]).rename("difference")
+    frame = pd.concat([per_class["class"], per_class[generation], per_class[retrieval], difference], axis=1).dropna()
+    lines = [
+        f"\nClasses where the best generation ({generation}) and the best retrieval ({retrieval}) "
+        "differ most (per-class top-1 %, mean over seeds; all classes in per_class.csv):\n",
+        f"| class | {generation} | {retrieval} | difference |",
+        "|---|---|---|---|",
     ]
-    return pd.DataFrame(rows, columns=COLUMNS)
+    ranked = frame.sort_values("difference", kind="stable")
+    chosen = pd.concat([ranked.tail(count).iloc[::-1], ranked.head(count)]).drop_duplicates("class")
+    for row in chosen.itertuples(index=False):
+        lines.append(f"| {row[0]} | {row[1]:.1f} | {row[2]:.1f} | {row[3]:+.1f} |")
+    return "\n".join(lines) + "\n"
 
 
-def added_per_class(manifest: str, n_classes: int) -> float:
-    return len(read_manifest(manifest)) / n_classes
+def _interval(mean: float, low: float, high: float) -> str:
+    if np.isnan(mean):
+        return ""
+    return f"{mean:+.2f}" if np.isnan(low) else f"{mean:+.2f} [{low:+.2f}, {high:+.2f}]"
 
 
 def to_markdown(table: pd.DataFrame) -> str:
-    header = "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS) + "\n"
-    lines = [
-        f"| {r.method} | {r.kind} | {r.n_seeds} | {r.top1_mean:.2f} | {r.top1_std:.2f} | {r.n_added_per_class:g} |"
-        for r in table.itertuples()
-    ]
-    return header + "\n".join(lines) + "\n"
+    """The summary as a markdown table; a difference's 95% interval (over paired seeds) in brackets."""
+    best = table.attrs.get("best_retrieval")
+    top5 = "top5_mean" in table
+    headers = ["method", "kind", "seeds", "top-1 %", "Δ baseline"]
+    headers += [f"Δ best retrieval ({best})"] if best else []
+    headers += ["top-5 %"] if top5 else []
+    headers += ["added per class"]
+    costed = "gpu_hours" in table
+    headers += ["GPU h", "CPU h", "GPU h per 1k added"] if costed else []
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for row in table.to_dict("records"):
+        cells = [row["method"], row["kind"], str(row["n_seeds"]), f"{row['top1_mean']:.2f} ± {row['top1_std']:.2f}"]
+        cells.append(_interval(row["vs_baseline"], row["vs_baseline_ci_low"], row["vs_baseline_ci_high"]))
+        if best:
+            cells.append(
+                _interval(row["vs_best_retrieval"], row["vs_best_retrieval_ci_low"], row["vs_best_retrieval_ci_high"])
+            )
+        if top5:
+            cells.append(f"{row['top5_mean']:.2f} ± {row['top5_std']:.2f}")
+        cells.append(f"{row['n_added_per_class']:g}")
+        if costed:
+            per_1k = row["gpu_hours_per_1k_added"]
+            cells += [f"{row['gpu_hours']:.3f}", f"{row['cpu_hours']:.3f}", "" if np.isnan(per_1k) else f"{per_1k:.3f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def gather_unreadable(lists: list[tuple[str, str]]) -> pd.DataFrame:
@@ -86,12 +199,59 @@ def unreadable_markdown(unreadable: pd.DataFrame, stages: list[str]) -> str:
     )
 
 
+def cost_markdown(costs: pd.DataFrame) -> str:
+    shared = costs[costs.owner.str.startswith("shared: ")]
+    if shared.empty:
+        return ""
+    lines = [
+        "\nShared jobs, paid once for all methods "
+        "(a user with precomputed embeddings or pretrained models skips them):\n",
+        "| rule | jobs | GPU h | CPU h |",
+        "|---|---|---|---|",
+    ]
+    for row in shared.itertuples():
+        lines.append(
+            f"| {row.owner.removeprefix('shared: ')} | {row.jobs} | {row.gpu_hours:.3f} | {row.cpu_hours:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def git_commit() -> str:
+    """The commit of the augbench checkout that ran, with "-dirty" if it had changes; "unknown" if not a checkout."""
+    source = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", source, "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+        status = subprocess.run(
+            ["git", "-C", source, "status", "--porcelain"], capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
+
+
+def package_versions() -> dict[str, str | None]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def provenance(settings: dict) -> dict:
+    return {**settings, "git_commit": git_commit(), "packages": package_versions()}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--metrics", nargs="+", required=True, help="per-seed metrics JSON files")
     parser.add_argument("--method-kinds", nargs="+", required=True, metavar="METHOD=KIND")
     parser.add_argument("--added", nargs="*", default=[], metavar="METHOD=MANIFEST", help="added-image manifests")
     parser.add_argument("--classes", required=True, help="class list, for images added per class")
+    parser.add_argument("--benchmarks", nargs="*", default=[], help="benchmark files of the jobs to cost")
+    parser.add_argument("--benchmark-root", help="folder the benchmark files lie under, <rule>/[<method>/]<job>.tsv")
+    parser.add_argument("--gpus", nargs="*", default=[], metavar="RULE=N", help="GPUs a job of each GPU rule asks for")
     parser.add_argument(
         "--unreadable",
         action="append",
@@ -99,24 +259,47 @@ def main(argv: list[str] | None = None) -> None:
         metavar="STAGE=CSV",
         help="a list of the images a stage skipped; repeat for each",
     )
+    parser.add_argument("--settings", default="{}", help="JSON of the config that produced the run, for provenance")
     parser.add_argument("--out-dir", required=True)
     args = parser.parse_args(argv)
     start_logging()
     kinds = dict(item.split("=", 1) for item in args.method_kinds)
-    n_classes = len(read_classes(args.classes))
-    added = {m: added_per_class(p, n_classes) for m, p in (item.split("=", 1) for item in args.added)}
-    table = summarise(args.metrics, kinds, added)
-    order = {method: i for i, method in enumerate(kinds)}
-    table = table.sort_values("method", key=lambda col: col.map(order)).reset_index(drop=True)
+    classes = read_classes(args.classes)
+    added_manifests = dict(item.split("=", 1) for item in args.added)
+    added_images = {method: len(read_manifest(path)) for method, path in added_manifests.items()}
+    table = summarise(args.metrics, kinds, {m: n / len(classes) for m, n in added_images.items()}, len(classes))
     out_dir = Path(args.out_dir)
-    with atomic_path(out_dir / "summary.csv") as tmp:
-        table.to_csv(tmp, index=False, float_format="%.4f")
+
+    costs = pd.DataFrame(columns=cost.COLUMNS)
+    if args.benchmarks:
+        gpus = {rule: int(n) for rule, n in (item.split("=", 1) for item in args.gpus)}
+        jobs = cost.job_costs(args.benchmarks, args.benchmark_root, list(kinds), gpus)
+        costs = cost.cost_table(jobs, list(kinds), added_images)
+        own = costs.set_index("owner")
+        for column in ("gpu_hours", "cpu_hours", "gpu_hours_per_1k_added"):
+            table[column] = [own[column].get(method, np.nan) for method in table.method]
+    with atomic_path(out_dir / "cost.csv") as tmp:
+        costs.to_csv(tmp, index=False, float_format="%.5f")
+
+    per_class = per_class_table(args.metrics, kinds, classes)
+    with atomic_path(out_dir / "per_class.csv") as tmp:
+        per_class.to_csv(tmp, index=False, float_format="%.2f")
+
     lists = [tuple(item.split("=", 1)) for item in args.unreadable]
     unreadable = gather_unreadable(lists)
     with atomic_path(out_dir / "unreadable.csv") as tmp:
         unreadable.to_csv(tmp, index=False)
-    report = to_markdown(table) + unreadable_markdown(unreadable, [stage for stage, _ in lists])
+
+    with atomic_path(out_dir / "summary.csv") as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4f")
+    report = (
+        to_markdown(table)
+        + cost_markdown(costs)
+        + largest_differences(per_class, table)
+        + unreadable_markdown(unreadable, [stage for stage, _ in lists])
+    )
     write_text(out_dir / "summary.md", report)
+    write_json(out_dir / "provenance.json", provenance(json.loads(args.settings)))
     print(report)
 
 

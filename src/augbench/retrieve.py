@@ -26,6 +26,7 @@ import pandas as pd
 
 from augbench.cli import start_logging
 from augbench.files import read_classes, read_manifest, write_manifest
+from augbench.search import build_index
 from augbench.subset import class_quotas
 
 log = logging.getLogger(__name__)
@@ -56,12 +57,6 @@ def searchable_rows(
                 seen.add(key)
                 keep.append(start + offset)
     return np.asarray(keep, dtype=np.int64)
-
-
-def exact_index(embeddings: np.ndarray) -> faiss.Index:
-    index = faiss.IndexFlatIP(embeddings.shape[1])
-    index.add(np.ascontiguousarray(embeddings, dtype=np.float32))
-    return index
 
 
 def assign_nearest(
@@ -131,6 +126,9 @@ def retrieve(
     query_manifest: str | None = None,
     dedup: bool = True,
     image_embeddings: str | None = None,
+    search: str = "auto",
+    nprobe: int | None = None,
+    index_memory_gb: float = 16.0,
 ) -> pd.DataFrame:
     """Write the manifest of retrieved images; ``query_manifest`` labels image queries (one row per query)."""
     classes = read_classes(classes_path)
@@ -160,7 +158,7 @@ def retrieve(
             len(pool),
             "unreadable ones left out, identical ones counted once" if dedup else "unreadable ones left out",
         )
-    index = exact_index(np.asarray(embeddings)[searched])
+    index = build_index(embeddings, searched, search, index_memory_gb * 1e9, nprobe)
     chosen = assign_nearest(index, queries, quotas, overfetch, query_labels)
     rows = [int(searched[row]) for _, row, _ in chosen]
     added = pd.DataFrame(
@@ -198,6 +196,11 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="the pool's image embeddings, which tell unreadable and identical images (default: --pool-embeddings)",
     )
+    parser.add_argument(
+        "--search", default="auto", help='"auto", or a faiss index factory string ("Flat", "IVF1024,PQ64")'
+    )
+    parser.add_argument("--nprobe", type=int, default=None, help="inverted lists visited per query (IVF indexes)")
+    parser.add_argument("--index-memory-gb", type=float, default=16.0, help="memory the automatic index choice may use")
     args = parser.parse_args(argv)
     start_logging()
     added = retrieve(
@@ -212,6 +215,9 @@ def main(argv: list[str] | None = None) -> None:
         args.query_manifest,
         args.dedup,
         args.image_embeddings,
+        args.search,
+        args.nprobe,
+        args.index_memory_gb,
     )
     log.info("retrieved %d images into %s", len(added), args.out)
 

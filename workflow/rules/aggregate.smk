@@ -11,11 +11,35 @@ rule aggregate:
             if adds_images(method)
         ],
         unreadable=[path for paths in unreadable_lists().values() for path in paths],
+        benchmarks=cost_inputs(),
         classes=config["dataset"]["classes"],
     output:
-        csv=f"{RESULTS}/summary.csv",
+        csv=report(
+            f"{RESULTS}/summary.csv",
+            caption="../report/summary.rst",
+            category="1. Results",
+        ),
         md=f"{RESULTS}/summary.md",
-        unreadable=f"{RESULTS}/unreadable.csv",
+        per_class=report(
+            f"{RESULTS}/per_class.csv",
+            caption="../report/per_class.rst",
+            category="1. Results",
+        ),
+        cost=report(
+            f"{RESULTS}/cost.csv",
+            caption="../report/cost.rst",
+            category="3. Compute cost",
+        ),
+        unreadable=report(
+            f"{RESULTS}/unreadable.csv",
+            caption="../report/unreadable.rst",
+            category="4. Provenance and data",
+        ),
+        provenance=report(
+            f"{RESULTS}/provenance.json",
+            caption="../report/provenance.rst",
+            category="4. Provenance and data",
+        ),
     log:
         f"{LOGS}/aggregate.log",
     conda:
@@ -30,16 +54,64 @@ rule aggregate:
         added=lambda wildcards, input: [
             f"{Path(path).parent.name}={path}" for path in input.added
         ],
-        unreadable=cli_options(
+        options=cli_options(
             {
                 "unreadable": [
                     f"{stage}={path}"
                     for stage, paths in unreadable_lists().items()
                     for path in paths
-                ]
+                ],
+                "benchmark_root": BENCHMARKS,
+                "settings": json.dumps(provenance_settings(), sort_keys=True),
             }
         ),
+        gpus=[f"{rule}={count}" for rule, count in GPUS.items()],
     shell:
         "python -m augbench.aggregate --metrics {input.metrics}"
-        " --method-kinds {params.kinds} --added {params.added} {params.unreadable}"
+        " --method-kinds {params.kinds} --added {params.added}"
+        " --benchmarks {input.benchmarks} --gpus {params.gpus} {params.options}"
         " --classes {input.classes} --out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule figures:
+    input:
+        summary=rules.aggregate.output.csv,
+        subset=rules.subset.output.subset,
+        added=rules.aggregate.input.added,
+        classes=config["dataset"]["classes"],
+    output:
+        top1=report(
+            f"{RESULTS}/figures/top1.png",
+            caption="../report/top1.rst",
+            category="2. Figures",
+        ),
+        cost=report(
+            f"{RESULTS}/figures/top1_vs_cost.png",
+            caption="../report/top1_vs_cost.rst",
+            category="3. Compute cost",
+        ),
+        grids=report(
+            directory(f"{RESULTS}/figures/grids"),
+            patterns=["{name}.png"],
+            caption="../report/grids.rst",
+            category="2. Figures",
+            subcategory="Image grids",
+        ),
+    log:
+        f"{LOGS}/figures.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=grows(4000),
+        runtime=grows(20),
+    params:
+        out_dir=lambda wildcards, output: Path(output.top1).parent,
+        added=lambda wildcards, input: [
+            f"{Path(path).parent.name}={path}" for path in input.added
+        ],
+        options=cli_options(config["report"]),
+    shell:
+        "python -m augbench.figures --summary {input.summary} --subset {input.subset}"
+        " --classes {input.classes} --added {params.added} {params.options}"
+        " --out-dir {params.out_dir} > {log} 2>&1"

@@ -1,3 +1,4 @@
+import json
 import os
 import re
 import shlex
@@ -297,6 +298,58 @@ GENERATE_OPTIONS = (
 )
 
 
+# GPUs a job of each GPU rule asks for; the rules take them from here, and the cost
+# table counts GPU hours with them.
+GPUS = {
+    "pretrain_clip": 1,
+    "pretrain_diffusion": 1,
+    "embed_pool": 1,
+    "embed_pool_captions": 1,
+    "embed_subset": 1,
+    "personalise": 1,
+    "generate": 1,
+    "train": config["classifier"]["processes"],
+}
+
+
+def benchmark_of(rule_name, job):
+    """Where a job's Snakemake benchmark goes: <rule>/[<method>/]<job>.tsv, the layout augbench.cost reads."""
+    return f"{BENCHMARKS}/{rule_name}/{job}.tsv"
+
+
+def cost_inputs():
+    """The benchmarks of the jobs the cost table reports: each method's own, and the
+    heavy shared ones (pool embedding, the mini-world's pre-training)."""
+    files = []
+    for method, params in METHODS.items():
+        for stage in ("train", "evaluate"):
+            files += [benchmark_of(stage, f"{method}/seed{seed}") for seed in SEEDS]
+        if params["kind"] == "retrieve":
+            files.append(benchmark_of("retrieve", f"{method}/retrieve"))
+        if params["kind"] == "generate":
+            files += [
+                benchmark_of("generate", f"{method}/shard{shard}")
+                for shard in range(params["shards"])
+            ]
+            files += [
+                benchmark_of("personalise", f"{method}/shard{shard}")
+                for shard in range(len(personalisation_files(method)))
+            ]
+    shards = range(config["pool"]["embed_shards"])
+    if methods_of("retrieve"):
+        files += [benchmark_of("embed_pool", f"shard{shard}") for shard in shards]
+    if any(METHODS[name]["index"] == "caption" for name in methods_of("retrieve")):
+        files += [
+            benchmark_of("embed_pool_captions", f"shard{shard}") for shard in shards
+        ]
+    if MINIWORLD["enabled"] and MINIWORLD["pretrain"]:
+        files += [
+            benchmark_of(stage, stage)
+            for stage in ("pretrain_clip", "pretrain_diffusion")
+        ]
+    return files
+
+
 def grows(amount):
     """A resource that grows with each attempt, as a job killed for memory or time (--retries) needs more."""
     return lambda wildcards, attempt: amount * attempt
@@ -335,6 +388,23 @@ def unreadable_lists():
             for shard in range(config["pool"]["embed_shards"])
         ]
     return lists
+
+
+def provenance_settings():
+    """What of the config produced the results: the models and every method's resolved entry."""
+    return {
+        "experiment": config["experiment"],
+        "clip": {key: config["clip"][key] for key in ("model", "pretrained")},
+        "diffusion": {
+            key: config["diffusion"][key] for key in ("model", "revision", "dtype")
+        },
+        "classifier": config["classifier"],
+        "subset": config["subset"],
+        "augment": config["augment"],
+        "prompt_template": config["prompt_template"],
+        "seeds": SEEDS,
+        "methods": METHODS,
+    }
 
 
 def print_summary():

@@ -8,7 +8,7 @@ rule embed_pool:
     log:
         f"{LOGS}/embed/pool_images/shard{{shard}}.log",
     benchmark:
-        f"{BENCHMARKS}/embed/pool_images/shard{{shard}}.tsv"
+        benchmark_of("embed_pool", "shard{shard}")
     wildcard_constraints:
         shard=r"\d+",
     conda:
@@ -17,7 +17,7 @@ rule embed_pool:
     resources:
         mem_mb=grows(8000),
         runtime=grows(120),
-        gpu=1,
+        gpu=GPUS["embed_pool"],
     params:
         options=cli_options(
             {
@@ -93,7 +93,7 @@ rule embed_pool_captions:
     log:
         f"{LOGS}/embed/pool_captions/shard{{shard}}.log",
     benchmark:
-        f"{BENCHMARKS}/embed/pool_captions/shard{{shard}}.tsv"
+        benchmark_of("embed_pool_captions", "shard{shard}")
     wildcard_constraints:
         shard=r"\d+",
     conda:
@@ -102,7 +102,7 @@ rule embed_pool_captions:
     resources:
         mem_mb=grows(8000),
         runtime=grows(60),
-        gpu=1,
+        gpu=GPUS["embed_pool_captions"],
     params:
         options=cli_options(
             {
@@ -125,13 +125,15 @@ rule embed_subset:
         f"{RESULTS}/embed/subset_images.npy",
     log:
         f"{LOGS}/embed/subset_images.log",
+    benchmark:
+        benchmark_of("embed_subset", "embed_subset")
     conda:
         ENV
     threads: 2
     resources:
         mem_mb=grows(8000),
         runtime=grows(60),
-        gpu=1,
+        gpu=GPUS["embed_subset"],
     params:
         options=cli_options({**config["clip"], "device": config["device"]}),
     shell:

@@ -8,6 +8,8 @@ rule evaluate:
         f"{RESULTS}/metrics/{{method}}/seed{{seed}}.json",
     log:
         f"{LOGS}/evaluate/{{method}}/seed{{seed}}.log",
+    benchmark:
+        benchmark_of("evaluate", "{method}/seed{seed}")
     conda:
         ENV
     threads: 2

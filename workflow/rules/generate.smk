@@ -10,7 +10,7 @@ rule generate:
     log:
         f"{LOGS}/generate/{{method}}/shard{{shard}}.log",
     benchmark:
-        f"{BENCHMARKS}/generate/{{method}}/shard{{shard}}.tsv"
+        benchmark_of("generate", "{method}/shard{shard}")
     wildcard_constraints:
         method=alternation(methods_of("generate")),
         shard=r"\d+",
@@ -20,7 +20,7 @@ rule generate:
     resources:
         mem_mb=grows(16000),
         runtime=grows(720),
-        gpu=1,
+        gpu=GPUS["generate"],
     params:
         out_dir=lambda wildcards: f"{RESULTS}/added/{wildcards.method}",
         # From wildcards only (not input), so Snakemake records them and reruns a job when they change.

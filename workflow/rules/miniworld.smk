@@ -49,14 +49,14 @@ if MINIWORLD["enabled"] and MINIWORLD["pretrain"]:
         log:
             f"{LOGS}/miniworld/pretrain_clip.log",
         benchmark:
-            f"{BENCHMARKS}/miniworld/pretrain_clip.tsv"
+            benchmark_of("pretrain_clip", "pretrain_clip")
         conda:
             ENV
         threads: 2
         resources:
             mem_mb=grows(4000),
             runtime=grows(60),
-            gpu=1,
+            gpu=GPUS["pretrain_clip"],
         params:
             options=cli_options(
                 {
@@ -78,14 +78,14 @@ if MINIWORLD["enabled"] and MINIWORLD["pretrain"]:
         log:
             f"{LOGS}/miniworld/pretrain_diffusion.log",
         benchmark:
-            f"{BENCHMARKS}/miniworld/pretrain_diffusion.tsv"
+            benchmark_of("pretrain_diffusion", "pretrain_diffusion")
         conda:
             ENV
         threads: 2
         resources:
             mem_mb=grows(4000),
             runtime=grows(60),
-            gpu=1,
+            gpu=GPUS["pretrain_diffusion"],
         params:
             options=cli_options(
                 {

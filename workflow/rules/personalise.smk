@@ -14,7 +14,7 @@ rule personalise:
     log:
         f"{LOGS}/personalise/{{method}}/shard{{shard}}.log",
     benchmark:
-        f"{BENCHMARKS}/personalise/{{method}}/shard{{shard}}.tsv"
+        benchmark_of("personalise", "{method}/shard{shard}")
     wildcard_constraints:
         method=alternation(personalised_methods()),
         shard=r"\d+",
@@ -24,7 +24,7 @@ rule personalise:
     resources:
         mem_mb=grows(32000),
         runtime=grows(720),
-        gpu=1,
+        gpu=GPUS["personalise"],
     params:
         # From wildcards only (not input), so Snakemake records them and reruns a job when they change.
         options=lambda wildcards: cli_options(

@@ -20,7 +20,7 @@ rule retrieve:
     log:
         f"{LOGS}/retrieve/{{method}}.log",
     benchmark:
-        f"{BENCHMARKS}/retrieve/{{method}}.tsv"
+        benchmark_of("retrieve", "{method}/retrieve")
     wildcard_constraints:
         method=alternation(methods_of("retrieve")),
     conda:
@@ -36,6 +36,9 @@ rule retrieve:
                 "per_class": config["augment"]["per_class"],
                 "overfetch": METHODS[wildcards.method]["overfetch"],
                 "dedup": METHODS[wildcards.method]["dedup"],
+                "search": METHODS[wildcards.method]["search"],
+                "nprobe": METHODS[wildcards.method]["nprobe"],
+                "index_memory_gb": config["pool"]["index_memory_gb"],
                 "image_embeddings": POOL_IMAGE_EMBEDDINGS,
                 # Image queries take their class from the subset's rows.
                 "query_manifest": (

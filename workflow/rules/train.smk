@@ -9,14 +9,14 @@ rule train:
     log:
         f"{LOGS}/train/{{method}}/seed{{seed}}.log",
     benchmark:
-        f"{BENCHMARKS}/train/{{method}}/seed{{seed}}.tsv"
+        benchmark_of("train", "{method}/seed{seed}")
     conda:
         ENV
     threads: 2
     resources:
         mem_mb=grows(16000),
         runtime=grows(1440),
-        gpu=config["classifier"]["processes"],
+        gpu=GPUS["train"],
     params:
         manifests=lambda wildcards, input: cli_options(
             {"manifest": [input.subset, *input.added]}

@@ -1,0 +1,59 @@
+"""What each method's jobs cost, from the benchmark files Snakemake writes for each job.
+
+A benchmark file lies at ``<root>/<rule>/<method>/<job>.tsv`` for a method's own jobs and
+at ``<root>/<rule>/<job>.tsv`` for shared ones (pool embedding, the mini-world's
+pre-training), which a user with precomputed embeddings or pretrained models does not
+pay, so they are listed apart. CPU hours are the jobs' CPU time; GPU hours are the wall
+time of the jobs of GPU rules times the GPUs each asked for (on a machine without GPUs,
+those jobs ran on the CPU: the figure is then the GPU time they would hold on a cluster).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+COLUMNS = ["owner", "jobs", "wall_hours", "cpu_hours", "gpu_hours", "added_images", "gpu_hours_per_1k_added"]
+
+
+def read_benchmark(path: str | Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one job; a rerun overwrites its file, so the last attempt counts."""
+    frame = pd.read_csv(path, sep="\t")
+    return float(frame["s"].iloc[-1]), float(pd.to_numeric(frame["cpu_time"], errors="coerce").fillna(0).iloc[-1])
+
+
+def job_costs(paths: list[str], root: str, methods: list[str], gpus: dict[str, int]) -> pd.DataFrame:
+    """One row per job: rule, owner (a method, or "shared: <rule>"), wall, CPU and GPU hours."""
+    rows = []
+    for path in paths:
+        parts = Path(path).relative_to(root).parts
+        rule = parts[0]
+        owner = parts[1] if len(parts) > 2 and parts[1] in methods else f"shared: {rule}"
+        wall, cpu = read_benchmark(path)
+        rows.append(
+            {
+                "rule": rule,
+                "owner": owner,
+                "wall_hours": wall / 3600,
+                "cpu_hours": cpu / 3600,
+                "gpu_hours": wall / 3600 * gpus.get(rule, 0),
+            }
+        )
+    return pd.DataFrame(rows, columns=["rule", "owner", "wall_hours", "cpu_hours", "gpu_hours"])
+
+
+def cost_table(jobs: pd.DataFrame, methods: list[str], added_images: dict[str, int]) -> pd.DataFrame:
+    """Per method (in registry order) and then per shared rule: jobs, hours, and GPU hours per 1,000 added images."""
+    totals = jobs.groupby("owner", sort=False).agg(
+        jobs=("rule", "size"),
+        wall_hours=("wall_hours", "sum"),
+        cpu_hours=("cpu_hours", "sum"),
+        gpu_hours=("gpu_hours", "sum"),
+    )
+    owners = [m for m in methods if m in totals.index] + sorted(o for o in totals.index if o not in methods)
+    table = totals.loc[owners].reset_index()
+    table["added_images"] = [added_images.get(owner, 0) for owner in table.owner]
+    per_1k = table.gpu_hours / (table.added_images / 1000)
+    table["gpu_hours_per_1k_added"] = per_1k.where(table.added_images > 0)
+    return table[COLUMNS]

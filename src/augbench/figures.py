@@ -1,0 +1,136 @@
+"""Figures of a finished run: accuracy per method, accuracy against cost, and image grids.
+
+    python -m augbench.figures --summary summary.csv --cost cost.csv --classes classes.txt \
+        --subset subset/train.csv --added METHOD=MANIFEST ... --grid-classes 3 --out-dir figures
+
+Writes ``top1.png`` (top-1 per method with the std over seeds, grouped by kind, the
+baseline as a line), ``top1_vs_cost.png`` (top-1 against each method's own GPU hours) and,
+under ``grids/``, one image grid per chosen class: a row of the class's real images,
+then a row of what each method added for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display (cluster nodes have none)
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from augbench.cli import start_logging  # noqa: E402
+from augbench.files import atomic_path, read_classes, read_manifest  # noqa: E402
+from augbench.images import UnreadableImage, load_rgb  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+KINDS = ["real", "retrieve", "generate"]
+COLOURS = {"real": "#4d4d4d", "retrieve": "#1b9e77", "generate": "#d95f02"}
+
+
+def _save(figure, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(figure)
+
+
+def plot_top1(summary: pd.DataFrame, out: Path) -> None:
+    order = summary.assign(rank=summary.kind.map(KINDS.index)).sort_values("rank", kind="stable")
+    figure, axes = plt.subplots(figsize=(max(6, 0.55 * len(order)), 4))
+    positions = np.arange(len(order))
+    axes.bar(
+        positions,
+        order.top1_mean,
+        yerr=order.top1_std,
+        color=[COLOURS.get(kind, "grey") for kind in order.kind],
+        capsize=3,
+    )
+    if "baseline" in set(order.method):
+        axes.axhline(order.set_index("method").top1_mean["baseline"], color="black", linestyle="--", linewidth=1)
+    axes.set_xticks(positions, order.method, rotation=60, ha="right")
+    axes.set_ylabel("top-1 accuracy (%)")
+    low = (order.top1_mean - order.top1_std).min()
+    axes.set_ylim(max(0.0, low - 5), min(100.0, (order.top1_mean + order.top1_std).max() + 2))
+    handles = [plt.Rectangle((0, 0), 1, 1, color=COLOURS[k]) for k in KINDS if k in set(order.kind)]
+    axes.legend(handles, [k for k in KINDS if k in set(order.kind)], title="kind", loc="lower right")
+    axes.set_title("Top-1 per method (mean ± std over seeds; dashed: baseline)")
+    _save(figure, out)
+
+
+def plot_top1_vs_cost(summary: pd.DataFrame, out: Path) -> None:
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for row in summary.itertuples():
+        hours = getattr(row, "gpu_hours", np.nan)
+        hours = 0.0 if np.isnan(hours) else hours
+        axes.errorbar(hours, row.top1_mean, yerr=row.top1_std, fmt="o", color=COLOURS.get(row.kind, "grey"), capsize=3)
+        axes.annotate(row.method, (hours, row.top1_mean), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    axes.set_xlabel("GPU hours of the method's own jobs")
+    axes.set_ylabel("top-1 accuracy (%)")
+    axes.set_title("Accuracy against compute")
+    _save(figure, out)
+
+
+def plot_grid(rows: dict[str, list[str]], title: str, out: Path, size: int = 64) -> None:
+    """A grid: one row per entry (its label, then its images), blank where a row has fewer."""
+    columns = max(1, max(len(paths) for paths in rows.values()))
+    figure, axes = plt.subplots(len(rows), columns, figsize=(1.1 * columns + 1.6, 1.1 * len(rows)), squeeze=False)
+    for r, (label, paths) in enumerate(rows.items()):
+        for c in range(columns):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if c < len(paths):
+                try:
+                    ax.imshow(np.asarray(load_rgb(paths[c]).resize((size, size))))
+                except UnreadableImage:
+                    pass
+        axes[r][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    figure.suptitle(title, fontsize=10)
+    _save(figure, out)
+
+
+def grid_rows(subset: pd.DataFrame, added: dict[str, pd.DataFrame], label: int, count: int) -> dict[str, list[str]]:
+    rows = {"real": subset[subset.label == label].path.tolist()[:count]}
+    for method, frame in added.items():
+        rows[method] = frame[frame.label == label].path.tolist()[:count]
+    return rows
+
+
+def grid_labels(n_classes: int, chosen: int) -> list[int]:
+    """``chosen`` classes spread evenly over the class list (the same ones on every run)."""
+    return sorted({int(i) for i in np.linspace(0, n_classes - 1, min(chosen, n_classes))})
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--summary", required=True)
+    parser.add_argument("--classes", required=True)
+    parser.add_argument("--subset", required=True, help="the real subset, shown first in each grid")
+    parser.add_argument("--added", nargs="*", default=[], metavar="METHOD=MANIFEST")
+    parser.add_argument("--grid-classes", type=int, default=3, help="classes shown as image grids")
+    parser.add_argument("--grid-images", type=int, default=8, help="images per row of a grid")
+    parser.add_argument("--out-dir", required=True)
+    args = parser.parse_args(argv)
+    start_logging()
+    out = Path(args.out_dir)
+    summary = pd.read_csv(args.summary)
+    plot_top1(summary, out / "top1.png")
+    plot_top1_vs_cost(summary, out / "top1_vs_cost.png")
+    classes = read_classes(args.classes)
+    subset = read_manifest(args.subset)
+    added = {method: read_manifest(path) for method, path in (item.split("=", 1) for item in args.added)}
+    for label in grid_labels(len(classes), args.grid_classes):
+        rows = grid_rows(subset, added, label, args.grid_images)
+        name = "".join(ch if ch.isalnum() else "_" for ch in classes[label])
+        plot_grid(rows, f"class {label}: {classes[label]}", out / "grids" / f"class{label:04d}_{name}.png")
+    log.info("wrote figures to %s", out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Inner-product indexes over embeddings: exact for small pools, faiss IVF for large ones.
+
+``choose_factory`` picks a faiss factory string from the pool's size and a memory
+budget: exact (``Flat``) up to ``EXACT_UP_TO`` vectors; above, an inverted file with
+about sqrt(n) lists (``IVF<nlist>,Flat``), or with product-quantised codes
+(``IVF<nlist>,PQ<m>``) when the vectors themselves do not fit the budget. A config can
+name any faiss factory string instead. Vectors are added in blocks, so a memory-mapped
+pool is never read whole; with faiss-gpu and a GPU present the index moves to the GPUs.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import faiss
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+EXACT_UP_TO = 200_000
+TRAINING_POINTS_PER_LIST = 40  # faiss warns below 39 per centroid
+BLOCK = 1 << 16
+
+
+def choose_factory(n: int, dim: int, memory_bytes: float) -> str:
+    if n <= EXACT_UP_TO:
+        return "Flat"
+    nlist = 2 ** int(round(np.log2(np.sqrt(n))))
+    if n * dim * 4 <= 0.5 * memory_bytes:  # room left for the queries and the search
+        return f"IVF{nlist},Flat"
+    # The largest code that fits, in bytes per vector: a divisor of the dimension.
+    budget = max(1, int(0.5 * memory_bytes / n))
+    m = max(m for m in range(1, min(dim, budget, 128) + 1) if dim % m == 0)
+    return f"IVF{nlist},PQ{m}"
+
+
+def default_nprobe(factory: str) -> int:
+    """Lists visited per query: a 32nd of them, which keeps recall@100 high on clustered
+    embeddings while visiting a few percent of the pool (see benchmarks/)."""
+    match = re.match(r"IVF(\d+)", factory)
+    return max(1, int(match.group(1)) // 32) if match else 1
+
+
+def build_index(
+    vectors: np.ndarray,
+    rows: np.ndarray | None = None,
+    factory: str = "auto",
+    memory_bytes: float = 8e9,
+    nprobe: int | None = None,
+    seed: int = 0,
+) -> faiss.Index:
+    """An inner-product index over ``vectors[rows]`` (all rows by default); index ids are positions in ``rows``."""
+    rows = np.arange(len(vectors)) if rows is None else np.asarray(rows)
+    dim = vectors.shape[1]
+    if factory == "auto":
+        factory = choose_factory(len(rows), dim, memory_bytes)
+    index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    if not index.is_trained:
+        nlist = faiss.extract_index_ivf(index).nlist if "IVF" in factory else 256
+        size = min(len(rows), max(TRAINING_POINTS_PER_LIST * nlist, 10_000))
+        sample = np.sort(np.random.default_rng(seed).choice(len(rows), size=size, replace=False))
+        index.train(np.ascontiguousarray(vectors[rows[sample]], dtype=np.float32))
+    for start in range(0, len(rows), BLOCK):
+        index.add(np.ascontiguousarray(vectors[rows[start : start + BLOCK]], dtype=np.float32))
+    if "IVF" in factory:
+        faiss.extract_index_ivf(index).nprobe = nprobe or default_nprobe(factory)
+    log.info("index %s over %d vectors", factory, index.ntotal)
+    if getattr(faiss, "get_num_gpus", lambda: 0)() > 0:
+        index = faiss.index_cpu_to_all_gpus(index)
+    return index
