@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test lint unit e2e clean
+.PHONY: demo test lint unit e2e bench clean
 
 $(INSTALLED): pyproject.toml
 	python3 -m venv $(VENV)
@@ -21,8 +21,8 @@ demo: $(INSTALLED)
 	@echo "Outputs: results/demo/ (summary.csv, summary.md, per-seed metrics), logs in logs/demo/."
 
 lint: $(INSTALLED)
-	ruff check src tests
-	ruff format --check src tests
+	ruff check src tests benchmarks
+	ruff format --check src tests benchmarks
 	snakefmt --check Snakefile workflow
 	snakemake --lint --configfile config.yaml
 
@@ -33,6 +33,10 @@ e2e: $(INSTALLED)
 	pytest -m e2e -q
 
 test: lint unit e2e
+
+# Each stage against what limits it, as ratios (benchmarks/README.md); writes benchmarks/latest.json.
+bench: $(INSTALLED)
+	$(PYTHON) benchmarks/run.py
 
 clean:
 	rm -rf results logs benchmarks/runs resources/miniworld resources/miniworld-smoke .snakemake

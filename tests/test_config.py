@@ -143,3 +143,18 @@ def test_a_method_given_twice_is_refused_with_its_line(tmp_path):
     assert result.returncode != 0
     line = text.splitlines().index("  gen_img2img:", text.splitlines().index("  gen_img2img:") + 1) + 1
     assert f"line {line}: key 'gen_img2img' is given twice" in result.stdout + result.stderr
+
+
+def test_a_method_can_add_its_own_number_of_images_per_class(tmp_path):
+    config = copy.deepcopy(SMOKE)
+    config["methods"]["retrieve_text_5"] = {"kind": "retrieve", "per_class": 5}
+    result = dry_run(tmp_path, config)
+    assert result.returncode == 0, result.stderr[-2000:]
+    path = tmp_path / "config.yaml"
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    command = [sys.executable, "-m", "snakemake", "-n", "-p", "--snakefile", str(REPO / "Snakefile")]
+    command += ["--directory", str(tmp_path), "--configfile", str(path), "--cores", "1", "--forcerun", "retrieve"]
+    output = subprocess.run(command, env=env, capture_output=True, text=True).stdout
+    commands = {line.split("--out ")[1].split()[0]: line for line in output.splitlines() if "augbench.retrieve" in line}
+    assert "--per-class 5" in commands["results/smoke/added/retrieve_text_5/manifest.csv"]
+    assert "--per-class" not in commands["results/smoke/added/retrieve_text/manifest.csv"]  # 1:1, the default

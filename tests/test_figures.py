@@ -23,6 +23,7 @@ def test_figures_and_one_grid_per_chosen_class(tmp_path):
             "top1_mean": [60.0, 65.0, 62.0],
             "top1_std": [1.0, 0.5, 0.0],
             "gpu_hours": [0.1, 0.2, 3.0],
+            "n_added_per_class": [0.0, 2.0, 2.0],
         }
     )
     summary.to_csv(tmp_path / "summary.csv", index=False)
@@ -38,7 +39,7 @@ def test_figures_and_one_grid_per_chosen_class(tmp_path):
     )
     grids = sorted(path.name for path in (tmp_path / "figures" / "grids").glob("*.png"))
     assert grids == ["class0000_ant.png", "class0002_cat.png", "class0004_elk.png"]  # spread over the list
-    for path in [tmp_path / "figures" / "top1.png", tmp_path / "figures" / "top1_vs_cost.png"]:
+    for path in [tmp_path / "figures" / name for name in ("top1.png", "top1_vs_cost.png", "top1_vs_added.png")]:
         with Image.open(path) as image:
             assert image.format == "PNG" and min(image.size) > 100
     with Image.open(tmp_path / "figures" / "grids" / "class0002_cat.png") as grid:

@@ -12,16 +12,21 @@ from pathlib import Path
 import pytest
 import yaml
 
+from augbench.stub import make_stub
+
 from helpers import REPO, snakemake
 
 PRESETS = ["imagenet10", "imagenet"]
 
 
-def stub_data_root(workdir: Path) -> None:
-    """What a dry run needs of the data: the dataset folders and the pool manifest exist."""
-    for folder in ("data/imagenet/train", "data/imagenet/val", "data/pool"):
-        (workdir / folder).mkdir(parents=True)
-    (workdir / "data" / "pool" / "manifest.csv").touch()
+def stub_data_root(workdir: Path, preset: str = "imagenet10") -> None:
+    """What a dry run needs of the data (python -m augbench.stub), and the shipped class list."""
+    made = make_stub(str(REPO / "configs" / f"{preset}.yaml"), str(workdir))
+    assert sorted(path.relative_to(workdir).as_posix() for path in made) == [
+        "data/imagenet/train",
+        "data/imagenet/val",
+        "data/pool/manifest.csv",
+    ]
     (workdir / "resources").symlink_to(REPO / "resources")
 
 
@@ -34,7 +39,7 @@ def _job_counts(output: str) -> dict[str, int]:
 def test_preset_dry_run_through_the_slurm_profile_needs_no_data(preset, tmp_path):
     configfile = REPO / "configs" / f"{preset}.yaml"
     config = yaml.safe_load(configfile.read_text())
-    stub_data_root(tmp_path)
+    stub_data_root(tmp_path, preset)
     result = snakemake(tmp_path, "-n", "-q", "rules", profile=REPO / "profiles" / "slurm", configfile=configfile)
     counts = _job_counts(result.stdout + result.stderr)
     methods, seeds = config["methods"], config["seeds"]

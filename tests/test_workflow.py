@@ -175,7 +175,7 @@ def test_changing_one_method_reruns_only_that_method(smoke_run, tmp_path):
     methods = set(re.findall(r"wildcards: method=([\w-]+)", output))
     rules = set(re.findall(r"^(?:local)?rule (\w+):", output, flags=re.MULTILINE))
     assert methods == {"gen_img2img"}, output[-3000:]
-    assert rules == {"generate", "collect_generated", "train", "evaluate", "aggregate", "all"}, rules
+    assert rules == {"generate", "collect_generated", "train", "evaluate", "aggregate", "figures", "all"}, rules
 
 
 def _report_files(html: str) -> dict[str, tuple[str, bytes]]:
@@ -194,7 +194,7 @@ def test_html_report_holds_the_tables_figures_and_image_grids(smoke_run):
     assert summary.method.tolist() == list(METHODS)
     grids = sorted(name for name in files if name.startswith("class"))
     assert len(grids) == 3  # report.grid_classes
-    for name in ["top1.png", "top1_vs_cost.png", *grids]:
+    for name in ["top1.png", "top1_vs_cost.png", "top1_vs_added.png", *grids]:
         mime, content = files[name]
         assert mime == "image/png" and content, name
         with Image.open(io.BytesIO(content)) as image:

@@ -4,7 +4,9 @@
         --subset subset/train.csv --added METHOD=MANIFEST ... --grid-classes 3 --out-dir figures
 
 Writes ``top1.png`` (top-1 per method with the std over seeds, grouped by kind, the
-baseline as a line), ``top1_vs_cost.png`` (top-1 against each method's own GPU hours) and,
+baseline as a line), ``top1_vs_cost.png`` (top-1 against each method's own GPU hours),
+``top1_vs_added.png`` (top-1 against images added per class, where entries of the
+registry that differ only in ``per_class`` sweep the amount) and,
 under ``grids/``, one image grid per chosen class: a row of the class's real images,
 then a row of what each method added for it.
 """
@@ -74,6 +76,27 @@ def plot_top1_vs_cost(summary: pd.DataFrame, out: Path) -> None:
     _save(figure, out)
 
 
+def plot_top1_vs_added(summary: pd.DataFrame, out: Path) -> None:
+    """Top-1 against images added per class; a sweep (entries that differ in per_class) spreads along x."""
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for row in summary.itertuples():
+        axes.errorbar(
+            row.n_added_per_class,
+            row.top1_mean,
+            yerr=row.top1_std,
+            fmt="o",
+            color=COLOURS.get(row.kind, "grey"),
+            capsize=3,
+        )
+        axes.annotate(
+            row.method, (row.n_added_per_class, row.top1_mean), fontsize=7, xytext=(3, 3), textcoords="offset points"
+        )
+    axes.set_xlabel("images added per class")
+    axes.set_ylabel("top-1 accuracy (%)")
+    axes.set_title("Accuracy against the amount added")
+    _save(figure, out)
+
+
 def plot_grid(rows: dict[str, list[str]], title: str, out: Path, size: int = 64) -> None:
     """A grid: one row per entry (its label, then its images), blank where a row has fewer."""
     columns = max(1, max(len(paths) for paths in rows.values()))
@@ -122,6 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     summary = pd.read_csv(args.summary)
     plot_top1(summary, out / "top1.png")
     plot_top1_vs_cost(summary, out / "top1_vs_cost.png")
+    plot_top1_vs_added(summary, out / "top1_vs_added.png")
     classes = read_classes(args.classes)
     subset = read_manifest(args.subset)
     added = {method: read_manifest(path) for method, path in (item.split("=", 1) for item in args.added)}

@@ -90,6 +90,11 @@ rule figures:
             caption="../report/top1_vs_cost.rst",
             category="3. Compute cost",
         ),
+        added=report(
+            f"{RESULTS}/figures/top1_vs_added.png",
+            caption="../report/top1_vs_added.rst",
+            category="2. Figures",
+        ),
         grids=report(
             directory(f"{RESULTS}/figures/grids"),
             patterns=["{name}.png"],

@@ -214,6 +214,14 @@ def diffusion_inputs(wildcards=None):
     return [path] if path else []
 
 
+def added_per_class(method):
+    """Images a retrieval or generation method adds per class: its own per_class (a sweep
+    over it is a few registry entries), else augment.per_class (null: 1:1 with the real ones).
+    """
+    own = METHODS[method].get("per_class")
+    return config["augment"]["per_class"] if own is None else own
+
+
 def adds_images(method):
     """Whether a method trains on more than the subset (every method but the baseline)."""
     params = METHODS[method]

@@ -28,7 +28,7 @@ rule generate:
             {
                 **config["diffusion"],
                 "template": config["prompt_template"],
-                "per_class": config["augment"]["per_class"],
+                "per_class": added_per_class(wildcards.method),
                 "device": config["device"],
                 "method": wildcards.method,
                 "shards": METHODS[wildcards.method]["shards"],
@@ -65,7 +65,7 @@ rule collect_generated:
         options=lambda wildcards: cli_options(
             {
                 "shard": generation_shards(wildcards.method),
-                "per_class": config["augment"]["per_class"],
+                "per_class": added_per_class(wildcards.method),
                 "zero_shot_keep": METHODS[wildcards.method]["zero_shot_keep"],
             }
         ),

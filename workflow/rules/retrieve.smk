@@ -33,7 +33,7 @@ rule retrieve:
         # From wildcards only (not input), so Snakemake records them and reruns a job when they change.
         options=lambda wildcards: cli_options(
             {
-                "per_class": config["augment"]["per_class"],
+                "per_class": added_per_class(wildcards.method),
                 "overfetch": METHODS[wildcards.method]["overfetch"],
                 "dedup": METHODS[wildcards.method]["dedup"],
                 "search": METHODS[wildcards.method]["search"],

@@ -1,0 +1,188 @@
+"""GPU throughputs at the study's real sizes, with random weights (they run at the real speed):
+
+- generation: a Stable-Diffusion-1.5-sized pipeline (UNet 320-640-1280-1280, 768-d text
+  conditioning, SD's VAE) at 512 px, 25 DPM-Solver++ steps, classifier-free guidance,
+  fp16, batch 8 and 16, through augbench's pipeline loading; and its overhead ratio over
+  the bare UNet + VAE steps (benchmarks/bench_generate.py);
+- training: ResNet-50 from scratch at 224 px, AMP and channels-last, from in-memory tensors;
+- embedding: a ViT-L/14-sized open_clip image tower at 224 px, fp16;
+- search: faiss on the GPU (when faiss has GPU support) for 1M x 768 vectors, k = 100.
+
+    python benchmarks/gpu.py --out gpu.json          # on a CUDA machine (benchmarks/gpu.sh)
+    python benchmarks/gpu.py --smoke --out smoke.json  # tiny sizes on CPU: checks the code paths
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+REPO = HERE.parent
+
+
+def _timed(call, device: torch.device, repeats: int) -> float:
+    """Best of ``repeats`` seconds per call, after a warm-up call."""
+    call()
+    best = float("inf")
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        call()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def sd_sized_pipeline(folder: Path, smoke: bool) -> str:
+    """Save a random-weight pipeline of Stable Diffusion 1.5's architecture (tiny with ``smoke``)."""
+    from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    width = 32 if smoke else 768
+    unet = UNet2DConditionModel(
+        sample_size=8 if smoke else 64,
+        block_out_channels=(32, 64, 64, 64) if smoke else (320, 640, 1280, 1280),
+        cross_attention_dim=width,
+        attention_head_dim=8,
+        layers_per_block=1 if smoke else 2,
+        norm_num_groups=32,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(32, 32, 32, 32) if smoke else (128, 256, 512, 512),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        layers_per_block=1 if smoke else 2,
+        sample_size=64 if smoke else 512,
+    )
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            hidden_size=width,
+            intermediate_size=4 * width,
+            num_hidden_layers=2 if smoke else 12,
+            num_attention_heads=4 if smoke else 12,
+            max_position_embeddings=77,
+            vocab_size=49408,
+        )
+    )
+    # The mini-world's byte-level CLIP tokenizer: text encoding is not what is measured.
+    tokenizer = CLIPTokenizer.from_pretrained(REPO / "resources" / "miniworld" / "models" / "diffusion" / "tokenizer")
+    pipeline = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=DPMSolverMultistepScheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipeline.save_pretrained(folder)
+    return str(folder)
+
+
+def generation(device: torch.device, smoke: bool) -> dict:
+    import bench_generate
+
+    results = {}
+    dtype = "float32" if smoke else "float16"
+    with tempfile.TemporaryDirectory() as tmp:
+        model = sd_sized_pipeline(Path(tmp) / "sd", smoke)
+        for batch in (2,) if smoke else (8, 16):
+            figures = bench_generate.measure(model, batch=batch, device=str(device), dtype=dtype)
+            results[f"gen_sd15_512px_batch{batch}_images_per_s"] = figures["gen_images_per_s"]
+            results[f"gen_sd15_overhead_ratio_batch{batch}"] = figures["gen_overhead_ratio"]
+    return results
+
+
+def training(device: torch.device, smoke: bool) -> dict:
+    from augbench.train import build_model
+
+    batch = 4 if smoke else 256
+    size = 64 if smoke else 224
+    model = build_model("resnet50", 1000).to(device, memory_format=torch.channels_last).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
+    images = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, 1000, (batch,), device=device)
+
+    def step():
+        with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+            loss = torch.nn.functional.cross_entropy(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    seconds = _timed(step, device, 2 if smoke else 10)
+    return {f"train_resnet50_{size}px_amp_images_per_s": batch / seconds}
+
+
+def embedding(device: torch.device, smoke: bool) -> dict:
+    import open_clip
+
+    name = "ViT-B-32" if smoke else "ViT-L-14"
+    batch = 4 if smoke else 256
+    model = open_clip.create_model(name, pretrained=None, device=device).eval()
+    if device.type == "cuda":
+        model = model.half()
+    images = torch.randn(batch, 3, 224, 224, device=device, dtype=next(model.parameters()).dtype)
+    with torch.inference_mode():
+        seconds = _timed(lambda: model.encode_image(images), device, 2 if smoke else 10)
+    return {f"embed_{name.replace('-', '_')}_images_per_s": batch / seconds}
+
+
+def search(device: torch.device, smoke: bool) -> dict:
+    import bench_search
+    import faiss
+    import numpy as np
+
+    n = 20_000 if smoke else bench_search.N
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((100 if smoke else 1000, 768), dtype=np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    pool = bench_search.mixture(rng, centres, n)
+    queries = bench_search.mixture(rng, centres, 1000)
+    gpus = getattr(faiss, "get_num_gpus", lambda: 0)()
+    index = faiss.IndexFlatIP(768)
+    index.add(pool)
+    if gpus:
+        index = faiss.index_cpu_to_all_gpus(index)
+    seconds = _timed(lambda: index.search(queries, 100), device, 3)
+    return {"search_faiss_gpus": gpus, "search_flat_1k_queries_seconds": seconds, "search_vectors": n}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, on CPU if no GPU: checks the code paths")
+    args = parser.parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type != "cuda" and not args.smoke:
+        parser.error("no CUDA device: these figures need a GPU (use --smoke to check the code on CPU)")
+    results = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "smoke": args.smoke}
+    for name, part in (
+        ("embedding", embedding),
+        ("training", training),
+        ("search", search),
+        ("generation", generation),
+    ):
+        start = time.perf_counter()
+        results.update(part(device, args.smoke))
+        print(f"{name}: {time.perf_counter() - start:.0f} s", flush=True)
+        Path(args.out).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")  # what is done so far
+    print(json.dumps(results, indent=2, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
