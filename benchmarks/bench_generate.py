@@ -7,10 +7,10 @@ measures a Stable-Diffusion-sized one.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import torch
+from timing import best_seconds
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "resources" / "miniworld" / "models" / "diffusion"
@@ -55,20 +55,8 @@ def measure(model: str = str(MODEL), batch: int = BATCH, device: str = "cpu", dt
     def bare_call():
         bare_steps(pipeline, prompt_embeds, negative_embeds, size, torch.Generator(dev).manual_seed(0))
 
-    timings = {"pipeline": [], "bare": []}
-    pipeline_call()  # warm-up
-    bare_call()
-    for _ in range(REPEATS):  # interleaved, so both see the same machine
-        for name, call in (("pipeline", pipeline_call), ("bare", bare_call)):
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            call()
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            timings[name].append(time.perf_counter() - start)
-    pipeline_rate = batch / min(timings["pipeline"])
-    bare_rate = batch / min(timings["bare"])
+    best = best_seconds({"pipeline": pipeline_call, "bare": bare_call}, dev, REPEATS)
+    pipeline_rate, bare_rate = batch / best["pipeline"], batch / best["bare"]
     print(f"   pipeline {pipeline_rate:.2f} images/s, bare steps {bare_rate:.2f} images/s at {size} px, batch {batch}")
     return {
         "gen_images_per_s": pipeline_rate,

@@ -27,20 +27,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 REPO = HERE.parent
 
+from timing import best_seconds  # noqa: E402
+
 
 def _timed(call, device: torch.device, repeats: int) -> float:
-    """Best of ``repeats`` seconds per call, after a warm-up call."""
-    call()
-    best = float("inf")
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        call()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best
+    return best_seconds({"call": call}, device, repeats)["call"]
 
 
 def sd_sized_pipeline(folder: Path, smoke: bool) -> str:
