@@ -37,10 +37,14 @@ def choose_factory(n: int, dim: int, memory_bytes: float) -> str:
 
 def default_nprobe(factory: str) -> int:
     """Lists visited per query: about 1% of them, so a search reads about 1% of the pool
-    (benchmarks/README.md: recall@100 and speed on 1M clustered embeddings). Where recall
-    matters more than time, a method's ``nprobe`` raises it."""
+    (benchmarks/README.md: recall@100 and speed on 1M clustered embeddings), but at least
+    8, as a query's neighbours spread over several lists. Where recall matters more than
+    time, a method's ``nprobe`` raises it."""
     match = re.match(r"IVF(\d+)", factory)
-    return max(1, round(int(match.group(1)) / 100)) if match else 1
+    if not match:
+        return 1
+    nlist = int(match.group(1))
+    return min(nlist, max(8, round(nlist / 100)))
 
 
 def build_index(
