@@ -37,7 +37,6 @@ from augbench.files import atomic_path, read_classes, read_json, read_manifest, 
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["method", "kind", "n_seeds", "top1_mean", "top1_std", "n_added_per_class"]
 PACKAGES = ["augbench", "torch", "torchvision", "diffusers", "transformers", "open_clip_torch", "peft", "faiss-cpu"]
 PACKAGES += ["numpy", "snakemake"]
 

@@ -57,8 +57,6 @@ def embed_images(
     )
     bad = [reason != "" for reason in why]
     broken = unreadable_frame(frame[bad], [reason for reason in why if reason])
-    for reason in broken.reason:
-        log.warning("skipped: %s", reason)
     _save(out, features)
     if unreadable:
         write_unreadable(unreadable, broken)

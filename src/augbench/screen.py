@@ -60,6 +60,9 @@ def screen(frame: pd.DataFrame, threads: int = 1) -> tuple[pd.DataFrame, pd.Data
 
 
 def write_unreadable(path: str, unreadable: pd.DataFrame) -> None:
+    """Log each skipped image with its reason, and write the list."""
+    for reason in unreadable.reason:
+        log.warning("skipped: %s", reason)
     write_manifest(path, unreadable.reindex(columns=UNREADABLE_COLUMNS))
 
 
@@ -74,8 +77,6 @@ def main(argv: list[str] | None = None) -> None:
     readable, unreadable = screen(read_manifest(args.manifest), args.threads)
     write_manifest(args.out, readable)
     write_unreadable(args.unreadable, unreadable)
-    for row in unreadable.itertuples():
-        log.warning("skipped: %s", row.reason)
     log.info("%d readable, %d unreadable images in %s", len(readable), len(unreadable), args.manifest)
 
 

@@ -136,8 +136,6 @@ def main(argv: list[str] | None = None) -> None:
         subset, rest, unreadable = draw_subset(
             frame, len(classes), args.seed, args.per_class, args.fraction, args.threads, classes
         )
-    for reason in unreadable.reason:
-        log.warning("skipped: %s", reason)
     write_manifest(args.out, subset)
     if args.rest:
         write_manifest(args.rest, rest)
