@@ -6,7 +6,11 @@
   the bare UNet + VAE steps (benchmarks/bench_generate.py);
 - training: ResNet-50 from scratch at 224 px, AMP and channels-last, from in-memory tensors;
 - embedding: a ViT-L/14-sized open_clip image tower at 224 px, fp16;
-- search: faiss on the GPU (when faiss has GPU support) for 1M x 768 vectors, k = 100.
+- search: faiss on the GPU (when faiss has GPU support) for 1M x 768 vectors, k = 100;
+- personalisation: SD-1.5-sized UNet training steps at 512 px as augbench.personalise runs
+  them (float32), to conditioning vectors and to LoRA weights, batch 4.
+
+benchmarks/cost_model.py turns the JSON into the GPU hours of a preset.
 
     python benchmarks/gpu.py --out gpu.json          # on a CUDA machine (benchmarks/gpu.sh)
     python benchmarks/gpu.py --smoke --out smoke.json  # tiny sizes on CPU: checks the code paths
@@ -34,20 +38,31 @@ def _timed(call, device: torch.device, repeats: int) -> float:
     return best_seconds({"call": call}, device, repeats)["call"]
 
 
-def sd_sized_pipeline(folder: Path, smoke: bool) -> str:
-    """Save a random-weight pipeline of Stable Diffusion 1.5's architecture (tiny with ``smoke``)."""
-    from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+def text_width(smoke: bool) -> int:
+    return 32 if smoke else 768
 
-    width = 32 if smoke else 768
-    unet = UNet2DConditionModel(
+
+def sd_unet(smoke: bool):
+    """A random-weight UNet of Stable Diffusion 1.5's architecture (64x64 latents, 512 px)."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
         sample_size=8 if smoke else 64,
         block_out_channels=(32, 64, 64, 64) if smoke else (320, 640, 1280, 1280),
-        cross_attention_dim=width,
+        cross_attention_dim=text_width(smoke),
         attention_head_dim=8,
         layers_per_block=1 if smoke else 2,
         norm_num_groups=32,
     )
+
+
+def sd_sized_pipeline(folder: Path, smoke: bool) -> str:
+    """Save a random-weight pipeline of Stable Diffusion 1.5's architecture (tiny with ``smoke``)."""
+    from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, StableDiffusionPipeline
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    width = text_width(smoke)
+    unet = sd_unet(smoke)
     vae = AutoencoderKL(
         block_out_channels=(32, 32, 32, 32) if smoke else (128, 256, 512, 512),
         down_block_types=("DownEncoderBlock2D",) * 4,
@@ -93,6 +108,40 @@ def generation(device: torch.device, smoke: bool) -> dict:
             figures = bench_generate.measure(model, batch=batch, device=str(device), dtype=dtype)
             results[f"gen_sd15_512px_batch{batch}_images_per_s"] = figures["gen_images_per_s"]
             results[f"gen_sd15_overhead_ratio_batch{batch}"] = figures["gen_overhead_ratio"]
+    return results
+
+
+def personalisation(device: torch.device, smoke: bool) -> dict:
+    """Images/s of a personalisation step as augbench.personalise runs it (float32, the
+    denoising loss, backward through the UNet): to learned conditioning vectors (textual
+    inversion, conditioning fine-tuning), and to LoRA weights (DM fine-tuning)."""
+    from diffusers import DDPMScheduler
+
+    from augbench.diffusion import denoising_loss
+    from augbench.personalise import _trainable_unet
+
+    batch = 2 if smoke else 4
+    unet = sd_unet(smoke).to(device).requires_grad_(False)
+    scheduler = DDPMScheduler()
+    size = unet.config.sample_size
+    latents = torch.randn(batch, 4, size, size, device=device)
+    conditioning = torch.nn.Parameter(torch.randn(batch, 77, text_width(smoke), device=device))
+
+    def step(parameters):
+        loss = denoising_loss(unet, scheduler, latents, conditioning).mean()
+        loss.backward()
+        for parameter in parameters:
+            parameter.grad = None
+
+    results = {}
+    repeats = 2 if smoke else 10
+    seconds = _timed(lambda: step([conditioning]), device, repeats)
+    results["personalise_sd15_512px_conditioning_images_per_s"] = batch / seconds
+    lora = _trainable_unet(unet, "lora", 8)
+    unet.train()
+    conditioning.requires_grad_(False)
+    seconds = _timed(lambda: step(lora), device, repeats)
+    results["personalise_sd15_512px_lora_images_per_s"] = batch / seconds
     return results
 
 
@@ -167,6 +216,7 @@ def main(argv: list[str] | None = None) -> None:
         ("training", training),
         ("search", search),
         ("generation", generation),
+        ("personalisation", personalisation),
     ):
         start = time.perf_counter()
         results.update(part(device, args.smoke))
