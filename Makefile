@@ -39,4 +39,6 @@ bench: $(INSTALLED)
 	$(PYTHON) benchmarks/run.py
 
 clean:
-	rm -rf results logs benchmarks/runs resources/miniworld resources/miniworld-smoke .snakemake
+	# The mini-world's data is rebuilt in seconds; its pre-trained models ship with the project and stay.
+	rm -rf results logs benchmarks/runs .snakemake resources/miniworld-smoke \
+		resources/miniworld/classes.txt resources/miniworld/train resources/miniworld/val resources/miniworld/pool
