@@ -65,6 +65,10 @@ CASES = {
         lambda c: c["miniworld"].update(pretrain=False),
         ["config clip.model: resources/miniworld-smoke/models/clip does not exist; set miniworld.pretrain: true"],
     ),
+    "missing classifier weights file": (
+        lambda c: c["classifier"].update(init_weights="weights/resnet18.pth"),
+        ["config classifier.init_weights: weights/resnet18.pth is not a file"],
+    ),
     "missing dataset folder": (
         lambda c: c.update(
             miniworld={"enabled": False},

@@ -1,4 +1,4 @@
-"""Train a torchvision classifier from scratch on real plus added images.
+"""Train a torchvision classifier on real plus added images, from scratch or from a weights file.
 
     python -m augbench.train --manifest subset.csv [--manifest added.csv] \
         --classes classes.txt --out model.safetensors --arch resnet18 --seed 0 ...
@@ -65,6 +65,7 @@ class Recipe:
     hflip: bool = True
     eval_crop_ratio: float = 0.875
     num_workers: int = 4
+    init_weights: str | None = None  # None: from scratch
 
 
 def build_model(arch: str, num_classes: int) -> torch.nn.Module:
@@ -72,6 +73,42 @@ def build_model(arch: str, num_classes: int) -> torch.nn.Module:
         return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
     except ValueError as error:
         raise ValueError(f"classifier.arch {arch!r} is not a torchvision model: {error}") from None
+
+
+def read_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """A state dict from .safetensors or a torch checkpoint (bare, or under "state_dict"/"model")."""
+    if path.endswith(".safetensors"):
+        state = load_file(path)
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        for key in ("state_dict", "model"):
+            if isinstance(state, dict) and isinstance(state.get(key), dict):
+                state = state[key]
+    if not isinstance(state, dict):
+        raise ValueError(f"classifier.init_weights {path}: not a state dict")
+    return {key.removeprefix("module."): value for key, value in state.items()}  # DDP checkpoints
+
+
+def initialise(model: torch.nn.Module, path: str) -> None:
+    """Load a weights file into ``model``; only the classification layer may differ in shape
+    (other classes than the weights were trained on), and it then stays newly initialised."""
+    state = read_state_dict(path)
+    own = model.state_dict()
+    head = [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)][-1]
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ValueError(
+            f"classifier.init_weights {path} does not fit {type(model).__name__}: "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]} (of {len(missing)} and {len(unexpected)})"
+        )
+    differ = sorted(key for key in own if own[key].shape != state[key].shape)
+    if any(key.rsplit(".", 1)[0] != head for key in differ):
+        raise ValueError(f"classifier.init_weights {path}: shapes differ for {differ[:5]}")
+    for key in differ:
+        log.info("%s: %s in the weights file, %s here; left newly initialised", key, state[key].shape, own[key].shape)
+        del state[key]
+    model.load_state_dict(state, strict=False)
 
 
 def train_transform(recipe: Recipe):
@@ -123,7 +160,7 @@ def checkpoint_dir(out: str | Path) -> Path:
 def run_fingerprint(manifests: list[str], classes_path: str, recipe: Recipe, seed: int) -> str:
     """What a checkpoint must have been made from to be resumed: inputs, recipe and seed."""
     digest = hashlib.sha1(json.dumps({"recipe": asdict(recipe), "seed": seed}, sort_keys=True).encode())
-    for path in [*manifests, classes_path]:
+    for path in [*manifests, classes_path, *filter(None, [recipe.init_weights])]:
         digest.update(Path(path).read_bytes())
     return digest.hexdigest()
 
@@ -196,7 +233,7 @@ def train(
     device: str = "auto",
     threads: int | None = None,
 ) -> dict:
-    """Train from scratch and write the weights to ``out``; return a short training record."""
+    """Train and write the weights to ``out``; return a short training record."""
     use_threads(threads)
     classes = read_classes(classes_path)
     frame = combined_training_set(manifests, len(classes))
@@ -229,7 +266,10 @@ def train(
         pin_memory=dev.type == "cuda",
         generator=generator,
     )
-    core = build_model(recipe.arch, len(classes)).to(dev, memory_format=torch.channels_last)
+    core = build_model(recipe.arch, len(classes))
+    if recipe.init_weights:
+        initialise(core, recipe.init_weights)
+    core = core.to(dev, memory_format=torch.channels_last)
     model = torch.nn.parallel.DistributedDataParallel(core) if world > 1 else core
     optimizer = torch.optim.SGD(
         core.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay, nesterov=True
@@ -300,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(default, bool):
             parser.add_argument(flag, type=_parse_bool, default=default)
         else:
-            parser.add_argument(flag, type=type(default), default=default)
+            parser.add_argument(flag, type=str if default is None else type(default), default=default)
     args = parser.parse_args(argv)
     # Under torchrun only process 0 reports progress; the others report problems.
     level = logging.INFO if distributed_context()[0] == 0 else logging.WARNING

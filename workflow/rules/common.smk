@@ -201,7 +201,14 @@ def check_models():
             raise ValueError(f"config {key}: {path} does not exist{hint}")
 
 
+def check_classifier_weights():
+    weights = config["classifier"]["init_weights"]
+    if weights and not Path(weights).is_file():
+        raise ValueError(f"config classifier.init_weights: {weights} is not a file")
+
+
 check_models()
+check_classifier_weights()
 
 
 def clip_inputs(wildcards=None):

@@ -3,6 +3,7 @@ rule train:
         subset=rules.subset.output.subset,
         added=added_images,
         classes=config["dataset"]["classes"],
+        init_weights=config["classifier"]["init_weights"] or [],
     output:
         weights=f"{RESULTS}/models/{{method}}/seed{{seed}}.safetensors",
         recipe=f"{RESULTS}/models/{{method}}/seed{{seed}}.json",
