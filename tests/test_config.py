@@ -112,6 +112,34 @@ CASES = {
         lambda c: c["methods"]["gen_textual_inversion"]["personalise"].update(vectors=0),
         ["config methods.gen_textual_inversion.personalise.vectors: 0 is less than the minimum of 1"],
     ),
+    "split beside a separate val": (
+        lambda c: c["dataset"].update(split={"train_per_class": 5}),
+        ["config dataset.val: with dataset.split the validation images are the rest of dataset.train"],
+    ),
+    "split of the mini-world": (
+        lambda c: c["dataset"].update(split={"train_per_class": 5}, val=None),
+        ["config dataset.split: the mini-world makes its own training and validation sets"],
+    ),
+    "no validation images": (
+        lambda c: c["dataset"].update(val=None),
+        ["config dataset.val: give the validation images, or dataset.split"],
+    ),
+    "no training images per class": (
+        lambda c: c["dataset"].update(split={"train_per_class": 0}, val=None),
+        ["config dataset.split.train_per_class: 0 is less than the minimum of 1"],
+    ),
+    "unknown split key": (
+        lambda c: c["dataset"].update(split={"train": 30}, val=None),
+        ["config dataset.split: Additional properties are not allowed ('train' was unexpected)"],
+    ),
+    "file list beside per_class": (
+        lambda c: c["subset"].update(file_list="configs/smoke.yaml"),
+        ["config subset: set exactly one of subset.per_class and subset.fraction (or neither, with subset.file_list)"],
+    ),
+    "missing file list": (
+        lambda c: c["subset"].update(per_class=None, file_list="nowhere/10percent.txt"),
+        ["config subset.file_list: nowhere/10percent.txt does not exist"],
+    ),
 }
 
 

@@ -50,3 +50,16 @@ def test_the_shipped_imagenet_class_list_has_1000_distinct_classes():
     assert len(folders) == len(names) == 1000
     assert folders == sorted(folders) and all(folder.startswith("n") for folder in folders)
     assert (folders[0], names[0]) == ("n01440764", "tench")
+
+
+def test_the_shipped_caltech256_class_list_names_256_folders_and_not_clutter():
+    import re
+    from pathlib import Path
+
+    classes = Path(__file__).resolve().parents[1] / "resources" / "caltech256" / "classes.tsv"
+    folders, names = read_class_folders(classes), read_classes(classes)
+    assert [int(folder[:3]) for folder in folders] == list(range(1, 257))  # 001.ak47 ... 256.toad
+    assert "257.clutter" not in folders and len(set(names)) == 256
+    # Each name is its folder's, without the number, the Caltech-101 mark and hyphens.
+    assert names == [re.sub(r"-101$", "", folder[4:]).replace("-", " ") for folder in folders]
+    assert (folders[62], names[62]) == ("063.electric-guitar-101", "electric guitar")

@@ -16,16 +16,20 @@ from augbench.stub import make_stub
 
 from helpers import REPO, snakemake
 
-PRESETS = ["imagenet10", "imagenet"]
+PRESETS = ["imagenet10", "imagenet", "caltech256"]
+# What each preset reads: the dataset's trees (Caltech-256 is one tree that a job splits).
+STUB_PATHS = {
+    "imagenet10": ["data/imagenet/train", "data/imagenet/val"],
+    "imagenet": ["data/imagenet/train", "data/imagenet/val"],
+    "caltech256": ["data/caltech256/256_ObjectCategories"],
+}
 
 
 def stub_data_root(workdir: Path, preset: str = "imagenet10") -> None:
     """What a dry run needs of the data (python -m augbench.stub), and the shipped class list."""
     made = make_stub(str(REPO / "configs" / f"{preset}.yaml"), str(workdir))
-    assert sorted(path.relative_to(workdir).as_posix() for path in made) == [
-        "data/imagenet/train",
-        "data/imagenet/val",
-        "data/pool/manifest.csv",
+    assert sorted(path.relative_to(workdir).as_posix() for path in made) == STUB_PATHS[preset] + [
+        "data/pool/manifest.csv"
     ]
     (workdir / "resources").symlink_to(REPO / "resources")
 
@@ -47,17 +51,29 @@ def test_preset_dry_run_through_the_slurm_profile_needs_no_data(preset, tmp_path
     assert counts["train"] == counts["evaluate"] == len(methods) * len(seeds)
     generated = [params for params in methods.values() if params["kind"] == "generate"]
     assert counts["generate"] == sum(params["shards"] for params in generated)
-    assert counts["list_dataset"] == 2  # train and val are listed by jobs, not while the DAG is built
+    # Trees are listed (and one tree split) by jobs, not while the DAG is built.
+    assert counts["list_dataset"] == len(STUB_PATHS[preset])
+    assert counts.get("split_dataset", 0) == (config["dataset"].get("split") is not None)
     # Sharded by config: hundreds to a few thousand jobs for 1,000 classes, not tens of thousands.
     assert 300 <= counts["total"] <= 3000
 
 
-def test_every_method_of_the_registry_is_in_the_10_percent_preset():
-    preset = yaml.safe_load((REPO / "configs" / "imagenet10.yaml").read_text())
+@pytest.mark.parametrize("preset", ["imagenet10", "caltech256"])
+def test_every_method_of_the_registry_is_in_the_study_presets(preset):
+    preset = yaml.safe_load((REPO / "configs" / f"{preset}.yaml").read_text())
     demo = yaml.safe_load((REPO / "config.yaml").read_text())
     assert list(preset["methods"]) == list(demo["methods"])
+    assert preset["classifier"] == yaml.safe_load((REPO / "configs" / "imagenet10.yaml").read_text())["classifier"]
     assert preset["classifier"]["arch"] == "resnet50"
     assert preset["diffusion"]["model"] == "CompVis/stable-diffusion-v1-4"
+    assert preset["clip"]["model"] == "ViT-L-14" and preset["clip"]["pretrained"]
+
+
+def test_the_caltech_preset_trains_on_30_per_class_of_a_60_per_class_split():
+    preset = yaml.safe_load((REPO / "configs" / "caltech256.yaml").read_text())
+    assert preset["dataset"]["split"]["train_per_class"] == 60 and preset["dataset"]["val"] is None
+    assert preset["subset"]["per_class"] == 30
+    assert preset["methods"]["real_upper_bound"]["real_multiplier"] == 2  # all 60 of each class
 
 
 def test_rulegraph_of_a_preset_draws_every_stage_without_data(tmp_path):

@@ -124,3 +124,78 @@ def test_extra_real_images_come_from_outside_the_subset(tmp_path):
     subset, extra = pd.read_csv(tmp_path / "subset.csv"), pd.read_csv(tmp_path / "extra.csv")
     assert extra.label.value_counts().to_dict() == {0: 6, 1: 6, 2: 6}
     assert set(extra.path).isdisjoint(subset.path)
+
+
+def _tree_frame(names_per_class: dict[str, list[str]]) -> pd.DataFrame:
+    """A training manifest of a class-per-folder tree (data/train/<class>/<file>), with real images."""
+    rows = []
+    for label, (folder, names) in enumerate(names_per_class.items()):
+        Path("data/train", folder).mkdir(parents=True, exist_ok=True)
+        for name in names:
+            path = f"data/train/{folder}/{name}"
+            Image.new("RGB", (4, 4), (label, 0, 0)).save(path, format="PNG")
+            rows.append((path, label))
+    return pd.DataFrame(rows, columns=["path", "label"])
+
+
+def _write_list(lines: list[str]) -> str:
+    Path("list.txt").write_text("\n".join(lines) + "\n")
+    return "list.txt"
+
+
+def test_a_file_list_makes_the_subset_exactly_the_listed_training_images():
+    from augbench.subset import pick_listed, read_file_list
+
+    frame = _tree_frame({"n01": ["n01_1.JPEG", "n01_2.JPEG", "n01_3.JPEG"], "n02": ["n02_1.JPEG", "n02_2.JPEG"]})
+    # By file name, as the published 10% ImageNet list does, or by path below the tree; blank lines are skipped.
+    entries = read_file_list(_write_list(["n02_2.JPEG", "", "n01/n01_3.JPEG", "n01_1.JPEG"]))
+    subset, rest, unreadable = pick_listed(frame.sample(frac=1, random_state=0), entries, 2)
+    assert sorted(subset.path) == [
+        "data/train/n01/n01_1.JPEG",
+        "data/train/n01/n01_3.JPEG",
+        "data/train/n02/n02_2.JPEG",
+    ]
+    assert subset.label.tolist() == [0, 0, 1]
+    assert sorted(rest.path) == ["data/train/n01/n01_2.JPEG", "data/train/n02/n02_1.JPEG"]
+    assert unreadable.empty
+
+
+def test_a_file_list_naming_files_outside_the_training_set_twice_or_ambiguously_is_refused():
+    from augbench.subset import pick_listed, read_file_list
+
+    frame = _tree_frame({"cat": ["a.png", "b.png", "same.png"], "dog": ["c.png", "same.png"]})
+    with pytest.raises(ValueError, match=r"2 listed file\(s\) are not in the training set: nowhere.png, dog/a.png"):
+        pick_listed(frame, ["a.png", "nowhere.png", "dog/a.png", "c.png"], 2)
+    with pytest.raises(ValueError, match="lists a.png more than once"):
+        read_file_list(_write_list(["a.png", "c.png", "a.png"]))
+    with pytest.raises(ValueError, match="same.png names 2 training images"):
+        pick_listed(frame, ["same.png", "c.png"], 2)
+    subset, _, _ = pick_listed(frame, ["cat/same.png", "dog/same.png"], 2)  # paths tell them apart
+    assert len(subset) == 2
+    with pytest.raises(ValueError, match="two entries name the same training image data/train/cat/a.png"):
+        pick_listed(frame, ["a.png", "cat/a.png", "c.png"], 2)
+    with pytest.raises(ValueError, match=r"no listed file of class\(es\) 1 \(dog\)"):
+        pick_listed(frame, ["a.png"], 2, names=["cat", "dog"])
+
+
+def test_an_unreadable_listed_file_stops_the_draw_naming_it():
+    from augbench.subset import pick_listed
+
+    frame = _tree_frame({"cat": ["a.png", "b.png"], "dog": ["c.png", "d.png"]})
+    Path("data/train/dog/c.png").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"1 listed file\(s\) cannot be read: data/train/dog/c.png"):
+        pick_listed(frame, ["a.png", "c.png"], 2)
+
+
+def test_the_subset_command_takes_a_file_list():
+    from augbench import subset as module
+    from augbench.files import write_classes, write_manifest
+
+    write_manifest("train.csv", _tree_frame({"cat": ["a.png", "b.png"], "dog": ["c.png", "d.png"]}))
+    write_classes("classes.txt", ["cat", "dog"])
+    module.main(
+        ["--manifest", "train.csv", "--classes", "classes.txt", "--file-list", _write_list(["b.png", "dog/c.png"])]
+        + ["--out", "subset.csv", "--rest", "rest.csv", "--unreadable", "unreadable.csv"]
+    )
+    assert pd.read_csv("subset.csv").path.tolist() == ["data/train/cat/b.png", "data/train/dog/c.png"]
+    assert pd.read_csv("rest.csv").path.tolist() == ["data/train/cat/a.png", "data/train/dog/d.png"]

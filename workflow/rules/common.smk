@@ -83,10 +83,13 @@ wildcard_constraints:
 def check_config():
     """Checks that a JSON schema cannot express; each names the key at fault."""
     subset = config["subset"]
-    if (subset["per_class"] is None) == (subset["fraction"] is None):
+    sizes = [subset[key] is not None for key in ("per_class", "fraction", "file_list")]
+    if sum(sizes) != 1:
         raise ValueError(
-            "config subset: set exactly one of subset.per_class and subset.fraction"
+            "config subset: set exactly one of subset.per_class and subset.fraction "
+            "(or neither, with subset.file_list)"
         )
+    check_dataset_split(config["dataset"])
     for name in methods_of("generate"):
         check_generation_method(name, METHODS[name])
     paths = {
@@ -95,6 +98,11 @@ def check_config():
         "dataset.val": config["dataset"]["val"],
         "pool.manifest": config["pool"]["manifest"],
     }
+    paths = {key: path for key, path in paths.items() if path is not None}
+    if subset["file_list"] is not None and not Path(subset["file_list"]).is_file():
+        raise ValueError(
+            f"config subset.file_list: {subset['file_list']} does not exist"
+        )
     if not MINIWORLD["enabled"]:
         for key, path in paths.items():
             if not Path(path).exists():
@@ -107,6 +115,27 @@ def check_config():
                     f"config {key}: {path} is not under miniworld.root {root}; "
                     "with miniworld.enabled the data comes from the mini-world rules"
                 )
+
+
+def check_dataset_split(dataset):
+    """One tree split into training and validation images has no separate val."""
+    if dataset["split"] is None:
+        if dataset["val"] is None:
+            raise ValueError(
+                "config dataset.val: give the validation images, or dataset.split "
+                "to split dataset.train into training and validation images"
+            )
+        return
+    if dataset["val"] is not None:
+        raise ValueError(
+            "config dataset.val: with dataset.split the validation images are the rest "
+            "of dataset.train; set dataset.val: null"
+        )
+    if MINIWORLD["enabled"]:
+        raise ValueError(
+            "config dataset.split: the mini-world makes its own training and validation "
+            "sets; set dataset.split: null"
+        )
 
 
 def check_generation_method(name, params):
@@ -146,11 +175,24 @@ def is_manifest(path):
 # A dataset split is a manifest, or a class-per-folder tree that a job lists into one
 # (listing a million files while the DAG is built would slow every dry run).
 FOLDER_SPLITS = [
-    split for split in ("train", "val") if not is_manifest(config["dataset"][split])
+    split
+    for split in ("train", "val")
+    if config["dataset"][split] is not None
+    and not is_manifest(config["dataset"][split])
 ]
+# With dataset.split, dataset.train is all of a dataset (Caltech-256's one tree) and a
+# job splits it per class into the training and validation images.
+DATASET_SPLIT = config["dataset"]["split"]
 
 
 def dataset_manifest(split):
+    if DATASET_SPLIT is not None and split in ("train", "val"):
+        return f"{RESULTS}/data/split/{split}.csv"
+    return listed_manifest(split)
+
+
+def listed_manifest(split):
+    """The manifest of dataset.<split> as given: itself, or the listing of its tree."""
     if split in FOLDER_SPLITS:
         return f"{RESULTS}/data/{split}.csv"
     return config["dataset"][split]
@@ -409,6 +451,7 @@ def provenance_settings():
     """What of the config produced the results: the models and every method's resolved entry."""
     return {
         "experiment": config["experiment"],
+        "dataset": config["dataset"],
         "clip": {key: config["clip"][key] for key in ("model", "pretrained")},
         "diffusion": {
             key: config["diffusion"][key] for key in ("model", "revision", "dtype")

@@ -19,6 +19,30 @@ rule list_dataset:
         " --out {output} > {log} 2>&1"
 
 
+if DATASET_SPLIT is not None:
+
+    rule split_dataset:
+        input:
+            dataset=listed_manifest("train"),
+            classes=config["dataset"]["classes"],
+        output:
+            train=dataset_manifest("train"),
+            val=dataset_manifest("val"),
+        log:
+            f"{LOGS}/data/split.log",
+        conda:
+            ENV
+        threads: 1
+        resources:
+            mem_mb=grows(4000),
+            runtime=grows(10),
+        params:
+            options=cli_options(DATASET_SPLIT),
+        shell:
+            "python -m augbench.split --manifest {input.dataset} --classes {input.classes}"
+            " --train {output.train} --val {output.val} {params.options} > {log} 2>&1"
+
+
 rule screen_val:
     input:
         dataset_manifest("val"),
@@ -42,6 +66,7 @@ rule subset:
     input:
         train=TRAIN_MANIFEST,
         classes=config["dataset"]["classes"],
+        file_list=config["subset"]["file_list"] or [],
     output:
         subset=f"{RESULTS}/subset/train.csv",
         rest=f"{RESULTS}/subset/rest.csv",
