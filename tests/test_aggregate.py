@@ -161,3 +161,29 @@ def test_cli_writes_cost_and_provenance(tmp_path):
     provenance = json.loads((tmp_path / "provenance.json").read_text())
     assert provenance["diffusion"]["revision"] == "main"
     assert provenance["packages"]["torch"] and provenance["git_commit"]
+
+
+def test_summary_counts_what_each_methods_clip_score_filter_dropped(tmp_path):
+    metrics = [_metrics(tmp_path, "retrieve_text", 0, 70.0), _metrics(tmp_path, "gen_classname", 0, 60.0)]
+    (tmp_path / "classes.txt").write_text("a\nb\n")
+    tables = {
+        "retrieve_text": {"min_clip_score": [0.25, 0.3], "kept": [2, 2], "dropped": [5, 1]},
+        "gen_classname": {"min_clip_score": [np.nan, np.nan], "kept": [2, 2], "dropped": [0, 0]},  # no filter
+    }
+    options = []
+    for method, columns in tables.items():
+        pd.DataFrame({"label": [0, 1], "class": ["a", "b"], **columns}).to_csv(tmp_path / f"{method}.csv", index=False)
+        options += ["--quality", f"{method}={tmp_path / f'{method}.csv'}"]
+    aggregate.main(
+        ["--metrics", *metrics, "--method-kinds", "retrieve_text=retrieve", "gen_classname=generate",
+         "--classes", str(tmp_path / "classes.txt"), "--out-dir", str(tmp_path), *options]
+    )  # fmt: skip
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| retrieve_text | 0.25 to 0.3 (per class) | 6 | 4 |" in summary
+    assert "| gen_classname |" not in summary.split("CLIP-score filter")[1]
+    # Without a filtering method the summary has no such section.
+    aggregate.main(
+        ["--metrics", *metrics, "--method-kinds", "retrieve_text=retrieve", "gen_classname=generate",
+         "--classes", str(tmp_path / "classes.txt"), "--out-dir", str(tmp_path), options[2], options[3]]
+    )  # fmt: skip
+    assert "CLIP-score filter" not in (tmp_path / "summary.md").read_text()

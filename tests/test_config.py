@@ -108,6 +108,22 @@ CASES = {
         lambda c: c["methods"]["gen_dm_finetune"]["personalise"].update(shards=4),
         ["config methods.gen_dm_finetune.personalise.shards: target 'unet' learns one UNet"],
     ),
+    "CLIP score threshold outside [-1, 1]": (
+        lambda c: c["methods"]["retrieve_text"].update(min_clip_score=1.5),
+        ["config methods.retrieve_text.min_clip_score: 1.5 is greater than the maximum of 1"],
+    ),
+    "missing CLIP score thresholds file": (
+        lambda c: c["methods"]["gen_classname"].update(min_clip_score_file="nowhere.tsv"),
+        ["config methods.gen_classname.min_clip_score_file: nowhere.tsv does not exist"],
+    ),
+    "CLIP score filter with zero-shot labels": (
+        lambda c: c["methods"]["gen_unconditional"].update(min_clip_score=0.2),
+        ["config methods.gen_unconditional.min_clip_score: cannot go with zero_shot_keep"],
+    ),
+    "negative regeneration rounds": (
+        lambda c: c["methods"]["gen_classname"].update(min_clip_score=0.2, regenerate_rounds=-1),
+        ["config methods.gen_classname.regenerate_rounds: -1 is less than the minimum of 0"],
+    ),
     "zero vectors per token": (
         lambda c: c["methods"]["gen_textual_inversion"]["personalise"].update(vectors=0),
         ["config methods.gen_textual_inversion.personalise.vectors: 0 is less than the minimum of 1"],

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 
 from augbench import collect, generate
@@ -141,3 +142,63 @@ def test_shards_make_every_image_once_with_the_images_of_one_job(miniworld, tiny
     for path_a, path_b in zip(whole.path, merged.path):  # same seeds; batching may change the last bit
         a, b = (np.asarray(Image.open(path), dtype=float) for path in (path_a, path_b))
         assert np.abs(a - b).mean() < 1.0
+
+
+def test_images_below_their_threshold_are_made_again_in_bounded_rounds(tmp_path):
+    plan = generate.plan_images(["a", "b"], [3, 2], "a photo of a {}", 0, tmp_path, "classname")
+    made = []
+
+    def sample(todo):
+        made.append(todo.path.tolist())
+
+    def score(frame):  # a stand-in for CLIP, fixed per image seed
+        return np.array([(seed % 1000) / 1000 for seed in frame.seed])
+
+    thresholds = np.array([0.5, -1.0])
+    kept = generate.regenerate_below_threshold(plan, thresholds, 20, score, sample, ["a", "b"])
+    assert (kept.clip_score >= kept.min_clip_score).all()
+    assert kept.label.tolist() == plan.label.tolist() and kept.prompt.tolist() == plan.prompt.tolist()
+    first_pass = score(plan) >= thresholds[plan.label]
+    # Images that passed stay as they were; the others were replaced, each by its own new seed and file.
+    assert (kept.path[first_pass] == plan.path[first_pass]).all() and (kept.attempt[first_pass] == 0).all()
+    assert (kept.attempt[~first_pass] > 0).all() and kept.path[~first_pass].str.contains("_retry").all()
+    assert sum(len(paths) for paths in made) == kept.attempt.sum()  # every replaced image was made once
+    again = generate.regenerate_below_threshold(plan, thresholds, 20, score, lambda todo: None, ["a", "b"])
+    pd.testing.assert_frame_equal(kept, again)
+    with pytest.raises(ValueError, match=r"after 0 regeneration round\(s\), class\(es\) 'a' \("):
+        generate.regenerate_below_threshold(plan, np.array([0.999, -1.0]), 0, score, sample, ["a", "b"])
+
+
+def test_generation_with_a_clip_score_filter_meets_the_quota_and_resumes(miniworld, tiny_pipeline, tiny_clip, tmp_path):
+    from augbench import embed
+    from augbench.files import read_classes
+    from augbench.prompts import class_prompts
+
+    classes = str(miniworld / "classes.txt")
+    subset = _subset(tmp_path, [0, 0, 0, 1])
+    prompts = str(tmp_path / "prompts.npy")
+    embed.embed_texts(class_prompts(read_classes(classes), "a photo of a {}"), prompts, tiny_clip)
+    options = dict(steps=2, class_embeddings=prompts, clip_model=tiny_clip, regenerate_rounds=10, min_clip_score=-1)
+    unfiltered = generate.generate(tiny_pipeline, classes, subset, str(tmp_path / "g"), **options)
+    # Class zero's threshold is its second best first score: its worst image is made again.
+    scores = sorted(unfiltered[unfiltered.label == 0].clip_score)
+    (tmp_path / "t.tsv").write_text(f"zero\t{scores[1]}\n")
+    options["min_clip_score_file"] = str(tmp_path / "t.tsv")
+    filtered = generate.generate(
+        tiny_pipeline, classes, subset, str(tmp_path / "g"), manifest=str(tmp_path / "shard0.csv"), **options
+    )
+    zero = filtered[filtered.label == 0]
+    assert len(zero) == 3 and (zero.clip_score >= scores[1]).all() and zero.attempt.sum() >= 1
+    assert (filtered[filtered.label == 1].attempt == 0).all()
+    # A rerun finds every image, the replacements too, and makes none again.
+    mtimes = {path: Path(path).stat().st_mtime_ns for path in filtered.path}
+    rerun = generate.generate(
+        tiny_pipeline, classes, subset, str(tmp_path / "g"), manifest=str(tmp_path / "rerun.csv"), **options
+    )
+    assert rerun.path.tolist() == filtered.path.tolist()
+    assert {path: Path(path).stat().st_mtime_ns for path in rerun.path} == mtimes
+    merged = collect.collect(
+        [str(tmp_path / "shard0.csv")], subset, classes, str(tmp_path / "m.csv"), quality_out=str(tmp_path / "q.csv")
+    )
+    assert len(merged) == 4
+    assert pd.read_csv(tmp_path / "q.csv").dropped.tolist()[:2] == [zero.attempt.sum(), 0]

@@ -203,3 +203,63 @@ def test_ivf_index_finds_nearly_all_exact_neighbours_on_clustered_embeddings():
     recall = np.mean([len(set(a) & set(b)) / 20 for a, b in zip(found, expected)])
     assert recall >= 0.95
     assert exact.shape == (100, 20) and found.max() < len(rows)
+
+
+def _caption_pool(tmp_path):
+    """Captions say class x for rows 0-5, but the images of rows 0 and 1 show class y."""
+    captions = _unit([[1, 0.01], [1, 0.02], [1, 0.1], [1, 0.12], [1, 0.2], [1, 0.22], [0, 1], [0.01, 1]])
+    images = _unit([[0, 1], [0.05, 1], [1, 0.1], [1, 0.15], [1, 0.2], [1, 0.25], [0.1, 1], [0.15, 1]])
+    write_manifest(tmp_path / "pool.csv", pd.DataFrame({"path": [f"p{i}" for i in range(8)], "label": -1}))
+    np.save(tmp_path / "captions.npy", captions)
+    np.save(tmp_path / "images.npy", images)
+    np.save(tmp_path / "prompts.npy", _unit([[1, 0], [0, 1]]))
+    write_manifest(tmp_path / "subset.csv", pd.DataFrame({"path": list("abcd"), "label": [0, 0, 1, 1]}))
+    write_classes(tmp_path / "classes.txt", ["x", "y"])
+    names = ("pool.csv", "captions.npy", "prompts.npy", "subset.csv", "classes.txt", "added.csv")
+    return [str(tmp_path / name) for name in names]
+
+
+def _retrieve_filtered(tmp_path, paths, **options):
+    return retrieve.retrieve(
+        *paths,
+        overfetch=1.0,
+        image_embeddings=str(tmp_path / "images.npy"),
+        class_prompts=str(tmp_path / "prompts.npy"),
+        quality_out=str(tmp_path / "quality.csv"),
+        **options,
+    )
+
+
+def test_clip_score_filter_passes_over_low_scores_and_still_fills_the_quotas(tmp_path):
+    paths = _caption_pool(tmp_path)
+    unfiltered = _retrieve_filtered(tmp_path, paths)
+    assert sorted(unfiltered[unfiltered.label == 0].path) == ["p0", "p1"]  # the caption matches, the image does not
+    assert pd.read_csv(tmp_path / "quality.csv").dropped.tolist() == [0, 0]
+    filtered = _retrieve_filtered(tmp_path, paths, min_clip_score=0.5)
+    assert sorted(filtered[filtered.label == 0].path) == ["p2", "p3"]  # the search widened past p0 and p1
+    assert sorted(filtered[filtered.label == 1].path) == ["p6", "p7"]
+    table = pd.read_csv(tmp_path / "quality.csv")
+    assert table.dropped.tolist() == [2, 0] and table.kept.tolist() == [2, 2]
+    assert table.min_clip_score.tolist() == [0.5, 0.5]
+
+
+def test_per_class_thresholds_and_a_class_the_filtered_pool_cannot_fill(tmp_path):
+    paths = _caption_pool(tmp_path)
+    (tmp_path / "thresholds.tsv").write_text("x\t0.5\ny\t-1\n")
+    added = _retrieve_filtered(tmp_path, paths, min_clip_score_file=str(tmp_path / "thresholds.tsv"))
+    assert sorted(added[added.label == 0].path) == ["p2", "p3"]
+    assert pd.read_csv(tmp_path / "quality.csv").min_clip_score.tolist() == [0.5, -1.0]
+    # Of the images that look like y, only p0's reaches 0.9999: y stays one short of its two.
+    (tmp_path / "thresholds.tsv").write_text("x\t0.5\ny\t0.9999\n")
+    with pytest.raises(ValueError, match=r"class\(es\) \[1\] \(y\) with images whose CLIP score reaches"):
+        _retrieve_filtered(tmp_path, paths, min_clip_score_file=str(tmp_path / "thresholds.tsv"))
+
+
+def test_a_refused_image_can_still_go_to_another_class():
+    pool = _unit([[1, 0.1], [1, 0.3], [0.3, 1]])
+    # Class 0 refuses row 0; class 1 takes it as its second image.
+    chosen, refused = retrieve.assign_filtered(
+        build_index(pool), _unit([[1, 0], [0, 1]]), [1, 2], accept=lambda row, label: (row, label) != (0, 0)
+    )
+    assert sorted((label, row) for label, row, _ in chosen) == [(0, 1), (1, 0), (1, 2)]
+    assert refused == [1, 0]

@@ -14,6 +14,8 @@ Writes into ``--out-dir``:
   names the classes where the best generation and the best retrieval method differ most;
 - ``cost.csv``: jobs and hours per method and per shared rule (``augbench.cost``);
 - ``unreadable.csv``: the images each stage skipped, with the reason (counted in ``summary.md``);
+- in ``summary.md``, the images each method's CLIP-score filter dropped (``--quality``, the
+  per-class tables of ``augbench.quality``), where a method filters;
 - ``provenance.json``: what produced the rows: resolved method configs, model ids and
   revisions, package versions, the project's git commit.
 """
@@ -198,6 +200,26 @@ def unreadable_markdown(unreadable: pd.DataFrame, stages: list[str]) -> str:
     )
 
 
+def quality_markdown(tables: list[tuple[str, str]]) -> str:
+    """Per method with a CLIP-score filter: its thresholds and the images it dropped."""
+    lines = []
+    for method, path in tables:
+        table = pd.read_csv(path)
+        thresholds = table.min_clip_score.dropna()
+        if thresholds.empty:
+            continue
+        low, high = thresholds.min(), thresholds.max()
+        threshold = f"{low:g}" if low == high else f"{low:g} to {high:g} (per class)"
+        lines.append(f"| {method} | {threshold} | {int(table.dropped.sum())} | {int(table.kept.sum())} |")
+    if not lines:
+        return ""
+    return (
+        "\nCLIP-score filter: images below their class's min_clip_score, passed over by retrieval "
+        "or made again by generation (per class in added/<method>/quality.csv):\n\n"
+        "| method | min_clip_score | dropped | added |\n|---|---|---|---|\n" + "\n".join(lines) + "\n"
+    )
+
+
 def cost_markdown(costs: pd.DataFrame) -> str:
     shared = costs[costs.owner.str.startswith("shared: ")]
     if shared.empty:
@@ -258,6 +280,13 @@ def main(argv: list[str] | None = None) -> None:
         metavar="STAGE=CSV",
         help="a list of the images a stage skipped; repeat for each",
     )
+    parser.add_argument(
+        "--quality",
+        action="append",
+        default=[],
+        metavar="METHOD=CSV",
+        help="a method's CLIP-score filter counts per class; repeat for each",
+    )
     parser.add_argument("--settings", default="{}", help="JSON of the config that produced the run, for provenance")
     parser.add_argument("--out-dir", required=True)
     args = parser.parse_args(argv)
@@ -296,6 +325,7 @@ def main(argv: list[str] | None = None) -> None:
         + cost_markdown(costs)
         + largest_differences(per_class, table)
         + unreadable_markdown(unreadable, [stage for stage, _ in lists])
+        + quality_markdown([tuple(item.split("=", 1)) for item in args.quality])
     )
     write_text(out_dir / "summary.md", report)
     write_json(out_dir / "provenance.json", provenance(json.loads(args.settings)))

@@ -23,6 +23,7 @@ import pandas as pd
 
 from augbench.cli import start_logging
 from augbench.files import atomic_path, read_classes, read_manifest, write_manifest
+from augbench.quality import quality_of_generated, write_quality
 from augbench.subset import class_quotas
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,10 @@ def collect(
     out: str,
     per_class: int | None = None,
     zero_shot_keep: float | None = None,
+    quality_out: str | None = None,
 ) -> pd.DataFrame:
+    """Join the shard manifests into ``out``; ``quality_out`` gets the per-class counts of the
+    CLIP-score filter (``augbench.quality``), zero where the method does not filter."""
     frame = pd.concat([read_manifest(path) for path in shard_manifests], ignore_index=True)
     if not frame.path.is_unique:
         raise ValueError(f"shard manifests {shard_manifests} list an image twice")
@@ -59,6 +63,9 @@ def collect(
         quotas = class_quotas(read_manifest(subset_manifest), len(read_classes(classes_path)), per_class)
         frame = zero_shot_select(frame, quotas, zero_shot_keep)
     write_manifest(out, frame)
+    if quality_out:
+        classes = read_classes(classes_path)
+        write_quality(quality_out, classes, *quality_of_generated(frame, classes))
     return frame
 
 
@@ -92,6 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     manifests.add_argument("--out", required=True)
     manifests.add_argument("--per-class", type=int, default=None)
     manifests.add_argument("--zero-shot-keep", type=float, default=None)
+    manifests.add_argument("--quality", default=None, help="CSV of the images the CLIP-score filter dropped per class")
     embeddings = commands.add_parser("embeddings", help="join blocks of embeddings, in order")
     embeddings.add_argument("--part", action="append", required=True, help="a block's .npy; repeat, in order")
     embeddings.add_argument("--out", required=True)
@@ -101,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         rows = merge_parts(args.part, args.out)
         log.info("joined %d parts, %d rows, into %s", len(args.part), rows, args.out)
         return
-    frame = collect(args.shard, args.subset, args.classes, args.out, args.per_class, args.zero_shot_keep)
+    frame = collect(args.shard, args.subset, args.classes, args.out, args.per_class, args.zero_shot_keep, args.quality)
     log.info("%d images from %d shard(s) listed in %s", len(frame), len(args.shard), args.out)
 
 

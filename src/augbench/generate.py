@@ -12,6 +12,10 @@ One module serves every generation method of the registry; they differ in option
   against the class prompts (``--class-embeddings``); ``augbench.collect`` then keeps,
   per class, the most confident SHARE of the images given that class. Enough images
   are generated that each class can still reach its quota.
+- ``--min-clip-score T`` (or ``--min-clip-score-file``, per class; see ``augbench.quality``)
+  scores every image with CLIP against its class prompt (``--class-embeddings``); an image
+  below its class's threshold is made again with a new seed of its own, for up to
+  ``--regenerate-rounds`` rounds, and the job stops naming the classes still short.
 - ``--strength S`` turns generation into image-to-image: each image starts from a
   real training image of its class noised to strength S (image variations).
 - ``--personalisation FILE`` (one per shard) loads what ``augbench.personalise``
@@ -35,6 +39,7 @@ import hashlib
 import json
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +54,7 @@ from augbench.images import load_rgb, pick_device
 from augbench.models import load_pipeline
 from augbench.personalise import TARGETS, apply_personalisation, load_personalisation, token_name
 from augbench.prompts import STYLES, class_prompts, write_prompt
+from augbench.quality import class_thresholds, clip_scores, read_class_features
 from augbench.shards import shard_block
 from augbench.subset import class_quotas
 
@@ -118,6 +124,62 @@ def assign_sources(plan: pd.DataFrame, subset: pd.DataFrame) -> list[str]:
     return [by_class[label][index % len(by_class[label])] for label, index in zip(plan.label, position)]
 
 
+def retry_seed(seed: int, attempt: int) -> int:
+    """The seed of an image's ``attempt``-th regeneration, from its first seed."""
+    return int(np.random.SeedSequence([seed, attempt]).generate_state(1)[0])
+
+
+def retry_path(path: str, attempt: int) -> str:
+    file = Path(path)
+    return str(file.with_name(f"{file.stem}_retry{attempt}{file.suffix}"))
+
+
+def regenerate_below_threshold(
+    plan: pd.DataFrame,
+    thresholds: np.ndarray,
+    rounds: int,
+    score: Callable[[pd.DataFrame], np.ndarray],
+    sample: Callable[[pd.DataFrame], None],
+    classes: list[str],
+) -> pd.DataFrame:
+    """Replace each planned image whose CLIP score (``score``) is below its class's threshold.
+
+    A replacement keeps the image's prompt (and source or cluster) and takes a seed and a file
+    of its own (``retry_seed``, ``retry_path``), so the result does not depend on sharding or
+    batching, and a rerun finds the replacements already made. Adds ``attempt`` (the images it
+    replaced), ``clip_score`` and ``min_clip_score``; stops naming the classes still short.
+    """
+    final = plan.assign(attempt=0, clip_score=np.nan).reset_index(drop=True)
+    first = final.copy()
+    pending = np.arange(len(final))
+    for attempt in range(rounds + 1):
+        if attempt:
+            retry = first.iloc[pending].assign(attempt=attempt)
+            retry["seed"] = [retry_seed(int(seed), attempt) for seed in retry.seed]
+            retry["path"] = [retry_path(path, attempt) for path in retry.path]
+            todo = retry[[not Path(path).exists() for path in retry.path]]
+            log.info("round %d: %d image(s) below their threshold made again", attempt, len(pending))
+            if len(todo):
+                sample(todo)
+            for column in ("seed", "path", "attempt"):
+                final.loc[pending, column] = retry[column].to_numpy()
+        scores = score(final.iloc[pending])
+        final.loc[pending, "clip_score"] = scores
+        pending = pending[scores < thresholds[final.label.to_numpy()[pending]]]
+        if not len(pending):
+            break
+    final["min_clip_score"] = thresholds[final.label.to_numpy()]
+    if len(pending):
+        short = final.iloc[pending].label.value_counts().sort_index()
+        named = ", ".join(f"{classes[label]!r} ({count})" for label, count in short.items())
+        raise ValueError(
+            f"after {rounds} regeneration round(s), class(es) {named} still have that many images below "
+            "their min_clip_score: lower the threshold or raise regenerate_rounds "
+            "(the images made so far are kept and reused)"
+        )
+    return final
+
+
 def zero_shot_label(plan: pd.DataFrame, image_features: np.ndarray, class_features: np.ndarray) -> pd.DataFrame:
     """Label each image by its nearest class prompt (CLIP zero-shot), with that similarity as its score.
 
@@ -167,6 +229,9 @@ def generate(
     shard: int = 0,
     shards: int = 1,
     manifest: str | None = None,
+    min_clip_score: float | None = None,
+    min_clip_score_file: str | None = None,
+    regenerate_rounds: int = 4,
 ) -> pd.DataFrame:
     """Make this shard's images (all of them with one shard); return and write its manifest.
 
@@ -180,6 +245,13 @@ def generate(
         raise ValueError("an empty prompt gives images no class: set zero_shot_keep to label them with CLIP")
     if zero_shot_keep is not None and not (0 < zero_shot_keep <= 1 and class_embeddings and clip_model):
         raise ValueError("zero_shot_keep needs a share in (0, 1], --class-embeddings and --clip-model")
+    thresholds = class_thresholds(classes_path, min_clip_score, min_clip_score_file)
+    if thresholds is not None and zero_shot_keep is not None:
+        raise ValueError("min_clip_score cannot go with zero_shot_keep (which keeps the share CLIP scores best)")
+    if thresholds is not None and not (class_embeddings and clip_model):
+        raise ValueError("min_clip_score needs --class-embeddings and --clip-model to score the images")
+    if regenerate_rounds < 0:
+        raise ValueError(f"regenerate_rounds must be at least 0, got {regenerate_rounds}")
     if strength is not None and not 0 < strength <= 1:
         raise ValueError(f"strength must be in (0, 1], got {strength}")
     if bool(personalisation) != bool(personalised):
@@ -219,9 +291,7 @@ def generate(
         plan["source"] = assign_sources(plan, subset)
     plan = plan.iloc[shard_block(len(plan), shard, shards)].reset_index(drop=True)
 
-    todo = plan[[not Path(path).exists() for path in plan.path]]
-    log.info("%d of %d images to generate (%d already done)", len(todo), len(plan), len(plan) - len(todo))
-    if len(todo):
+    def sample(todo: pd.DataFrame) -> None:
         _sample(
             todo,
             model,
@@ -237,11 +307,25 @@ def generate(
             batch_size,
         )
 
-    if zero_shot_keep is not None:
+    def embed(frame: pd.DataFrame) -> np.ndarray:
         from augbench.embed import encode_image_files
 
-        features = encode_image_files(plan.path.tolist(), clip_model, clip_pretrained, num_workers=0, device=device)
-        plan = zero_shot_label(plan, features, np.load(class_embeddings))
+        return encode_image_files(frame.path.tolist(), clip_model, clip_pretrained, num_workers=0, device=device)
+
+    todo = plan[[not Path(path).exists() for path in plan.path]]
+    log.info("%d of %d images to generate (%d already done)", len(todo), len(plan), len(plan) - len(todo))
+    if len(todo):
+        sample(todo)
+
+    if zero_shot_keep is not None:
+        plan = zero_shot_label(plan, embed(plan), np.load(class_embeddings))
+    if thresholds is not None:
+        class_features = read_class_features(class_embeddings, classes)
+
+        def score(frame: pd.DataFrame) -> np.ndarray:
+            return clip_scores(embed(frame), class_features, frame.label)
+
+        plan = regenerate_below_threshold(plan, thresholds, regenerate_rounds, score, sample, classes)
     plan.insert(2, "class", [classes[label] for label in plan.label])
     plan.insert(3, "method", method or out_dir.name)
     plan["scheduler"] = scheduler
@@ -322,6 +406,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--class-embeddings", default=None, help="CLIP embeddings of the class prompts (.npy)")
     parser.add_argument("--clip-model", default=None, help="CLIP that embeds generated images for zero-shot labels")
     parser.add_argument("--clip-pretrained", default=None)
+    parser.add_argument("--min-clip-score", type=float, default=None, help="CLIP score every image must reach")
+    parser.add_argument("--min-clip-score-file", default=None, help="TSV of per-class thresholds (class, score)")
+    parser.add_argument(
+        "--regenerate-rounds", type=int, default=4, help="rounds that remake images below their threshold"
+    )
     parser.add_argument("--image-size", type=int, default=None, help="default: the pipeline's native size")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--dtype", default="float16")

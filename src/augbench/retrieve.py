@@ -12,13 +12,16 @@ The queries and the searched embeddings make the method:
 Every class gets its quota (see ``augbench.subset.class_quotas``). An image that several
 classes retrieve goes to the closest class that still has room, and is used once.
 The search over-fetches and widens until every class has its quota, or says which
-class the pool cannot fill.
+class the pool cannot fill. With ``--min-clip-score`` (or ``--min-clip-score-file``) a
+pool image is only taken for a class if its CLIP score against the class prompt
+(``--class-prompts``) reaches that class's threshold (``augbench.quality``).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
 
 import faiss
 import numpy as np
@@ -26,6 +29,7 @@ import pandas as pd
 
 from augbench.cli import start_logging
 from augbench.files import read_classes, read_manifest, write_manifest
+from augbench.quality import class_thresholds, pool_filter, read_class_features, write_quality
 from augbench.search import build_index
 from augbench.subset import class_quotas
 
@@ -65,6 +69,8 @@ def assign_nearest(
     quotas: list[int],
     overfetch: float = 2.0,
     query_labels: np.ndarray | None = None,
+    accept: Callable[[int, int], bool] | None = None,
+    class_names: list[str] | None = None,
 ) -> list[tuple[int, int, float]]:
     """Return (class, pool row, similarity) triples, ``quotas[c]`` per class, each row once.
 
@@ -73,8 +79,22 @@ def assign_nearest(
     class contributes when images are the queries. Candidate pairs are taken best
     first: an image that several queries retrieve goes to the closest class that
     still has room. The search fetches ``overfetch`` times each query's share and
-    widens until every quota is met.
+    widens until every quota is met. ``accept(row, class)``, where given, can refuse
+    a candidate for a class (the CLIP-score filter); see ``assign_filtered``.
     """
+    return assign_filtered(index, queries, quotas, overfetch, query_labels, accept, class_names)[0]
+
+
+def assign_filtered(
+    index: faiss.Index,
+    queries: np.ndarray,
+    quotas: list[int],
+    overfetch: float = 2.0,
+    query_labels: np.ndarray | None = None,
+    accept: Callable[[int, int], bool] | None = None,
+    class_names: list[str] | None = None,
+) -> tuple[list[tuple[int, int, float]], list[int]]:
+    """``assign_nearest``, and per class the pool images ``accept`` refused before its quota was met."""
     labels_of = np.arange(len(queries)) if query_labels is None else np.asarray(query_labels, dtype=int)
     if len(labels_of) != len(queries):
         raise ValueError(f"{len(queries)} queries but {len(labels_of)} query labels")
@@ -93,10 +113,14 @@ def assign_nearest(
         room = list(quotas)
         query_room = [share[label] for label in labels_of]
         taken: set[int] = set()
+        refused: list[set[int]] = [set() for _ in range(n_classes)]
         chosen = []
         for query, rank in zip(query_of.tolist(), rank_of.tolist()):
             row, label = int(rows[query, rank]), int(labels_of[query])
             if row < 0 or room[label] == 0 or query_room[query] == 0 or row in taken:
+                continue
+            if accept is not None and not accept(row, label):
+                refused[label].add(row)
                 continue
             taken.add(row)
             room[label] -= 1
@@ -107,11 +131,15 @@ def assign_nearest(
             break
         k = min(n_pool, k * 2)
     if short:
+        named = f" ({', '.join(class_names[c] for c in short)})" if class_names else ""
+        filtered = " with images whose CLIP score reaches the class's min_clip_score" if accept else ""
+        remedy = "lower min_clip_score, " if accept else ""
         raise ValueError(
-            f"the pool of {n_pool} images cannot fill the quota of class(es) {short}: "
-            "lower augment.per_class or use a larger pool"
+            f"the pool of {n_pool} images cannot fill the quota of class(es) {short}{named}{filtered}: "
+            f"{remedy}lower augment.per_class or use a larger pool"
         )
-    return sorted(chosen, key=lambda item: (item[0], -item[2], item[1]))
+    chosen = sorted(chosen, key=lambda item: (item[0], -item[2], item[1]))
+    return chosen, [len(rows_refused) for rows_refused in refused]
 
 
 def retrieve(
@@ -129,8 +157,17 @@ def retrieve(
     search: str = "auto",
     nprobe: int | None = None,
     index_memory_gb: float = 16.0,
+    class_prompts: str | None = None,
+    min_clip_score: float | None = None,
+    min_clip_score_file: str | None = None,
+    quality_out: str | None = None,
 ) -> pd.DataFrame:
-    """Write the manifest of retrieved images; ``query_manifest`` labels image queries (one row per query)."""
+    """Write the manifest of retrieved images; ``query_manifest`` labels image queries (one row per query).
+
+    With a CLIP-score threshold (``augbench.quality``), a pool image whose image embedding is
+    less similar to the class prompt's (``class_prompts``) than the class's threshold is not
+    taken for that class; ``quality_out`` gets the per-class count of images passed over.
+    """
     classes = read_classes(classes_path)
     pool = read_manifest(pool_manifest)
     embeddings = np.load(pool_embeddings, mmap_mode="r")
@@ -143,6 +180,7 @@ def retrieve(
         if len(query_labels) != len(queries):
             raise ValueError(f"{queries_path} has {len(queries)} rows but {query_manifest} lists {len(query_labels)}")
     quotas = class_quotas(read_manifest(subset_manifest), len(classes), per_class)
+    thresholds = class_thresholds(classes_path, min_clip_score, min_clip_score_file)
     # Unreadable and identical images are found by their image embeddings, even when
     # captions are searched: many different pictures share a caption ("a photo of a three").
     fingerprints = np.load(image_embeddings, mmap_mode="r") if image_embeddings else embeddings
@@ -159,7 +197,14 @@ def retrieve(
             "unreadable ones left out, identical ones counted once" if dedup else "unreadable ones left out",
         )
     index = build_index(embeddings, searched, search, index_memory_gb * 1e9, nprobe)
-    chosen = assign_nearest(index, queries, quotas, overfetch, query_labels)
+    accept = None
+    if thresholds is not None:
+        if not class_prompts:
+            raise ValueError("a min_clip_score needs the class prompts' CLIP embeddings (--class-prompts)")
+        accept = pool_filter(fingerprints, searched, read_class_features(class_prompts, classes), thresholds)
+    chosen, refused = assign_filtered(index, queries, quotas, overfetch, query_labels, accept, classes)
+    if thresholds is not None:
+        log.info("the CLIP-score filter passed over %d pool images", sum(refused))
     rows = [int(searched[row]) for _, row, _ in chosen]
     added = pd.DataFrame(
         {
@@ -172,6 +217,9 @@ def retrieve(
     if "caption" in pool:
         added["caption"] = pool.caption.to_numpy()[rows]
     write_manifest(out, added)
+    if quality_out:
+        kept = np.bincount(added.label.to_numpy(dtype=int), minlength=len(classes))
+        write_quality(quality_out, classes, thresholds, kept, refused)
     return added
 
 
@@ -201,6 +249,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--nprobe", type=int, default=None, help="inverted lists visited per query (IVF indexes)")
     parser.add_argument("--index-memory-gb", type=float, default=16.0, help="memory the automatic index choice may use")
+    parser.add_argument("--class-prompts", default=None, help=".npy of the class prompts' CLIP text embeddings")
+    parser.add_argument("--min-clip-score", type=float, default=None, help="CLIP score a retrieved image must reach")
+    parser.add_argument("--min-clip-score-file", default=None, help="TSV of per-class thresholds (class, score)")
+    parser.add_argument("--quality", default=None, help="CSV of the images the CLIP-score filter passed over per class")
     args = parser.parse_args(argv)
     start_logging()
     added = retrieve(
@@ -218,6 +270,10 @@ def main(argv: list[str] | None = None) -> None:
         args.search,
         args.nprobe,
         args.index_memory_gb,
+        args.class_prompts,
+        args.min_clip_score,
+        args.min_clip_score_file,
+        args.quality,
     )
     log.info("retrieved %d images into %s", len(added), args.out)
 

@@ -11,6 +11,7 @@ rule aggregate:
             if adds_images(method)
         ],
         unreadable=[path for paths in unreadable_lists().values() for path in paths],
+        quality=quality_tables(),
         benchmarks=cost_inputs(),
         classes=config["dataset"]["classes"],
     output:
@@ -66,10 +67,13 @@ rule aggregate:
             }
         ),
         gpus=[f"{rule}={count}" for rule, count in GPUS.items()],
+        quality=lambda wildcards, input: cli_options(
+            {"quality": [f"{Path(path).parent.name}={path}" for path in input.quality]}
+        ),
     shell:
         "python -m augbench.aggregate --metrics {input.metrics}"
         " --method-kinds {params.kinds} --added {params.added}"
-        " --benchmarks {input.benchmarks} --gpus {params.gpus} {params.options}"
+        " --benchmarks {input.benchmarks} --gpus {params.gpus} {params.options} {params.quality}"
         " --classes {input.classes} --out-dir {params.out_dir} > {log} 2>&1"
 
 

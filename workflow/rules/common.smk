@@ -92,6 +92,8 @@ def check_config():
     check_dataset_split(config["dataset"])
     for name in methods_of("generate"):
         check_generation_method(name, METHODS[name])
+    for name in methods_of("retrieve") + methods_of("generate"):
+        check_clip_filter(name, METHODS[name])
     paths = {
         "dataset.classes": config["dataset"]["classes"],
         "dataset.train": config["dataset"]["train"],
@@ -166,6 +168,65 @@ def check_generation_method(name, params):
             f"{key}.personalise.shards: target {target!r} learns one UNet for all classes "
             f"and runs as one job; shards apply to {list(PER_CLASS_TARGETS)}"
         )
+
+
+def check_clip_filter(name, params):
+    """The CLIP-score filter's thresholds file must exist; zero-shot labelling keeps its own share."""
+    key = f"config methods.{name}"
+    path = params["min_clip_score_file"]
+    if path is not None and not Path(path).is_file():
+        raise ValueError(f"{key}.min_clip_score_file: {path} does not exist")
+    if filters_by_clip_score(name) and params.get("zero_shot_keep") is not None:
+        raise ValueError(
+            f"{key}.min_clip_score: cannot go with zero_shot_keep, which already keeps "
+            "the share of images CLIP scores best; set one of them"
+        )
+
+
+def filters_by_clip_score(method):
+    params = METHODS[method]
+    return (
+        params.get("min_clip_score") is not None
+        or params.get("min_clip_score_file") is not None
+    )
+
+
+def clip_filter_options(method):
+    """Options of the CLIP-score filter; none where a method does not filter, so its jobs stay as they were."""
+    if not filters_by_clip_score(method):
+        return {}
+    params = METHODS[method]
+    options = {key: params[key] for key in ("min_clip_score", "min_clip_score_file")}
+    if params["kind"] == "retrieve":
+        return {**options, "class_prompts": rules.embed_prompts.output[0]}
+    return {
+        **options,
+        "regenerate_rounds": params["regenerate_rounds"],
+        "class_embeddings": rules.embed_prompts.output[0],
+        "clip_model": config["clip"]["model"],
+        "clip_pretrained": config["clip"]["pretrained"],
+    }
+
+
+def clip_filter_inputs(wildcards):
+    """The class prompts' embeddings and the thresholds file (so that editing it reruns the method)."""
+    if not filters_by_clip_score(wildcards.method):
+        return {}
+    params = METHODS[wildcards.method]
+    inputs = {"class_prompts_scored": rules.embed_prompts.output[0]}
+    if params["min_clip_score_file"] is not None:
+        inputs["min_clip_score_file"] = params["min_clip_score_file"]
+    if params["kind"] == "generate":
+        inputs["clip_scorer"] = clip_inputs()
+    return inputs
+
+
+def quality_tables():
+    """The per-class CLIP-score filter table of each retrieval and generation method."""
+    return [
+        f"{RESULTS}/added/{method}/quality.csv"
+        for method in methods_of("retrieve") + methods_of("generate")
+    ]
 
 
 def is_manifest(path):

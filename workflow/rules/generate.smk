@@ -1,6 +1,7 @@
 rule generate:
     input:
         unpack(zero_shot_inputs),
+        unpack(clip_filter_inputs),
         model=diffusion_inputs,
         classes=config["dataset"]["classes"],
         subset=rules.subset.output.subset,
@@ -36,6 +37,7 @@ rule generate:
                 "personalisation": personalisation_files(wildcards.method) or None,
                 **personalisation_checks(wildcards.method),
                 **zero_shot_options(wildcards.method),
+                **clip_filter_options(wildcards.method),
             }
         ),
     shell:
@@ -51,6 +53,7 @@ rule collect_generated:
         classes=config["dataset"]["classes"],
     output:
         manifest=f"{RESULTS}/added/{{method}}/manifest.csv",
+        quality=f"{RESULTS}/added/{{method}}/quality.csv",
     log:
         f"{LOGS}/generate/{{method}}/collect.log",
     wildcard_constraints:
@@ -71,4 +74,4 @@ rule collect_generated:
         ),
     shell:
         "python -m augbench.collect manifests --subset {input.subset} --classes {input.classes}"
-        " --out {output.manifest} {params.options} > {log} 2>&1"
+        " --out {output.manifest} --quality {output.quality} {params.options} > {log} 2>&1"

@@ -1,5 +1,6 @@
 rule retrieve:
     input:
+        unpack(clip_filter_inputs),
         pool=config["pool"]["manifest"],
         pool_embeddings=lambda wildcards: (
             f"{RESULTS}/embed/pool_captions.npy"
@@ -17,6 +18,7 @@ rule retrieve:
         classes=config["dataset"]["classes"],
     output:
         manifest=f"{RESULTS}/added/{{method}}/manifest.csv",
+        quality=f"{RESULTS}/added/{{method}}/quality.csv",
     log:
         f"{LOGS}/retrieve/{{method}}.log",
     benchmark:
@@ -46,10 +48,11 @@ rule retrieve:
                     if METHODS[wildcards.method]["query"] == "image"
                     else None
                 ),
+                **clip_filter_options(wildcards.method),
             }
         ),
     shell:
         "python -m augbench.retrieve --pool {input.pool}"
         " --pool-embeddings {input.pool_embeddings} --queries {input.queries}"
         " --subset {input.subset} --classes {input.classes}"
-        " --out {output.manifest} {params.options} > {log} 2>&1"
+        " --out {output.manifest} --quality {output.quality} {params.options} > {log} 2>&1"
