@@ -132,7 +132,7 @@ def retrieve(
 ) -> pd.DataFrame:
     """Write the manifest of retrieved images; ``query_manifest`` labels image queries (one row per query)."""
     classes = read_classes(classes_path)
-    pool = read_manifest(pool_manifest)
+    pool = read_manifest(pool_manifest, labelled=False)
     embeddings = np.load(pool_embeddings, mmap_mode="r")
     if len(embeddings) != len(pool):
         raise ValueError(f"{pool_embeddings} has {len(embeddings)} rows but {pool_manifest} lists {len(pool)} images")

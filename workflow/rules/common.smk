@@ -1,3 +1,4 @@
+import glob
 import json
 import os
 import re
@@ -55,6 +56,7 @@ LOGS = f"logs/{config['experiment']}"
 BENCHMARKS = f"benchmarks/runs/{config['experiment']}"
 ENV = "../../envs/augbench.yaml"
 POOL_IMAGE_EMBEDDINGS = f"{RESULTS}/embed/pool_images.npy"
+POOL_CLIP_RETRIEVAL_UNREADABLE = f"{RESULTS}/embed/pool_images/clip_retrieval.unreadable.csv"
 MINIWORLD = config["miniworld"]
 METHODS = config["methods"]
 SEEDS = [int(seed) for seed in config["seeds"]]
@@ -93,11 +95,11 @@ def check_config():
         "dataset.classes": config["dataset"]["classes"],
         "dataset.train": config["dataset"]["train"],
         "dataset.val": config["dataset"]["val"],
-        "pool.manifest": config["pool"]["manifest"],
+        **pool_paths(),
     }
     if not MINIWORLD["enabled"]:
         for key, path in paths.items():
-            if not Path(path).exists():
+            if not Path(path).exists() and not glob.glob(path):
                 raise ValueError(f"config {key}: {path} does not exist")
     else:
         root = Path(MINIWORLD["root"])
@@ -141,6 +143,31 @@ def check_generation_method(name, params):
 
 def is_manifest(path):
     return path.endswith(".csv")
+
+
+# The pool: a CSV or Parquet manifest; or img2dataset's webdataset shards (pool.manifest a
+# folder or glob of .tar files), which a job lists into a manifest; or, with pool.embeddings,
+# a clip-retrieval folder whose embeddings and metadata are used as they are (its
+# image_path then names files, or the keys of the shards pool.manifest names).
+POOL_SHARDS = not config["pool"]["manifest"].endswith((".csv", ".parquet"))
+POOL_CLIP_RETRIEVAL = config["pool"]["embeddings"]
+POOL_WEBDATASET_MANIFEST = f"{RESULTS}/data/pool_webdataset.csv"
+if POOL_CLIP_RETRIEVAL:
+    POOL_MANIFEST = f"{RESULTS}/data/pool_clip_retrieval.csv"
+elif POOL_SHARDS:
+    POOL_MANIFEST = POOL_WEBDATASET_MANIFEST
+else:
+    POOL_MANIFEST = config["pool"]["manifest"]
+
+
+def pool_paths():
+    """The pool's data paths the config names and the workflow reads."""
+    paths = {}
+    if POOL_SHARDS or not POOL_CLIP_RETRIEVAL:
+        paths["pool.manifest"] = config["pool"]["manifest"]
+    if POOL_CLIP_RETRIEVAL:
+        paths["pool.embeddings"] = POOL_CLIP_RETRIEVAL
+    return paths
 
 
 # A dataset split is a manifest, or a class-per-folder tree that a job lists into one
@@ -343,7 +370,8 @@ def cost_inputs():
                 benchmark_of("personalise", f"{method}/shard{shard}")
                 for shard in range(len(personalisation_files(method)))
             ]
-    shards = range(config["pool"]["embed_shards"])
+    # A clip-retrieval pool comes embedded.
+    shards = [] if POOL_CLIP_RETRIEVAL else range(config["pool"]["embed_shards"])
     if methods_of("retrieve"):
         files += [benchmark_of("embed_pool", f"shard{shard}") for shard in shards]
     if any(METHODS[name]["index"] == "caption" for name in methods_of("retrieve")):
@@ -390,7 +418,9 @@ def unreadable_lists():
             lists[f"real extras of {method}"] = [
                 f"{RESULTS}/added/{method}/unreadable.csv"
             ]
-    if methods_of("retrieve"):
+    if methods_of("retrieve") and POOL_CLIP_RETRIEVAL:
+        lists["pool"] = [POOL_CLIP_RETRIEVAL_UNREADABLE]
+    elif methods_of("retrieve"):
         lists["pool"] = [
             f"{RESULTS}/embed/pool_images/shard{shard}.unreadable.csv"
             for shard in range(config["pool"]["embed_shards"])

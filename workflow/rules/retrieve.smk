@@ -1,6 +1,6 @@
 rule retrieve:
     input:
-        pool=config["pool"]["manifest"],
+        pool=POOL_MANIFEST,
         pool_embeddings=lambda wildcards: (
             f"{RESULTS}/embed/pool_captions.npy"
             if METHODS[wildcards.method]["index"] == "caption"
