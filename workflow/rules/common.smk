@@ -56,7 +56,9 @@ LOGS = f"logs/{config['experiment']}"
 BENCHMARKS = f"benchmarks/runs/{config['experiment']}"
 ENV = "../../envs/augbench.yaml"
 POOL_IMAGE_EMBEDDINGS = f"{RESULTS}/embed/pool_images.npy"
-POOL_CLIP_RETRIEVAL_UNREADABLE = f"{RESULTS}/embed/pool_images/clip_retrieval.unreadable.csv"
+POOL_CLIP_RETRIEVAL_UNREADABLE = (
+    f"{RESULTS}/embed/pool_images/clip_retrieval.unreadable.csv"
+)
 MINIWORLD = config["miniworld"]
 METHODS = config["methods"]
 SEEDS = [int(seed) for seed in config["seeds"]]
@@ -168,6 +170,16 @@ def pool_paths():
     if POOL_CLIP_RETRIEVAL:
         paths["pool.embeddings"] = POOL_CLIP_RETRIEVAL
     return paths
+
+
+def pool_shard_inputs(wildcards=None):
+    """A folder of shards is one input; a glob pattern is the tars it matches."""
+    shards = config["pool"]["manifest"]
+    return shards if Path(shards).is_dir() else sorted(glob.glob(shards))
+
+
+def pool_captions_searched():
+    return any(METHODS[name]["index"] == "caption" for name in methods_of("retrieve"))
 
 
 # A dataset split is a manifest, or a class-per-folder tree that a job lists into one

@@ -1,16 +1,6 @@
 # The pool in the layouts people have it in (see POOL_MANIFEST in common.smk and augbench.pool).
 
 
-def pool_shard_inputs(wildcards=None):
-    """A folder of shards is one input; a glob pattern is the tars it matches."""
-    shards = config["pool"]["manifest"]
-    return shards if Path(shards).is_dir() else sorted(glob.glob(shards))
-
-
-def pool_captions_searched():
-    return any(METHODS[name]["index"] == "caption" for name in methods_of("retrieve"))
-
-
 if POOL_SHARDS:
 
     rule list_pool:
