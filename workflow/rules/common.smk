@@ -144,14 +144,14 @@ def check_generation_method(name, params):
 
 
 def is_manifest(path):
-    return path.endswith(".csv")
+    return path.endswith((".csv", ".parquet"))
 
 
 # The pool: a CSV or Parquet manifest; or img2dataset's webdataset shards (pool.manifest a
 # folder or glob of .tar files), which a job lists into a manifest; or, with pool.embeddings,
 # a clip-retrieval folder whose embeddings and metadata are used as they are (its
 # image_path then names files, or the keys of the shards pool.manifest names).
-POOL_SHARDS = not config["pool"]["manifest"].endswith((".csv", ".parquet"))
+POOL_SHARDS = not is_manifest(config["pool"]["manifest"])
 POOL_CLIP_RETRIEVAL = config["pool"]["embeddings"]
 POOL_WEBDATASET_MANIFEST = f"{RESULTS}/data/pool_webdataset.csv"
 if POOL_CLIP_RETRIEVAL:
