@@ -77,6 +77,9 @@ def test_webdataset_shards_list_one_row_per_image_with_caption_and_json_fields(s
     colours = [load_rgb(path).getpixel((0, 0)) for path in listed.path]
     assert colours == [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
     assert load_rgb(listed.path[2]).size == (6, 4)
+    # Shards listed at once come in shard order all the same.
+    at_once = pool.list_webdataset(str(shards), str(tmp_path / "again.csv"), threads=2)
+    assert at_once.path.tolist() == listed.path.tolist()
 
 
 def test_a_glob_of_shards_and_a_member_named_without_offset_read_too(shards, tmp_path):

@@ -1,6 +1,6 @@
 """Read the pool (the diffusion model's pre-training data) in the layouts people have it in.
 
-    python -m augbench.pool webdataset --shards pool/ --out pool.csv
+    python -m augbench.pool webdataset --shards pool/ --out pool.csv [--threads 8]
     python -m augbench.pool clip-retrieval --folder embeddings/ --out pool.csv \
         --images pool_images.npy [--captions pool_captions.npy] --unreadable unreadable.csv \
         [--webdataset pool.csv] [--model ViT-L-14 --pretrained laion2b_s32b_b82k]
@@ -27,6 +27,7 @@ import json
 import logging
 import re
 import tarfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -100,14 +101,20 @@ def list_shard(tar_path: str) -> list[dict]:
     return rows
 
 
-def list_webdataset(shards: str, out: str) -> pd.DataFrame:
-    """Write the pool manifest of webdataset shards (a folder or glob of tars)."""
-    rows = []
-    for tar_path in shard_files(shards):
-        try:
-            rows += list_shard(tar_path)
-        except tarfile.TarError as error:
-            raise ValueError(f"pool shard {tar_path} is not a readable tar: {error}") from None
+def _list_readable_shard(tar_path: str) -> list[dict]:
+    try:
+        return list_shard(tar_path)
+    except tarfile.TarError as error:
+        raise ValueError(f"pool shard {tar_path} is not a readable tar: {error}") from None
+
+
+def list_webdataset(shards: str, out: str, threads: int = 1) -> pd.DataFrame:
+    """Write the pool manifest of webdataset shards (a folder or glob of tars), in shard order.
+
+    Listing reads headers and small members, so it waits on the disk: threads help.
+    """
+    with ThreadPoolExecutor(max(1, threads)) as workers:
+        rows = [row for shard_rows in workers.map(_list_readable_shard, shard_files(shards)) for row in shard_rows]
     if not rows:
         raise ValueError(f"pool shards {shards} hold no image member ({', '.join(IMAGE_SUFFIXES)})")
     frame = pd.DataFrame(rows)
@@ -285,12 +292,13 @@ def main(argv: list[str] | None = None) -> None:
     folder.add_argument("--webdataset", default=None, help="listing of the shards clip-retrieval read (keys)")
     folder.add_argument("--model", default=None, help="the CLIP the embeddings must come from")
     folder.add_argument("--pretrained", default=None)
+    shards.add_argument("--threads", type=int, default=1, help="shards listed at once")
     for sub in (shards, folder):
         sub.add_argument("--out", required=True, help="the pool manifest to write")
     args = parser.parse_args(argv)
     start_logging()
     if args.command == "webdataset":
-        frame = list_webdataset(args.shards, args.out)
+        frame = list_webdataset(args.shards, args.out, args.threads)
     else:
         frame = assemble_clip_retrieval(
             args.folder,

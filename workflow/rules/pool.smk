@@ -12,14 +12,15 @@ if POOL_SHARDS:
             f"{LOGS}/data/pool_webdataset.log",
         conda:
             ENV
-        threads: 1
+        threads: 8
         resources:
             mem_mb=grows(8000),
             runtime=grows(120),
         params:
             shards=cli_options({"shards": config["pool"]["manifest"]}),
         shell:
-            "python -m augbench.pool webdataset {params.shards} --out {output} > {log} 2>&1"
+            "python -m augbench.pool webdataset {params.shards} --out {output}"
+            " --threads {threads} > {log} 2>&1"
 
 
 if POOL_CLIP_RETRIEVAL:
