@@ -17,6 +17,7 @@ if not workflow.overwrite_configfiles:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/miniworld.smk"
 include: "workflow/rules/subset.smk"
+include: "workflow/rules/pool.smk"
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/retrieve.smk"
 include: "workflow/rules/personalise.smk"

@@ -50,7 +50,7 @@ def embed_images(
 ) -> np.ndarray:
     """Embed a manifest's images (one shard of its rows); an unreadable image gets a zero row,
     which retrieval never picks, and is listed with the reason in ``unreadable`` (a CSV)."""
-    frame = read_manifest(manifest)
+    frame = read_manifest(manifest, labelled=False)
     frame = frame.iloc[shard_block(len(frame), shard, shards)]
     features, why = encode_image_files(
         frame.path.tolist(), model, pretrained, batch_size, num_workers, device, skip_unreadable=True
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
             args.unreadable,
         )
     elif args.command == "captions":
-        frame = read_manifest(args.manifest)
+        frame = read_manifest(args.manifest, labelled=False)
         if "caption" not in frame:
             raise ValueError(f"manifest {args.manifest} has no 'caption' column")
         captions = frame.caption.astype(str).to_numpy()[shard_block(len(frame), args.shard, args.shards)]

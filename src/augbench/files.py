@@ -2,7 +2,9 @@
 
 A manifest is a CSV with one row per image: ``path`` (relative to the workflow's
 working directory, or absolute) and ``label`` (index into the class list), plus
-optional columns such as ``caption``, ``prompt`` or ``score``.
+optional columns such as ``caption``, ``prompt`` or ``score``. Manifests that users
+bring may also be Parquet; a pool's needs no ``label``. A ``path`` of the form
+``shard.tar::member@offset+size`` names a member of a tar (``augbench.images``).
 """
 
 from __future__ import annotations
@@ -65,11 +67,24 @@ def write_manifest(path: str | os.PathLike, frame: pd.DataFrame) -> None:
         frame.to_csv(tmp, index=False)
 
 
-def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
-    frame = pd.read_csv(path, keep_default_na=False)
+TEXT_COLUMNS = ("path", "key", "caption", "prompt", "url")
+
+
+def read_manifest(path: str | os.PathLike, labelled: bool = True) -> pd.DataFrame:
+    """A CSV or Parquet manifest. Unlabelled (a pool), ``label`` may be missing and reads as -1."""
+    if str(path).endswith(".parquet"):
+        frame = pd.read_parquet(path)
+        # As a CSV reads: a missing text is "" (a missing caption), not None.
+        frame = frame.fillna({name: "" for name in frame.columns if not pd.api.types.is_numeric_dtype(frame[name])})
+    else:
+        # Columns of names stay text even where they look like numbers (a webdataset key "000123").
+        frame = pd.read_csv(path, keep_default_na=False, dtype={name: str for name in TEXT_COLUMNS})
+    if not labelled and "label" not in frame:
+        frame["label"] = -1
     missing = {"path", "label"} - set(frame.columns)
     if missing:
-        raise ValueError(f"manifest {path} lacks column(s) {sorted(missing)}")
+        raise ValueError(f"manifest {path} lacks column(s) {sorted(missing)}; it has {frame.columns.tolist()[:10]}")
+    frame["path"] = frame["path"].astype(str)
     frame["label"] = frame["label"].astype(int)
     return frame
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import re
+import tarfile
+
 import numpy as np
 import torch
 from PIL import Image
@@ -19,11 +23,42 @@ class UnreadableImage(ValueError):
     """An image file that cannot be decoded (empty, truncated, not an image)."""
 
 
+# A member of a tar (a webdataset shard): "shard.tar::key.jpg@offset+size", where offset and
+# size are the member's data bytes (as augbench.pool lists them); without "@offset+size" the
+# member is looked up by name, which reads the tar's headers up to it.
+TAR_MEMBER = re.compile(r"^(?P<tar>.+?\.tar)::(?P<member>.+?)(?:@(?P<offset>\d+)\+(?P<size>\d+))?$")
+
+
+def tar_member_path(tar: str, member: str, offset: int, size: int) -> str:
+    """The manifest path of a tar member whose data are ``size`` bytes from ``offset``."""
+    return f"{tar}::{member}@{offset}+{size}"
+
+
+def open_image_bytes(path: str):
+    """A file object with the image's bytes: the file, or a tar member's data read by seeking to it."""
+    match = TAR_MEMBER.match(path)
+    if not match:
+        return open(path, "rb")
+    if match["offset"] is None:
+        try:
+            with tarfile.open(match["tar"], "r:") as tar:
+                member = tar.extractfile(match["member"])
+                return io.BytesIO(member.read() if member else b"")
+        except (KeyError, tarfile.TarError) as error:
+            raise OSError(f"{match['tar']}: {error}") from None
+    with open(match["tar"], "rb") as handle:
+        handle.seek(int(match["offset"]))
+        data = handle.read(int(match["size"]))
+    if len(data) != int(match["size"]):
+        raise OSError(f"{match['tar']} ends before byte {int(match['offset']) + int(match['size'])}")
+    return io.BytesIO(data)
+
+
 def load_rgb(path: str) -> Image.Image:
-    """Open an image as 8-bit RGB, whatever its mode: grayscale, 16-bit, CMYK, palette or
-    transparency (composited on white, as the image is meant to be seen)."""
+    """Open an image (a file, or a tar member, see ``TAR_MEMBER``) as 8-bit RGB, whatever its mode:
+    grayscale, 16-bit, CMYK, palette or transparency (composited on white, as the image is meant to be seen)."""
     try:
-        with Image.open(path) as image:
+        with open_image_bytes(path) as data, Image.open(data) as image:
             if max(image.size) > MAX_SIDE:
                 image.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG decodes at a fraction of the size
             image.load()
@@ -55,7 +90,7 @@ def load_captioned_images(manifest: str, image_size: int) -> tuple[torch.Tensor,
 
     For pre-training on the mini-world's pools, which fit in memory many times over.
     """
-    frame = read_manifest(manifest)
+    frame = read_manifest(manifest, labelled=False)
     if "caption" not in frame:
         raise ValueError(f"manifest {manifest} has no 'caption' column")
     pixels = np.stack([np.asarray(load_rgb(path).resize((image_size, image_size))) for path in frame.path])

@@ -169,7 +169,7 @@ def retrieve(
     taken for that class; ``quality_out`` gets the per-class count of images passed over.
     """
     classes = read_classes(classes_path)
-    pool = read_manifest(pool_manifest)
+    pool = read_manifest(pool_manifest, labelled=False)
     embeddings = np.load(pool_embeddings, mmap_mode="r")
     if len(embeddings) != len(pool):
         raise ValueError(f"{pool_embeddings} has {len(embeddings)} rows but {pool_manifest} lists {len(pool)} images")

@@ -4,13 +4,15 @@
 
 A dry run (``snakemake -n``) and ``--rulegraph`` only need the dataset and pool paths a
 config names to exist: this makes each missing one under ``--root`` (the working
-directory), an empty folder for a class-per-folder tree and an empty file for a
-manifest. Paths that exist are left alone, so real data is never touched.
+directory), an empty folder for a class-per-folder tree or a clip-retrieval folder, and
+an empty file for a manifest or a pool shard. Paths that exist are left alone, so real
+data is never touched.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 from pathlib import Path
 
 import yaml
@@ -18,17 +20,19 @@ import yaml
 
 def data_paths(config: dict) -> list[str]:
     dataset, pool = config.get("dataset", {}), config.get("pool", {})
-    return [path for path in (dataset.get("train"), dataset.get("val"), pool.get("manifest")) if path]
+    paths = (dataset.get("train"), dataset.get("val"), pool.get("manifest"), pool.get("embeddings"))
+    return [path for path in paths if path]
 
 
 def make_stub(config_path: str, root: str = ".") -> list[Path]:
     """Create what is missing; return what was created."""
     made = []
     for path in data_paths(yaml.safe_load(Path(config_path).read_text())):
-        target = Path(root) / path
-        if target.exists():
+        # A glob of pool shards ("pool/*.tar") stands in as one empty file it matches.
+        target = Path(root) / path.replace("*", "stub").replace("?", "0")
+        if target.exists() or glob.glob(str(Path(root) / path)):
             continue
-        if target.suffix == ".csv":
+        if target.suffix in (".csv", ".parquet", ".tar"):
             target.parent.mkdir(parents=True, exist_ok=True)
             target.touch()
         else:

@@ -1,3 +1,4 @@
+import glob
 import json
 import os
 import re
@@ -55,6 +56,9 @@ LOGS = f"logs/{config['experiment']}"
 BENCHMARKS = f"benchmarks/runs/{config['experiment']}"
 ENV = "../../envs/augbench.yaml"
 POOL_IMAGE_EMBEDDINGS = f"{RESULTS}/embed/pool_images.npy"
+POOL_CLIP_RETRIEVAL_UNREADABLE = (
+    f"{RESULTS}/embed/pool_images/clip_retrieval.unreadable.csv"
+)
 MINIWORLD = config["miniworld"]
 METHODS = config["methods"]
 SEEDS = [int(seed) for seed in config["seeds"]]
@@ -98,7 +102,7 @@ def check_config():
         "dataset.classes": config["dataset"]["classes"],
         "dataset.train": config["dataset"]["train"],
         "dataset.val": config["dataset"]["val"],
-        "pool.manifest": config["pool"]["manifest"],
+        **pool_paths(),
     }
     paths = {key: path for key, path in paths.items() if path is not None}
     if subset["file_list"] is not None and not Path(subset["file_list"]).is_file():
@@ -107,7 +111,7 @@ def check_config():
         )
     if not MINIWORLD["enabled"]:
         for key, path in paths.items():
-            if not Path(path).exists():
+            if not Path(path).exists() and not glob.glob(path):
                 raise ValueError(f"config {key}: {path} does not exist")
     else:
         root = Path(MINIWORLD["root"])
@@ -230,7 +234,42 @@ def quality_tables():
 
 
 def is_manifest(path):
-    return path.endswith(".csv")
+    return path.endswith((".csv", ".parquet"))
+
+
+# The pool: a CSV or Parquet manifest; or img2dataset's webdataset shards (pool.manifest a
+# folder or glob of .tar files), which a job lists into a manifest; or, with pool.embeddings,
+# a clip-retrieval folder whose embeddings and metadata are used as they are (its
+# image_path then names files, or the keys of the shards pool.manifest names).
+POOL_SHARDS = not is_manifest(config["pool"]["manifest"])
+POOL_CLIP_RETRIEVAL = config["pool"]["embeddings"]
+POOL_WEBDATASET_MANIFEST = f"{RESULTS}/data/pool_webdataset.csv"
+if POOL_CLIP_RETRIEVAL:
+    POOL_MANIFEST = f"{RESULTS}/data/pool_clip_retrieval.csv"
+elif POOL_SHARDS:
+    POOL_MANIFEST = POOL_WEBDATASET_MANIFEST
+else:
+    POOL_MANIFEST = config["pool"]["manifest"]
+
+
+def pool_paths():
+    """The pool's data paths the config names and the workflow reads."""
+    paths = {}
+    if POOL_SHARDS or not POOL_CLIP_RETRIEVAL:
+        paths["pool.manifest"] = config["pool"]["manifest"]
+    if POOL_CLIP_RETRIEVAL:
+        paths["pool.embeddings"] = POOL_CLIP_RETRIEVAL
+    return paths
+
+
+def pool_shard_inputs(wildcards=None):
+    """A folder of shards is one input; a glob pattern is the tars it matches."""
+    shards = config["pool"]["manifest"]
+    return shards if Path(shards).is_dir() else sorted(glob.glob(shards))
+
+
+def pool_captions_searched():
+    return any(METHODS[name]["index"] == "caption" for name in methods_of("retrieve"))
 
 
 # A dataset split is a manifest, or a class-per-folder tree that a job lists into one
@@ -453,7 +492,8 @@ def cost_inputs():
                 benchmark_of("personalise", f"{method}/shard{shard}")
                 for shard in range(len(personalisation_files(method)))
             ]
-    shards = range(config["pool"]["embed_shards"])
+    # A clip-retrieval pool comes embedded.
+    shards = [] if POOL_CLIP_RETRIEVAL else range(config["pool"]["embed_shards"])
     if methods_of("retrieve"):
         files += [benchmark_of("embed_pool", f"shard{shard}") for shard in shards]
     if any(METHODS[name]["index"] == "caption" for name in methods_of("retrieve")):
@@ -500,7 +540,9 @@ def unreadable_lists():
             lists[f"real extras of {method}"] = [
                 f"{RESULTS}/added/{method}/unreadable.csv"
             ]
-    if methods_of("retrieve"):
+    if methods_of("retrieve") and POOL_CLIP_RETRIEVAL:
+        lists["pool"] = [POOL_CLIP_RETRIEVAL_UNREADABLE]
+    elif methods_of("retrieve"):
         lists["pool"] = [
             f"{RESULTS}/embed/pool_images/shard{shard}.unreadable.csv"
             for shard in range(config["pool"]["embed_shards"])

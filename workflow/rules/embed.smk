@@ -1,6 +1,6 @@
 rule embed_pool:
     input:
-        manifest=config["pool"]["manifest"],
+        manifest=POOL_MANIFEST,
         model=clip_inputs,
     output:
         embeddings=f"{RESULTS}/embed/pool_images/shard{{shard}}.npy",
@@ -86,7 +86,7 @@ rule embed_prompts:
 
 rule embed_pool_captions:
     input:
-        manifest=config["pool"]["manifest"],
+        manifest=POOL_MANIFEST,
         model=clip_inputs,
     output:
         f"{RESULTS}/embed/pool_captions/shard{{shard}}.npy",

@@ -10,7 +10,8 @@ if MINIWORLD["enabled"]:
             classes=config["dataset"]["classes"],
             train=config["dataset"]["train"],
             val=config["dataset"]["val"],
-            pool=config["pool"]["manifest"],
+            # The mini-world writes its pool here; pool.manifest may name shards made from it.
+            pool=f"{Path(config['dataset']['classes']).parent}/pool/manifest.csv",
         log:
             f"{LOGS}/miniworld/data.log",
         conda:

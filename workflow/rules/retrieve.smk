@@ -1,7 +1,7 @@
 rule retrieve:
     input:
         unpack(clip_filter_inputs),
-        pool=config["pool"]["manifest"],
+        pool=POOL_MANIFEST,
         pool_embeddings=lambda wildcards: (
             f"{RESULTS}/embed/pool_captions.npy"
             if METHODS[wildcards.method]["index"] == "caption"

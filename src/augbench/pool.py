@@ -1,0 +1,317 @@
+"""Read the pool (the diffusion model's pre-training data) in the layouts people have it in.
+
+    python -m augbench.pool webdataset --shards pool/ --out pool.csv [--threads 8]
+    python -m augbench.pool clip-retrieval --folder embeddings/ --out pool.csv \
+        --images pool_images.npy [--captions pool_captions.npy] --unreadable unreadable.csv \
+        [--webdataset pool.csv] [--model ViT-L-14 --pretrained laion2b_s32b_b82k]
+
+``webdataset``: img2dataset's shards, tars whose members ``<key>.jpg`` (or .png, .webp),
+``<key>.txt`` (caption) and ``<key>.json`` (url, caption, LAION's NSFW, similarity ...)
+share a key. Nothing is extracted: each image is a row whose path names the member's
+bytes inside its tar (``shard.tar::key.jpg@offset+size``, read by ``augbench.images``);
+the caption and the json's scalar fields become columns.
+
+``clip-retrieval``: the folder ``clip-retrieval inference`` writes, used as it is:
+``img_emb/img_emb_<i>.npy``, ``text_emb/text_emb_<i>.npy`` and
+``metadata/metadata_<i>.parquet``, whose rows correspond. It becomes the pool manifest
+and the embedding files that embedding the pool would write, in the same row order.
+The metadata's ``image_path`` is the image's file, or, when clip-retrieval read
+webdataset shards, the sample's key, which ``--webdataset`` (the shards' listing) resolves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import logging
+import re
+import tarfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from augbench.cli import start_logging
+from augbench.collect import merge_parts
+from augbench.files import atomic_path, write_manifest
+from augbench.images import tar_member_path
+from augbench.screen import write_unreadable
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+# json fields of img2dataset that are bookkeeping, not facts about the image.
+SKIPPED_FIELDS = {"exif", "status", "error_message", "key", "label"}
+PARTS = {"img_emb": "img_emb_{}.npy", "text_emb": "text_emb_{}.npy", "metadata": "metadata_{}.parquet"}
+
+
+def shard_files(shards: str) -> list[str]:
+    """The tars a folder holds (not its subfolders), or a glob pattern matches, in name order."""
+    if Path(shards).is_dir():
+        files = sorted(str(path) for path in Path(shards).glob("*.tar"))
+    else:
+        files = sorted(glob.glob(shards))
+    if not files:
+        raise ValueError(f"pool shards {shards} name no .tar file")
+    return files
+
+
+def _split_member(name: str) -> tuple[str, str]:
+    """(key, suffix) of a webdataset member: the key runs up to the first dot of the file name."""
+    folder, _, base = name.rpartition("/")
+    stem, dot, suffix = base.partition(".")
+    return (f"{folder}/{stem}" if folder else stem), (dot + suffix).lower()
+
+
+def list_shard(tar_path: str) -> list[dict]:
+    """One row per image of a tar, with its caption and the scalar fields of its json."""
+    samples: dict[str, dict] = {}
+    with tarfile.open(tar_path, "r:") as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            key, suffix = _split_member(member.name)
+            sample = samples.setdefault(key, {})
+            if suffix in IMAGE_SUFFIXES and "path" not in sample:
+                sample["path"] = tar_member_path(tar_path, member.name, member.offset_data, member.size)
+            elif suffix == ".txt":
+                sample["caption"] = tar.extractfile(member).read().decode("utf-8", errors="replace").strip()
+            elif suffix == ".json":
+                sample["json"] = tar.extractfile(member).read()
+    rows = []
+    for key, sample in samples.items():
+        if "path" not in sample:
+            continue  # a sample without an image (img2dataset can keep a failed download's json)
+        row = {"path": sample["path"], "key": key}
+        if "json" in sample:
+            try:
+                fields = json.loads(sample["json"])
+            except ValueError as error:
+                raise ValueError(f"{tar_path}: {key}.json is not JSON: {error}") from None
+            row |= {
+                name: value
+                for name, value in fields.items()
+                if name not in SKIPPED_FIELDS and name not in row and not isinstance(value, (dict, list))
+            }
+        if "caption" in sample:
+            row["caption"] = sample["caption"]
+        rows.append(row)
+    return rows
+
+
+def _list_readable_shard(tar_path: str) -> list[dict]:
+    try:
+        return list_shard(tar_path)
+    except tarfile.TarError as error:
+        raise ValueError(f"pool shard {tar_path} is not a readable tar: {error}") from None
+
+
+def list_webdataset(shards: str, out: str, threads: int = 1) -> pd.DataFrame:
+    """Write the pool manifest of webdataset shards (a folder or glob of tars), in shard order.
+
+    Listing reads headers and small members, so it waits on the disk: threads help.
+    """
+    with ThreadPoolExecutor(max(1, threads)) as workers:
+        rows = [row for shard_rows in workers.map(_list_readable_shard, shard_files(shards)) for row in shard_rows]
+    if not rows:
+        raise ValueError(f"pool shards {shards} hold no image member ({', '.join(IMAGE_SUFFIXES)})")
+    frame = pd.DataFrame(rows)
+    if not frame.key.is_unique:
+        repeated = frame.key[frame.key.duplicated()].unique()[:5].tolist()
+        raise ValueError(f"pool shards {shards} repeat the sample key(s) {repeated}")
+    if "caption" in frame:
+        frame["caption"] = frame["caption"].fillna("").astype(str)
+    frame.insert(1, "label", -1)
+    write_manifest(out, frame)
+    return frame
+
+
+def clip_retrieval_parts(folder: str, captions: bool = True) -> list[dict[str, Path]]:
+    """The parts of a clip-retrieval folder in part order, each {kind: file}; every kind must have every part."""
+    root = Path(folder)
+    kinds = [kind for kind in PARTS if captions or kind != "text_emb"]
+    numbers = {}
+    for kind in kinds:
+        pattern = re.compile(re.escape(PARTS[kind]).replace(r"\{\}", r"(\d+)") + "$")
+        found = [pattern.match(path.name) for path in sorted((root / kind).glob("*"))]
+        numbers[kind] = {int(match[1]): root / kind / match[0] for match in found if match}
+        if not numbers[kind]:
+            raise ValueError(f"clip-retrieval folder {folder} has no {kind}/{PARTS[kind].format('<i>')}")
+    every = sorted(set().union(*(set(parts) for parts in numbers.values())))
+    for kind in kinds:
+        missing = [number for number in every if number not in numbers[kind]]
+        if missing:
+            names = [PARTS[kind].format(number) for number in missing[:5]]
+            raise ValueError(f"clip-retrieval folder {folder} lacks {kind}/ part(s) {names}")
+    return [{kind: numbers[kind][number] for kind in kinds} for number in every]
+
+
+def clip_dimension(model: str, pretrained: str | None) -> tuple[int, object]:
+    """The embedding width of a CLIP model, and a function embedding texts with it."""
+    from augbench.embed import embed_texts
+
+    def encode(texts: list[str]) -> np.ndarray:
+        return embed_texts(texts, None, model, pretrained, "cpu")
+
+    return encode(["a photo"]).shape[1], encode
+
+
+def _check_unit_rows(path: str, name: str, chunk: int = 1 << 16) -> np.ndarray:
+    """Rows of a joined embedding file that are zero (images clip-retrieval could not use); any
+    other row must have unit length, as inner product search takes them to."""
+    array = np.load(path, mmap_mode="r")
+    zero = []
+    for start in range(0, len(array), chunk):
+        norms = np.linalg.norm(np.asarray(array[start : start + chunk], dtype=np.float32), axis=1)
+        off = np.flatnonzero((norms > 1e-6) & (np.abs(norms - 1) > 1e-2))
+        if len(off):
+            raise ValueError(
+                f"{name} row {start + off[0]} has length {norms[off[0]]:.3f}, not 1: "
+                "the embeddings must be L2-normalised (clip-retrieval's default)"
+            )
+        zero += (start + np.flatnonzero(norms <= 1e-6)).tolist()
+    return np.asarray(zero, dtype=np.int64)
+
+
+def assemble_clip_retrieval(
+    folder: str,
+    out: str,
+    images_out: str,
+    unreadable: str,
+    captions_out: str | None = None,
+    webdataset_manifest: str | None = None,
+    model: str | None = None,
+    pretrained: str | None = None,
+) -> pd.DataFrame:
+    """Write the pool manifest and embedding files from a clip-retrieval folder; return the manifest.
+
+    With ``model``, the embeddings must have its width, and the metadata's first captions,
+    embedded by it, must match their text embeddings (else they came from another CLIP).
+    """
+    parts = clip_retrieval_parts(folder, captions=captions_out is not None)
+    frames = []
+    widths = set()
+    for part in parts:
+        metadata = pd.read_parquet(part["metadata"])
+        if "image_path" not in metadata:
+            raise ValueError(
+                f"{part['metadata']} has no image_path column (it has {metadata.columns.tolist()[:10]}): "
+                "run clip-retrieval inference on local files or webdataset shards"
+            )
+        for kind in ("img_emb", "text_emb"):
+            if kind not in part:
+                continue
+            shape = np.load(part[kind], mmap_mode="r").shape
+            if len(shape) != 2 or shape[0] != len(metadata):
+                raise ValueError(
+                    f"{part[kind]} has {shape[0] if shape else 0} rows but {part['metadata']} "
+                    f"has {len(metadata)}; the parts of one number must correspond row by row"
+                )
+            widths.add(shape[1])
+        frames.append(metadata)
+    if len(widths) != 1:
+        raise ValueError(f"the embeddings in {folder} differ in width: {sorted(widths)}")
+    width = widths.pop()
+    pool = pd.concat(frames, ignore_index=True)
+    pool = _with_paths(pool, webdataset_manifest)
+    if model:
+        _check_model(pool, parts, width, model, pretrained, folder)
+    with atomic_path(images_out) as tmp:
+        merge_parts([str(part["img_emb"]) for part in parts], str(tmp))
+        zero = _check_unit_rows(str(tmp), f"{folder}/img_emb")
+    if captions_out:
+        with atomic_path(captions_out) as tmp:
+            merge_parts([str(part["text_emb"]) for part in parts], str(tmp))
+            _check_unit_rows(str(tmp), f"{folder}/text_emb")
+    broken = pool.iloc[zero]
+    write_unreadable(
+        unreadable,
+        pd.DataFrame({"path": broken.path, "label": -1, "reason": "clip-retrieval left a zero image embedding"}),
+    )
+    write_manifest(out, pool)
+    return pool
+
+
+def _with_paths(pool: pd.DataFrame, webdataset_manifest: str | None) -> pd.DataFrame:
+    """The metadata with path and label columns: image_path is the file, or a webdataset key."""
+    pool = pool.copy()
+    if "caption" in pool:
+        pool["caption"] = pool["caption"].fillna("").astype(str)
+    if webdataset_manifest:
+        listing = pd.read_csv(webdataset_manifest, usecols=["path", "key"], dtype=str, keep_default_na=False)
+        where = pd.Series(listing.path.to_numpy(), index=listing.key.to_numpy())
+        keys = pool.pop("image_path").astype(str)
+        unknown = keys[~keys.isin(where.index)]
+        if len(unknown):
+            raise ValueError(
+                f"{len(unknown)} image_path key(s) of the clip-retrieval metadata are not in the pool shards "
+                f"({webdataset_manifest}), e.g. {unknown.head(3).tolist()}"
+            )
+        pool.insert(0, "key", keys.to_numpy())
+        pool.insert(0, "path", where.loc[keys].to_numpy())
+    else:
+        pool.insert(0, "path", pool.pop("image_path").astype(str))
+    pool.insert(1, "label", -1)
+    return pool
+
+
+def _check_model(pool, parts, width, model, pretrained, folder, n_captions: int = 8) -> None:
+    expected, encode = clip_dimension(model, pretrained)
+    if width != expected:
+        raise ValueError(
+            f"the embeddings in {folder} have {width} dimensions but clip.model {model} gives {expected}: "
+            "they were made with another CLIP"
+        )
+    if "text_emb" not in parts[0] or "caption" not in pool:
+        return
+    count = min(n_captions, len(np.load(parts[0]["text_emb"], mmap_mode="r")))
+    if count == 0:
+        return
+    stored = np.asarray(np.load(parts[0]["text_emb"], mmap_mode="r")[:count], dtype=np.float32)
+    ours = encode(pool.caption.iloc[:count].tolist())
+    agreement = float(np.median(np.einsum("ij,ij->i", stored, ours)))
+    if agreement < 0.9:
+        raise ValueError(
+            f"the caption embeddings in {folder} do not match clip.model {model} "
+            f"(median cosine {agreement:.2f} over {count} captions): they were made with another CLIP"
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    shards = commands.add_parser("webdataset", help="list webdataset shards into a pool manifest")
+    shards.add_argument("--shards", required=True, help="a folder of .tar files, or a glob pattern")
+    folder = commands.add_parser("clip-retrieval", help="a clip-retrieval folder as pool manifest and embeddings")
+    folder.add_argument("--folder", required=True, help="holds img_emb/, text_emb/ and metadata/")
+    folder.add_argument("--images", required=True, help=".npy to write the image embeddings to")
+    folder.add_argument("--captions", default=None, help=".npy to write the caption embeddings to")
+    folder.add_argument("--unreadable", required=True, help="CSV of the rows with a zero image embedding")
+    folder.add_argument("--webdataset", default=None, help="listing of the shards clip-retrieval read (keys)")
+    folder.add_argument("--model", default=None, help="the CLIP the embeddings must come from")
+    folder.add_argument("--pretrained", default=None)
+    shards.add_argument("--threads", type=int, default=1, help="shards listed at once")
+    for sub in (shards, folder):
+        sub.add_argument("--out", required=True, help="the pool manifest to write")
+    args = parser.parse_args(argv)
+    start_logging()
+    if args.command == "webdataset":
+        frame = list_webdataset(args.shards, args.out, args.threads)
+    else:
+        frame = assemble_clip_retrieval(
+            args.folder,
+            args.out,
+            args.images,
+            args.unreadable,
+            args.captions,
+            args.webdataset,
+            args.model,
+            args.pretrained,
+        )
+    log.info("listed %d pool images in %s", len(frame), args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""The workflow on pools in other layouts: webdataset shards and a clip-retrieval folder."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import re
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from test_config import SMOKE, dry_run
+
+from helpers import snakemake
+
+ROOT = "resources/miniworld-smoke"
+
+
+def _jobs(output: str) -> dict[str, int]:
+    """The job counts of a dry run's job stats table."""
+    table = output.split("Job stats:")[1].split("total")[0]
+    return {match[1]: int(match[2]) for match in re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)}
+
+
+def _config(**pool) -> dict:
+    config = copy.deepcopy(SMOKE)
+    config["pool"].update(pool)
+    return config
+
+
+def test_a_clip_retrieval_folder_replaces_embedding_the_pool(tmp_path):
+    (tmp_path / ROOT / "shards").mkdir(parents=True)
+    (tmp_path / ROOT / "clip_retrieval").mkdir()
+    config = _config(manifest=f"{ROOT}/shards", embeddings=f"{ROOT}/clip_retrieval")
+    result = dry_run(tmp_path, config)
+    assert result.returncode == 0, result.stderr[-2000:]
+    jobs = _jobs(result.stdout)
+    assert jobs["list_pool"] == 1 and jobs["pool_from_clip_retrieval"] == 1
+    assert not {"embed_pool", "embed_pool_captions", "merge_pool_embeddings"} & set(jobs)
+    assert "results/smoke/data/pool_clip_retrieval.csv" in result.stdout
+    # The summary counts the images clip-retrieval left without an embedding as the pool's unreadable ones.
+    aggregate = result.stdout.split("rule aggregate:")[1].split("output:")[0]
+    assert "results/smoke/embed/pool_images/clip_retrieval.unreadable.csv" in aggregate
+    assert "shard0.unreadable.csv" not in aggregate
+
+
+def test_pool_shards_are_listed_once_and_embedded(tmp_path):
+    (tmp_path / ROOT / "shards").mkdir(parents=True)
+    result = dry_run(tmp_path, _config(manifest=f"{ROOT}/shards/*.tar"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    jobs = _jobs(result.stdout)
+    assert jobs["list_pool"] == 1 and jobs["embed_pool"] == 2 and "pool_from_clip_retrieval" not in jobs
+
+
+def test_pool_shards_that_match_nothing_are_refused_with_the_key(tmp_path):
+    config = _config(manifest="data/pool/*.tar")
+    config["miniworld"]["enabled"] = False
+    for key, name in (("classes", "classes.txt"), ("train", "train.csv"), ("val", "val.csv")):
+        config["dataset"][key] = name
+        (tmp_path / name).write_text("")
+    result = dry_run(tmp_path, config)
+    assert result.returncode != 0
+    assert "config pool.manifest: data/pool/*.tar does not exist" in result.stdout + result.stderr
+
+
+def _pack_pool(manifest: pd.DataFrame, folder, shards: int = 2) -> None:
+    """The mini-world's pool as img2dataset would write it: tars of <key>.png, .txt and .json."""
+    folder.mkdir(parents=True)
+    for shard, rows in enumerate(np.array_split(np.arange(len(manifest)), shards)):
+        with tarfile.open(folder / f"{shard:05d}.tar", "w") as tar:
+            for row in rows:
+                key = f"{shard:05d}{row:04d}"
+                item = manifest.iloc[row]
+                meta = {"url": f"http://pool/{key}.png", "caption": item.caption, "NSFW": "UNLIKELY"}
+                for suffix, data in (
+                    (".png", Path(item.path).read_bytes()),
+                    (".txt", item.caption.encode()),
+                    (".json", json.dumps(meta).encode()),
+                ):
+                    info = tarfile.TarInfo(key + suffix)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+
+
+def _clip_retrieval_folder(folder, pool: pd.DataFrame, images: np.ndarray, captions: np.ndarray) -> None:
+    """The pool as clip-retrieval inference leaves it after reading the shards: two parts, float16."""
+    for kind in ("img_emb", "text_emb", "metadata"):
+        (folder / kind).mkdir(parents=True)
+    for part, rows in enumerate(np.array_split(np.arange(len(pool)), 2)):
+        np.save(folder / "img_emb" / f"img_emb_{part}.npy", images[rows].astype(np.float16))
+        np.save(folder / "text_emb" / f"text_emb_{part}.npy", captions[rows].astype(np.float16))
+        metadata = pool.iloc[rows][["key", "caption", "url", "NSFW"]].rename(columns={"key": "image_path"})
+        metadata.to_parquet(folder / "metadata" / f"metadata_{part}.parquet")
+
+
+@pytest.mark.e2e
+def test_retrieval_from_webdataset_shards_and_their_clip_retrieval_folder(tmp_path):
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    snakemake(workdir, f"{ROOT}/pool/manifest.csv", timeout=600)
+    manifest = pd.read_csv(workdir / ROOT / "pool" / "manifest.csv")
+    manifest["path"] = [str(workdir / path) for path in manifest.path]
+    _pack_pool(manifest, workdir / ROOT / "shards")
+    config = _config(manifest=f"{ROOT}/shards")
+    config["methods"] = {name: config["methods"][name] for name in ("baseline", "retrieve_text", "retrieve_caption")}
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    target = "results/smoke/metrics/retrieve_text/seed0.json"
+    caption_target = "results/smoke/added/retrieve_caption/manifest.csv"
+    snakemake(workdir, target, caption_target, configfile=workdir / "config.yaml", timeout=1200)
+    results = workdir / "results" / "smoke"
+    pool = pd.read_csv(results / "data" / "pool_webdataset.csv", dtype={"key": str})
+    assert len(pool) == len(manifest) and (pool.NSFW == "UNLIKELY").all()
+    added = pd.read_csv(results / "added" / "retrieve_text" / "manifest.csv")
+    assert len(added) == 30 and added.path.str.contains(r"\.tar::\d+\.png@\d+\+\d+$").all()
+    # Every retrieved member is the pool image of its key: the caption that went with it.
+    assert added.caption.tolist() == pool.set_index("path").loc[added.path, "caption"].tolist()
+    # Training read the 30 real and 30 retrieved images, the latter from inside the tars.
+    metrics = json.loads((workdir / target).read_text())
+    assert metrics["n_train_images"] == 60 and 0 <= metrics["top1"] <= 100
+
+    # The same shards as embedded by clip-retrieval: the workflow reads that folder instead of
+    # embedding the pool, and retrieves what it retrieved from its own embeddings.
+    images = np.load(results / "embed" / "pool_images.npy")
+    captions = np.load(results / "embed" / "pool_captions.npy")
+    by_caption = pd.read_csv(workdir / caption_target)
+    never_retrieved = sorted(set(range(len(pool))) - set(added.pool_row) - set(by_caption.pool_row))[0]
+    images[never_retrieved] = 0  # an image clip-retrieval could not use
+    _clip_retrieval_folder(workdir / ROOT / "clip_retrieval", pool, images, captions)
+    config = _config(manifest=f"{ROOT}/shards", embeddings=f"{ROOT}/clip_retrieval")
+    config["experiment"] = "smoke_cr"
+    config["methods"] = {name: config["methods"][name] for name in ("baseline", "retrieve_text", "retrieve_caption")}
+    (workdir / "config_cr.yaml").write_text(yaml.safe_dump(config))
+    again = workdir / "results" / "smoke_cr"
+    unreadable_list = "results/smoke_cr/embed/pool_images/clip_retrieval.unreadable.csv"
+    # Not the summary: a new experiment would pre-train the mini-world's models again for its cost table.
+    targets = [f"results/smoke_cr/added/{method}/manifest.csv" for method in ("retrieve_text", "retrieve_caption")]
+    snakemake(workdir, *targets, unreadable_list, configfile=workdir / "config_cr.yaml", timeout=1200)
+    assert not (workdir / "logs" / "smoke_cr" / "embed" / "pool_images").exists()
+    listed = pd.read_csv(again / "data" / "pool_clip_retrieval.csv", dtype={"key": str})
+    assert listed.path.tolist() == pool.path.tolist() and listed.key.tolist() == pool.key.tolist()
+    for method, found in (("retrieve_text", added), ("retrieve_caption", by_caption)):
+        retrieved = pd.read_csv(again / "added" / method / "manifest.csv")
+        # float16 vectors may swap near ties; nearly all picks are the same.
+        assert len(set(retrieved.path) & set(found.path)) >= 0.8 * len(found), method
+    assert pd.read_csv(workdir / unreadable_list).path.tolist() == [pool.path[never_retrieved]]
