@@ -139,6 +139,8 @@ def test_killed_training_resumes_from_its_last_epoch_and_ends_as_an_uninterrupte
     command = [sys.executable, "-m", "augbench.train", "--manifest", manifest, "--classes", classes]
     command += ["--out", str(weights), "--seed", "3", "--threads", "1"]
     for field, value in dataclasses.asdict(recipe).items():
+        if value is None:  # an unset option (init_weights) is left out, as the rule leaves it out
+            continue
         command += ["--" + field.replace("_", "-"), str(value).lower() if isinstance(value, bool) else str(value)]
     job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoint = train.checkpoint_dir(weights)
@@ -202,6 +204,8 @@ def test_two_processes_on_gloo_train_as_well_as_one(miniworld, tmp_path):
     command += ["-m", "augbench.train", "--manifest", manifest, "--classes", classes, "--out", str(double)]
     command += ["--seed", "0", "--threads", "1", "--device", "cpu"]
     for field, value in dataclasses.asdict(recipe).items():
+        if value is None:  # an unset option (init_weights) is left out, as the rule leaves it out
+            continue
         command += ["--" + field.replace("_", "-"), str(value).lower() if isinstance(value, bool) else str(value)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
