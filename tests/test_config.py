@@ -124,6 +124,18 @@ CASES = {
         lambda c: c["methods"]["gen_classname"].update(min_clip_score=0.2, regenerate_rounds=-1),
         ["config methods.gen_classname.regenerate_rounds: -1 is less than the minimum of 0"],
     ),
+    "pre-training at a size CLIP cannot patch": (
+        lambda c: c["miniworld"].update(image_size=18),
+        ["config miniworld.image_size: pre-training needs a multiple of 4"],
+    ),
+    "pre-training a hub CLIP": (
+        lambda c: c["clip"].update(model="ViT-B-32"),
+        ["config clip.model: with miniworld.pretrain the workflow trains CLIP into a folder"],
+    ),
+    "zero micro-batch": (
+        lambda c: c["methods"]["gen_dm_finetune"]["personalise"].update(micro_batch=0),
+        ["config methods.gen_dm_finetune.personalise.micro_batch: 0 is less than the minimum of 1"],
+    ),
     "zero vectors per token": (
         lambda c: c["methods"]["gen_textual_inversion"]["personalise"].update(vectors=0),
         ["config methods.gen_textual_inversion.personalise.vectors: 0 is less than the minimum of 1"],
@@ -206,3 +218,26 @@ def test_a_method_can_add_its_own_number_of_images_per_class(tmp_path):
     commands = {line.split("--out ")[1].split()[0]: line for line in output.splitlines() if "augbench.retrieve" in line}
     assert "--per-class 5" in commands["results/smoke/added/retrieve_text_5/manifest.csv"]
     assert "--per-class" not in commands["results/smoke/added/retrieve_text/manifest.csv"]  # 1:1, the default
+
+
+def test_personalisation_memory_settings_reach_the_job(tmp_path):
+    config = copy.deepcopy(SMOKE)
+    config["methods"]["gen_dm_finetune"]["personalise"].update(
+        micro_batch=2, precision="bfloat16", gradient_checkpointing=True
+    )
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    command = [sys.executable, "-m", "snakemake", "-n", "-p", "--snakefile", str(REPO / "Snakefile")]
+    command += ["--directory", str(tmp_path), "--configfile", str(path), "--cores", "1"]
+    output = subprocess.run(command, env=env, capture_output=True, text=True).stdout
+    commands = {
+        line.split("--out ")[1].split()[0]: line for line in output.splitlines() if "augbench.personalise" in line
+    }
+    changed = commands["results/smoke/personalised/gen_dm_finetune/shard0.safetensors"]
+    for flag in ("--micro-batch 2", "--precision bfloat16", "--gradient-checkpointing true"):
+        assert flag in changed
+    # At their defaults they stay off the command line, so runs made before them are not redone.
+    default = commands["results/smoke/personalised/gen_conditioning_ft/shard0.safetensors"]
+    for flag in ("--micro-batch", "--precision", "--gradient-checkpointing"):
+        assert flag not in default

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 from safetensors import safe_open
 
@@ -140,3 +141,55 @@ def test_shards_partition_the_classes():
     assert max(map(len, shards)) - min(map(len, shards)) <= 1
     with pytest.raises(ValueError, match="shard 7 is not in 0..6"):
         shard_block(1000, 7, 7)
+
+
+def _learned(result) -> torch.Tensor:
+    """Everything a personalisation learned, as one vector."""
+    parts = [result.tokens, result.conditionings, result.unet]
+    return torch.cat([table[key].flatten().float() for table in parts for key in sorted(table)])
+
+
+@pytest.mark.parametrize(
+    "target, options, micro_batch",
+    [
+        # 4 classes x 3 images per step, in passes of 5, 5 and 2 images.
+        ("token", {"vectors": 1}, 5),
+        ("conditioning", {}, 5),
+        # 3 images per step, in passes of 2 and 1.
+        ("unet", {"unet_mode": "lora"}, 2),
+    ],
+)
+def test_micro_batches_give_the_whole_batch_update(
+    target, options, micro_batch, tiny_pipeline, miniworld, subset, tmp_path, monkeypatch
+):
+    # Plain SGD moves each parameter by its gradient, so a wrongly scaled micro-batch loss
+    # shows (AdamW's first step would hide a constant factor).
+    monkeypatch.setattr(torch.optim, "AdamW", lambda groups: torch.optim.SGD(groups))
+    run = dict(target=target, steps=2, batch_size=3, lr=50.0, unet_lr=50.0, **options)
+    start = _learned(
+        _learn(tiny_pipeline, miniworld, subset, tmp_path / "start", **{**run, "lr": 1e-30, "unet_lr": 1e-30})
+    )
+    whole = _learned(_learn(tiny_pipeline, miniworld, subset, tmp_path / "whole", **run))
+    parts = _learned(_learn(tiny_pipeline, miniworld, subset, tmp_path / "parts", micro_batch=micro_batch, **run))
+    move = (whole - start).abs().max()
+    assert move > 1e-3
+    assert (parts - whole).abs().max() <= 1e-3 * move
+
+
+def test_checkpointing_and_bfloat16_keep_the_update(tiny_pipeline, miniworld, subset, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.optim, "AdamW", lambda groups: torch.optim.SGD(groups))
+    run = dict(target="token", steps=1, batch_size=2, lr=50.0)
+    start = _learned(_learn(tiny_pipeline, miniworld, subset, tmp_path / "start", **{**run, "lr": 1e-30}))
+    plain = _learned(_learn(tiny_pipeline, miniworld, subset, tmp_path / "plain", **run)) - start
+    checkpointed = _learned(
+        _learn(tiny_pipeline, miniworld, subset, tmp_path / "ckpt", gradient_checkpointing=True, **run)
+    )
+    assert (checkpointed - start - plain).abs().max() <= 1e-3 * plain.abs().max()
+    low = _learned(_learn(tiny_pipeline, miniworld, subset, tmp_path / "bf16", precision="bfloat16", **run)) - start
+    assert torch.nn.functional.cosine_similarity(low, plain, dim=0) > 0.9
+
+
+@pytest.mark.parametrize("micro_batch", [0, -4])
+def test_a_bad_micro_batch_is_named(micro_batch, tiny_pipeline, miniworld, subset, tmp_path):
+    with pytest.raises(ValueError, match=f"micro_batch must be a positive number of images .*not {micro_batch}"):
+        _learn(tiny_pipeline, miniworld, subset, tmp_path / "x.safetensors", target="token", micro_batch=micro_batch)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 
 FORMAT = "%(asctime)s %(levelname)s %(message)s"
@@ -17,3 +18,12 @@ def use_threads(threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+def parse_bool(text: str) -> bool:
+    """A command-line true/false, as the rules write booleans."""
+    if text.lower() in {"true", "1", "yes"}:
+        return True
+    if text.lower() in {"false", "0", "no"}:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")

@@ -11,10 +11,28 @@ import torch
 import torch.nn.functional as F
 
 
-def denoising_loss(unet, noise_scheduler, latents: torch.Tensor, conditioning: torch.Tensor) -> torch.Tensor:
-    """Per-sample diffusion loss (shape ``[batch]``), so callers can weight samples or groups."""
+def draw_noise(noise_scheduler, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The noise and timesteps of one training step's latents."""
     noise = torch.randn_like(latents)
     timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(latents),), device=latents.device)
+    return noise, timesteps
+
+
+def denoising_loss(
+    unet,
+    noise_scheduler,
+    latents: torch.Tensor,
+    conditioning: torch.Tensor,
+    noise: torch.Tensor | None = None,
+    timesteps: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-sample diffusion loss (shape ``[batch]``), so callers can weight samples or groups.
+
+    Noise and timesteps are drawn here unless given (a step split into micro-batches
+    draws them for the whole batch, so the split does not change them).
+    """
+    if noise is None or timesteps is None:
+        noise, timesteps = draw_noise(noise_scheduler, latents)
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
     if noise_scheduler.config.prediction_type == "v_prediction":
         target = noise_scheduler.get_velocity(latents, noise, timesteps)

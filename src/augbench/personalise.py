@@ -19,6 +19,13 @@ every class of the shard and sums the per-class losses, so each class's paramete
 only their own images and a class's result does not depend on how classes are sharded.
 UNet targets learn one model from the whole subset and have one shard.
 
+At Stable Diffusion's 512 px a step's batch may not fit in GPU memory at once:
+``--micro-batch`` runs it in parts of that many images whose gradients add up to the
+whole batch's (noise and timesteps are drawn for the whole batch first), so the update
+is the same up to float error. ``--precision bfloat16`` runs the passes under autocast
+(weights and optimiser stay float32) and ``--gradient-checkpointing`` recomputes the
+UNet's activations in the backward pass instead of storing them.
+
 The artefact is one safetensors file: ``token.<label>`` [vectors, dim],
 ``conditioning.<label>`` [clusters, length, dim] with ``cluster_sizes.<label>``, and
 ``unet.<name>`` (the full UNet's weights, or the LoRA weights in the layout
@@ -41,8 +48,8 @@ from safetensors.torch import save_file
 from torchvision import transforms
 from tqdm import tqdm
 
-from augbench.cli import start_logging, use_threads
-from augbench.diffusion import denoising_loss, encode_latents, encode_prompts
+from augbench.cli import parse_bool, start_logging, use_threads
+from augbench.diffusion import denoising_loss, draw_noise, encode_latents, encode_prompts
 from augbench.files import atomic_path, read_classes, read_manifest
 from augbench.images import load_rgb, pick_device
 from augbench.models import load_pipeline
@@ -54,6 +61,7 @@ log = logging.getLogger(__name__)
 TARGETS = ("token", "conditioning", "unet", "token_unet")
 PER_CLASS_TARGETS = ("token", "conditioning")
 UNET_MODES = ("full", "lora")
+PRECISIONS = ("float32", "bfloat16")
 # The attention projections diffusers' LoRA training adapts.
 LORA_MODULES = ["to_k", "to_q", "to_v", "to_out.0"]
 
@@ -157,6 +165,25 @@ def subset_pixels(paths: list[str], size: int) -> torch.Tensor:
     return torch.stack([transform(load_rgb(path)) for path in paths])
 
 
+def subset_latents(vae, paths: list[str], size: int, chunk_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior means and stds of the real images, read a chunk at a time (a large subset
+    at 512 px would not fit in memory as pixels)."""
+    parts = [
+        encode_latents(vae, subset_pixels(paths[i : i + chunk_size], size)) for i in range(0, len(paths), chunk_size)
+    ]
+    return torch.cat([means for means, _ in parts]), torch.cat([stds for _, stds in parts])
+
+
+def micro_batches(size: int, micro_batch: int | None) -> list[slice]:
+    """The parts of a step's batch of ``size`` images that pass through the model one at a time."""
+    if micro_batch is not None and micro_batch < 1:
+        raise ValueError(
+            f"micro_batch must be a positive number of images (or None for the whole batch), not {micro_batch}"
+        )
+    step = size if micro_batch is None else micro_batch
+    return [slice(start, min(start + step, size)) for start in range(0, size, step)]
+
+
 def cluster_images(embeddings: np.ndarray, clusters: int, seed: int) -> np.ndarray:
     """k-means cluster ids of one class's images (k capped at the number of images)."""
     from sklearn.cluster import KMeans
@@ -184,6 +211,9 @@ def personalise(
     lr: float = 5e-3,
     unet_lr: float = 1e-4,
     batch_size: int = 4,
+    micro_batch: int | None = None,
+    precision: str = "float32",
+    gradient_checkpointing: bool = False,
     template: str = "a photo of a {}",
     revision: str | None = None,
     seed: int = 0,
@@ -195,6 +225,9 @@ def personalise(
         raise ValueError(f"UNet fine-tuning {unet_mode!r} is not one of {list(UNET_MODES)}")
     if target not in PER_CLASS_TARGETS and shards != 1:
         raise ValueError(f"target {target!r} learns one UNet for all classes; it has 1 shard, not {shards}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} is not one of {list(PRECISIONS)}")
+    micro_batches(batch_size, micro_batch)  # a bad value fails before the model loads
     if clusters > 1 and (target != "conditioning" or embeddings is None):
         raise ValueError("clusters > 1 needs target 'conditioning' and the subset's CLIP image --embeddings")
     started = time.time()
@@ -215,8 +248,10 @@ def personalise(
     unet, text_encoder, tokenizer = pipeline.unet, pipeline.text_encoder, pipeline.tokenizer
     for module in (unet, text_encoder, pipeline.vae):
         module.requires_grad_(False)
+    if gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
     size = unet.config.sample_size * pipeline.vae_scale_factor
-    means, stds = encode_latents(pipeline.vae, subset_pixels(rows.path.tolist(), size))
+    means, stds = subset_latents(pipeline.vae, rows.path.tolist(), size)
     scale = pipeline.vae.config.scaling_factor
     means, stds = means * scale, stds * scale
 
@@ -266,25 +301,36 @@ def personalise(
             picks = rng.integers(len(rows), size=batch_size)
         index = torch.from_numpy(picks)
         latents = (means[index] + stds[index] * torch.randn_like(means[index])).to(dev)
-        if target == "conditioning":
-            conditioning = learned[row_conditioning[index]].to(dev)
-        elif uses_tokens:
-            conditioning = encode_prompts(text_encoder, tokenizer, [prompts[i] for i in picks])
-        else:
-            with torch.no_grad():
-                conditioning = encode_prompts(text_encoder, tokenizer, [prompts[i] for i in picks])
-        losses = denoising_loss(unet, noise_scheduler, latents, conditioning)
-        if target in PER_CLASS_TARGETS:
-            loss = losses.view(len(labels), batch_size).mean(dim=1).sum()
-        else:
-            loss = losses.mean()
+        noise, timesteps = draw_noise(noise_scheduler, latents)
+        parts = micro_batches(len(picks), micro_batch)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = 0.0
+        for part in parts:
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+                if target == "conditioning":
+                    conditioning = learned[row_conditioning[index[part]]].to(dev)
+                elif uses_tokens:
+                    conditioning = encode_prompts(text_encoder, tokenizer, [prompts[i] for i in picks[part]])
+                else:
+                    with torch.no_grad():
+                        conditioning = encode_prompts(text_encoder, tokenizer, [prompts[i] for i in picks[part]])
+                losses = denoising_loss(
+                    unet, noise_scheduler, latents[part], conditioning, noise[part], timesteps[part]
+                )
+            if len(parts) > 1:
+                # Either loss below is the sum of per-image losses over batch_size; so is the sum of these.
+                part_loss = losses.sum() / batch_size
+            elif target in PER_CLASS_TARGETS:
+                part_loss = losses.view(len(labels), batch_size).mean(dim=1).sum()
+            else:
+                part_loss = losses.mean()
+            part_loss.backward()
+            loss += part_loss.item()
         if "unet" in target:
             torch.nn.utils.clip_grad_norm_(unet_parameters, 1.0)
         optimizer.step()
         schedule.step()
-    log.info("personalised %s for %d classes in %d steps; last loss %.4f", target, len(labels), steps, loss.item())
+    log.info("personalised %s for %d classes in %d steps; last loss %.4f", target, len(labels), steps, loss)
 
     if uses_tokens:
         weights = text_encoder.get_input_embeddings().weight.detach().cpu()
@@ -395,6 +441,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=5e-3, help="learning rate of tokens and conditionings")
     parser.add_argument("--unet-lr", type=float, default=1e-4)
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument(
+        "--micro-batch", type=int, default=None, help="images per forward/backward pass (default: the whole step)"
+    )
+    parser.add_argument("--precision", default="float32", choices=PRECISIONS, help="autocast dtype of the passes")
+    parser.add_argument("--gradient-checkpointing", type=parse_bool, default=False)
     parser.add_argument("--template", default="a photo of a {}")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")

@@ -33,11 +33,14 @@ log = logging.getLogger(__name__)
 # open_clip's own defaults, so the saved preprocess config matches what it would pick.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+PATCH_SIZE = 4
 
 
 def model_config(
     image_size: int, vision_width: int, text_width: int, layers: int, embed_dim: int, context_length: int
 ) -> dict:
+    if image_size % PATCH_SIZE:
+        raise ValueError(f"image size {image_size} is not a multiple of CLIP's {PATCH_SIZE}-pixel patches")
     return {
         "embed_dim": embed_dim,
         "vision_cfg": {
@@ -45,7 +48,7 @@ def model_config(
             "layers": layers,
             "width": vision_width,
             "head_width": 16,
-            "patch_size": 4,
+            "patch_size": PATCH_SIZE,
         },
         "text_cfg": {
             "context_length": context_length,

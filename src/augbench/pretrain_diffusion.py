@@ -49,6 +49,13 @@ def build_components(
     unet_channels: tuple[int, ...] = (32, 64),
 ) -> tuple[AutoencoderKL, UNet2DConditionModel]:
     """Small versions of SD's VAE and UNet; the same classes at other sizes."""
+    # Each block but the last of the VAE and of the UNet halves the side.
+    halvings = len(vae_channels) - 1 + len(unet_channels) - 1
+    if image_size % 2**halvings:
+        raise ValueError(
+            f"image size {image_size} is not a multiple of {2**halvings}, "
+            "as the VAE's and the UNet's downsampling blocks need"
+        )
     groups = min(16, *vae_channels, *unet_channels)
     vae = AutoencoderKL(
         in_channels=3,

@@ -39,7 +39,7 @@ from safetensors.torch import load_file, save_file
 from torchvision.transforms import v2 as T
 from tqdm import tqdm
 
-from augbench.cli import start_logging, use_threads
+from augbench.cli import parse_bool, start_logging, use_threads
 from augbench.files import atomic_path, read_classes, read_manifest, write_json
 from augbench.images import ManifestImages, pick_device
 from augbench.optim import warmup_cosine
@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> None:
     for field, default in asdict(Recipe()).items():
         flag = "--" + field.replace("_", "-")
         if isinstance(default, bool):
-            parser.add_argument(flag, type=_parse_bool, default=default)
+            parser.add_argument(flag, type=parse_bool, default=default)
         else:
             parser.add_argument(flag, type=str if default is None else type(default), default=default)
     args = parser.parse_args(argv)
@@ -348,14 +348,6 @@ def main(argv: list[str] | None = None) -> None:
     recipe = Recipe(**{field: getattr(args, field) for field in asdict(Recipe())})
     record = train(args.manifest, args.classes, args.out, recipe, args.seed, args.device, args.threads)
     log.info("trained %s on %d images, final loss %.4f", recipe.arch, record["n_train_images"], record["final_loss"])
-
-
-def _parse_bool(text: str) -> bool:
-    if text.lower() in {"true", "1", "yes"}:
-        return True
-    if text.lower() in {"false", "0", "no"}:
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 if __name__ == "__main__":

@@ -98,6 +98,8 @@ def check_config():
         check_generation_method(name, METHODS[name])
     for name in methods_of("retrieve") + methods_of("generate"):
         check_clip_filter(name, METHODS[name])
+    if MINIWORLD["pretrain"]:
+        check_pretraining()
     paths = {
         "dataset.classes": config["dataset"]["classes"],
         "dataset.train": config["dataset"]["train"],
@@ -141,6 +143,25 @@ def check_dataset_split(dataset):
         raise ValueError(
             "config dataset.split: the mini-world makes its own training and validation "
             "sets; set dataset.split: null"
+        )
+
+
+def check_pretraining():
+    """The pre-training rules write CLIP as an open_clip folder and train at one resolution."""
+    if not config["clip"]["model"].startswith("local-dir:"):
+        raise ValueError(
+            f"config clip.model: with miniworld.pretrain the workflow trains CLIP into a folder; "
+            f"name it local-dir:<folder>, not {config['clip']['model']!r}"
+        )
+    if config["clip"]["pretrained"] is not None:
+        raise ValueError(
+            "config clip.pretrained: with miniworld.pretrain the trained folder holds the weights; set it to null"
+        )
+    size = MINIWORLD["image_size"]
+    if size % 4:
+        raise ValueError(
+            f"config miniworld.image_size: pre-training needs a multiple of 4 (CLIP's 4-pixel "
+            f"patches; the VAE and the UNet each halve the side once), not {size}"
         )
 
 
@@ -320,6 +341,12 @@ def local_model(reference):
         return path
     if MINIWORLD["enabled"] and Path(path).is_relative_to(MINIWORLD["root"]):
         return path
+    # The pre-training rules write these, whatever data they train on.
+    if MINIWORLD["pretrain"] and reference in (
+        config["clip"]["model"],
+        config["diffusion"]["model"],
+    ):
+        return path
     return path if Path(path).exists() else None
 
 
@@ -329,7 +356,7 @@ check_config()
 def check_models():
     """A local model the config names must exist unless the workflow trains it
     (hub ids are fetched by the jobs)."""
-    if MINIWORLD["enabled"] and MINIWORLD["pretrain"]:
+    if MINIWORLD["pretrain"]:
         return
     hint = (
         "; set miniworld.pretrain: true to train it with the mini-world's rules"
@@ -423,6 +450,27 @@ def zero_shot_options(method):
     }
 
 
+# Personalisation settings that change how it runs (memory), not what it learns. At
+# their defaults they stay off the command line, so jobs run before they existed stand.
+PERSONALISE_RUN_DEFAULTS = {
+    "micro_batch": None,
+    "precision": "float32",
+    "gradient_checkpointing": False,
+}
+
+
+def personalisation_options(method):
+    """A method's personalise entry as its job's options (the rule counts the shards)."""
+    return {
+        key: value
+        for key, value in personalisation_of(method).items()
+        if key != "shards"
+        and not (
+            key in PERSONALISE_RUN_DEFAULTS and value == PERSONALISE_RUN_DEFAULTS[key]
+        )
+    }
+
+
 def personalisation_checks(method):
     """What generation checks the artefacts against before sampling."""
     learned = personalisation_of(method)
@@ -500,7 +548,7 @@ def cost_inputs():
         files += [
             benchmark_of("embed_pool_captions", f"shard{shard}") for shard in shards
         ]
-    if MINIWORLD["enabled"] and MINIWORLD["pretrain"]:
+    if MINIWORLD["pretrain"]:
         files += [
             benchmark_of(stage, stage)
             for stage in ("pretrain_clip", "pretrain_diffusion")

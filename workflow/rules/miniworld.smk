@@ -2,7 +2,8 @@
 # data, a captioned pool, and a tiny CLIP and diffusion pipeline trained on that pool.
 # With miniworld.pretrain false, the pre-training rules are left out and the models are
 # plain inputs: config.yaml uses the ones that ship in resources/miniworld/models,
-# which these rules made.
+# which these rules made. The pre-training rules train on pool.manifest, the
+# mini-world's or any other captioned pool (miniworld.enabled false: a world of your own).
 if MINIWORLD["enabled"]:
 
     rule miniworld_data:
@@ -40,11 +41,11 @@ if MINIWORLD["enabled"]:
             "python -m augbench.miniworld --out {params.out} {params.options} > {log} 2>&1"
 
 
-if MINIWORLD["enabled"] and MINIWORLD["pretrain"]:
+if MINIWORLD["pretrain"]:
 
     rule pretrain_clip:
         input:
-            pool=rules.miniworld_data.output.pool,
+            pool=config["pool"]["manifest"],
         output:
             directory(local_model(config["clip"]["model"])),
         log:
@@ -72,7 +73,7 @@ if MINIWORLD["enabled"] and MINIWORLD["pretrain"]:
 
     rule pretrain_diffusion:
         input:
-            pool=rules.miniworld_data.output.pool,
+            pool=config["pool"]["manifest"],
             clip=rules.pretrain_clip.output[0],
         output:
             directory(local_model(config["diffusion"]["model"])),

@@ -39,11 +39,7 @@ rule personalise:
                     else None
                 ),
                 "shards": len(personalisation_files(wildcards.method)),
-                **{
-                    key: value
-                    for key, value in personalisation_of(wildcards.method).items()
-                    if key != "shards"
-                },
+                **personalisation_options(wildcards.method),
             }
         ),
     shell:
