@@ -45,7 +45,7 @@ if MINIWORLD["pretrain"]:
 
     rule pretrain_clip:
         input:
-            pool=config["pool"]["manifest"],
+            pool=POOL_MANIFEST,
         output:
             directory(local_model(config["clip"]["model"])),
         log:
@@ -73,7 +73,7 @@ if MINIWORLD["pretrain"]:
 
     rule pretrain_diffusion:
         input:
-            pool=config["pool"]["manifest"],
+            pool=POOL_MANIFEST,
             clip=rules.pretrain_clip.output[0],
         output:
             directory(local_model(config["diffusion"]["model"])),
