@@ -108,6 +108,18 @@ CASES = {
         lambda c: c["methods"]["gen_textual_inversion"]["personalise"].update(vectors=0),
         ["config methods.gen_textual_inversion.personalise.vectors: 0 is less than the minimum of 1"],
     ),
+    "contamination threshold above 1": (
+        lambda c: c.update(contamination={"eval_threshold": 1.5}),
+        ["config contamination.eval_threshold: 1.5 is greater than the maximum of 1"],
+    ),
+    "contamination threshold of zero": (
+        lambda c: c.update(contamination={"train_threshold": 0}),
+        ["config contamination.train_threshold: 0 is less than or equal to the minimum of 0"],
+    ),
+    "safety values not a list": (
+        lambda c: c["pool"].update(drop_safety_values="NSFW"),
+        ["config pool.drop_safety_values: 'NSFW' is not of type 'array'"],
+    ),
 }
 
 
@@ -158,3 +170,23 @@ def test_a_method_can_add_its_own_number_of_images_per_class(tmp_path):
     commands = {line.split("--out ")[1].split()[0]: line for line in output.splitlines() if "augbench.retrieve" in line}
     assert "--per-class 5" in commands["results/smoke/added/retrieve_text_5/manifest.csv"]
     assert "--per-class" not in commands["results/smoke/added/retrieve_text/manifest.csv"]  # 1:1, the default
+
+
+def test_a_safety_column_the_pool_lacks_is_refused_with_the_key_named(tmp_path):
+    pool = tmp_path / "pool.csv"
+    pool.write_text("path,label,caption\nimages/0.jpg,-1,a cat\n")
+    config = copy.deepcopy(SMOKE)
+    config.update(
+        miniworld={"enabled": False},
+        dataset={"classes": str(REPO / "resources/imagenet/classes.tsv"), "train": str(REPO), "val": str(REPO)},
+        pool={"manifest": str(pool), "safety_column": "NSFW"},
+        clip={"model": "ViT-L-14", "pretrained": "laion2b_s32b_b82k"},
+        diffusion={"model": "CompVis/stable-diffusion-v1-4"},
+    )
+    result = dry_run(tmp_path, config)
+    assert result.returncode != 0
+    assert "config pool.safety_column: 'NSFW' is not a column of" in result.stdout + result.stderr
+    # Without a name, a pool without LAION's column is fine.
+    del config["pool"]["safety_column"]
+    result = dry_run(tmp_path, config)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from augbench.cli import start_logging
+from augbench.exclude import excluded_rows
 from augbench.files import read_classes, read_manifest, write_manifest
 from augbench.search import build_index
 from augbench.subset import class_quotas
@@ -33,20 +34,27 @@ log = logging.getLogger(__name__)
 
 
 def searchable_rows(
-    image_embeddings: np.ndarray, dedup: bool = True, decimals: int = 3, chunk: int = 1 << 16
+    image_embeddings: np.ndarray,
+    dedup: bool = True,
+    decimals: int = 3,
+    chunk: int = 1 << 16,
+    excluded: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Rows of the pool to search: every readable image, or with ``dedup`` the first of each
-    group of identical images.
+    """Rows of the pool to search: every readable image not in ``excluded`` (rows that
+    ``augbench.exclude`` lists), or with ``dedup`` the first of each group of identical images.
 
     An image the embedding could not read has a zero row (a real embedding has norm 1).
     Web pools repeat images (the same picture under many URLs); identical images have
     identical embeddings, so a rounded embedding is their fingerprint.
     """
+    allowed = np.ones(len(image_embeddings), dtype=bool)
+    if excluded is not None:
+        allowed[np.asarray(excluded, dtype=np.int64)] = False
     seen: set[bytes] = set()
     keep = []
     for start in range(0, len(image_embeddings), chunk):
         block = np.asarray(image_embeddings[start : start + chunk], dtype=np.float32)
-        readable = np.einsum("ij,ij->i", block, block) > 0.25
+        readable = (np.einsum("ij,ij->i", block, block) > 0.25) & allowed[start : start + chunk]
         if not dedup:
             keep += (start + np.flatnonzero(readable)).tolist()
             continue
@@ -129,8 +137,10 @@ def retrieve(
     search: str = "auto",
     nprobe: int | None = None,
     index_memory_gb: float = 16.0,
+    exclude: str | None = None,
 ) -> pd.DataFrame:
-    """Write the manifest of retrieved images; ``query_manifest`` labels image queries (one row per query)."""
+    """Write the manifest of retrieved images; ``query_manifest`` labels image queries (one row per query);
+    ``exclude`` is a table of pool rows to leave out (``augbench.exclude``)."""
     classes = read_classes(classes_path)
     pool = read_manifest(pool_manifest)
     embeddings = np.load(pool_embeddings, mmap_mode="r")
@@ -150,13 +160,15 @@ def retrieve(
         raise ValueError(
             f"{image_embeddings} has {len(fingerprints)} rows but {pool_manifest} lists {len(pool)} images"
         )
-    searched = searchable_rows(fingerprints, dedup)
+    excluded = excluded_rows(exclude, pool) if exclude else None
+    searched = searchable_rows(fingerprints, dedup, excluded=excluded)
     if len(searched) < len(embeddings):
         log.info(
-            "searching %d of %d pool images (%s)",
+            "searching %d of %d pool images (unreadable ones%s left out%s)",
             len(searched),
             len(pool),
-            "unreadable ones left out, identical ones counted once" if dedup else "unreadable ones left out",
+            f" and {len(excluded)} listed in {exclude}" if excluded is not None else "",
+            ", identical ones counted once" if dedup else "",
         )
     index = build_index(embeddings, searched, search, index_memory_gb * 1e9, nprobe)
     chosen = assign_nearest(index, queries, quotas, overfetch, query_labels)
@@ -201,6 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--nprobe", type=int, default=None, help="inverted lists visited per query (IVF indexes)")
     parser.add_argument("--index-memory-gb", type=float, default=16.0, help="memory the automatic index choice may use")
+    parser.add_argument("--exclude", default=None, help="table of pool rows to leave out (augbench.exclude)")
     args = parser.parse_args(argv)
     start_logging()
     added = retrieve(
@@ -218,6 +231,7 @@ def main(argv: list[str] | None = None) -> None:
         args.search,
         args.nprobe,
         args.index_memory_gb,
+        args.exclude,
     )
     log.info("retrieved %d images into %s", len(added), args.out)
 
