@@ -11,6 +11,9 @@ some evaluation (or training) image is a near-duplicate of it: retrieving it wou
 test image into training (or add an image the classifier already has). The exclusion
 set is small beside the pool, so it is the index (``augbench.search.build_index``), and
 the memory-mapped pool searches it block by block for its single nearest neighbour.
+The index is exact up to 200,000 reference images (``augbench.search.choose_factory``);
+above, an inverted file: approximate, but a near-copy lies so close to its original that
+the lists a search visits almost always hold it.
 
 The pool's safety column (LAION's ``NSFW``: UNLIKELY, UNSURE, NSFW) is honoured where
 present: rows with a listed value are left out. A column named explicitly must exist.
