@@ -115,6 +115,32 @@ def test_skipped_images_are_counted_per_stage_and_listed(tmp_path):
     assert listed.reason.tolist()[0] == "image x.jpg cannot be read"
 
 
+def test_pool_images_left_out_of_retrieval_are_counted_per_reason_and_listed(tmp_path):
+    metrics = _metrics(tmp_path, "baseline", 0, 70.0)
+    (tmp_path / "classes.txt").write_text("a\nb\n")
+    excluded = pd.DataFrame(
+        {
+            "pool_row": [3, 3, 8],
+            "path": ["p3.jpg", "p3.jpg", "p8.jpg"],
+            "reason": ["evaluation duplicate", "safety tag", "evaluation duplicate"],
+            "similarity": [0.97, np.nan, 1.0],
+            "matched": ["val/1.jpg", "NSFW=NSFW", "val/2.jpg"],
+        }
+    )
+    excluded.to_csv(tmp_path / "pool_excluded.csv", index=False)
+    common = ["--metrics", metrics, "--method-kinds", "baseline=real", "--classes", str(tmp_path / "classes.txt")]
+    aggregate.main(common + ["--excluded", str(tmp_path / "pool_excluded.csv"), "--out-dir", str(tmp_path)])
+    summary = (tmp_path / "summary.md").read_text()
+    assert "2 pool image(s) were left out of retrieval" in summary
+    for reason, count in (("evaluation duplicate", 2), ("training duplicate", 0), ("safety tag", 1)):
+        assert f"| {reason} | {count} |" in summary
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "excluded.csv"), excluded)
+    # A run without retrieval has nothing to leave out, and says nothing of it.
+    aggregate.main(common + ["--out-dir", str(tmp_path / "plain")])
+    assert "left out of retrieval" not in (tmp_path / "plain" / "summary.md").read_text()
+    assert pd.read_csv(tmp_path / "plain" / "excluded.csv").empty
+
+
 def test_per_class_accuracy_and_the_classes_where_generation_and_retrieval_differ(tmp_path):
     names = ["ant", "bee", "cat"]
     paths = [

@@ -168,6 +168,18 @@ CASES = {
         lambda c: c["subset"].update(per_class=None, file_list="nowhere/10percent.txt"),
         ["config subset.file_list: nowhere/10percent.txt does not exist"],
     ),
+    "contamination threshold above 1": (
+        lambda c: c.update(contamination={"eval_threshold": 1.5}),
+        ["config contamination.eval_threshold: 1.5 is greater than the maximum of 1"],
+    ),
+    "contamination threshold of zero": (
+        lambda c: c.update(contamination={"train_threshold": 0}),
+        ["config contamination.train_threshold: 0 is less than or equal to the minimum of 0"],
+    ),
+    "safety values not a list": (
+        lambda c: c["pool"].update(drop_safety_values="NSFW"),
+        ["config pool.drop_safety_values: 'NSFW' is not of type 'array'"],
+    ),
 }
 
 
@@ -241,3 +253,23 @@ def test_personalisation_memory_settings_reach_the_job(tmp_path):
     default = commands["results/smoke/personalised/gen_conditioning_ft/shard0.safetensors"]
     for flag in ("--micro-batch", "--precision", "--gradient-checkpointing"):
         assert flag not in default
+
+
+def test_a_safety_column_the_pool_lacks_is_refused_with_the_key_named(tmp_path):
+    pool = tmp_path / "pool.csv"
+    pool.write_text("path,label,caption\nimages/0.jpg,-1,a cat\n")
+    config = copy.deepcopy(SMOKE)
+    config.update(
+        miniworld={"enabled": False},
+        dataset={"classes": str(REPO / "resources/imagenet/classes.tsv"), "train": str(REPO), "val": str(REPO)},
+        pool={"manifest": str(pool), "safety_column": "NSFW"},
+        clip={"model": "ViT-L-14", "pretrained": "laion2b_s32b_b82k"},
+        diffusion={"model": "CompVis/stable-diffusion-v1-4"},
+    )
+    result = dry_run(tmp_path, config)
+    assert result.returncode != 0
+    assert "config pool.safety_column: 'NSFW' is not a column of" in result.stdout + result.stderr
+    # Without a name, a pool without LAION's column is fine.
+    del config["pool"]["safety_column"]
+    result = dry_run(tmp_path, config)
+    assert result.returncode == 0, result.stderr[-2000:]

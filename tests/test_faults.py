@@ -209,3 +209,9 @@ def test_broken_files_in_dataset_and_pool_are_converted_or_skipped_and_counted(s
     assert set(added.path).isdisjoint(bad_pool)
     metrics = json.loads((results / "metrics" / "baseline" / "seed0.json").read_text())
     assert metrics["n_val_images"] == len(val) - len(bad_val)
+    # The convertible pool files are the very pictures planted among the validation images:
+    # the contamination filter leaves them out of retrieval and the summary counts them.
+    excluded = pd.read_csv(results / "excluded.csv")
+    assert set(ok_pool) <= set(excluded[excluded.reason == "evaluation duplicate"].path)
+    assert set(added.path).isdisjoint(excluded.path)
+    assert "| evaluation duplicate |" in summary

@@ -16,6 +16,8 @@ Writes into ``--out-dir``:
 - ``unreadable.csv``: the images each stage skipped, with the reason (counted in ``summary.md``);
 - in ``summary.md``, the images each method's CLIP-score filter dropped (``--quality``, the
   per-class tables of ``augbench.quality``), where a method filters;
+- ``excluded.csv``: the pool images retrieval left out (copies of evaluation or training images,
+  safety tags; ``augbench.exclude``), with the image matched (counted per reason in ``summary.md``);
 - ``provenance.json``: what produced the rows: resolved method configs, model ids and
   revisions, package versions, the project's git commit.
 """
@@ -33,7 +35,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from augbench import cost
+from augbench import cost, exclude
 from augbench.cli import start_logging
 from augbench.files import atomic_path, read_classes, read_json, read_manifest, write_json, write_text
 
@@ -220,6 +222,18 @@ def quality_markdown(tables: list[tuple[str, str]]) -> str:
     )
 
 
+def excluded_markdown(excluded: pd.DataFrame) -> str:
+    """Pool images left out of retrieval, counted per reason (a pool image may have several)."""
+    reasons = [exclude.EVAL_DUPLICATE, exclude.TRAIN_DUPLICATE, exclude.SAFETY_TAG]
+    counts = excluded.reason.value_counts()
+    lines = [f"| {reason} | {int(counts.get(reason, 0))} |" for reason in dict.fromkeys(reasons + list(counts.index))]
+    return (
+        f"\n{excluded.pool_row.nunique()} pool image(s) were left out of retrieval "
+        "(each listed with the image or tag it matched in excluded.csv):\n\n"
+        "| reason | pool images |\n|---|---|\n" + "\n".join(lines) + "\n"
+    )
+
+
 def cost_markdown(costs: pd.DataFrame) -> str:
     shared = costs[costs.owner.str.startswith("shared: ")]
     if shared.empty:
@@ -287,6 +301,7 @@ def main(argv: list[str] | None = None) -> None:
         metavar="METHOD=CSV",
         help="a method's CLIP-score filter counts per class; repeat for each",
     )
+    parser.add_argument("--excluded", help="the table of pool images retrieval left out (augbench.exclude)")
     parser.add_argument("--settings", default="{}", help="JSON of the config that produced the run, for provenance")
     parser.add_argument("--out-dir", required=True)
     args = parser.parse_args(argv)
@@ -318,6 +333,10 @@ def main(argv: list[str] | None = None) -> None:
     with atomic_path(out_dir / "unreadable.csv") as tmp:
         unreadable.to_csv(tmp, index=False)
 
+    excluded = pd.read_csv(args.excluded) if args.excluded else pd.DataFrame(columns=exclude.COLUMNS)
+    with atomic_path(out_dir / "excluded.csv") as tmp:
+        excluded.to_csv(tmp, index=False)
+
     with atomic_path(out_dir / "summary.csv") as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
     report = (
@@ -326,6 +345,7 @@ def main(argv: list[str] | None = None) -> None:
         + largest_differences(per_class, table)
         + unreadable_markdown(unreadable, [stage for stage, _ in lists])
         + quality_markdown([tuple(item.split("=", 1)) for item in args.quality])
+        + (excluded_markdown(excluded) if args.excluded else "")
     )
     write_text(out_dir / "summary.md", report)
     write_json(out_dir / "provenance.json", provenance(json.loads(args.settings)))

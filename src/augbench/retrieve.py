@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from augbench.cli import start_logging
+from augbench.exclude import excluded_rows
 from augbench.files import read_classes, read_manifest, write_manifest
 from augbench.quality import class_thresholds, pool_filter, read_class_features, write_quality
 from augbench.search import build_index
@@ -37,20 +38,27 @@ log = logging.getLogger(__name__)
 
 
 def searchable_rows(
-    image_embeddings: np.ndarray, dedup: bool = True, decimals: int = 3, chunk: int = 1 << 16
+    image_embeddings: np.ndarray,
+    dedup: bool = True,
+    decimals: int = 3,
+    chunk: int = 1 << 16,
+    excluded: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Rows of the pool to search: every readable image, or with ``dedup`` the first of each
-    group of identical images.
+    """Rows of the pool to search: every readable image not in ``excluded`` (rows that
+    ``augbench.exclude`` lists), or with ``dedup`` the first of each group of identical images.
 
     An image the embedding could not read has a zero row (a real embedding has norm 1).
     Web pools repeat images (the same picture under many URLs); identical images have
     identical embeddings, so a rounded embedding is their fingerprint.
     """
+    allowed = np.ones(len(image_embeddings), dtype=bool)
+    if excluded is not None:
+        allowed[np.asarray(excluded, dtype=np.int64)] = False
     seen: set[bytes] = set()
     keep = []
     for start in range(0, len(image_embeddings), chunk):
         block = np.asarray(image_embeddings[start : start + chunk], dtype=np.float32)
-        readable = np.einsum("ij,ij->i", block, block) > 0.25
+        readable = (np.einsum("ij,ij->i", block, block) > 0.25) & allowed[start : start + chunk]
         if not dedup:
             keep += (start + np.flatnonzero(readable)).tolist()
             continue
@@ -161,8 +169,10 @@ def retrieve(
     min_clip_score: float | None = None,
     min_clip_score_file: str | None = None,
     quality_out: str | None = None,
+    exclude: str | None = None,
 ) -> pd.DataFrame:
-    """Write the manifest of retrieved images; ``query_manifest`` labels image queries (one row per query).
+    """Write the manifest of retrieved images; ``query_manifest`` labels image queries (one row per query);
+    ``exclude`` is a table of pool rows to leave out (``augbench.exclude``).
 
     With a CLIP-score threshold (``augbench.quality``), a pool image whose image embedding is
     less similar to the class prompt's (``class_prompts``) than the class's threshold is not
@@ -188,13 +198,15 @@ def retrieve(
         raise ValueError(
             f"{image_embeddings} has {len(fingerprints)} rows but {pool_manifest} lists {len(pool)} images"
         )
-    searched = searchable_rows(fingerprints, dedup)
+    excluded = excluded_rows(exclude, pool) if exclude else None
+    searched = searchable_rows(fingerprints, dedup, excluded=excluded)
     if len(searched) < len(embeddings):
         log.info(
-            "searching %d of %d pool images (%s)",
+            "searching %d of %d pool images (unreadable ones%s left out%s)",
             len(searched),
             len(pool),
-            "unreadable ones left out, identical ones counted once" if dedup else "unreadable ones left out",
+            f" and {len(excluded)} listed in {exclude}" if excluded is not None else "",
+            ", identical ones counted once" if dedup else "",
         )
     index = build_index(embeddings, searched, search, index_memory_gb * 1e9, nprobe)
     accept = None
@@ -253,6 +265,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--min-clip-score", type=float, default=None, help="CLIP score a retrieved image must reach")
     parser.add_argument("--min-clip-score-file", default=None, help="TSV of per-class thresholds (class, score)")
     parser.add_argument("--quality", default=None, help="CSV of the images the CLIP-score filter passed over per class")
+    parser.add_argument("--exclude", default=None, help="table of pool rows to leave out (augbench.exclude)")
     args = parser.parse_args(argv)
     start_logging()
     added = retrieve(
@@ -274,6 +287,7 @@ def main(argv: list[str] | None = None) -> None:
         args.min_clip_score,
         args.min_clip_score_file,
         args.quality,
+        args.exclude,
     )
     log.info("retrieved %d images into %s", len(added), args.out)
 

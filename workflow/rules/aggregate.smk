@@ -12,6 +12,7 @@ rule aggregate:
         ],
         unreadable=[path for paths in unreadable_lists().values() for path in paths],
         quality=quality_tables(),
+        excluded=[POOL_EXCLUDED] if methods_of("retrieve") else [],
         benchmarks=cost_inputs(),
         classes=config["dataset"]["classes"],
     output:
@@ -34,6 +35,11 @@ rule aggregate:
         unreadable=report(
             f"{RESULTS}/unreadable.csv",
             caption="../report/unreadable.rst",
+            category="4. Provenance and data",
+        ),
+        excluded=report(
+            f"{RESULTS}/excluded.csv",
+            caption="../report/excluded.rst",
             category="4. Provenance and data",
         ),
         provenance=report(
@@ -62,6 +68,7 @@ rule aggregate:
                     for stage, paths in unreadable_lists().items()
                     for path in paths
                 ],
+                "excluded": POOL_EXCLUDED if methods_of("retrieve") else None,
                 "benchmark_root": BENCHMARKS,
                 "settings": json.dumps(provenance_settings(), sort_keys=True),
             }

@@ -1,3 +1,4 @@
+import csv
 import glob
 import json
 import os
@@ -59,6 +60,8 @@ POOL_IMAGE_EMBEDDINGS = f"{RESULTS}/embed/pool_images.npy"
 POOL_CLIP_RETRIEVAL_UNREADABLE = (
     f"{RESULTS}/embed/pool_images/clip_retrieval.unreadable.csv"
 )
+# Pool rows that no retrieval method may return (copies of evaluation or training images, safety tags).
+POOL_EXCLUDED = f"{RESULTS}/pool/excluded.csv"
 MINIWORLD = config["miniworld"]
 METHODS = config["methods"]
 SEEDS = [int(seed) for seed in config["seeds"]]
@@ -123,6 +126,27 @@ def check_config():
                     f"config {key}: {path} is not under miniworld.root {root}; "
                     "with miniworld.enabled the data comes from the mini-world rules"
                 )
+    check_safety_column(config["pool"]["manifest"], config["pool"]["safety_column"])
+
+
+def check_safety_column(manifest, column):
+    """A safety column the config names must be in a CSV pool manifest (read from its header,
+    where it exists yet); other layouts are checked by the job that reads them."""
+    pool = Path(manifest)
+    if (
+        column is None
+        or pool.suffix != ".csv"
+        or not pool.is_file()
+        or pool.stat().st_size == 0
+    ):
+        return
+    with open(pool, newline="") as handle:
+        header = next(csv.reader(handle), [])
+    if column not in header:
+        raise ValueError(
+            f"config pool.safety_column: {column!r} is not a column of {manifest} (its columns: {header}); "
+            "null honours LAION's NSFW column where a pool has one"
+        )
 
 
 def check_dataset_split(dataset):
@@ -511,6 +535,7 @@ GPUS = {
     "embed_pool": 1,
     "embed_pool_captions": 1,
     "embed_subset": 1,
+    "embed_val": 1,
     "personalise": 1,
     "generate": 1,
     "train": config["classifier"]["processes"],
@@ -577,6 +602,19 @@ def cli_options(options):
     return " ".join(words)
 
 
+def pool_screen_inputs(wildcards=None):
+    """The images pool images must not copy (manifest and CLIP embeddings), for each check a threshold turns on."""
+    thresholds = config["contamination"]
+    inputs = {}
+    if thresholds["eval_threshold"] is not None:
+        inputs["eval_manifest"] = VAL_MANIFEST
+        inputs["eval_embeddings"] = rules.embed_val.output[0]
+    if thresholds["train_threshold"] is not None:
+        inputs["train_manifest"] = rules.subset.output.subset
+        inputs["train_embeddings"] = rules.embed_subset.output[0]
+    return inputs
+
+
 def unreadable_lists():
     """Stage -> the lists of images that stage could not read and skipped."""
     lists = {
@@ -610,6 +648,10 @@ def provenance_settings():
         "classifier": config["classifier"],
         "subset": config["subset"],
         "augment": config["augment"],
+        "contamination": config["contamination"],
+        "pool_safety": {
+            key: config["pool"][key] for key in ("safety_column", "drop_safety_values")
+        },
         "prompt_template": config["prompt_template"],
         "seeds": SEEDS,
         "methods": METHODS,

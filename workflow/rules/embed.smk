@@ -139,3 +139,27 @@ rule embed_subset:
     shell:
         "python -m augbench.embed images --manifest {input.manifest} --out {output}"
         " {params.options} --threads {threads} > {log} 2>&1"
+
+
+rule embed_val:
+    input:
+        manifest=VAL_MANIFEST,
+        model=clip_inputs,
+    output:
+        f"{RESULTS}/embed/val_images.npy",
+    log:
+        f"{LOGS}/embed/val_images.log",
+    benchmark:
+        benchmark_of("embed_val", "embed_val")
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=grows(8000),
+        runtime=grows(60),
+        gpu=GPUS["embed_val"],
+    params:
+        options=cli_options({**config["clip"], "device": config["device"]}),
+    shell:
+        "python -m augbench.embed images --manifest {input.manifest} --out {output}"
+        " {params.options} --threads {threads} > {log} 2>&1"

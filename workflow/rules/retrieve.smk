@@ -1,3 +1,39 @@
+rule screen_pool:
+    input:
+        unpack(pool_screen_inputs),
+        pool=POOL_MANIFEST,
+        pool_embeddings=POOL_IMAGE_EMBEDDINGS,
+    output:
+        excluded=POOL_EXCLUDED,
+    log:
+        f"{LOGS}/retrieve/screen_pool.log",
+    benchmark:
+        benchmark_of("screen_pool", "screen_pool")
+    conda:
+        ENV
+    # faiss searches on every thread the job has.
+    threads: 8
+    resources:
+        mem_mb=grows(8000),
+        runtime=grows(60),
+    params:
+        references=lambda wildcards, input: cli_options(
+            {key: input[key] for key in pool_screen_inputs()}
+        ),
+        options=cli_options(
+            {
+                **config["contamination"],
+                "safety_column": config["pool"]["safety_column"],
+                "drop_safety_values": ",".join(config["pool"]["drop_safety_values"]),
+                "index_memory_gb": config["pool"]["index_memory_gb"],
+            }
+        ),
+    shell:
+        "python -m augbench.exclude --pool {input.pool}"
+        " --pool-embeddings {input.pool_embeddings} --out {output.excluded}"
+        " {params.references} {params.options} > {log} 2>&1"
+
+
 rule retrieve:
     input:
         unpack(clip_filter_inputs),
@@ -14,6 +50,7 @@ rule retrieve:
         ),
         # Unreadable and identical pool images are told by their image embeddings, whatever is searched.
         image_embeddings=POOL_IMAGE_EMBEDDINGS,
+        excluded=POOL_EXCLUDED,
         subset=rules.subset.output.subset,
         classes=config["dataset"]["classes"],
     output:
@@ -55,4 +92,5 @@ rule retrieve:
         "python -m augbench.retrieve --pool {input.pool}"
         " --pool-embeddings {input.pool_embeddings} --queries {input.queries}"
         " --subset {input.subset} --classes {input.classes}"
-        " --out {output.manifest} --quality {output.quality} {params.options} > {log} 2>&1"
+        " --exclude {input.excluded} --out {output.manifest} --quality {output.quality}"
+        " {params.options} > {log} 2>&1"
