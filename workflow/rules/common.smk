@@ -289,12 +289,12 @@ def is_manifest(path):
 POOL_SHARDS = not is_manifest(config["pool"]["manifest"])
 POOL_CLIP_RETRIEVAL = config["pool"]["embeddings"]
 POOL_WEBDATASET_MANIFEST = f"{RESULTS}/data/pool_webdataset.csv"
-if POOL_CLIP_RETRIEVAL:
-    POOL_MANIFEST = f"{RESULTS}/data/pool_clip_retrieval.csv"
-elif POOL_SHARDS:
-    POOL_MANIFEST = POOL_WEBDATASET_MANIFEST
-else:
-    POOL_MANIFEST = config["pool"]["manifest"]
+# The pool's images and captions as given (shards listed); pre-training reads these, as a
+# clip-retrieval folder's embeddings come from the CLIP that pre-training would make.
+POOL_IMAGES = POOL_WEBDATASET_MANIFEST if POOL_SHARDS else config["pool"]["manifest"]
+POOL_MANIFEST = (
+    f"{RESULTS}/data/pool_clip_retrieval.csv" if POOL_CLIP_RETRIEVAL else POOL_IMAGES
+)
 
 
 def pool_paths():

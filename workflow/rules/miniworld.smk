@@ -45,7 +45,7 @@ if MINIWORLD["pretrain"]:
 
     rule pretrain_clip:
         input:
-            pool=POOL_MANIFEST,
+            pool=POOL_IMAGES,
         output:
             directory(local_model(config["clip"]["model"])),
         log:
@@ -73,7 +73,7 @@ if MINIWORLD["pretrain"]:
 
     rule pretrain_diffusion:
         input:
-            pool=POOL_MANIFEST,
+            pool=POOL_IMAGES,
             clip=rules.pretrain_clip.output[0],
         output:
             directory(local_model(config["diffusion"]["model"])),
