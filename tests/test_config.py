@@ -108,6 +108,16 @@ CASES = {
         lambda c: c["methods"]["gen_textual_inversion"]["personalise"].update(vectors=0),
         ["config methods.gen_textual_inversion.personalise.vectors: 0 is less than the minimum of 1"],
     ),
+    "kNN service without its URL": (
+        lambda c: c["methods"]["retrieve_text"].update(backend="clip_service"),
+        ["config methods.retrieve_text.service.url: backend clip_service needs the service's kNN endpoint"],
+    ),
+    "kNN service results not downloaded": (
+        lambda c: c["methods"]["retrieve_text"].update(
+            backend="clip_service", service={"url": "http://127.0.0.1:1/knn-service"}, download={"enabled": False}
+        ),
+        ["config methods.retrieve_text.download.enabled: a kNN service returns URLs"],
+    ),
 }
 
 
@@ -128,6 +138,17 @@ def test_smoke_config_is_valid_and_fills_defaults(tmp_path):
     result = dry_run(tmp_path, SMOKE)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "retrieve" in result.stdout + result.stderr
+
+
+def test_a_service_method_is_queried_then_downloaded(tmp_path):
+    config = broken(
+        lambda c: c["methods"]["retrieve_text"].update(
+            backend="clip_service", service={"url": "http://127.0.0.1:1/knn-service"}
+        )
+    )
+    result = dry_run(tmp_path, config)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "retrieve_service" in result.stdout and "rule download:" in result.stdout
 
 
 def test_a_method_given_twice_is_refused_with_its_line(tmp_path):

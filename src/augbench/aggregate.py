@@ -14,6 +14,7 @@ Writes into ``--out-dir``:
   names the classes where the best generation and the best retrieval method differ most;
 - ``cost.csv``: jobs and hours per method and per shared rule (``augbench.cost``);
 - ``unreadable.csv``: the images each stage skipped, with the reason (counted in ``summary.md``);
+  ``summary.md`` also counts the failed downloads of methods whose results were URLs;
 - ``provenance.json``: what produced the rows: resolved method configs, model ids and
   revisions, package versions, the project's git commit.
 """
@@ -198,6 +199,17 @@ def unreadable_markdown(unreadable: pd.DataFrame, stages: list[str]) -> str:
     )
 
 
+def downloads_markdown(lists: list[tuple[str, str]]) -> str:
+    """How many downloads failed per method (each class kept its quota from further candidates)."""
+    if not lists:
+        return ""
+    lines = [f"| {method} | {len(pd.read_csv(path))} |" for method, path in lists]
+    return (
+        "\nFailed downloads, replaced by further-ranked candidates (listed in added/<method>/download_failures.csv):"
+        "\n\n| method | failed downloads |\n|---|---|\n" + "\n".join(lines) + "\n"
+    )
+
+
 def cost_markdown(costs: pd.DataFrame) -> str:
     shared = costs[costs.owner.str.startswith("shared: ")]
     if shared.empty:
@@ -258,6 +270,13 @@ def main(argv: list[str] | None = None) -> None:
         metavar="STAGE=CSV",
         help="a list of the images a stage skipped; repeat for each",
     )
+    parser.add_argument(
+        "--download-failures",
+        action="append",
+        default=[],
+        metavar="METHOD=CSV",
+        help="a method's list of failed downloads; repeat for each",
+    )
     parser.add_argument("--settings", default="{}", help="JSON of the config that produced the run, for provenance")
     parser.add_argument("--out-dir", required=True)
     args = parser.parse_args(argv)
@@ -296,6 +315,7 @@ def main(argv: list[str] | None = None) -> None:
         + cost_markdown(costs)
         + largest_differences(per_class, table)
         + unreadable_markdown(unreadable, [stage for stage, _ in lists])
+        + downloads_markdown([tuple(item.split("=", 1)) for item in args.download_failures])
     )
     write_text(out_dir / "summary.md", report)
     write_json(out_dir / "provenance.json", provenance(json.loads(args.settings)))

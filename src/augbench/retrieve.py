@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from augbench.cli import start_logging
+from augbench.download import candidate_quotas
 from augbench.files import read_classes, read_manifest, write_manifest
 from augbench.search import build_index
 from augbench.subset import class_quotas
@@ -129,8 +130,12 @@ def retrieve(
     search: str = "auto",
     nprobe: int | None = None,
     index_memory_gb: float = 16.0,
+    candidate_factor: float | None = None,
 ) -> pd.DataFrame:
-    """Write the manifest of retrieved images; ``query_manifest`` labels image queries (one row per query)."""
+    """Write the manifest of retrieved images; ``query_manifest`` labels image queries (one row per query).
+
+    ``candidate_factor`` retrieves that many times each quota, as candidates for ``augbench.download``.
+    """
     classes = read_classes(classes_path)
     pool = read_manifest(pool_manifest)
     embeddings = np.load(pool_embeddings, mmap_mode="r")
@@ -143,6 +148,8 @@ def retrieve(
         if len(query_labels) != len(queries):
             raise ValueError(f"{queries_path} has {len(queries)} rows but {query_manifest} lists {len(query_labels)}")
     quotas = class_quotas(read_manifest(subset_manifest), len(classes), per_class)
+    if candidate_factor is not None:
+        quotas = candidate_quotas(quotas, candidate_factor)
     # Unreadable and identical images are found by their image embeddings, even when
     # captions are searched: many different pictures share a caption ("a photo of a three").
     fingerprints = np.load(image_embeddings, mmap_mode="r") if image_embeddings else embeddings
@@ -169,8 +176,9 @@ def retrieve(
             "pool_row": rows,
         }
     )
-    if "caption" in pool:
-        added["caption"] = pool.caption.to_numpy()[rows]
+    for column in ("caption", "url"):
+        if column in pool:
+            added[column] = pool[column].to_numpy()[rows]
     write_manifest(out, added)
     return added
 
@@ -201,6 +209,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--nprobe", type=int, default=None, help="inverted lists visited per query (IVF indexes)")
     parser.add_argument("--index-memory-gb", type=float, default=16.0, help="memory the automatic index choice may use")
+    parser.add_argument(
+        "--candidate-factor", type=float, default=None, help="retrieve this many times each quota, to download"
+    )
     args = parser.parse_args(argv)
     start_logging()
     added = retrieve(
@@ -218,6 +229,7 @@ def main(argv: list[str] | None = None) -> None:
         args.search,
         args.nprobe,
         args.index_memory_gb,
+        args.candidate_factor,
     )
     log.info("retrieved %d images into %s", len(added), args.out)
 

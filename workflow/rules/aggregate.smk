@@ -11,6 +11,7 @@ rule aggregate:
             if adds_images(method)
         ],
         unreadable=[path for paths in unreadable_lists().values() for path in paths],
+        download_failures=list(download_failure_lists().values()),
         benchmarks=cost_inputs(),
         classes=config["dataset"]["classes"],
     output:
@@ -60,6 +61,10 @@ rule aggregate:
                     f"{stage}={path}"
                     for stage, paths in unreadable_lists().items()
                     for path in paths
+                ],
+                "download_failures": [
+                    f"{method}={path}"
+                    for method, path in download_failure_lists().items()
                 ],
                 "benchmark_root": BENCHMARKS,
                 "settings": json.dumps(provenance_settings(), sort_keys=True),

@@ -54,6 +54,11 @@ RESULTS = f"results/{config['experiment']}"
 LOGS = f"logs/{config['experiment']}"
 BENCHMARKS = f"benchmarks/runs/{config['experiment']}"
 ENV = "../../envs/augbench.yaml"
+# clip-retrieval pins numpy<2 and img2dataset is optional: their rules have their own envs.
+CLIP_SERVICE_ENV = "../../envs/clip-retrieval.yaml"
+DOWNLOAD_ENV = "../../envs/download.yaml"
+# Rules that may run in another Python (service.python, download.python) import augbench from here.
+SOURCE = Path(workflow.basedir) / "src"
 POOL_IMAGE_EMBEDDINGS = f"{RESULTS}/embed/pool_images.npy"
 MINIWORLD = config["miniworld"]
 METHODS = config["methods"]
@@ -89,6 +94,8 @@ def check_config():
         )
     for name in methods_of("generate"):
         check_generation_method(name, METHODS[name])
+    for name in methods_of("retrieve"):
+        check_retrieval_method(name, METHODS[name])
     paths = {
         "dataset.classes": config["dataset"]["classes"],
         "dataset.train": config["dataset"]["train"],
@@ -137,6 +144,84 @@ def check_generation_method(name, params):
             f"{key}.personalise.shards: target {target!r} learns one UNet for all classes "
             f"and runs as one job; shards apply to {list(PER_CLASS_TARGETS)}"
         )
+
+
+def check_retrieval_method(name, params):
+    """A kNN service's results are URLs: it needs its endpoint, and a download."""
+    key = f"config methods.{name}"
+    if params["backend"] != "clip_service":
+        return
+    if not params["service"]["url"]:
+        raise ValueError(
+            f"{key}.service.url: backend clip_service needs the service's kNN endpoint "
+            "(http://host:port/knn-service)"
+        )
+    if params["download"]["enabled"] is False:
+        raise ValueError(
+            f"{key}.download.enabled: a kNN service returns URLs, which are downloaded; "
+            "leave it null or true"
+        )
+
+
+def downloads(method):
+    """Whether a retrieval method's results are URLs that a download step fetches into files."""
+    params = METHODS[method]
+    enabled = params["download"]["enabled"]
+    return params["backend"] == "clip_service" if enabled is None else enabled
+
+
+def retrieval_methods(backend, download):
+    """The retrieval methods of a backend whose results are downloaded (or not)."""
+    return [
+        name
+        for name in methods_of("retrieve")
+        if METHODS[name]["backend"] == backend and downloads(name) == download
+    ]
+
+
+def download_failure_lists():
+    """Method -> the list of its failed downloads."""
+    return {
+        name: f"{RESULTS}/added/{name}/download_failures.csv"
+        for name in methods_of("retrieve")
+        if downloads(name)
+    }
+
+
+def service_query_embeddings(method):
+    """The embeddings sent as queries when the workflow embeds them (service.embed: local)."""
+    params = METHODS[method]
+    if params["service"]["embed"] != "local":
+        return []
+    if params["query"] == "image":
+        return rules.embed_subset.output
+    return rules.embed_prompts.output
+
+
+def service_options(method):
+    params = METHODS[method]
+    service = params["service"]
+    queries = service_query_embeddings(method)
+    return cli_options(
+        {
+            "url": service["url"],
+            "indice_name": service["indice_name"],
+            "query": params["query"],
+            "template": config["prompt_template"],
+            "embeddings": queries[0] if queries else None,
+            # Captions are the service's text index.
+            "modality": "text" if params["index"] == "caption" else "image",
+            "per_class": added_per_class(method),
+            "factor": params["download"]["factor"],
+            "overfetch": params["overfetch"],
+            "max_images": service["max_images"],
+            "aesthetic_score": service["aesthetic_score"],
+            "aesthetic_weight": service["aesthetic_weight"],
+            "use_safety_model": service["use_safety_model"],
+            "use_violence_detector": service["use_violence_detector"],
+            "deduplicate": service["deduplicate"],
+        }
+    )
 
 
 def is_manifest(path):
@@ -334,6 +419,8 @@ def cost_inputs():
             files += [benchmark_of(stage, f"{method}/seed{seed}") for seed in SEEDS]
         if params["kind"] == "retrieve":
             files.append(benchmark_of("retrieve", f"{method}/retrieve"))
+            if downloads(method):
+                files.append(benchmark_of("download", f"{method}/download"))
         if params["kind"] == "generate":
             files += [
                 benchmark_of("generate", f"{method}/shard{shard}")
