@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import sys
 
 import numpy as np
 import pandas as pd
@@ -54,8 +55,6 @@ def service_client(
     try:
         from clip_retrieval.clip_client import ClipClient, Modality
     except ImportError as error:
-        import sys
-
         raise ModuleNotFoundError(MISSING.format(python=sys.executable)) from error
     return ClipClient(
         url=url,

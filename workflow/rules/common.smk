@@ -163,6 +163,11 @@ def check_retrieval_method(name, params):
         )
 
 
+def searches_pool(method):
+    """Whether a retrieval method searches the pool's embeddings here (not a kNN service's index)."""
+    return METHODS[method]["backend"] == "local"
+
+
 def downloads(method):
     """Whether a retrieval method's results are URLs that a download step fetches into files."""
     params = METHODS[method]
@@ -431,9 +436,11 @@ def cost_inputs():
                 for shard in range(len(personalisation_files(method)))
             ]
     shards = range(config["pool"]["embed_shards"])
-    if methods_of("retrieve"):
+    # A kNN service searches its own index: only local searches embed the pool.
+    searched_here = [name for name in methods_of("retrieve") if searches_pool(name)]
+    if searched_here:
         files += [benchmark_of("embed_pool", f"shard{shard}") for shard in shards]
-    if any(METHODS[name]["index"] == "caption" for name in methods_of("retrieve")):
+    if any(METHODS[name]["index"] == "caption" for name in searched_here):
         files += [
             benchmark_of("embed_pool_captions", f"shard{shard}") for shard in shards
         ]
@@ -477,7 +484,7 @@ def unreadable_lists():
             lists[f"real extras of {method}"] = [
                 f"{RESULTS}/added/{method}/unreadable.csv"
             ]
-    if methods_of("retrieve"):
+    if any(searches_pool(name) for name in methods_of("retrieve")):
         lists["pool"] = [
             f"{RESULTS}/embed/pool_images/shard{shard}.unreadable.csv"
             for shard in range(config["pool"]["embed_shards"])
