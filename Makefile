@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test lint unit e2e bench clean
+.PHONY: demo test lint unit e2e bench clean clip-venv test-clip-service
 
 $(INSTALLED): pyproject.toml
 	python3 -m venv $(VENV)
@@ -31,6 +31,22 @@ unit: $(INSTALLED)
 
 e2e: $(INSTALLED)
 	pytest -m e2e -q
+
+# The clip_service retrieval backend and the download step in their own venv (clip-retrieval pins
+# numpy<2); the workflow runs them there with service.python / download.python: .venv-clip/bin/python.
+CLIP_VENV := .venv-clip
+$(CLIP_VENV)/.installed:
+	python3 -m venv $(CLIP_VENV)
+	$(CLIP_VENV)/bin/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	# clip-anytorch, which clip-retrieval imports, needs pkg_resources (removed in setuptools 81).
+	$(CLIP_VENV)/bin/python -m pip install --quiet 'clip-retrieval>=2.44' 'setuptools<81'
+	touch $@
+
+clip-venv: $(CLIP_VENV)/.installed
+
+# A real clip-retrieval back and img2dataset on loopback (tests/test_clip_service.py; about 4 minutes).
+test-clip-service: $(INSTALLED) clip-venv
+	pytest -m clip_service -q
 
 test: lint unit e2e
 

@@ -180,6 +180,22 @@ CASES = {
         lambda c: c["pool"].update(drop_safety_values="NSFW"),
         ["config pool.drop_safety_values: 'NSFW' is not of type 'array'"],
     ),
+    "kNN service without its URL": (
+        lambda c: c["methods"]["retrieve_text"].update(backend="clip_service"),
+        ["config methods.retrieve_text.service.url: backend clip_service needs the service's kNN endpoint"],
+    ),
+    "kNN service with a CLIP-score filter": (
+        lambda c: c["methods"]["retrieve_text"].update(
+            backend="clip_service", service={"url": "http://127.0.0.1:1/knn-service"}, min_clip_score=0.2
+        ),
+        ["config methods.retrieve_text.min_clip_score: the CLIP-score filter scores the pool's embeddings here"],
+    ),
+    "kNN service results not downloaded": (
+        lambda c: c["methods"]["retrieve_text"].update(
+            backend="clip_service", service={"url": "http://127.0.0.1:1/knn-service"}, download={"enabled": False}
+        ),
+        ["config methods.retrieve_text.download.enabled: a kNN service returns URLs"],
+    ),
 }
 
 
@@ -200,6 +216,17 @@ def test_smoke_config_is_valid_and_fills_defaults(tmp_path):
     result = dry_run(tmp_path, SMOKE)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "retrieve" in result.stdout + result.stderr
+
+
+def test_a_service_method_is_queried_then_downloaded(tmp_path):
+    config = broken(
+        lambda c: c["methods"]["retrieve_text"].update(
+            backend="clip_service", service={"url": "http://127.0.0.1:1/knn-service"}
+        )
+    )
+    result = dry_run(tmp_path, config)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "retrieve_service" in result.stdout and "rule download:" in result.stdout
 
 
 def test_a_method_given_twice_is_refused_with_its_line(tmp_path):

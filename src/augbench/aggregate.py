@@ -18,6 +18,7 @@ Writes into ``--out-dir``:
   per-class tables of ``augbench.quality``), where a method filters;
 - ``excluded.csv``: the pool images retrieval left out (copies of evaluation or training images,
   safety tags; ``augbench.exclude``), with the image matched (counted per reason in ``summary.md``);
+- in ``summary.md``, the failed downloads of methods whose results were URLs;
 - ``provenance.json``: what produced the rows: resolved method configs, model ids and
   revisions, package versions, the project's git commit.
 """
@@ -234,6 +235,17 @@ def excluded_markdown(excluded: pd.DataFrame) -> str:
     )
 
 
+def downloads_markdown(lists: list[tuple[str, str]]) -> str:
+    """How many downloads failed per method (each class kept its quota from further candidates)."""
+    if not lists:
+        return ""
+    lines = [f"| {method} | {len(pd.read_csv(path))} |" for method, path in lists]
+    return (
+        "\nFailed downloads, replaced by further-ranked candidates (listed in added/<method>/download_failures.csv):"
+        "\n\n| method | failed downloads |\n|---|---|\n" + "\n".join(lines) + "\n"
+    )
+
+
 def cost_markdown(costs: pd.DataFrame) -> str:
     shared = costs[costs.owner.str.startswith("shared: ")]
     if shared.empty:
@@ -302,6 +314,13 @@ def main(argv: list[str] | None = None) -> None:
         help="a method's CLIP-score filter counts per class; repeat for each",
     )
     parser.add_argument("--excluded", help="the table of pool images retrieval left out (augbench.exclude)")
+    parser.add_argument(
+        "--download-failures",
+        action="append",
+        default=[],
+        metavar="METHOD=CSV",
+        help="a method's list of failed downloads; repeat for each",
+    )
     parser.add_argument("--settings", default="{}", help="JSON of the config that produced the run, for provenance")
     parser.add_argument("--out-dir", required=True)
     args = parser.parse_args(argv)
@@ -346,6 +365,7 @@ def main(argv: list[str] | None = None) -> None:
         + unreadable_markdown(unreadable, [stage for stage, _ in lists])
         + quality_markdown([tuple(item.split("=", 1)) for item in args.quality])
         + (excluded_markdown(excluded) if args.excluded else "")
+        + downloads_markdown([tuple(item.split("=", 1)) for item in args.download_failures])
     )
     write_text(out_dir / "summary.md", report)
     write_json(out_dir / "provenance.json", provenance(json.loads(args.settings)))

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from augbench.cli import start_logging
+from augbench.download import candidate_quotas
 from augbench.exclude import excluded_rows
 from augbench.files import read_classes, read_manifest, write_manifest
 from augbench.quality import class_thresholds, pool_filter, read_class_features, write_quality
@@ -170,9 +171,11 @@ def retrieve(
     min_clip_score_file: str | None = None,
     quality_out: str | None = None,
     exclude: str | None = None,
+    candidate_factor: float | None = None,
 ) -> pd.DataFrame:
     """Write the manifest of retrieved images; ``query_manifest`` labels image queries (one row per query);
-    ``exclude`` is a table of pool rows to leave out (``augbench.exclude``).
+    ``exclude`` is a table of pool rows to leave out (``augbench.exclude``); ``candidate_factor``
+    retrieves that many times each quota, as candidates for ``augbench.download``.
 
     With a CLIP-score threshold (``augbench.quality``), a pool image whose image embedding is
     less similar to the class prompt's (``class_prompts``) than the class's threshold is not
@@ -191,6 +194,8 @@ def retrieve(
             raise ValueError(f"{queries_path} has {len(queries)} rows but {query_manifest} lists {len(query_labels)}")
     quotas = class_quotas(read_manifest(subset_manifest), len(classes), per_class)
     thresholds = class_thresholds(classes_path, min_clip_score, min_clip_score_file)
+    if candidate_factor is not None:
+        quotas = candidate_quotas(quotas, candidate_factor)
     # Unreadable and identical images are found by their image embeddings, even when
     # captions are searched: many different pictures share a caption ("a photo of a three").
     fingerprints = np.load(image_embeddings, mmap_mode="r") if image_embeddings else embeddings
@@ -226,8 +231,9 @@ def retrieve(
             "pool_row": rows,
         }
     )
-    if "caption" in pool:
-        added["caption"] = pool.caption.to_numpy()[rows]
+    for column in ("caption", "url"):
+        if column in pool:
+            added[column] = pool[column].to_numpy()[rows]
     write_manifest(out, added)
     if quality_out:
         kept = np.bincount(added.label.to_numpy(dtype=int), minlength=len(classes))
@@ -266,6 +272,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--min-clip-score-file", default=None, help="TSV of per-class thresholds (class, score)")
     parser.add_argument("--quality", default=None, help="CSV of the images the CLIP-score filter passed over per class")
     parser.add_argument("--exclude", default=None, help="table of pool rows to leave out (augbench.exclude)")
+    parser.add_argument(
+        "--candidate-factor", type=float, default=None, help="retrieve this many times each quota, to download"
+    )
     args = parser.parse_args(argv)
     start_logging()
     added = retrieve(
@@ -288,6 +297,7 @@ def main(argv: list[str] | None = None) -> None:
         args.min_clip_score_file,
         args.quality,
         args.exclude,
+        args.candidate_factor,
     )
     log.info("retrieved %d images into %s", len(added), args.out)
 

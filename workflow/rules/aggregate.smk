@@ -12,7 +12,8 @@ rule aggregate:
         ],
         unreadable=[path for paths in unreadable_lists().values() for path in paths],
         quality=quality_tables(),
-        excluded=[POOL_EXCLUDED] if methods_of("retrieve") else [],
+        excluded=[POOL_EXCLUDED] if local_retrieval_methods() else [],
+        download_failures=list(download_failure_lists().values()),
         benchmarks=cost_inputs(),
         classes=config["dataset"]["classes"],
     output:
@@ -68,7 +69,11 @@ rule aggregate:
                     for stage, paths in unreadable_lists().items()
                     for path in paths
                 ],
-                "excluded": POOL_EXCLUDED if methods_of("retrieve") else None,
+                "excluded": POOL_EXCLUDED if local_retrieval_methods() else None,
+                "download_failures": [
+                    f"{method}={path}"
+                    for method, path in download_failure_lists().items()
+                ],
                 "benchmark_root": BENCHMARKS,
                 "settings": json.dumps(provenance_settings(), sort_keys=True),
             }

@@ -56,6 +56,11 @@ RESULTS = f"results/{config['experiment']}"
 LOGS = f"logs/{config['experiment']}"
 BENCHMARKS = f"benchmarks/runs/{config['experiment']}"
 ENV = "../../envs/augbench.yaml"
+# clip-retrieval pins numpy<2 and img2dataset is optional: their rules have their own envs.
+CLIP_SERVICE_ENV = "../../envs/clip-retrieval.yaml"
+DOWNLOAD_ENV = "../../envs/download.yaml"
+# Rules that may run in another Python (service.python, download.python) import augbench from here.
+SOURCE = Path(workflow.basedir) / "src"
 POOL_IMAGE_EMBEDDINGS = f"{RESULTS}/embed/pool_images.npy"
 POOL_CLIP_RETRIEVAL_UNREADABLE = (
     f"{RESULTS}/embed/pool_images/clip_retrieval.unreadable.csv"
@@ -103,6 +108,8 @@ def check_config():
         check_clip_filter(name, METHODS[name])
     if MINIWORLD["pretrain"]:
         check_pretraining()
+    for name in methods_of("retrieve"):
+        check_retrieval_method(name, METHODS[name])
     paths = {
         "dataset.classes": config["dataset"]["classes"],
         "dataset.train": config["dataset"]["train"],
@@ -274,8 +281,101 @@ def quality_tables():
     """The per-class CLIP-score filter table of each retrieval and generation method."""
     return [
         f"{RESULTS}/added/{method}/quality.csv"
-        for method in methods_of("retrieve") + methods_of("generate")
+        for method in local_retrieval_methods() + methods_of("generate")
     ]
+
+
+def check_retrieval_method(name, params):
+    """A kNN service's results are URLs: it needs its endpoint, and a download."""
+    key = f"config methods.{name}"
+    if params["backend"] != "clip_service":
+        return
+    if not params["service"]["url"]:
+        raise ValueError(
+            f"{key}.service.url: backend clip_service needs the service's kNN endpoint "
+            "(http://host:port/knn-service)"
+        )
+    if params["download"]["enabled"] is False:
+        raise ValueError(
+            f"{key}.download.enabled: a kNN service returns URLs, which are downloaded; "
+            "leave it null or true"
+        )
+    if filters_by_clip_score(name):
+        raise ValueError(
+            f"{key}.min_clip_score: the CLIP-score filter scores the pool's embeddings here; "
+            "a kNN service's results have none (use the service's own filters)"
+        )
+
+
+def searches_pool(method):
+    """Whether a retrieval method searches the pool's embeddings here (not a kNN service's index)."""
+    return METHODS[method]["backend"] == "local"
+
+
+def local_retrieval_methods():
+    """The retrieval methods that search the pool's embeddings here."""
+    return [name for name in methods_of("retrieve") if searches_pool(name)]
+
+
+def downloads(method):
+    """Whether a retrieval method's results are URLs that a download step fetches into files."""
+    params = METHODS[method]
+    enabled = params["download"]["enabled"]
+    return params["backend"] == "clip_service" if enabled is None else enabled
+
+
+def retrieval_methods(backend, download):
+    """The retrieval methods of a backend whose results are downloaded (or not)."""
+    return [
+        name
+        for name in methods_of("retrieve")
+        if METHODS[name]["backend"] == backend and downloads(name) == download
+    ]
+
+
+def download_failure_lists():
+    """Method -> the list of its failed downloads."""
+    return {
+        name: f"{RESULTS}/added/{name}/download_failures.csv"
+        for name in methods_of("retrieve")
+        if downloads(name)
+    }
+
+
+def service_query_embeddings(method):
+    """The embeddings sent as queries when the workflow embeds them (service.embed: local)."""
+    params = METHODS[method]
+    if params["service"]["embed"] != "local":
+        return []
+    if params["query"] == "image":
+        return rules.embed_subset.output
+    return rules.embed_prompts.output
+
+
+def service_options(method):
+    params = METHODS[method]
+    service = params["service"]
+    queries = service_query_embeddings(method)
+    return cli_options(
+        {
+            "url": service["url"],
+            "indice_name": service["indice_name"],
+            "query": params["query"],
+            "template": config["prompt_template"],
+            "embeddings": queries[0] if queries else None,
+            # Captions are the service's text index.
+            "modality": "text" if params["index"] == "caption" else "image",
+            "per_class": added_per_class(method),
+            "factor": params["download"]["factor"],
+            "overfetch": params["overfetch"],
+            "max_images": service["max_images"],
+            "aesthetic_score": service["aesthetic_score"],
+            "aesthetic_weight": service["aesthetic_weight"],
+            "use_safety_model": service["use_safety_model"],
+            "use_violence_detector": service["use_violence_detector"],
+            "deduplicate": service["deduplicate"],
+        }
+    )
 
 
 def is_manifest(path):
@@ -314,7 +414,9 @@ def pool_shard_inputs(wildcards=None):
 
 
 def pool_captions_searched():
-    return any(METHODS[name]["index"] == "caption" for name in methods_of("retrieve"))
+    return any(
+        METHODS[name]["index"] == "caption" for name in local_retrieval_methods()
+    )
 
 
 # A dataset split is a manifest, or a class-per-folder tree that a job lists into one
@@ -556,6 +658,8 @@ def cost_inputs():
             files += [benchmark_of(stage, f"{method}/seed{seed}") for seed in SEEDS]
         if params["kind"] == "retrieve":
             files.append(benchmark_of("retrieve", f"{method}/retrieve"))
+            if downloads(method):
+                files.append(benchmark_of("download", f"{method}/download"))
         if params["kind"] == "generate":
             files += [
                 benchmark_of("generate", f"{method}/shard{shard}")
@@ -565,11 +669,11 @@ def cost_inputs():
                 benchmark_of("personalise", f"{method}/shard{shard}")
                 for shard in range(len(personalisation_files(method)))
             ]
-    # A clip-retrieval pool comes embedded.
+    # A clip-retrieval pool comes embedded; a kNN service searches its own index.
     shards = [] if POOL_CLIP_RETRIEVAL else range(config["pool"]["embed_shards"])
-    if methods_of("retrieve"):
+    if local_retrieval_methods():
         files += [benchmark_of("embed_pool", f"shard{shard}") for shard in shards]
-    if any(METHODS[name]["index"] == "caption" for name in methods_of("retrieve")):
+    if any(METHODS[name]["index"] == "caption" for name in local_retrieval_methods()):
         files += [
             benchmark_of("embed_pool_captions", f"shard{shard}") for shard in shards
         ]
@@ -626,9 +730,9 @@ def unreadable_lists():
             lists[f"real extras of {method}"] = [
                 f"{RESULTS}/added/{method}/unreadable.csv"
             ]
-    if methods_of("retrieve") and POOL_CLIP_RETRIEVAL:
+    if local_retrieval_methods() and POOL_CLIP_RETRIEVAL:
         lists["pool"] = [POOL_CLIP_RETRIEVAL_UNREADABLE]
-    elif methods_of("retrieve"):
+    elif local_retrieval_methods():
         lists["pool"] = [
             f"{RESULTS}/embed/pool_images/shard{shard}.unreadable.csv"
             for shard in range(config["pool"]["embed_shards"])

@@ -61,7 +61,7 @@ rule retrieve:
     benchmark:
         benchmark_of("retrieve", "{method}/retrieve")
     wildcard_constraints:
-        method=alternation(methods_of("retrieve")),
+        method=alternation(retrieval_methods("local", download=False)),
     conda:
         ENV
     threads: 1
@@ -78,6 +78,12 @@ rule retrieve:
                 "search": METHODS[wildcards.method]["search"],
                 "nprobe": METHODS[wildcards.method]["nprobe"],
                 "index_memory_gb": config["pool"]["index_memory_gb"],
+                # A pool of URLs: candidates for the download step, more than the quota.
+                "candidate_factor": (
+                    METHODS[wildcards.method]["download"]["factor"]
+                    if downloads(wildcards.method)
+                    else None
+                ),
                 "image_embeddings": POOL_IMAGE_EMBEDDINGS,
                 # Image queries take their class from the subset's rows.
                 "query_manifest": (
@@ -93,4 +99,84 @@ rule retrieve:
         " --pool-embeddings {input.pool_embeddings} --queries {input.queries}"
         " --subset {input.subset} --classes {input.classes}"
         " --exclude {input.excluded} --out {output.manifest} --quality {output.quality}"
+        " {params.options} > {log} 2>&1"
+
+
+# A pool of URLs (a url column): the local search writes candidates, which are downloaded.
+use rule retrieve as retrieve_urls with:
+    output:
+        manifest=f"{RESULTS}/added/{{method}}/candidates.csv",
+        quality=f"{RESULTS}/added/{{method}}/quality.csv",
+    wildcard_constraints:
+        method=alternation(retrieval_methods("local", download=True)),
+
+
+rule retrieve_service:
+    input:
+        queries=lambda wildcards: service_query_embeddings(wildcards.method),
+        subset=rules.subset.output.subset,
+        classes=config["dataset"]["classes"],
+    output:
+        candidates=f"{RESULTS}/added/{{method}}/candidates.csv",
+    log:
+        f"{LOGS}/retrieve/{{method}}.log",
+    benchmark:
+        benchmark_of("retrieve", "{method}/retrieve")
+    wildcard_constraints:
+        method=alternation(retrieval_methods("clip_service", download=True)),
+    conda:
+        CLIP_SERVICE_ENV
+    threads: 1
+    resources:
+        mem_mb=grows(2000),
+        runtime=grows(60),
+    params:
+        python=lambda wildcards: METHODS[wildcards.method]["service"]["python"]
+        or "python",
+        source=SOURCE,
+        options=lambda wildcards: service_options(wildcards.method),
+    shell:
+        "PYTHONPATH={params.source}${{PYTHONPATH:+:$PYTHONPATH}} {params.python} -m augbench.knn_service"
+        " --subset {input.subset} --classes {input.classes}"
+        " --out {output.candidates} {params.options} > {log} 2>&1"
+
+
+rule download:
+    input:
+        candidates=f"{RESULTS}/added/{{method}}/candidates.csv",
+        subset=rules.subset.output.subset,
+        classes=config["dataset"]["classes"],
+    output:
+        manifest=f"{RESULTS}/added/{{method}}/manifest.csv",
+        failures=f"{RESULTS}/added/{{method}}/download_failures.csv",
+    log:
+        f"{LOGS}/download/{{method}}.log",
+    benchmark:
+        benchmark_of("download", "{method}/download")
+    wildcard_constraints:
+        method=alternation(list(download_failure_lists())),
+    conda:
+        DOWNLOAD_ENV
+    threads: 1
+    resources:
+        mem_mb=grows(4000),
+        runtime=grows(120),
+    params:
+        python=lambda wildcards: METHODS[wildcards.method]["download"]["python"]
+        or "python",
+        source=SOURCE,
+        images=lambda wildcards: f"{RESULTS}/added/{wildcards.method}/images",
+        options=lambda wildcards: cli_options(
+            {
+                "per_class": added_per_class(wildcards.method),
+                **{
+                    key: METHODS[wildcards.method]["download"][key]
+                    for key in ("threads", "timeout", "retries", "image_size")
+                },
+            }
+        ),
+    shell:
+        "PYTHONPATH={params.source}${{PYTHONPATH:+:$PYTHONPATH}} {params.python} -m augbench.download"
+        " --candidates {input.candidates} --subset {input.subset} --classes {input.classes}"
+        " --images-dir {params.images} --out {output.manifest} --failures {output.failures}"
         " {params.options} > {log} 2>&1"

@@ -1,0 +1,209 @@
+"""Download retrieved images that are only URLs (a kNN service's results, a pool of URLs) into files.
+
+    python -m augbench.download --candidates candidates.csv --subset subset.csv --classes classes.txt \
+        --images-dir added/m/images --out added/m/manifest.csv --failures added/m/download_failures.csv
+
+Downloads fail (dead links, refused hosts, broken files), so retrieval asks for more
+candidates than each class needs (``candidate_quotas``: ``factor`` times its quota, see
+``augbench.subset.class_quotas``). img2dataset fetches them all; each class keeps its
+best-ranked ``quota`` successes (highest ``score`` first), and the run stops, naming the
+classes, if one falls short. Every failed download is listed with img2dataset's reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import shutil
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from augbench.cli import start_logging
+from augbench.files import atomic_path, read_classes, read_manifest, write_manifest
+from augbench.subset import class_quotas
+
+log = logging.getLogger(__name__)
+
+FAILURE_COLUMNS = ["url", "label", "score", "status", "error"]
+
+
+def candidate_quotas(quotas: list[int], factor: float) -> list[int]:
+    """Candidates to retrieve per class: ``factor`` times its quota, rounded up (a quota of 0 stays 0)."""
+    if factor < 1:
+        raise ValueError(f"download factor must be at least 1, got {factor}")
+    # Rounded first, so that 10 * 1.1 (11.000000000000002) asks for 11, not 12.
+    return [math.ceil(round(quota * factor, 6)) for quota in quotas]
+
+
+def keep_best(candidates: pd.DataFrame, downloaded: pd.Series, quotas: list[int], classes: list[str]) -> pd.DataFrame:
+    """Each class's ``quotas[c]`` best-ranked candidates that ``downloaded`` (a boolean per row) says arrived.
+
+    Rank is ``score``, highest first (ties keep the candidates' order). Raises ValueError
+    naming every class with fewer successes than its quota.
+    """
+    if len(candidates) and not candidates.label.between(0, len(quotas) - 1).all():
+        raise ValueError(f"candidate labels must lie in 0..{len(quotas) - 1}, one per class")
+    frame = candidates.assign(_ok=downloaded.to_numpy(dtype=bool), _order=range(len(candidates)))
+    frame = frame.sort_values(["label", "score", "_order"], ascending=[True, False, True], kind="stable")
+    arrived = frame[frame._ok]
+    kept = arrived[arrived.groupby("label").cumcount() < arrived.label.map(dict(enumerate(quotas)))]
+    have = kept.label.value_counts()
+    asked = frame.label.value_counts()
+    short = [
+        f"{classes[label]!r} ({int(have.get(label, 0))} of {quota}, from {int(asked.get(label, 0))} candidates)"
+        for label, quota in enumerate(quotas)
+        if have.get(label, 0) < quota
+    ]
+    if short:
+        raise ValueError(
+            f"too few downloads for class(es) {', '.join(short)}: raise the method's download.factor "
+            "(more candidates per class) or download.retries, or lower augment.per_class"
+        )
+    return kept.drop(columns=["_ok", "_order"]).reset_index(drop=True)
+
+
+def _img2dataset():
+    try:
+        from img2dataset import download
+    except ImportError as error:
+        raise ModuleNotFoundError(
+            "downloading retrieved URLs needs img2dataset, which this Python does not have: "
+            "install augbench's 'download' extra (pip install -e '.[download]'), or run the workflow "
+            "with --software-deployment-method conda (envs/download.yaml)"
+        ) from error
+    return download
+
+
+def fetch(
+    urls: list[str],
+    folder: str | Path,
+    threads: int = 32,
+    timeout: int = 10,
+    retries: int = 1,
+    image_size: int | None = None,
+) -> pd.DataFrame:
+    """Download ``urls`` into ``folder`` with img2dataset; one row per URL, in order: path ('' if it
+    failed), status and error. The folder is emptied first, so no image of an earlier run stays."""
+    download = _img2dataset()
+    folder = Path(folder)
+    # Emptied here: img2dataset's own "overwrite" mode also deletes the scratch folder it just made.
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        listing = Path(scratch) / "urls.parquet"
+        pd.DataFrame({"url": urls, "candidate": range(len(urls))}).to_parquet(listing, index=False)
+        download(
+            url_list=str(listing),
+            input_format="parquet",
+            url_col="url",
+            save_additional_columns=["candidate"],
+            output_folder=str(folder),
+            output_format="files",
+            incremental_mode="incremental",
+            image_size=image_size or 256,
+            resize_mode="keep_ratio" if image_size else "no",
+            resize_only_if_bigger=True,
+            processes_count=1,
+            thread_count=threads,
+            timeout=timeout,
+            retries=retries,
+            enable_wandb=False,
+        )
+    return read_fetched(folder, len(urls))
+
+
+def read_fetched(folder: str | Path, count: int) -> pd.DataFrame:
+    """What img2dataset reported for candidates 0..count-1 (its parquet per shard, its files by key)."""
+    folder = Path(folder)
+    shards = sorted(folder.glob("*.parquet"))
+    report = pd.concat([pd.read_parquet(path) for path in shards], ignore_index=True) if shards else pd.DataFrame()
+    files = {path.stem: path for path in folder.rglob("*") if path.suffix in {".jpg", ".png", ".webp"}}
+    result = pd.DataFrame({"path": [""] * count, "status": ["not attempted"] * count, "error": [""] * count})
+    for row in report.itertuples(index=False):
+        candidate = int(row.candidate)
+        image = files.get(str(row.key))
+        ok = row.status == "success" and image is not None
+        result.loc[candidate, ["path", "status", "error"]] = [
+            str(image) if ok else "",
+            row.status if ok or row.status != "success" else "file missing",
+            "" if ok else str(row.error_message or ""),
+        ]
+    return result
+
+
+def download(
+    candidates_path: str,
+    subset_path: str,
+    classes_path: str,
+    images_dir: str,
+    out: str,
+    failures_out: str,
+    per_class: int | None = None,
+    threads: int = 32,
+    timeout: int = 10,
+    retries: int = 1,
+    image_size: int | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Fetch every candidate, write the kept images' manifest and the failures; return both."""
+    candidates = read_manifest(candidates_path)
+    if "url" not in candidates:
+        raise ValueError(
+            f"{candidates_path} has no url column: there is nothing to download (a pool needs a url column)"
+        )
+    if "score" not in candidates:
+        raise ValueError(f"{candidates_path} has no score column to rank the candidates of a class by")
+    classes = read_classes(classes_path)
+    quotas = class_quotas(read_manifest(subset_path), len(classes), per_class)
+    fetched = fetch(candidates.url.tolist(), images_dir, threads, timeout, retries, image_size)
+    failed = fetched.path == ""
+    failures = candidates.loc[failed.to_numpy(), ["url", "label", "score"]].assign(
+        status=fetched.status[failed].to_numpy(), error=fetched.error[failed].to_numpy()
+    )
+    _write_csv(failures_out, failures[FAILURE_COLUMNS])
+    log.info("%d of %d candidates downloaded, %d failed", int((~failed).sum()), len(candidates), int(failed.sum()))
+    kept = keep_best(candidates.assign(path=fetched.path.to_numpy()), ~failed, quotas, classes)
+    write_manifest(out, kept)
+    return kept, failures
+
+
+def _write_csv(path: str, frame: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--candidates", required=True, help="manifest of ranked candidates with url and score")
+    parser.add_argument("--subset", required=True, help="the real subset, which sets the per-class quota")
+    parser.add_argument("--classes", required=True)
+    parser.add_argument("--images-dir", required=True, help="folder the images are downloaded into (emptied first)")
+    parser.add_argument("--out", required=True, help="manifest of the kept images")
+    parser.add_argument("--failures", required=True, help="CSV of the failed downloads and why")
+    parser.add_argument("--per-class", type=int, default=None, help="images per class (default: as many as real)")
+    parser.add_argument("--threads", type=int, default=32, help="downloads at once")
+    parser.add_argument("--timeout", type=int, default=10, help="seconds before a download is given up")
+    parser.add_argument("--retries", type=int, default=1, help="further tries of a failed download")
+    parser.add_argument("--image-size", type=int, default=None, help="resize larger images to this side")
+    args = parser.parse_args(argv)
+    start_logging()
+    kept, failures = download(
+        args.candidates,
+        args.subset,
+        args.classes,
+        args.images_dir,
+        args.out,
+        args.failures,
+        args.per_class,
+        args.threads,
+        args.timeout,
+        args.retries,
+        args.image_size,
+    )
+    log.info("kept %d images in %s; %d failed downloads in %s", len(kept), args.out, len(failures), args.failures)
+
+
+if __name__ == "__main__":
+    main()
