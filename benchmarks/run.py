@@ -24,6 +24,7 @@ import bench_dag  # noqa: E402
 import bench_demo  # noqa: E402
 import bench_embed  # noqa: E402
 import bench_generate  # noqa: E402
+import bench_retrieve  # noqa: E402
 import bench_search  # noqa: E402
 import bench_train_loader  # noqa: E402
 
@@ -31,6 +32,7 @@ BENCHMARKS = {
     "dag": bench_dag.measure,
     "embed": bench_embed.measure,
     "search": bench_search.measure,
+    "retrieve": bench_retrieve.measure,
     "train_loader": bench_train_loader.measure,
     "generate": bench_generate.measure,
     "demo": bench_demo.measure,
@@ -43,6 +45,9 @@ BARS = {
     "embed_ratio": (">=", 0.8),
     "search_recall_at_100": (">=", 0.95),
     "search_speedup_vs_flat": (">=", 10.0),
+    # Issue 5's budget: 1M pool embeddings, 1,000 class queries, k = 1,000.
+    "retrieve_1m_seconds": ("<=", 60.0),
+    "retrieve_1m_peak_rss_mb": ("<=", 4096.0),
     "train_loader_ratio": (">=", 0.9),
     "gen_overhead_ratio": (">=", 0.9),
     "demo_seconds": ("<=", 600.0),

@@ -239,3 +239,10 @@ def test_evaluation_images_planted_in_the_pool_are_all_removed_and_never_retriev
     assert len(set(unfiltered.path) & set(planted)) > len(planted) // 2
     added = retrieve.retrieve(*inputs, str(tmp_path / "added.csv"), exclude=str(tmp_path / "excluded.csv"), **options)
     assert len(added) == len(unfiltered) and set(added.path).isdisjoint(planted)
+
+
+def test_a_pool_excluded_whole_is_named_rather_than_searched(tmp_path):
+    inputs = _retrieval_inputs(tmp_path, [[1, 0], [0, 1]])
+    pd.DataFrame({"pool_row": [0, 1], "path": ["p0", "p1"]}).to_csv(tmp_path / "all.csv", index=False)
+    with pytest.raises(ValueError, match=r"no image of the pool.s 2 is left to search: .* \(check contamination"):
+        retrieve.retrieve(*inputs, str(tmp_path / "added.csv"), exclude=str(tmp_path / "all.csv"))

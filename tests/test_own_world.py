@@ -77,6 +77,8 @@ def own_config(root) -> dict:
             "val": str(root / "val.csv"),
         },
         "pool": {"manifest": str(root / "pool.csv")},
+        # A CLIP of 10 steps scores all images nearly alike: screen out exact copies only.
+        "contamination": {"eval_threshold": 0.9999, "train_threshold": 0.9999},
         "subset": {"per_class": 3},
         "clip": {"model": "local-dir:models/own/clip", "num_workers": 0},
         "diffusion": {"model": "models/own/diffusion", "dtype": "float32", "batch_size": 9},

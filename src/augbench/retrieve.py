@@ -213,6 +213,11 @@ def retrieve(
             f" and {len(excluded)} listed in {exclude}" if excluded is not None else "",
             ", identical ones counted once" if dedup else "",
         )
+    if len(searched) == 0:
+        raise ValueError(
+            f"no image of the pool's {len(pool)} is left to search: each is unreadable"
+            + (f" or listed in {exclude} (check contamination.*_threshold and the safety tags)" if exclude else "")
+        )
     index = build_index(embeddings, searched, search, index_memory_gb * 1e9, nprobe)
     accept = None
     if thresholds is not None:
