@@ -3,7 +3,8 @@
 ``python -m augbench.retrieve``, as the workflow runs it, over 1,000,000 pool image
 embeddings (768-d, float32, memory-mapped from disk; the mixture of bench_search) for
 1,000 class-prompt queries, 500 images per class, so each query fetches k = 1,000
-candidates (overfetch 2). Module start-up (importing faiss, pandas) is included.
+candidates (overfetch 2). Module start-up (importing faiss, pandas) is included; the peak
+is the job's maximum resident memory, as GNU time reports it.
 """
 
 from __future__ import annotations
@@ -48,7 +49,10 @@ def write_pool(folder: Path) -> dict[str, str]:
 def measure() -> dict:
     with tempfile.TemporaryDirectory(dir=os.environ.get("AUGBENCH_BENCH_TMP")) as tmp:
         files = write_pool(Path(tmp))
-        command = [sys.executable, "-m", "augbench.retrieve", "--pool", files["pool.csv"]]
+        # GNU time reports the job's own peak: a child forked from this process would start
+        # with this process's pages (the pool just written) counted as its own.
+        command = ["/usr/bin/time", "-f", "peak_kb %M", sys.executable, "-m", "augbench.retrieve"]
+        command += ["--pool", files["pool.csv"]]
         command += ["--pool-embeddings", files["pool.npy"], "--queries", files["prompts.npy"]]
         command += ["--subset", files["subset.csv"], "--classes", files["classes.txt"]]
         command += ["--out", str(Path(tmp) / "added.csv"), "--per-class", str(PER_CLASS)]
@@ -58,12 +62,13 @@ def measure() -> dict:
             job = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
             _, status, usage = os.wait4(job.pid, 0)
         seconds = time.perf_counter() - start
-        print("   " + log.read_text().strip().replace("\n", "\n   "))
+        text = log.read_text().strip()
+        print("   " + text.replace("\n", "\n   "))
         if status != 0:
             raise RuntimeError("retrieve failed (its log above)")
+        peak_mb = int(text.rsplit("peak_kb ", 1)[1].split()[0]) / 1024
         added = pd.read_csv(Path(tmp) / "added.csv")
     cpu_seconds = usage.ru_utime + usage.ru_stime
-    peak_mb = usage.ru_maxrss / 1024  # kilobytes on Linux
     print(f"   {len(added):,} retrieved in {seconds:.1f} s ({cpu_seconds:.1f} s CPU), peak {peak_mb:,.0f} MB")
     return {
         "retrieve_1m_seconds": seconds,

@@ -185,7 +185,7 @@ def test_automatic_index_is_exact_for_small_pools_and_ivf_for_large_ones():
     from augbench.search import choose_factory
 
     assert choose_factory(10_000, 768, 16e9) == "Flat"
-    assert choose_factory(1_000_000, 768, 16e9) == "IVF1024,Flat"  # 3 GB of vectors fit
+    assert choose_factory(1_000_000, 768, 16e9) == "IVF1024,SQfp16"  # 1.5 GB of half-precision vectors fit
     factory = choose_factory(100_000_000, 768, 16e9)  # 300 GB do not: product-quantised codes
     assert factory.startswith("IVF8192,PQ") and 768 % int(factory.split("PQ")[1]) == 0
 

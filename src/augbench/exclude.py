@@ -33,7 +33,7 @@ import pandas as pd
 
 from augbench.cli import start_logging
 from augbench.files import atomic_path, read_manifest
-from augbench.search import BLOCK, build_index
+from augbench.search import BLOCK, build_index, release_pages
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,8 @@ def nearest(
         return similarity, matched
     index = build_index(references, memory_bytes=memory_bytes)
     for start in range(0, len(pool_embeddings), block):
-        rows = np.ascontiguousarray(pool_embeddings[start : start + block], dtype=np.float32)
+        rows = np.array(pool_embeddings[start : start + block], dtype=np.float32)
+        release_pages(pool_embeddings)
         scores, ids = index.search(rows, 1)
         similarity[start : start + len(rows)] = scores[:, 0]
         matched[start : start + len(rows)] = ids[:, 0]

@@ -5,12 +5,17 @@ from __future__ import annotations
 import io
 import re
 import tarfile
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 
 from augbench.files import read_manifest
+
+# torch is imported where it is used: screening, the subset draw and retrieval read images
+# or quotas from here and need not pay for it (about 400 MB and seconds a job).
+if TYPE_CHECKING:
+    import torch
 
 # Web images can be huge; anything with a longer side is shrunk while decoding (a
 # 20,000 px panorama would otherwise take gigabytes), and PIL's decompression-bomb
@@ -93,13 +98,15 @@ def load_captioned_images(manifest: str, image_size: int) -> tuple[torch.Tensor,
     frame = read_manifest(manifest, labelled=False)
     if "caption" not in frame:
         raise ValueError(f"manifest {manifest} has no 'caption' column")
+    import torch
+
     pixels = np.stack([np.asarray(load_rgb(path).resize((image_size, image_size))) for path in frame.path])
     tensor = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255.0
     return tensor, frame.caption.astype(str).tolist()
 
 
-class ManifestImages(torch.utils.data.Dataset):
-    """Images of a manifest, transformed, with their labels.
+class ManifestImages:
+    """Images of a manifest, transformed, with their labels (a map-style dataset for torch's DataLoader).
 
     An unreadable image raises ``UnreadableImage``; with ``skip_unreadable`` it comes as a
     blank stand-in instead, and each item carries a third element, the reason ("" if read),
@@ -127,6 +134,8 @@ class ManifestImages(torch.utils.data.Dataset):
 
 
 def pick_device(requested: str = "auto") -> torch.device:
+    import torch
+
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(requested)

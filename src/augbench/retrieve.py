@@ -20,6 +20,7 @@ pool image is only taken for a class if its CLIP score against the class prompt
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 from collections.abc import Callable
 
@@ -32,7 +33,7 @@ from augbench.download import candidate_quotas
 from augbench.exclude import excluded_rows
 from augbench.files import read_classes, read_manifest, write_manifest
 from augbench.quality import class_thresholds, pool_filter, read_class_features, write_quality
-from augbench.search import build_index
+from augbench.search import build_index, release_pages
 from augbench.subset import class_quotas
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,8 @@ def searchable_rows(
 
     An image the embedding could not read has a zero row (a real embedding has norm 1).
     Web pools repeat images (the same picture under many URLs); identical images have
-    identical embeddings, so a rounded embedding is their fingerprint.
+    identical embeddings, so a rounded embedding is their fingerprint (kept as a 16-byte
+    digest: a million 768-d keys would take 3 GB).
     """
     allowed = np.ones(len(image_embeddings), dtype=bool)
     if excluded is not None:
@@ -58,14 +60,15 @@ def searchable_rows(
     seen: set[bytes] = set()
     keep = []
     for start in range(0, len(image_embeddings), chunk):
-        block = np.asarray(image_embeddings[start : start + chunk], dtype=np.float32)
+        block = np.array(image_embeddings[start : start + chunk], dtype=np.float32)  # a copy: pages released below
+        release_pages(image_embeddings)
         readable = (np.einsum("ij,ij->i", block, block) > 0.25) & allowed[start : start + chunk]
         if not dedup:
             keep += (start + np.flatnonzero(readable)).tolist()
             continue
         block = np.round(block, decimals) + 0.0
         for offset in np.flatnonzero(readable).tolist():
-            key = block[offset].tobytes()
+            key = hashlib.blake2b(block[offset].tobytes(), digest_size=16).digest()
             if key not in seen:
                 seen.add(key)
                 keep.append(start + offset)
