@@ -82,3 +82,20 @@ def test_rulegraph_of_a_preset_draws_every_stage_without_data(tmp_path):
     assert result.stdout.lstrip().startswith("digraph")
     for rule in ("list_dataset", "subset", "embed_pool", "retrieve", "personalise", "generate", "train", "evaluate"):
         assert f'label = "{rule}"' in result.stdout
+
+
+@pytest.mark.parametrize("configfile", ["configs/imagenet10.yaml", "configs/caltech256.yaml", "configs/smoke.yaml"])
+def test_the_cost_table_reads_the_benchmark_of_every_job_that_writes_one(configfile, tmp_path):
+    """A job whose benchmark the aggregate does not read would be missing from cost.csv."""
+    configfile = REPO / configfile
+    if configfile.stem in PRESETS:
+        stub_data_root(tmp_path, configfile.stem)
+    else:
+        (tmp_path / "resources").symlink_to(REPO / "resources")
+    output = snakemake(tmp_path, "-n", "-p", profile=None, configfile=configfile).stdout
+    written = set(re.findall(r"^\s+benchmark: (\S+)$", output, re.M))
+    aggregate = re.search(r"python -m augbench.aggregate .*", output)
+    read = set(re.search(r"--benchmarks (.*?) --", aggregate.group(0)).group(1).split())
+    assert written and read == written
+    shared = {path.split("/")[3] for path in written if len(path.split("/")) == 5}
+    assert {"embed_pool", "embed_subset", "embed_val", "screen_pool"} <= shared

@@ -213,7 +213,11 @@ def test_cost_table_lists_each_method_and_the_shared_jobs_apart(smoke_run):
     assert set(METHODS) <= set(cost.index)
     shared = {owner for owner in cost.index if owner.startswith("shared: ")}
     assert shared == {
-        f"shared: {rule}" for rule in ("embed_pool", "embed_pool_captions", "pretrain_clip", "pretrain_diffusion")
+        f"shared: {rule}"
+        for rule in (
+            *("embed_pool", "embed_pool_captions", "embed_subset", "embed_val", "screen_pool"),
+            *("pretrain_clip", "pretrain_diffusion"),
+        )
     }
     # Generation methods ran GPU-rule jobs (generation, training), evaluation alone does not count.
     assert (cost.loc[[m for m, kind in METHODS.items() if kind == "generate"], "gpu_hours"] > 0).all()

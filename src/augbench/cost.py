@@ -1,7 +1,7 @@
 """What each method's jobs cost, from the benchmark files Snakemake writes for each job.
 
 A benchmark file lies at ``<root>/<rule>/<method>/<job>.tsv`` for a method's own jobs and
-at ``<root>/<rule>/<job>.tsv`` for shared ones (pool embedding, the mini-world's
+at ``<root>/<rule>/<job>.tsv`` for shared ones (embedding and screening the pool, the mini-world's
 pre-training), which a user with precomputed embeddings or pretrained models does not
 pay, so they are listed apart. CPU hours are the jobs' CPU time; GPU hours are the wall
 time of the jobs of GPU rules times the GPUs each asked for (on a machine without GPUs,

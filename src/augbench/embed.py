@@ -52,9 +52,7 @@ def embed_images(
     which retrieval never picks, and is listed with the reason in ``unreadable`` (a CSV)."""
     frame = read_manifest(manifest, labelled=False)
     frame = frame.iloc[shard_block(len(frame), shard, shards)]
-    features, why = encode_image_files(
-        frame.path.tolist(), model, pretrained, batch_size, num_workers, device, skip_unreadable=True
-    )
+    features, why = encode_readable_image_files(frame.path.tolist(), model, pretrained, batch_size, num_workers, device)
     bad = [reason != "" for reason in why]
     broken = unreadable_frame(frame[bad], [reason for reason in why if reason])
     _save(out, features)
@@ -63,7 +61,6 @@ def embed_images(
     return features
 
 
-@torch.inference_mode()
 def encode_image_files(
     paths: list[str],
     model: str,
@@ -71,13 +68,36 @@ def encode_image_files(
     batch_size: int = 256,
     num_workers: int = 2,
     device: str = "auto",
-    skip_unreadable: bool = False,
-):
-    """L2-normalised CLIP image embeddings of image files, in their order.
+) -> np.ndarray:
+    """L2-normalised CLIP image embeddings of image files, in their order; an unreadable
+    image stops with its name."""
+    features, _ = _encode(paths, model, pretrained, batch_size, num_workers, device, skip_unreadable=False)
+    return features
 
-    With ``skip_unreadable``, returns (embeddings, reasons): an unreadable image's row is
-    zero and its reason non-empty. Otherwise an unreadable image stops with its name.
-    """
+
+def encode_readable_image_files(
+    paths: list[str],
+    model: str,
+    pretrained: str | None = None,
+    batch_size: int = 256,
+    num_workers: int = 2,
+    device: str = "auto",
+) -> tuple[np.ndarray, list[str]]:
+    """(embeddings, reasons) of image files, in their order: an unreadable image's row is
+    zero and its reason non-empty; a readable one's reason is empty."""
+    return _encode(paths, model, pretrained, batch_size, num_workers, device, skip_unreadable=True)
+
+
+@torch.inference_mode()
+def _encode(
+    paths: list[str],
+    model: str,
+    pretrained: str | None,
+    batch_size: int,
+    num_workers: int,
+    device: str,
+    skip_unreadable: bool,
+) -> tuple[np.ndarray, list[str]]:
     dev = pick_device(device)
     clip, preprocess, _ = load_clip(model, pretrained, dev)
     loader = torch.utils.data.DataLoader(
@@ -89,12 +109,12 @@ def encode_image_files(
     chunks, reasons = [], []
     for images, _, *why in tqdm(loader, desc="embed images", mininterval=5):
         features = clip.encode_image(images.to(dev, non_blocking=True), normalize=True).float().cpu().numpy()
-        if why:
-            features[[reason != "" for reason in why[0]]] = 0.0
-            reasons += list(why[0])
+        batch_reasons = list(why[0]) if why else [""] * len(features)
+        features[[reason != "" for reason in batch_reasons]] = 0.0
+        reasons += batch_reasons
         chunks.append(features)
     features = np.concatenate(chunks) if chunks else np.zeros((0, clip.text_projection.shape[-1]), np.float32)
-    return (features, reasons) if skip_unreadable else features
+    return features, reasons
 
 
 @torch.inference_mode()

@@ -650,8 +650,9 @@ def benchmark_of(rule_name, job):
 
 
 def cost_inputs():
-    """The benchmarks of the jobs the cost table reports: each method's own, and the
-    heavy shared ones (pool embedding, the mini-world's pre-training)."""
+    """The benchmarks of the jobs the cost table reports: each method's own, and the shared
+    ones (embedding the pool, subset and validation images, screening the pool, the
+    mini-world's pre-training); tests/test_presets.py checks that none is missing."""
     files = []
     for method, params in METHODS.items():
         for stage in ("train", "evaluate"):
@@ -673,6 +674,11 @@ def cost_inputs():
     shards = [] if POOL_CLIP_RETRIEVAL else range(config["pool"]["embed_shards"])
     if local_retrieval_methods():
         files += [benchmark_of("embed_pool", f"shard{shard}") for shard in shards]
+        files.append(benchmark_of("screen_pool", "screen_pool"))
+        if config["contamination"]["eval_threshold"] is not None:
+            files.append(benchmark_of("embed_val", "embed_val"))
+    if embeds_subset():
+        files.append(benchmark_of("embed_subset", "embed_subset"))
     if any(METHODS[name]["index"] == "caption" for name in local_retrieval_methods()):
         files += [
             benchmark_of("embed_pool_captions", f"shard{shard}") for shard in shards
@@ -683,6 +689,24 @@ def cost_inputs():
             for stage in ("pretrain_clip", "pretrain_diffusion")
         ]
     return files
+
+
+def embeds_subset():
+    """Whether a job reads the subset's CLIP image embeddings: image-query retrieval (here, or
+    embedded here for a kNN service), clustered personalisation, or the training-set screen.
+    """
+    return (
+        any(
+            METHODS[name]["query"] == "image"
+            and (searches_pool(name) or service_query_embeddings(name))
+            for name in methods_of("retrieve")
+        )
+        or any(
+            personalisation_of(name)["clusters"] > 1 for name in personalised_methods()
+        )
+        or bool(local_retrieval_methods())
+        and config["contamination"]["train_threshold"] is not None
+    )
 
 
 def grows(amount):
