@@ -163,7 +163,7 @@ def _query(world, folder: Path, *options: str) -> pd.DataFrame:
     return read_manifest(folder / "candidates.csv")
 
 
-def test_service_candidates_are_downloaded_keeping_the_best_per_class(world):
+def test_service_candidates_are_downloaded_screened_and_the_best_kept_per_class(world):
     folder = _task(world, "embedding_queries")
     candidates = _query(world, folder, "--embeddings", str(folder / "prompts.npy"))
     # A quota of 2 times a factor of 2: the 4 images nearest each class's query, best first.
@@ -178,20 +178,39 @@ def test_service_candidates_are_downloaded_keeping_the_best_per_class(world):
         "download",
         *("--candidates", str(folder / "candidates.csv"), "--subset", str(folder / "subset.csv")),
         *("--classes", str(folder / "classes.txt"), "--images-dir", str(folder / "images")),
-        *("--out", str(folder / "manifest.csv"), "--failures", str(folder / "failures.csv"), "--timeout", "5"),
+        *("--out", str(folder / "downloaded.csv"), "--failures", str(folder / "failures.csv"), "--timeout", "5"),
     )
-    manifest = read_manifest(folder / "manifest.csv")
-    # The best of each class (5, 11) is missing on the server: the next two are kept.
-    expected = [world["urls"][i] for i in (4, 3, 10, 9)]
-    assert manifest.url.tolist() == expected
-    assert manifest.label.tolist() == [0, 0, 1, 1]
-    for path in manifest.path:
+    downloaded = read_manifest(folder / "downloaded.csv")
+    # The best of each class (5, 11) is missing on the server; every other candidate arrived.
+    assert downloaded.url.tolist() == [world["urls"][i] for i in (4, 3, 2, 10, 9, 8)]
+    for path in downloaded.path:
         with Image.open(path) as image:
             assert image.size == (24, 20)
     failures = pd.read_csv(folder / "failures.csv")
     assert sorted(failures.url) == sorted(world["urls"][i] for i in MISSING)
     assert (failures.status == "failed_to_download").all()
     assert failures.error.str.contains("404").all()
+
+    # Screening in the workflow's own venv: image 4, the best arrival of class 0, is a training
+    # image, so its download gives way to the next (flat colours: only a copy scores 0.999).
+    write_manifest(folder / "train.csv", pd.DataFrame({"path": [str(world["root"] / "www" / "img4.png")], "label": 0}))
+    from augbench.embed import embed_images
+
+    embed_images(str(folder / "train.csv"), str(folder / "train.npy"), f"local-dir:{MODEL}", num_workers=0)
+    command = [sys.executable, "-m", "augbench.screen_downloads", "--downloaded", str(folder / "downloaded.csv")]
+    command += ["--subset", str(folder / "subset.csv"), "--classes", str(folder / "classes.txt")]
+    command += ["--out", str(folder / "manifest.csv"), "--excluded", str(folder / "excluded.csv")]
+    command += ["--model", f"local-dir:{MODEL}", "--train-manifest", str(folder / "train.csv")]
+    command += ["--train-embeddings", str(folder / "train.npy"), "--train-threshold", "0.999"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    excluded = pd.read_csv(folder / "excluded.csv")
+    assert excluded.path.tolist() == [downloaded.path[0]] and excluded.matched.tolist() == [
+        str(world["root"] / "www" / "img4.png")
+    ]
+    manifest = read_manifest(folder / "manifest.csv")
+    assert manifest.url.tolist() == [world["urls"][i] for i in (3, 2, 10, 9)]
+    assert manifest.label.tolist() == [0, 0, 1, 1]
 
 
 def test_the_service_embeds_prompt_texts_and_image_files_itself(world):

@@ -227,6 +227,10 @@ def test_a_service_method_is_queried_then_downloaded(tmp_path):
     result = dry_run(tmp_path, config)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "retrieve_service" in result.stdout and "rule download:" in result.stdout
+    # Its downloads are screened for copies before each class keeps its quota.
+    screen = result.stdout[result.stdout.index("rule screen_downloads:") :].split("\n\n")[0]
+    assert "results/smoke/added/retrieve_text/manifest.csv" in screen
+    assert "results/smoke/embed/val_images.npy" in screen and "results/smoke/embed/subset_images.npy" in screen
 
 
 def test_a_method_given_twice_is_refused_with_its_line(tmp_path):

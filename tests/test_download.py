@@ -52,7 +52,7 @@ def test_a_class_without_candidates_is_short_and_a_zero_quota_needs_none():
         download.keep_best(candidates, pd.Series([True] * 5), quotas=[2, 1], classes=["a", "b"])
 
 
-def test_download_writes_kept_images_and_failures(tmp_path, monkeypatch):
+def test_download_lists_every_success_and_the_failures(tmp_path, monkeypatch):
     candidates = _candidates().assign(path=lambda f: f.url)
     write_manifest(tmp_path / "candidates.csv", candidates)
     write_manifest(tmp_path / "subset.csv", pd.DataFrame({"path": ["r0", "r1", "r2"], "label": [0, 0, 1]}))
@@ -70,21 +70,28 @@ def test_download_writes_kept_images_and_failures(tmp_path, monkeypatch):
         )
 
     monkeypatch.setattr(download, "fetch", fake_fetch)
-    kept, failures = download.download(
-        str(tmp_path / "candidates.csv"),
-        str(tmp_path / "subset.csv"),
-        str(tmp_path / "classes.txt"),
-        str(tmp_path / "images"),
-        str(tmp_path / "manifest.csv"),
-        str(tmp_path / "failures.csv"),
-    )
-    manifest = read_manifest(tmp_path / "manifest.csv")
-    # The subset sets the quotas (2 and 1, as the real images); the best successes are kept.
-    assert manifest.url.tolist() == ["u3", "u2", "u5"]
-    assert manifest.path.tolist() == [f"{tmp_path}/images/{url}.jpg" for url in ("u3", "u2", "u5")]
+    arguments = [str(tmp_path / name) for name in ("candidates.csv", "subset.csv", "classes.txt", "images")]
+    arguments += [str(tmp_path / "downloaded.csv"), str(tmp_path / "failures.csv")]
+    download.download(*arguments)
+    downloaded = read_manifest(tmp_path / "downloaded.csv")
+    # Every success, not only the quotas' best (2 and 1, as the real images): screening for
+    # copies may still drop some, and falls back on the rest.
+    assert downloaded.url.tolist() == ["u0", "u2", "u3", "u4", "u5", "u6"]
+    assert downloaded.path.tolist() == [f"{tmp_path}/images/{url}.jpg" for url in downloaded.url]
     written = pd.read_csv(tmp_path / "failures.csv")
     assert written.url.tolist() == ["u1", "u7"]
     assert written.error.tolist() == ["HTTP Error 404", "timed out"]
+    # A class with fewer successes than its quota stops the run before anything is screened.
+    write_manifest(tmp_path / "subset.csv", pd.DataFrame({"path": ["r0", "r1", "r2"], "label": [0, 1, 1]}))
+    monkeypatch.setattr(
+        download,
+        "fetch",
+        lambda urls, folder, *args: fake_fetch(urls, folder).assign(
+            path=lambda f: f.path.where(~f.path.str.endswith(("u5.jpg", "u6.jpg")), "")
+        ),
+    )
+    with pytest.raises(ValueError, match=r"too few downloads for class\(es\) 'b' \(0 of 2, from 3 candidates\)"):
+        download.download(*arguments)
 
 
 def test_candidates_without_urls_are_refused(tmp_path):
@@ -126,6 +133,23 @@ def test_the_report_counts_failed_downloads_per_method(tmp_path):
         tmp_path / "a.csv", index=False
     )
     pd.DataFrame(columns=download.FAILURE_COLUMNS).to_csv(tmp_path / "b.csv", index=False)
-    text = downloads_markdown([("retrieve_laion", str(tmp_path / "a.csv")), ("retrieve_urls", str(tmp_path / "b.csv"))])
-    assert "| retrieve_laion | 2 |" in text and "| retrieve_urls | 0 |" in text
+    pd.DataFrame(
+        {
+            "pool_row": [0, 0, 3],
+            "path": ["p0", "p0", "p3"],
+            "reason": ["evaluation duplicate", "training duplicate"] * 1 + ["unreadable"],
+        }
+    ).assign(similarity=1.0, matched="m").to_csv(tmp_path / "a_excluded.csv", index=False)
+    pd.DataFrame(columns=["pool_row", "path", "reason", "similarity", "matched"]).to_csv(
+        tmp_path / "b_excluded.csv", index=False
+    )
+    failures = [("retrieve_laion", str(tmp_path / "a.csv")), ("retrieve_urls", str(tmp_path / "b.csv"))]
+    excluded = [
+        ("retrieve_laion", str(tmp_path / "a_excluded.csv")),
+        ("retrieve_urls", str(tmp_path / "b_excluded.csv")),
+    ]
+    text = downloads_markdown(failures, excluded)
+    # Two images left out, one of them for two reasons.
+    assert "| retrieve_laion | 2 | 2 (1 evaluation duplicate, 1 training duplicate, 1 unreadable) |" in text
+    assert "| retrieve_urls | 0 | 0 |" in text
     assert downloads_markdown([]) == ""

@@ -84,9 +84,16 @@ def test_rulegraph_of_a_preset_draws_every_stage_without_data(tmp_path):
         assert f'label = "{rule}"' in result.stdout
 
 
-@pytest.mark.parametrize("configfile", ["configs/imagenet10.yaml", "configs/caltech256.yaml", "configs/smoke.yaml"])
+@pytest.mark.parametrize(
+    "configfile", ["configs/imagenet10.yaml", "configs/caltech256.yaml", "configs/smoke.yaml", "service"]
+)
 def test_the_cost_table_reads_the_benchmark_of_every_job_that_writes_one(configfile, tmp_path):
     """A job whose benchmark the aggregate does not read would be missing from cost.csv."""
+    if configfile == "service":  # the smoke config with one method querying a kNN service
+        config = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
+        config["methods"]["retrieve_image"].update(backend="clip_service", service={"url": "http://127.0.0.1:1/knn"})
+        (tmp_path / "service.yaml").write_text(yaml.safe_dump(config))
+        configfile = tmp_path / "service.yaml"
     configfile = REPO / configfile
     if configfile.stem in PRESETS:
         stub_data_root(tmp_path, configfile.stem)

@@ -18,7 +18,8 @@ Writes into ``--out-dir``:
   per-class tables of ``augbench.quality``), where a method filters;
 - ``excluded.csv``: the pool images retrieval left out (copies of evaluation or training images,
   safety tags; ``augbench.exclude``), with the image matched (counted per reason in ``summary.md``);
-- in ``summary.md``, the failed downloads of methods whose results were URLs;
+- in ``summary.md``, the failed downloads of methods whose results were URLs, and the downloaded
+  images their screening left out (``augbench.screen_downloads``);
 - ``provenance.json``: what produced the rows: resolved method configs, model ids and
   revisions, package versions, the project's git commit.
 """
@@ -235,14 +236,27 @@ def excluded_markdown(excluded: pd.DataFrame) -> str:
     )
 
 
-def downloads_markdown(lists: list[tuple[str, str]]) -> str:
-    """How many downloads failed per method (each class kept its quota from further candidates)."""
-    if not lists:
+def downloads_markdown(failures: list[tuple[str, str]], excluded: list[tuple[str, str]] = ()) -> str:
+    """Per method whose results were URLs: how many downloads failed, and how many downloaded
+    images screening left out (copies of evaluation or training images, unreadable files);
+    each class kept its quota from further-ranked candidates."""
+    if not failures:
         return ""
-    lines = [f"| {method} | {len(pd.read_csv(path))} |" for method, path in lists]
+    left_out = {method: pd.read_csv(path, keep_default_na=False) for method, path in excluded}
+    lines = []
+    for method, path in failures:
+        table = left_out.get(method)
+        reasons = (
+            "" if table is None else ", ".join(f"{n} {reason}" for reason, n in table.reason.value_counts().items())
+        )
+        screened = (
+            "not screened" if table is None else f"{table.pool_row.nunique()} {f'({reasons})' if reasons else ''}"
+        )
+        lines.append(f"| {method} | {len(pd.read_csv(path))} | {screened.strip()} |")
     return (
-        "\nFailed downloads, replaced by further-ranked candidates (listed in added/<method>/download_failures.csv):"
-        "\n\n| method | failed downloads |\n|---|---|\n" + "\n".join(lines) + "\n"
+        "\nDownloads of URL results, failed or left out by screening and replaced by further-ranked "
+        "candidates (listed in added/<method>/download_failures.csv and excluded.csv):"
+        "\n\n| method | failed downloads | left out |\n|---|---|---|\n" + "\n".join(lines) + "\n"
     )
 
 
@@ -321,6 +335,13 @@ def main(argv: list[str] | None = None) -> None:
         metavar="METHOD=CSV",
         help="a method's list of failed downloads; repeat for each",
     )
+    parser.add_argument(
+        "--download-excluded",
+        action="append",
+        default=[],
+        metavar="METHOD=CSV",
+        help="the downloaded images of a method that screening left out (augbench.screen_downloads); repeat for each",
+    )
     parser.add_argument("--settings", default="{}", help="JSON of the config that produced the run, for provenance")
     parser.add_argument("--out-dir", required=True)
     args = parser.parse_args(argv)
@@ -365,7 +386,10 @@ def main(argv: list[str] | None = None) -> None:
         + unreadable_markdown(unreadable, [stage for stage, _ in lists])
         + quality_markdown([tuple(item.split("=", 1)) for item in args.quality])
         + (excluded_markdown(excluded) if args.excluded else "")
-        + downloads_markdown([tuple(item.split("=", 1)) for item in args.download_failures])
+        + downloads_markdown(
+            [tuple(item.split("=", 1)) for item in args.download_failures],
+            [tuple(item.split("=", 1)) for item in args.download_excluded],
+        )
     )
     write_text(out_dir / "summary.md", report)
     write_json(out_dir / "provenance.json", provenance(json.loads(args.settings)))

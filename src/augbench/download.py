@@ -5,9 +5,11 @@
 
 Downloads fail (dead links, refused hosts, broken files), so retrieval asks for more
 candidates than each class needs (``candidate_quotas``: ``factor`` times its quota, see
-``augbench.subset.class_quotas``). img2dataset fetches them all; each class keeps its
-best-ranked ``quota`` successes (highest ``score`` first), and the run stops, naming the
-classes, if one falls short. Every failed download is listed with img2dataset's reason.
+``augbench.subset.class_quotas``). img2dataset fetches them all, and ``--out`` lists every
+success; the run stops, naming the classes, if one has fewer successes than its quota.
+Every failed download is listed with img2dataset's reason. ``augbench.screen_downloads``
+then leaves out copies of evaluation and training images and keeps each class's
+best-ranked ``quota`` images (``keep_best``: highest ``score`` first).
 """
 
 from __future__ import annotations
@@ -38,15 +40,27 @@ def candidate_quotas(quotas: list[int], factor: float) -> list[int]:
     return [math.ceil(round(quota * factor, 6)) for quota in quotas]
 
 
-def keep_best(candidates: pd.DataFrame, downloaded: pd.Series, quotas: list[int], classes: list[str]) -> pd.DataFrame:
-    """Each class's ``quotas[c]`` best-ranked candidates that ``downloaded`` (a boolean per row) says arrived.
+SHORT_OF_DOWNLOADS = (
+    "raise the method's download.factor (more candidates per class) or download.retries, or lower augment.per_class"
+)
+
+
+def keep_best(
+    candidates: pd.DataFrame,
+    usable: pd.Series,
+    quotas: list[int],
+    classes: list[str],
+    what: str = "downloads",
+    remedy: str = SHORT_OF_DOWNLOADS,
+) -> pd.DataFrame:
+    """Each class's ``quotas[c]`` best-ranked candidates among those ``usable`` (a boolean per row) marks.
 
     Rank is ``score``, highest first (ties keep the candidates' order). Raises ValueError
-    naming every class with fewer successes than its quota.
+    naming every class with fewer usable candidates than its quota (too few ``what``; ``remedy``).
     """
     if len(candidates) and not candidates.label.between(0, len(quotas) - 1).all():
         raise ValueError(f"candidate labels must lie in 0..{len(quotas) - 1}, one per class")
-    frame = candidates.assign(_ok=downloaded.to_numpy(dtype=bool), _order=range(len(candidates)))
+    frame = candidates.assign(_ok=usable.to_numpy(dtype=bool), _order=range(len(candidates)))
     frame = frame.sort_values(["label", "score", "_order"], ascending=[True, False, True], kind="stable")
     arrived = frame[frame._ok]
     kept = arrived[arrived.groupby("label").cumcount() < arrived.label.map(dict(enumerate(quotas)))]
@@ -58,10 +72,7 @@ def keep_best(candidates: pd.DataFrame, downloaded: pd.Series, quotas: list[int]
         if have.get(label, 0) < quota
     ]
     if short:
-        raise ValueError(
-            f"too few downloads for class(es) {', '.join(short)}: raise the method's download.factor "
-            "(more candidates per class) or download.retries, or lower augment.per_class"
-        )
+        raise ValueError(f"too few {what} for class(es) {', '.join(short)}: {remedy}")
     return kept.drop(columns=["_ok", "_order"]).reset_index(drop=True)
 
 
@@ -147,7 +158,7 @@ def download(
     retries: int = 1,
     image_size: int | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Fetch every candidate, write the kept images' manifest and the failures; return both."""
+    """Fetch every candidate; write the successes' manifest and the failures, and return both."""
     candidates = read_manifest(candidates_path)
     if "url" not in candidates:
         raise ValueError(
@@ -164,9 +175,13 @@ def download(
     )
     _write_csv(failures_out, failures[FAILURE_COLUMNS])
     log.info("%d of %d candidates downloaded, %d failed", int((~failed).sum()), len(candidates), int(failed.sum()))
-    kept = keep_best(candidates.assign(path=fetched.path.to_numpy()), ~failed, quotas, classes)
-    write_manifest(out, kept)
-    return kept, failures
+    fetched_candidates = candidates.assign(path=fetched.path.to_numpy())
+    # A class already short stops the run here, before any image is embedded to screen it.
+    keep_best(fetched_candidates, ~failed, quotas, classes)
+    # Every success is kept, so that screening for copies can fall back on further-ranked ones.
+    successes = fetched_candidates[(~failed).to_numpy()].reset_index(drop=True)
+    write_manifest(out, successes)
+    return successes, failures
 
 
 def _write_csv(path: str, frame: pd.DataFrame) -> None:
@@ -180,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--subset", required=True, help="the real subset, which sets the per-class quota")
     parser.add_argument("--classes", required=True)
     parser.add_argument("--images-dir", required=True, help="folder the images are downloaded into (emptied first)")
-    parser.add_argument("--out", required=True, help="manifest of the kept images")
+    parser.add_argument("--out", required=True, help="manifest of the downloaded images")
     parser.add_argument("--failures", required=True, help="CSV of the failed downloads and why")
     parser.add_argument("--per-class", type=int, default=None, help="images per class (default: as many as real)")
     parser.add_argument("--threads", type=int, default=32, help="downloads at once")
@@ -189,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--image-size", type=int, default=None, help="resize larger images to this side")
     args = parser.parse_args(argv)
     start_logging()
-    kept, failures = download(
+    successes, failures = download(
         args.candidates,
         args.subset,
         args.classes,
@@ -202,7 +217,9 @@ def main(argv: list[str] | None = None) -> None:
         args.retries,
         args.image_size,
     )
-    log.info("kept %d images in %s; %d failed downloads in %s", len(kept), args.out, len(failures), args.failures)
+    log.info(
+        "%d images downloaded, listed in %s; %d failures in %s", len(successes), args.out, len(failures), args.failures
+    )
 
 
 if __name__ == "__main__":

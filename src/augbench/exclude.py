@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -145,22 +146,38 @@ def exclusions(
         raise ValueError(f"{pool_embeddings} has {len(embeddings)} rows but {pool_manifest} lists {len(pool)} images")
     found = [safety_tagged(pool, safety_column, list(drop_safety_values), f"pool manifest {pool_manifest}")]
     checks = [
-        (EVAL_DUPLICATE, eval_manifest, eval_embeddings, eval_threshold, "--eval"),
-        (TRAIN_DUPLICATE, train_manifest, train_embeddings, train_threshold, "--train"),
+        CopyCheck(EVAL_DUPLICATE, eval_manifest, eval_embeddings, eval_threshold, "--eval"),
+        CopyCheck(TRAIN_DUPLICATE, train_manifest, train_embeddings, train_threshold, "--train"),
     ]
-    for reason, manifest, vectors, threshold, flag in checks:
-        if threshold is None:
-            continue
-        if not (manifest and vectors):
-            raise ValueError(f"{flag}-threshold needs {flag}-manifest and {flag}-embeddings")
-        references = read_manifest(manifest)
-        found.append(
-            duplicates(pool, embeddings, references, np.load(vectors), threshold, reason, index_memory_gb * 1e9)
-        )
+    found += [copies(pool, embeddings, check, index_memory_gb) for check in checks if check.threshold is not None]
+    return write_table(out, found, "pool images")
+
+
+class CopyCheck(NamedTuple):
+    """One check for copies: of which images (manifest and embeddings), from what similarity on."""
+
+    reason: str
+    manifest: str | None
+    embeddings: str | None
+    threshold: float | None
+    flag: str  # the command-line prefix that names the check's inputs in errors
+
+
+def copies(pool: pd.DataFrame, embeddings: np.ndarray, check: CopyCheck, index_memory_gb: float) -> pd.DataFrame:
+    """The rows of ``pool`` that copy an image of ``check``'s manifest."""
+    if not (check.manifest and check.embeddings):
+        raise ValueError(f"{check.flag}-threshold needs {check.flag}-manifest and {check.flag}-embeddings")
+    references = read_manifest(check.manifest)
+    vectors = np.load(check.embeddings)
+    return duplicates(pool, embeddings, references, vectors, check.threshold, check.reason, index_memory_gb * 1e9)
+
+
+def write_table(out: str, found: list[pd.DataFrame], what: str) -> pd.DataFrame:
+    """Write the rows ``found`` (frames of COLUMNS) as one table, ordered by row, and return it."""
     table = pd.concat([frame for frame in found if len(frame)] or [pd.DataFrame(columns=COLUMNS)], ignore_index=True)
     table = table.sort_values(["pool_row", "reason"], kind="stable").reset_index(drop=True)
     for reason, count in table.reason.value_counts().items():
-        log.info("%d pool images left out: %s", count, reason)
+        log.info("%d %s left out: %s", count, what, reason)
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
     return table

@@ -14,6 +14,7 @@ rule aggregate:
         quality=quality_tables(),
         excluded=[POOL_EXCLUDED] if local_retrieval_methods() else [],
         download_failures=list(download_failure_lists().values()),
+        download_excluded=list(download_exclusion_lists().values()),
         benchmarks=cost_inputs(),
         classes=config["dataset"]["classes"],
     output:
@@ -73,6 +74,10 @@ rule aggregate:
                 "download_failures": [
                     f"{method}={path}"
                     for method, path in download_failure_lists().items()
+                ],
+                "download_excluded": [
+                    f"{method}={path}"
+                    for method, path in download_exclusion_lists().items()
                 ],
                 "benchmark_root": BENCHMARKS,
                 "settings": json.dumps(provenance_settings(), sort_keys=True),

@@ -342,6 +342,15 @@ def download_failure_lists():
     }
 
 
+def download_exclusion_lists():
+    """Method -> the list of its downloaded images that screening left out."""
+    return {
+        name: f"{RESULTS}/added/{name}/excluded.csv"
+        for name in methods_of("retrieve")
+        if downloads(name)
+    }
+
+
 def service_query_embeddings(method):
     """The embeddings sent as queries when the workflow embeds them (service.embed: local)."""
     params = METHODS[method]
@@ -638,6 +647,7 @@ GPUS = {
     "embed_pool_captions": 1,
     "embed_subset": 1,
     "embed_val": 1,
+    "screen_downloads": 1,
     "personalise": 1,
     "generate": 1,
     "train": config["classifier"]["processes"],
@@ -661,6 +671,9 @@ def cost_inputs():
             files.append(benchmark_of("retrieve", f"{method}/retrieve"))
             if downloads(method):
                 files.append(benchmark_of("download", f"{method}/download"))
+                files.append(
+                    benchmark_of("screen_downloads", f"{method}/screen_downloads")
+                )
         if params["kind"] == "generate":
             files += [
                 benchmark_of("generate", f"{method}/shard{shard}")
@@ -675,8 +688,8 @@ def cost_inputs():
     if local_retrieval_methods():
         files += [benchmark_of("embed_pool", f"shard{shard}") for shard in shards]
         files.append(benchmark_of("screen_pool", "screen_pool"))
-        if config["contamination"]["eval_threshold"] is not None:
-            files.append(benchmark_of("embed_val", "embed_val"))
+    if screens_copies() and config["contamination"]["eval_threshold"] is not None:
+        files.append(benchmark_of("embed_val", "embed_val"))
     if embeds_subset():
         files.append(benchmark_of("embed_subset", "embed_subset"))
     if any(METHODS[name]["index"] == "caption" for name in local_retrieval_methods()):
@@ -693,7 +706,8 @@ def cost_inputs():
 
 def embeds_subset():
     """Whether a job reads the subset's CLIP image embeddings: image-query retrieval (here, or
-    embedded here for a kNN service), clustered personalisation, or the training-set screen.
+    embedded here for a kNN service), clustered personalisation, or screening for copies of
+    training images.
     """
     return (
         any(
@@ -704,9 +718,15 @@ def embeds_subset():
         or any(
             personalisation_of(name)["clusters"] > 1 for name in personalised_methods()
         )
-        or bool(local_retrieval_methods())
+        or screens_copies()
         and config["contamination"]["train_threshold"] is not None
     )
+
+
+def screens_copies():
+    """Whether images are screened for copies of evaluation and training images: a pool
+    searched here, or the downloads of URL results."""
+    return bool(local_retrieval_methods() or download_failure_lists())
 
 
 def grows(amount):

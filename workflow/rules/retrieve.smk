@@ -147,7 +147,7 @@ rule download:
         subset=rules.subset.output.subset,
         classes=config["dataset"]["classes"],
     output:
-        manifest=f"{RESULTS}/added/{{method}}/manifest.csv",
+        downloaded=f"{RESULTS}/added/{{method}}/downloaded.csv",
         failures=f"{RESULTS}/added/{{method}}/download_failures.csv",
     log:
         f"{LOGS}/download/{{method}}.log",
@@ -178,5 +178,50 @@ rule download:
     shell:
         "PYTHONPATH={params.source}${{PYTHONPATH:+:$PYTHONPATH}} {params.python} -m augbench.download"
         " --candidates {input.candidates} --subset {input.subset} --classes {input.classes}"
-        " --images-dir {params.images} --out {output.manifest} --failures {output.failures}"
+        " --images-dir {params.images} --out {output.downloaded} --failures {output.failures}"
         " {params.options} > {log} 2>&1"
+
+
+# Downloaded images were not in a pool screened here: their copies of evaluation and
+# training images are found once they are files, before each class keeps its quota.
+rule screen_downloads:
+    input:
+        unpack(pool_screen_inputs),
+        downloaded=rules.download.output.downloaded,
+        subset=rules.subset.output.subset,
+        classes=config["dataset"]["classes"],
+        model=clip_inputs,
+    output:
+        manifest=f"{RESULTS}/added/{{method}}/manifest.csv",
+        excluded=f"{RESULTS}/added/{{method}}/excluded.csv",
+    log:
+        f"{LOGS}/screen_downloads/{{method}}.log",
+    benchmark:
+        benchmark_of("screen_downloads", "{method}/screen_downloads")
+    wildcard_constraints:
+        method=alternation(list(download_failure_lists())),
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=grows(8000),
+        runtime=grows(60),
+        gpu=GPUS["screen_downloads"],
+    params:
+        references=lambda wildcards, input: cli_options(
+            {key: input[key] for key in pool_screen_inputs()}
+        ),
+        options=lambda wildcards: cli_options(
+            {
+                "per_class": added_per_class(wildcards.method),
+                **config["contamination"],
+                **config["clip"],
+                "device": config["device"],
+                "index_memory_gb": config["pool"]["index_memory_gb"],
+            }
+        ),
+    shell:
+        "python -m augbench.screen_downloads --downloaded {input.downloaded}"
+        " --subset {input.subset} --classes {input.classes} --out {output.manifest}"
+        " --excluded {output.excluded} {params.references} {params.options}"
+        " --threads {threads} > {log} 2>&1"
