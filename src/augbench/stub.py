@@ -5,7 +5,8 @@
 A dry run (``snakemake -n``) and ``--rulegraph`` only need the dataset and pool paths a
 config names to exist: this makes each missing one under ``--root`` (the working
 directory), an empty folder for a class-per-folder tree or a clip-retrieval folder, and
-an empty file for a manifest or a pool shard. Paths that exist are left alone, so real
+an empty file for a manifest, a pool shard, a subset's file list, the classifier's
+starting weights or a method's threshold file. Paths that exist are left alone, so real
 data is never touched.
 """
 
@@ -18,21 +19,28 @@ from pathlib import Path
 import yaml
 
 
-def data_paths(config: dict) -> list[str]:
+def data_paths(config: dict) -> list[tuple[str, bool]]:
+    """(path, whether it is a file) of every data path the config names."""
     dataset, pool = config.get("dataset", {}), config.get("pool", {})
-    paths = (dataset.get("train"), dataset.get("val"), pool.get("manifest"), pool.get("embeddings"))
-    return [path for path in paths if path]
+    # A tree or a clip-retrieval folder is a folder unless it is named as a manifest or shard.
+    data = (dataset.get("train"), dataset.get("val"), pool.get("manifest"), pool.get("embeddings"))
+    paths = [(path, Path(path).suffix in (".csv", ".parquet", ".tar")) for path in data if path]
+    # Files a config may name beside the data: a subset's file list, the classifier's
+    # starting weights, a method's per-class CLIP-score thresholds.
+    files = [config.get("subset", {}).get("file_list"), config.get("classifier", {}).get("init_weights")]
+    files += [method.get("min_clip_score_file") for method in (config.get("methods") or {}).values()]
+    return paths + [(path, True) for path in files if path]
 
 
 def make_stub(config_path: str, root: str = ".") -> list[Path]:
     """Create what is missing; return what was created."""
     made = []
-    for path in data_paths(yaml.safe_load(Path(config_path).read_text())):
+    for path, is_file in data_paths(yaml.safe_load(Path(config_path).read_text())):
         # A glob of pool shards ("pool/*.tar") stands in as one empty file it matches.
         target = Path(root) / path.replace("*", "stub").replace("?", "0")
         if target.exists() or glob.glob(str(Path(root) / path)):
             continue
-        if target.suffix in (".csv", ".parquet", ".tar"):
+        if is_file:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.touch()
         else:
