@@ -166,6 +166,18 @@ def test_every_job_logged_and_a_rerun_has_nothing_to_do(smoke_run):
     assert "Nothing to be done" in rerun.stdout + rerun.stderr
 
 
+def test_another_experiment_over_the_same_models_does_not_pretrain_them_again(smoke_run):
+    """Pre-training again would overwrite the models the first experiment's results came from."""
+    workdir, _ = smoke_run
+    plan = snakemake(workdir, "--dry-run", "-p", "--config", "experiment=smoke_again")
+    output = plan.stdout + plan.stderr
+    assert "rule train:" in output  # the new experiment's own jobs do run
+    assert "rule pretrain_clip:" not in output and "rule pretrain_diffusion:" not in output
+    # Its cost table still counts the pre-training that made its models, as a shared job.
+    aggregate = re.search(r"--benchmarks (.*?) --", output).group(1).split()
+    assert "benchmarks/runs/_pretrained/pretrain_clip/resources_miniworld-smoke_models_clip.tsv" in aggregate
+
+
 def test_changing_one_method_reruns_only_that_method(smoke_run, tmp_path):
     workdir, _ = smoke_run
     change = tmp_path / "change.yaml"

@@ -311,7 +311,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--added", nargs="*", default=[], metavar="METHOD=MANIFEST", help="added-image manifests")
     parser.add_argument("--classes", required=True, help="class list, for images added per class")
     parser.add_argument("--benchmarks", nargs="*", default=[], help="benchmark files of the jobs to cost")
-    parser.add_argument("--benchmark-root", help="folder the benchmark files lie under, <rule>/[<method>/]<job>.tsv")
+    parser.add_argument(
+        "--benchmark-root",
+        action="append",
+        default=[],
+        help="a folder benchmark files lie under, <rule>/[<method>/]<job>.tsv; repeat for each",
+    )
     parser.add_argument("--gpus", nargs="*", default=[], metavar="RULE=N", help="GPUs a job of each GPU rule asks for")
     parser.add_argument(
         "--unreadable",

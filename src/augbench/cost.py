@@ -23,10 +23,18 @@ def read_benchmark(path: str | Path) -> tuple[float, float]:
     return float(frame["s"].iloc[-1]), float(pd.to_numeric(frame["cpu_time"], errors="coerce").fillna(0).iloc[-1])
 
 
-def job_costs(paths: list[str], root: str, methods: list[str], gpus: dict[str, int]) -> pd.DataFrame:
-    """One row per job: rule, owner (a method, or "shared: <rule>"), wall, CPU and GPU hours."""
+def job_costs(paths: list[str], roots: str | list[str], methods: list[str], gpus: dict[str, int]) -> pd.DataFrame:
+    """One row per job: rule, owner (a method, or "shared: <rule>"), wall, CPU and GPU hours.
+
+    Each path lies under one of ``roots``: the experiment's, or the one for jobs whose outputs
+    outlive an experiment (pre-trained models, which another experiment reuses).
+    """
+    roots = [Path(root) for root in ([roots] if isinstance(roots, str) else roots)]
     rows = []
     for path in paths:
+        root = next((root for root in roots if Path(path).is_relative_to(root)), None)
+        if root is None:
+            raise ValueError(f"benchmark file {path} lies under none of {[str(root) for root in roots]}")
         parts = Path(path).relative_to(root).parts
         rule = parts[0]
         owner = parts[1] if len(parts) > 2 and parts[1] in methods else f"shared: {rule}"

@@ -79,7 +79,7 @@ rule aggregate:
                     f"{method}={path}"
                     for method, path in download_exclusion_lists().items()
                 ],
-                "benchmark_root": BENCHMARKS,
+                "benchmark_root": [BENCHMARKS, PRETRAIN_BENCHMARKS],
                 "settings": json.dumps(provenance_settings(), sort_keys=True),
             }
         ),

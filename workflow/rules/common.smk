@@ -55,6 +55,10 @@ validate(config, schema=str(SCHEMA))
 RESULTS = f"results/{config['experiment']}"
 LOGS = f"logs/{config['experiment']}"
 BENCHMARKS = f"benchmarks/runs/{config['experiment']}"
+# Pre-trained models outlive an experiment: their jobs' benchmarks lie outside its folder,
+# so that another experiment over the same models finds them rather than pre-training again.
+# An experiment name starts with a letter or digit, so none is "_pretrained".
+PRETRAIN_BENCHMARKS = "benchmarks/runs/_pretrained"
 ENV = "../../envs/augbench.yaml"
 # clip-retrieval pins numpy<2 and img2dataset is optional: their rules have their own envs.
 CLIP_SERVICE_ENV = "../../envs/clip-retrieval.yaml"
@@ -654,9 +658,15 @@ GPUS = {
 }
 
 
-def benchmark_of(rule_name, job):
+def benchmark_of(rule_name, job, root=BENCHMARKS):
     """Where a job's Snakemake benchmark goes: <rule>/[<method>/]<job>.tsv, the layout augbench.cost reads."""
-    return f"{BENCHMARKS}/{rule_name}/{job}.tsv"
+    return f"{root}/{rule_name}/{job}.tsv"
+
+
+def pretrain_benchmark(rule_name, model):
+    """A pre-training job's benchmark, named after the model it makes (one per model folder)."""
+    name = re.sub(r"[^\w.-]+", "_", local_model(config[model]["model"]).strip("/"))
+    return benchmark_of(rule_name, name, PRETRAIN_BENCHMARKS)
 
 
 def cost_inputs():
@@ -698,8 +708,8 @@ def cost_inputs():
         ]
     if MINIWORLD["pretrain"]:
         files += [
-            benchmark_of(stage, stage)
-            for stage in ("pretrain_clip", "pretrain_diffusion")
+            pretrain_benchmark("pretrain_clip", "clip"),
+            pretrain_benchmark("pretrain_diffusion", "diffusion"),
         ]
     return files
 

@@ -51,7 +51,7 @@ if MINIWORLD["pretrain"]:
         log:
             f"{LOGS}/miniworld/pretrain_clip.log",
         benchmark:
-            benchmark_of("pretrain_clip", "pretrain_clip")
+            pretrain_benchmark("pretrain_clip", "clip")
         conda:
             ENV
         threads: 2
@@ -80,7 +80,7 @@ if MINIWORLD["pretrain"]:
         log:
             f"{LOGS}/miniworld/pretrain_diffusion.log",
         benchmark:
-            benchmark_of("pretrain_diffusion", "pretrain_diffusion")
+            pretrain_benchmark("pretrain_diffusion", "diffusion")
         conda:
             ENV
         threads: 2
