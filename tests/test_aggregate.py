@@ -163,16 +163,23 @@ def test_cli_writes_cost_and_provenance(tmp_path):
     header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
     benchmarks = {"generate/gen/shard0.tsv": (3600, 1800), "train/gen/seed0.tsv": (1800, 3600)}
     benchmarks["embed_pool/shard0.tsv"] = (7200, 100)
+    # Pre-training lies under a root of its own and is costed where its file exists.
+    pretrained = tmp_path / "pretrained"
+    benchmarks["../pretrained/pretrain_clip/models_clip.tsv"] = (900, 900)
     for name, (wall, cpu) in benchmarks.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(header + f"{wall}\t0\t1\t1\t1\t1\t0\t0\t1\t{cpu}\n")
+    benchmarks.pop("../pretrained/pretrain_clip/models_clip.tsv")
     added = tmp_path / "added.csv"
     pd.DataFrame({"path": [f"i{i}" for i in range(500)], "label": [0, 1] * 250}).to_csv(added, index=False)
     aggregate.main(
         ["--metrics", _metrics(tmp_path, "baseline", 0, 50.0), _metrics(tmp_path, "gen", 0, 52.0)]
         + ["--method-kinds", "baseline=real", "gen=generate", "--added", f"gen={added}"]
         + ["--benchmarks", *[str(root / name) for name in benchmarks], "--benchmark-root", str(root)]
-        + ["--gpus", "generate=1", "train=2", "embed_pool=1"]
+        + ["--benchmark-root", str(pretrained)]
+        + ["--benchmarks-if-present", str(pretrained / "pretrain_clip" / "models_clip.tsv")]
+        + ["--benchmarks-if-present", str(pretrained / "pretrain_diffusion" / "models_diffusion.tsv")]
+        + ["--gpus", "generate=1", "train=2", "embed_pool=1", "pretrain_clip=1"]
         + ["--settings", json.dumps({"diffusion": {"model": "CompVis/stable-diffusion-v1-4", "revision": "main"}})]
         + ["--classes", str(tmp_path / "classes.txt"), "--out-dir", str(tmp_path)]
     )
@@ -183,6 +190,8 @@ def test_cli_writes_cost_and_provenance(tmp_path):
     assert summary.loc["gen", "gpu_hours_per_1k_added"] == pytest.approx(4.0)
     cost = pd.read_csv(tmp_path / "cost.csv").set_index("owner")
     assert cost.loc["shared: embed_pool", "gpu_hours"] == pytest.approx(2.0)  # listed apart, not in gen's hours
+    assert cost.loc["shared: pretrain_clip", "gpu_hours"] == pytest.approx(0.25)
+    assert "shared: pretrain_diffusion" not in cost.index  # its models were made before: no file
     assert "| embed_pool | 1 | 2.000 |" in (tmp_path / "summary.md").read_text()
     provenance = json.loads((tmp_path / "provenance.json").read_text())
     assert provenance["diffusion"]["revision"] == "main"

@@ -103,6 +103,7 @@ def test_the_cost_table_reads_the_benchmark_of_every_job_that_writes_one(configf
     written = set(re.findall(r"^\s+benchmark: (\S+)$", output, re.M))
     aggregate = re.search(r"python -m augbench.aggregate .*", output)
     read = set(re.search(r"--benchmarks (.*?) --", aggregate.group(0)).group(1).split())
+    read |= set(re.findall(r"--benchmarks-if-present (\S+)", aggregate.group(0)))
     assert written and read == written
     shared = {path.split("/")[3] for path in written if len(path.split("/")) == 5}
     assert {"embed_pool", "embed_subset", "embed_val", "screen_pool"} <= shared

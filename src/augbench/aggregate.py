@@ -312,6 +312,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--classes", required=True, help="class list, for images added per class")
     parser.add_argument("--benchmarks", nargs="*", default=[], help="benchmark files of the jobs to cost")
     parser.add_argument(
+        "--benchmarks-if-present",
+        action="append",
+        default=[],
+        help="a benchmark file costed where it exists (pre-training, which models made before skip); repeat for each",
+    )
+    parser.add_argument(
         "--benchmark-root",
         action="append",
         default=[],
@@ -359,9 +365,10 @@ def main(argv: list[str] | None = None) -> None:
     out_dir = Path(args.out_dir)
 
     costs = pd.DataFrame(columns=cost.COLUMNS)
-    if args.benchmarks:
+    benchmarks = args.benchmarks + [path for path in args.benchmarks_if_present if Path(path).is_file()]
+    if benchmarks:
         gpus = {rule: int(n) for rule, n in (item.split("=", 1) for item in args.gpus)}
-        jobs = cost.job_costs(args.benchmarks, args.benchmark_root, list(kinds), gpus)
+        jobs = cost.job_costs(benchmarks, args.benchmark_root, list(kinds), gpus)
         costs = cost.cost_table(jobs, list(kinds), added_images)
         own = costs.set_index("owner")
         for column in ("gpu_hours", "cpu_hours", "gpu_hours_per_1k_added"):

@@ -80,6 +80,7 @@ rule aggregate:
                     for method, path in download_exclusion_lists().items()
                 ],
                 "benchmark_root": [BENCHMARKS, PRETRAIN_BENCHMARKS],
+                "benchmarks_if_present": pretrain_benchmarks() or None,
                 "settings": json.dumps(provenance_settings(), sort_keys=True),
             }
         ),
