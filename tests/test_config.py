@@ -128,6 +128,14 @@ CASES = {
         lambda c: c["miniworld"].update(image_size=18),
         ["config miniworld.image_size: pre-training needs a multiple of 4"],
     ),
+    "pre-training deeper models at a size their blocks cannot halve": (
+        lambda c: c["miniworld"].update(image_size=20, diffusion={"vae_channels": [32, 32, 64]}),
+        ["config miniworld.image_size: pre-training needs a multiple of 8", "halve the side 3 times), not 20"],
+    ),
+    "pre-training widths the normalisation groups cannot split": (
+        lambda c: c["miniworld"].update(diffusion={"unet_channels": [16, 40]}),
+        ["config miniworld.diffusion: channel widths [40] are not multiples of 16"],
+    ),
     "pre-training a hub CLIP": (
         lambda c: c["clip"].update(model="ViT-B-32"),
         ["config clip.model: with miniworld.pretrain the workflow trains CLIP into a folder"],

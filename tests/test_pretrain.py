@@ -25,3 +25,18 @@ def test_mini_world_checkpoints_are_stored_small(tiny_clip, tiny_pipeline):
     clip_weights = load_file(str(Path(tiny_clip.removeprefix("local-dir:")) / "open_clip_model.safetensors"))
     assert {t.dtype for t in clip_weights.values()} == {torch.float16}
     assert not (Path(tiny_pipeline) / "tokenizer" / "tokenizer.json").exists()
+
+
+def test_block_widths_given_as_the_rules_write_lists_shape_the_pipeline(miniworld, tiny_clip, tmp_path):
+    """miniworld.diffusion.vae_channels and unet_channels reach the module as one flag per item."""
+    import json
+
+    from augbench import pretrain_diffusion
+
+    arguments = ["--pool", str(miniworld / "pool" / "manifest.csv"), "--clip", tiny_clip.removeprefix("local-dir:")]
+    arguments += ["--out", str(tmp_path / "pipe"), "--vae-steps", "1", "--unet-steps", "1", "--batch-size", "4"]
+    arguments += ["--vae-channels", "16", "--vae-channels", "32", "--unet-channels", "16", "--unet-channels", "48"]
+    pretrain_diffusion.main(arguments + ["--threads", "1"])
+    vae = json.loads((tmp_path / "pipe" / "vae" / "config.json").read_text())
+    unet = json.loads((tmp_path / "pipe" / "unet" / "config.json").read_text())
+    assert vae["block_out_channels"] == [16, 32] and unet["block_out_channels"] == [16, 48]

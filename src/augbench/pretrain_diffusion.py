@@ -38,6 +38,8 @@ from augbench.tokenizer import write_clip_tokenizer
 
 log = logging.getLogger(__name__)
 
+# Block widths of the VAE and of the UNet, each a tuple.
+DEFAULT_CHANNELS = (32, 64)
 # SD v1's noise schedule, so the schedulers used at generation behave as with SD.
 NOISE_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
 
@@ -45,8 +47,8 @@ NOISE_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.0
 def build_components(
     image_size: int,
     cross_attention_dim: int,
-    vae_channels: tuple[int, ...] = (32, 64),
-    unet_channels: tuple[int, ...] = (32, 64),
+    vae_channels: tuple[int, ...] = DEFAULT_CHANNELS,
+    unet_channels: tuple[int, ...] = DEFAULT_CHANNELS,
 ) -> tuple[AutoencoderKL, UNet2DConditionModel]:
     """Small versions of SD's VAE and UNet; the same classes at other sizes."""
     # Each block but the last of the VAE and of the UNet halves the side.
@@ -184,8 +186,8 @@ def pretrain(
     clip_folder: str,
     out: str,
     image_size: int = 16,
-    vae_channels: tuple[int, ...] = (32, 64),
-    unet_channels: tuple[int, ...] = (32, 64),
+    vae_channels: tuple[int, ...] = DEFAULT_CHANNELS,
+    unet_channels: tuple[int, ...] = DEFAULT_CHANNELS,
     vae_steps: int = 600,
     unet_steps: int = 3000,
     batch_size: int = 64,
@@ -260,8 +262,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clip", required=True, help="open_clip folder whose text tower becomes the text encoder")
     parser.add_argument("--out", required=True, help="pipeline folder to write")
     parser.add_argument("--image-size", type=int, default=16)
-    parser.add_argument("--vae-channels", type=int, nargs="+", default=[32, 64])
-    parser.add_argument("--unet-channels", type=int, nargs="+", default=[32, 64])
+    # extend: the rules repeat a flag per list item (--vae-channels 32 --vae-channels 64).
+    parser.add_argument("--vae-channels", type=int, nargs="+", action="extend", help=f"default: {DEFAULT_CHANNELS}")
+    parser.add_argument("--unet-channels", type=int, nargs="+", action="extend", help=f"default: {DEFAULT_CHANNELS}")
     parser.add_argument("--vae-steps", type=int, default=600)
     parser.add_argument("--unet-steps", type=int, default=3000)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -277,8 +280,8 @@ def main(argv: list[str] | None = None) -> None:
         args.clip,
         args.out,
         image_size=args.image_size,
-        vae_channels=tuple(args.vae_channels),
-        unet_channels=tuple(args.unet_channels),
+        vae_channels=tuple(args.vae_channels or DEFAULT_CHANNELS),
+        unet_channels=tuple(args.unet_channels or DEFAULT_CHANNELS),
         vae_steps=args.vae_steps,
         unet_steps=args.unet_steps,
         batch_size=args.batch_size,

@@ -193,10 +193,23 @@ def check_pretraining():
             "config clip.pretrained: with miniworld.pretrain the trained folder holds the weights; set it to null"
         )
     size = MINIWORLD["image_size"]
-    if size % 4:
+    channels = (
+        MINIWORLD["diffusion"]["vae_channels"] + MINIWORLD["diffusion"]["unet_channels"]
+    )
+    # Each VAE and UNet block but the last halves the side; CLIP's patches are 4 pixels.
+    halvings = len(channels) - 2
+    if size % max(4, 2**halvings):
         raise ValueError(
-            f"config miniworld.image_size: pre-training needs a multiple of 4 (CLIP's 4-pixel "
-            f"patches; the VAE and the UNet each halve the side once), not {size}"
+            f"config miniworld.image_size: pre-training needs a multiple of {max(4, 2**halvings)} "
+            f"(CLIP's 4-pixel patches; the VAE's and the UNet's blocks halve the side {halvings} "
+            f"times), not {size}"
+        )
+    groups = min(16, *channels)
+    uneven = [width for width in channels if width % groups]
+    if uneven:
+        raise ValueError(
+            f"config miniworld.diffusion: channel widths {uneven} are not multiples of {groups}, "
+            "the group size of the models' normalisation (the smallest width, at most 16)"
         )
 
 
