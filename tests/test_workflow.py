@@ -234,4 +234,6 @@ def test_cost_table_lists_each_method_and_the_shared_jobs_apart(smoke_run):
     # Generation methods ran GPU-rule jobs (generation, training), evaluation alone does not count.
     assert (cost.loc[[m for m, kind in METHODS.items() if kind == "generate"], "gpu_hours"] > 0).all()
     assert cost.loc["gen_classname", "jobs"] == 3 + 1 + 1  # three generation shards, training, evaluation
-    assert (cost.cpu_hours > 0).all()
+    assert (cost.loc[list(METHODS), "cpu_hours"] > 0).all()
+    # Snakemake samples a job's CPU time while it runs: a job of a second or two may show none.
+    assert (cost.cpu_hours >= 0).all()
