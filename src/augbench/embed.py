@@ -52,7 +52,9 @@ def embed_images(
     which retrieval never picks, and is listed with the reason in ``unreadable`` (a CSV)."""
     frame = read_manifest(manifest, labelled=False)
     frame = frame.iloc[shard_block(len(frame), shard, shards)]
-    features, why = encode_readable_image_files(frame.path.tolist(), model, pretrained, batch_size, num_workers, device)
+    features, why = encode_image_files(
+        frame.path.tolist(), model, pretrained, batch_size, num_workers, device, skip_unreadable=True
+    )
     bad = [reason != "" for reason in why]
     broken = unreadable_frame(frame[bad], [reason for reason in why if reason])
     _save(out, features)
@@ -61,6 +63,7 @@ def embed_images(
     return features
 
 
+@torch.inference_mode()
 def encode_image_files(
     paths: list[str],
     model: str,
@@ -68,36 +71,13 @@ def encode_image_files(
     batch_size: int = 256,
     num_workers: int = 2,
     device: str = "auto",
-) -> np.ndarray:
-    """L2-normalised CLIP image embeddings of image files, in their order; an unreadable
-    image stops with its name."""
-    features, _ = _encode(paths, model, pretrained, batch_size, num_workers, device, skip_unreadable=False)
-    return features
-
-
-def encode_readable_image_files(
-    paths: list[str],
-    model: str,
-    pretrained: str | None = None,
-    batch_size: int = 256,
-    num_workers: int = 2,
-    device: str = "auto",
+    skip_unreadable: bool = False,
 ) -> tuple[np.ndarray, list[str]]:
-    """(embeddings, reasons) of image files, in their order: an unreadable image's row is
-    zero and its reason non-empty; a readable one's reason is empty."""
-    return _encode(paths, model, pretrained, batch_size, num_workers, device, skip_unreadable=True)
+    """(L2-normalised CLIP image embeddings, reasons) of image files, in their order.
 
-
-@torch.inference_mode()
-def _encode(
-    paths: list[str],
-    model: str,
-    pretrained: str | None,
-    batch_size: int,
-    num_workers: int,
-    device: str,
-    skip_unreadable: bool,
-) -> tuple[np.ndarray, list[str]]:
+    An unreadable image stops with its name; with ``skip_unreadable`` its row is zero and its
+    reason non-empty instead. A readable image's reason is empty.
+    """
     dev = pick_device(device)
     clip, preprocess, _ = load_clip(model, pretrained, dev)
     loader = torch.utils.data.DataLoader(

@@ -203,6 +203,27 @@ def excluded_rows(path: str, pool: pd.DataFrame) -> np.ndarray:
     return np.unique(rows)
 
 
+def add_copy_check_arguments(parser: argparse.ArgumentParser, screened: str) -> None:
+    """The options of the two copy checks, of ``screened`` (what is checked) against evaluation and training images."""
+    for name, what in (("eval", "evaluation (validation)"), ("train", "training")):
+        parser.add_argument(f"--{name}-manifest", help=f"manifest of the {what} images")
+        parser.add_argument(f"--{name}-embeddings", help=f".npy of the {what} images' CLIP image embeddings")
+        parser.add_argument(
+            f"--{name}-threshold",
+            type=float,
+            default=None,
+            help=f"cosine similarity at or above which {screened} is a copy of a {what} image (default: no check)",
+        )
+
+
+def copy_checks(args: argparse.Namespace) -> list[CopyCheck]:
+    """The two copy checks as the options of ``add_copy_check_arguments`` set them."""
+    return [
+        CopyCheck(EVAL_DUPLICATE, args.eval_manifest, args.eval_embeddings, args.eval_threshold, "--eval"),
+        CopyCheck(TRAIN_DUPLICATE, args.train_manifest, args.train_embeddings, args.train_threshold, "--train"),
+    ]
+
+
 def _values(text: str) -> list[str]:
     return [value.strip() for value in text.split(",") if value.strip()]
 
@@ -212,15 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pool", required=True, help="pool manifest")
     parser.add_argument("--pool-embeddings", required=True, help=".npy of the pool's CLIP image embeddings")
     parser.add_argument("--out", required=True, help="CSV of the pool rows to leave out, and why")
-    for name, what in (("eval", "evaluation (validation)"), ("train", "training")):
-        parser.add_argument(f"--{name}-manifest", help=f"manifest of the {what} images")
-        parser.add_argument(f"--{name}-embeddings", help=f".npy of the {what} images' CLIP image embeddings")
-        parser.add_argument(
-            f"--{name}-threshold",
-            type=float,
-            default=None,
-            help=f"cosine similarity at or above which a pool image is a copy of a {what} image (default: no check)",
-        )
+    add_copy_check_arguments(parser, "a pool image")
     parser.add_argument(
         "--safety-column",
         default=None,

@@ -310,7 +310,7 @@ def generate(
     def embed(frame: pd.DataFrame) -> np.ndarray:
         from augbench.embed import encode_image_files
 
-        return encode_image_files(frame.path.tolist(), clip_model, clip_pretrained, num_workers=0, device=device)
+        return encode_image_files(frame.path.tolist(), clip_model, clip_pretrained, num_workers=0, device=device)[0]
 
     todo = plan[[not Path(path).exists() for path in plan.path]]
     log.info("%d of %d images to generate (%d already done)", len(todo), len(plan), len(plan) - len(todo))

@@ -26,7 +26,7 @@ import pandas as pd
 
 from augbench.cli import start_logging, use_threads
 from augbench.download import keep_best
-from augbench.exclude import COLUMNS, EVAL_DUPLICATE, TRAIN_DUPLICATE, CopyCheck, copies, write_table
+from augbench.exclude import COLUMNS, CopyCheck, add_copy_check_arguments, copies, copy_checks, write_table
 from augbench.files import read_classes, read_manifest, write_manifest
 from augbench.subset import class_quotas
 
@@ -62,10 +62,10 @@ def screen_downloads(
     found = []
     if checks and len(candidates):
         # Imported here: without a check, nothing is embedded and torch is not needed.
-        from augbench.embed import encode_readable_image_files
+        from augbench.embed import encode_image_files
 
-        embeddings, reasons = encode_readable_image_files(
-            candidates.path.tolist(), model, pretrained, batch_size, num_workers, device
+        embeddings, reasons = encode_image_files(
+            candidates.path.tolist(), model, pretrained, batch_size, num_workers, device, skip_unreadable=True
         )
         found += [unreadable_rows(candidates, reasons)]
         found += [copies(candidates, embeddings, check, index_memory_gb) for check in checks]
@@ -102,15 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--per-class", type=int, default=None, help="images per class (default: as many as real)")
     parser.add_argument("--model", required=True, help="the CLIP the evaluation and training images were embedded with")
     parser.add_argument("--pretrained", default=None)
-    for name, what in (("eval", "evaluation (validation)"), ("train", "training")):
-        parser.add_argument(f"--{name}-manifest", help=f"manifest of the {what} images")
-        parser.add_argument(f"--{name}-embeddings", help=f".npy of the {what} images' CLIP image embeddings")
-        parser.add_argument(
-            f"--{name}-threshold",
-            type=float,
-            default=None,
-            help=f"cosine similarity at or above which a download is a copy of a {what} image (default: no check)",
-        )
+    add_copy_check_arguments(parser, "a download")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     parser.add_argument(
@@ -119,10 +111,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     start_logging()
     use_threads(args.threads)
-    checks = [
-        CopyCheck(EVAL_DUPLICATE, args.eval_manifest, args.eval_embeddings, args.eval_threshold, "--eval"),
-        CopyCheck(TRAIN_DUPLICATE, args.train_manifest, args.train_embeddings, args.train_threshold, "--train"),
-    ]
     kept, table = screen_downloads(
         args.downloaded,
         args.subset,
@@ -132,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         args.model,
         args.pretrained,
         args.per_class,
-        checks,
+        copy_checks(args),
         device=args.device,
         index_memory_gb=args.index_memory_gb,
     )
