@@ -56,3 +56,18 @@ def smoke_run(tmp_path_factory):
 
     workdir = tmp_path_factory.mktemp("smoke")
     return workdir, snakemake(workdir, env={"HF_TOKEN": HUB_TOKEN})
+
+
+@pytest.fixture(scope="session")
+def planned(tmp_path_factory):
+    """planned(plan): what a dry run of a plan of test_presets.PLANS prints, made once a session."""
+    from test_presets import dry_run_plan
+
+    outputs = {}
+
+    def output(plan: str) -> str:
+        if plan not in outputs:
+            outputs[plan] = dry_run_plan(tmp_path_factory.mktemp("plan"), plan)
+        return outputs[plan]
+
+    return output

@@ -84,22 +84,32 @@ def test_rulegraph_of_a_preset_draws_every_stage_without_data(tmp_path):
         assert f'label = "{rule}"' in result.stdout
 
 
-@pytest.mark.parametrize(
-    "configfile", ["configs/imagenet10.yaml", "configs/caltech256.yaml", "configs/smoke.yaml", "service"]
-)
-def test_the_cost_table_reads_the_benchmark_of_every_job_that_writes_one(configfile, tmp_path):
-    """A job whose benchmark the aggregate does not read would be missing from cost.csv."""
-    if configfile == "service":  # the smoke config with one method querying a kNN service
+# Dry-run plans checked below and in test_commands.py (each made once a session: conftest's
+# planned): the presets, the smoke config, and the smoke config with a kNN-service method.
+PLANS = ["configs/imagenet10.yaml", "configs/caltech256.yaml", "configs/smoke.yaml", "service"]
+
+
+def dry_run_plan(workdir: Path, plan: str) -> str:
+    """The jobs and shell commands a dry run of ``plan`` prints (a preset on a stub data root)."""
+    if plan == "service":  # one method queries a kNN service; its results are downloaded and screened
         config = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
-        config["methods"]["retrieve_image"].update(backend="clip_service", service={"url": "http://127.0.0.1:1/knn"})
-        (tmp_path / "service.yaml").write_text(yaml.safe_dump(config))
-        configfile = tmp_path / "service.yaml"
-    configfile = REPO / configfile
-    if configfile.stem in PRESETS:
-        stub_data_root(tmp_path, configfile.stem)
+        service = {"url": "http://127.0.0.1:1/knn", "embed": "local"}
+        config["methods"]["retrieve_image"].update(backend="clip_service", service=service)
+        (workdir / "service.yaml").write_text(yaml.safe_dump(config))
+        configfile = workdir / "service.yaml"
     else:
-        (tmp_path / "resources").symlink_to(REPO / "resources")
-    output = snakemake(tmp_path, "-n", "-p", profile=None, configfile=configfile).stdout
+        configfile = REPO / plan
+    if configfile.stem in PRESETS:
+        stub_data_root(workdir, configfile.stem)
+    else:
+        (workdir / "resources").symlink_to(REPO / "resources")
+    return snakemake(workdir, "-n", "-p", profile=None, configfile=configfile).stdout
+
+
+@pytest.mark.parametrize("plan", PLANS)
+def test_the_cost_table_reads_the_benchmark_of_every_job_that_writes_one(plan, planned):
+    """A job whose benchmark the aggregate does not read would be missing from cost.csv."""
+    output = planned(plan)
     written = set(re.findall(r"^\s+benchmark: (\S+)$", output, re.M))
     aggregate = re.search(r"python -m augbench.aggregate .*", output)
     read = set(re.search(r"--benchmarks (.*?) --", aggregate.group(0)).group(1).split())
@@ -107,3 +117,5 @@ def test_the_cost_table_reads_the_benchmark_of_every_job_that_writes_one(configf
     assert written and read == written
     shared = {path.split("/")[3] for path in written if len(path.split("/")) == 5}
     assert {"embed_pool", "embed_subset", "embed_val", "screen_pool"} <= shared
+    if plan == "service":
+        assert any("/screen_downloads/retrieve_image/" in path for path in written)

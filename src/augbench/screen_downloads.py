@@ -103,6 +103,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", required=True, help="the CLIP the evaluation and training images were embedded with")
     parser.add_argument("--pretrained", default=None)
     add_copy_check_arguments(parser, "a download")
+    parser.add_argument("--batch-size", type=int, default=256, help="images per embedding batch")
+    parser.add_argument("--num-workers", type=int, default=2, help="DataLoader workers decoding images")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     parser.add_argument(
@@ -121,7 +123,9 @@ def main(argv: list[str] | None = None) -> None:
         args.pretrained,
         args.per_class,
         copy_checks(args),
-        device=args.device,
+        args.batch_size,
+        args.num_workers,
+        args.device,
         index_memory_gb=args.index_memory_gb,
     )
     log.info("kept %d images in %s; %d left out, listed in %s", len(kept), args.out, len(table), args.excluded)
