@@ -48,13 +48,7 @@ clip-venv: $(CLIP_VENV)/.installed
 test-clip-service: $(INSTALLED) clip-venv
 	pytest -m clip_service -q
 
-# Unit and end-to-end tests side by side: the end-to-end tests spend minutes waiting on SLURM
-# and on job start-up, time the unit tests fill; the unit tests' output follows the e2e tests'.
-test: lint
-	@log=$$(mktemp); $(MAKE) --no-print-directory unit > $$log 2>&1 & pid=$$!; \
-	$(MAKE) --no-print-directory e2e; e2e=$$?; wait $$pid; unit=$$?; \
-	echo "--- unit tests (run beside the end-to-end tests) ---"; cat $$log; rm -f $$log; \
-	test $$unit -eq 0 && test $$e2e -eq 0
+test: lint unit e2e
 
 # Each stage against what limits it, as ratios (benchmarks/README.md); writes benchmarks/latest.json.
 bench: $(INSTALLED)
