@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 UNREADABLE = "unreadable"
 SHORT_OF_SCREENED = (
     "more of them copy evaluation or training images than the spare candidates can replace "
-    "(see the method's excluded.csv): raise the method's download.factor"
+    "(the job's log counts them by reason; Snakemake removes a failed job's excluded.csv): "
+    "raise the method's download.factor"
 )
 
 
