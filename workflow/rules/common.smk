@@ -350,22 +350,22 @@ def retrieval_methods(backend, download):
     ]
 
 
+def download_methods():
+    """The retrieval methods whose results are URLs, downloaded and then screened."""
+    return [name for name in methods_of("retrieve") if downloads(name)]
+
+
 def download_failure_lists():
     """Method -> the list of its failed downloads."""
     return {
         name: f"{RESULTS}/added/{name}/download_failures.csv"
-        for name in methods_of("retrieve")
-        if downloads(name)
+        for name in download_methods()
     }
 
 
 def download_exclusion_lists():
     """Method -> the list of its downloaded images that screening left out."""
-    return {
-        name: f"{RESULTS}/added/{name}/excluded.csv"
-        for name in methods_of("retrieve")
-        if downloads(name)
-    }
+    return {name: f"{RESULTS}/added/{name}/excluded.csv" for name in download_methods()}
 
 
 def service_query_embeddings(method):
@@ -755,7 +755,7 @@ def embeds_subset():
 def screens_copies():
     """Whether images are screened for copies of evaluation and training images: a pool
     searched here, or the downloads of URL results."""
-    return bool(local_retrieval_methods() or download_failure_lists())
+    return bool(local_retrieval_methods() or download_methods())
 
 
 def grows(amount):

@@ -154,7 +154,7 @@ rule download:
     benchmark:
         benchmark_of("download", "{method}/download")
     wildcard_constraints:
-        method=alternation(list(download_failure_lists())),
+        method=alternation(download_methods()),
     conda:
         DOWNLOAD_ENV
     threads: 1
@@ -199,7 +199,7 @@ rule screen_downloads:
     benchmark:
         benchmark_of("screen_downloads", "{method}/screen_downloads")
     wildcard_constraints:
-        method=alternation(list(download_failure_lists())),
+        method=alternation(download_methods()),
     conda:
         ENV
     threads: 2
