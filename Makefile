@@ -25,6 +25,7 @@ lint: $(INSTALLED)
 	ruff format --check src tests benchmarks
 	snakefmt --check Snakefile workflow
 	snakemake --lint --configfile config.yaml
+	mkdocs build --strict --quiet --site-dir site
 
 unit: $(INSTALLED)
 	pytest -m "not e2e" -q

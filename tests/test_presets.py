@@ -1,7 +1,7 @@
 """The study's ImageNet presets: their DAG is inspected with a dry run, without the data.
 
 A stub data root (empty class-per-folder trees and an empty pool manifest) stands in
-for the datasets, as the README shows; the class list ships with the project.
+for the datasets, as docs/operations.md ("Dry runs") shows; the class list ships with the project.
 """
 
 from __future__ import annotations
