@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test lint unit e2e bench clean clip-venv test-clip-service
+.PHONY: demo test lint unit e2e bench clean clip-venv test-clip-service profiles
 
 $(INSTALLED): pyproject.toml
 	python3 -m venv $(VENV)
@@ -19,6 +19,12 @@ $(INSTALLED): pyproject.toml
 demo: $(INSTALLED)
 	snakemake --profile profiles/local --configfile config.yaml
 	@echo "Outputs: results/demo/ (summary.csv, summary.md, per-seed metrics), logs in logs/demo/."
+
+# The shipped profiles, copied into the user's Snakemake profile folder (~/.config/snakemake, or
+# $XDG_CONFIG_HOME/snakemake) as augbench-local, slurm and slurm-gcp, so that
+# `snakemake --profile slurm` works in this folder. An edited copy is kept; FORCE=1 replaces it.
+profiles: $(INSTALLED)
+	$(PYTHON) -m augbench.profiles install $(if $(FORCE),--force)
 
 lint: $(INSTALLED)
 	ruff check src tests benchmarks
