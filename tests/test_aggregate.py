@@ -163,6 +163,9 @@ def test_cli_writes_cost_and_provenance(tmp_path):
     header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
     benchmarks = {"generate/gen/shard0.tsv": (3600, 1800), "train/gen/seed0.tsv": (1800, 3600)}
     benchmarks["embed_pool/shard0.tsv"] = (7200, 100)
+    # What an earlier config of the experiment ran (another method, another seed) is not costed.
+    benchmarks["generate/gen_removed/shard0.tsv"] = (3600, 3600)
+    benchmarks["train/gen/seed7.tsv"] = (3600, 3600)
     # Pre-training lies under a root of its own and is costed where its file exists.
     pretrained = tmp_path / "pretrained"
     benchmarks["../pretrained/pretrain_clip/models_clip.tsv"] = (900, 900)
@@ -175,7 +178,7 @@ def test_cli_writes_cost_and_provenance(tmp_path):
     aggregate.main(
         ["--metrics", _metrics(tmp_path, "baseline", 0, 50.0), _metrics(tmp_path, "gen", 0, 52.0)]
         + ["--method-kinds", "baseline=real", "gen=generate", "--added", f"gen={added}"]
-        + ["--benchmarks", *[str(root / name) for name in benchmarks], "--benchmark-root", str(root)]
+        + ["--experiment-benchmarks", str(root), "--seeds", "0"]
         + ["--benchmark-root", str(pretrained)]
         + ["--benchmarks-if-present", str(pretrained / "pretrain_clip" / "models_clip.tsv")]
         + ["--benchmarks-if-present", str(pretrained / "pretrain_diffusion" / "models_diffusion.tsv")]
@@ -192,6 +195,7 @@ def test_cli_writes_cost_and_provenance(tmp_path):
     assert cost.loc["shared: embed_pool", "gpu_hours"] == pytest.approx(2.0)  # listed apart, not in gen's hours
     assert cost.loc["shared: pretrain_clip", "gpu_hours"] == pytest.approx(0.25)
     assert "shared: pretrain_diffusion" not in cost.index  # its models were made before: no file
+    assert not any("removed" in owner for owner in cost.index) and cost.loc["gen", "jobs"] == 2
     assert "| embed_pool | 1 | 2.000 |" in (tmp_path / "summary.md").read_text()
     provenance = json.loads((tmp_path / "provenance.json").read_text())
     assert provenance["diffusion"]["revision"] == "main"

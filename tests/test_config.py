@@ -1,4 +1,8 @@
-"""A broken config stops the workflow before any job runs, with a message naming the key."""
+"""A broken config stops the workflow before any job runs, with a message naming the key.
+
+The checks are augbench.study's: most tests build the study directly (in the folder a run
+would start in); a few dry runs check that Snakemake stops on them the same way.
+"""
 
 from __future__ import annotations
 
@@ -11,17 +15,25 @@ from pathlib import Path
 import pytest
 import yaml
 
+from augbench import study
+
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
 
 
-def dry_run(tmp_path: Path, config: dict) -> subprocess.CompletedProcess:
+def dry_run(tmp_path: Path, config: dict, *args: str) -> subprocess.CompletedProcess:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     command = [sys.executable, "-m", "snakemake", "-n", "--snakefile", str(REPO / "Snakefile")]
-    command += ["--directory", str(tmp_path), "--configfile", str(path), "--cores", "1"]
+    command += ["--directory", str(tmp_path), "--configfile", str(path), "--cores", "1", *args]
     return subprocess.run(command, env=env, capture_output=True, text=True)
+
+
+def read(config: dict, folder: Path, monkeypatch) -> study.Study:
+    """The study of a config, read in ``folder`` as a run started there reads it."""
+    monkeypatch.chdir(folder)
+    return study.Study(copy.deepcopy(config))
 
 
 def broken(edit):
@@ -208,19 +220,28 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_broken_config_is_refused_with_the_key_named(case, tmp_path):
+def test_broken_config_is_refused_with_the_key_named(case, tmp_path, monkeypatch):
     edit, expected = CASES[case]
-    result = dry_run(tmp_path, broken(edit))
-    assert result.returncode != 0
-    output = result.stdout + result.stderr
-    # The message is one line that names the key.
-    lines = output.splitlines()
+    with pytest.raises(study.ConfigError) as refused:
+        read(broken(edit), tmp_path, monkeypatch)
+    message = str(refused.value)
+    assert "\n" not in message  # one line that names the key
     for text in expected:
-        assert any(text in line for line in lines), output[-2000:]
+        assert text in message, message
+
+
+def test_a_broken_config_stops_snakemake_before_any_job(tmp_path):
+    result = dry_run(tmp_path, broken(CASES["clusters of tokens"][0]))
+    assert result.returncode != 0
+    lines = (result.stdout + result.stderr).splitlines()
+    assert any(CASES["clusters of tokens"][1][0] in line for line in lines), lines[-20:]
     assert not (tmp_path / "results").exists()
 
 
-def test_smoke_config_is_valid_and_fills_defaults(tmp_path):
+def test_smoke_config_is_valid_and_fills_defaults(tmp_path, monkeypatch):
+    smoke = read(SMOKE, tmp_path, monkeypatch)
+    assert smoke.methods["retrieve_text"]["overfetch"] == 2.0  # a schema default, filled in
+    assert smoke.config["classifier"]["processes"] == 1
     result = dry_run(tmp_path, SMOKE)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "retrieve" in result.stdout + result.stderr
@@ -247,68 +268,91 @@ def test_a_method_given_twice_is_refused_with_its_line(tmp_path):
     text = text.replace("  gen_textual_inversion:", "  gen_img2img:\n    kind: generate\n  gen_textual_inversion:")
     path = tmp_path / "config.yaml"
     path.write_text(text)
+    with pytest.raises(study.ConfigError) as refused:
+        study.check_duplicate_keys([str(path)])
+    line = text.splitlines().index("  gen_img2img:", text.splitlines().index("  gen_img2img:") + 1) + 1
+    assert f"line {line}: key 'gen_img2img' is given twice" in str(refused.value)
+    # Snakemake reads the config files the same way before it plans anything.
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     command = [sys.executable, "-m", "snakemake", "-n", "--snakefile", str(REPO / "Snakefile")]
     command += ["--directory", str(tmp_path), "--configfile", str(path), "--cores", "1"]
     result = subprocess.run(command, env=env, capture_output=True, text=True)
-    assert result.returncode != 0
-    line = text.splitlines().index("  gen_img2img:", text.splitlines().index("  gen_img2img:") + 1) + 1
-    assert f"line {line}: key 'gen_img2img' is given twice" in result.stdout + result.stderr
+    assert result.returncode != 0 and f"line {line}: key 'gen_img2img' is given twice" in result.stdout + result.stderr
 
 
-def test_a_method_can_add_its_own_number_of_images_per_class(tmp_path):
+def test_a_method_can_add_its_own_number_of_images_per_class(tmp_path, monkeypatch):
     config = copy.deepcopy(SMOKE)
     config["methods"]["retrieve_text_5"] = {"kind": "retrieve", "per_class": 5}
-    result = dry_run(tmp_path, config)
-    assert result.returncode == 0, result.stderr[-2000:]
-    path = tmp_path / "config.yaml"
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    command = [sys.executable, "-m", "snakemake", "-n", "-p", "--snakefile", str(REPO / "Snakefile")]
-    command += ["--directory", str(tmp_path), "--configfile", str(path), "--cores", "1", "--forcerun", "retrieve"]
-    output = subprocess.run(command, env=env, capture_output=True, text=True).stdout
-    commands = {line.split("--out ")[1].split()[0]: line for line in output.splitlines() if "augbench.retrieve" in line}
-    assert "--per-class 5" in commands["results/smoke/added/retrieve_text_5/manifest.csv"]
-    assert "--per-class" not in commands["results/smoke/added/retrieve_text/manifest.csv"]  # 1:1, the default
+    smoke = read(config, tmp_path, monkeypatch)
+    assert "--per-class 5" in study.cli_options(smoke.retrieval_options("retrieve_text_5"))
+    assert "--per-class" not in study.cli_options(smoke.retrieval_options("retrieve_text"))  # 1:1, the default
 
 
-def test_personalisation_memory_settings_reach_the_job(tmp_path):
+def test_personalisation_memory_settings_reach_the_job(tmp_path, monkeypatch):
     config = copy.deepcopy(SMOKE)
     config["methods"]["gen_dm_finetune"]["personalise"].update(
         micro_batch=2, precision="bfloat16", gradient_checkpointing=True
     )
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    command = [sys.executable, "-m", "snakemake", "-n", "-p", "--snakefile", str(REPO / "Snakefile")]
-    command += ["--directory", str(tmp_path), "--configfile", str(path), "--cores", "1"]
-    output = subprocess.run(command, env=env, capture_output=True, text=True).stdout
-    commands = {
-        line.split("--out ")[1].split()[0]: line for line in output.splitlines() if "augbench.personalise" in line
-    }
-    changed = commands["results/smoke/personalised/gen_dm_finetune/shard0.safetensors"]
+    smoke = read(config, tmp_path, monkeypatch)
+    changed = study.cli_options(smoke.personalisation_options("gen_dm_finetune"))
     for flag in ("--micro-batch 2", "--precision bfloat16", "--gradient-checkpointing true"):
         assert flag in changed
     # At their defaults they stay off the command line, so runs made before them are not redone.
-    default = commands["results/smoke/personalised/gen_conditioning_ft/shard0.safetensors"]
+    default = study.cli_options(smoke.personalisation_options("gen_conditioning_ft"))
     for flag in ("--micro-batch", "--precision", "--gradient-checkpointing"):
         assert flag not in default
 
 
-def test_a_safety_column_the_pool_lacks_is_refused_with_the_key_named(tmp_path):
+def real_world(tmp_path: Path, **changes) -> dict:
+    """The smoke config turned to a world of real names: ImageNet's classes, a pool manifest, hub models."""
     pool = tmp_path / "pool.csv"
     pool.write_text("path,label,caption\nimages/0.jpg,-1,a cat\n")
     config = copy.deepcopy(SMOKE)
     config.update(
         miniworld={"enabled": False},
         dataset={"classes": str(REPO / "resources/imagenet/classes.tsv"), "train": str(REPO), "val": str(REPO)},
-        pool={"manifest": str(pool), "safety_column": "NSFW"},
+        pool={"manifest": str(pool)},
         clip={"model": "ViT-L-14", "pretrained": "laion2b_s32b_b82k"},
         diffusion={"model": "CompVis/stable-diffusion-v1-4"},
     )
-    result = dry_run(tmp_path, config)
-    assert result.returncode != 0
-    assert "config pool.safety_column: 'NSFW' is not a column of" in result.stdout + result.stderr
+    for section, values in changes.items():
+        config[section].update(values)
+    return config
+
+
+def test_a_safety_column_the_pool_lacks_is_refused_with_the_key_named(tmp_path, monkeypatch):
+    config = real_world(tmp_path, pool={"safety_column": "NSFW"})
+    with pytest.raises(study.ConfigError, match="config pool.safety_column: 'NSFW' is not a column of"):
+        read(config, tmp_path, monkeypatch)
     # Without a name, a pool without LAION's column is fine.
     del config["pool"]["safety_column"]
-    result = dry_run(tmp_path, config)
-    assert result.returncode == 0, result.stderr[-2000:]
+    read(config, tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"classifier": {"arch": "resnet5000"}}, "config classifier.arch: 'resnet5000' is not a torchvision model"),
+        ({"clip": {"model": "ViT-L-41"}}, "config clip.model: 'ViT-L-41' is not an open_clip model"),
+        (
+            {"clip": {"pretrained": "laion9b"}},
+            "config clip.pretrained: 'laion9b' is neither a pretrained tag of ViT-L-14",
+        ),
+    ],
+)
+def test_a_name_no_library_knows_is_refused_before_any_job(changes, message, tmp_path, monkeypatch):
+    """A typo in a model name would otherwise pass planning and fail only in the jobs that load
+    it, after the embedding, personalisation and generation jobs before them have run."""
+    with pytest.raises(study.ConfigError, match=message):
+        read(real_world(tmp_path, **changes), tmp_path, monkeypatch)
+    read(real_world(tmp_path), tmp_path, monkeypatch)  # the names as given are known
+
+
+def test_the_library_names_are_kept_per_version(tmp_path):
+    cache = tmp_path / "names.json"
+    names = study.library_names(cache)
+    assert "resnet50" in names["classifiers"] and "ViT-L-14" in names["clip_models"]
+    assert study.library_names(cache) == names and cache.is_file()
+    stale = {**names, "versions": {"torchvision": "0.0"}, "classifiers": []}
+    cache.write_text(__import__("json").dumps(stale))
+    assert study.library_names(cache)["classifiers"] == names["classifiers"]  # another version: looked up again

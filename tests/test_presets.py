@@ -107,14 +107,23 @@ def dry_run_plan(workdir: Path, plan: str) -> str:
 
 
 @pytest.mark.parametrize("plan", PLANS)
-def test_the_cost_table_reads_the_benchmark_of_every_job_that_writes_one(plan, planned):
-    """A job whose benchmark the aggregate does not read would be missing from cost.csv."""
+def test_the_cost_table_reads_the_benchmark_of_every_job_that_writes_one(plan, planned, tmp_path):
+    """The aggregate costs the benchmark files under the experiment's folder (and pre-training's
+    where present): every benchmark a job writes must lie where it looks and in the layout it reads."""
+    from augbench import cost
+
     output = planned(plan)
     written = set(re.findall(r"^\s+benchmark: (\S+)$", output, re.M))
-    aggregate = re.search(r"python -m augbench.aggregate .*", output)
-    read = set(re.search(r"--benchmarks (.*?) --", aggregate.group(0)).group(1).split())
-    read |= set(re.findall(r"--benchmarks-if-present (\S+)", aggregate.group(0)))
-    assert written and read == written
+    aggregate = re.search(r"python -m augbench.aggregate .*", output).group(0)
+    root = re.search(r"--experiment-benchmarks (\S+)", aggregate).group(1)
+    methods = [item.split("=")[0] for item in re.search(r"--method-kinds (.*?) --", aggregate).group(1).split()]
+    seeds = [int(seed) for seed in re.search(r"--seeds ((?:\d+ ?)+)", aggregate).group(1).split()]
+    pretraining = set(re.findall(r"--benchmarks-if-present (\S+)", aggregate))
+    for path in written:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).touch()
+    found = cost.experiment_benchmarks(tmp_path / root, methods, seeds)
+    assert written and {str(Path(path).relative_to(tmp_path)) for path in found} | pretraining == written
     shared = {path.split("/")[3] for path in written if len(path.split("/")) == 5}
     assert {"embed_pool", "embed_subset", "embed_val", "screen_pool"} <= shared
     if plan == "service":

@@ -1,11 +1,10 @@
 """The profiles know every GPU rule: a SLURM profile sends it to its GPU partition, and
-the local profile runs it on one thread (the rules' GPU counts live in common.smk). And
+the local profile runs it on one thread (the rules' GPU counts come from augbench.study). And
 `make profiles` installs them by name, so that `snakemake --profile slurm` works."""
 
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,9 +18,11 @@ from helpers import REPO
 
 
 def gpu_rules() -> set[str]:
-    common = (REPO / "workflow" / "rules" / "common.smk").read_text()
-    block = re.search(r"^GPUS = \{(.*?)^\}", common, re.S | re.M).group(1)
-    return set(re.findall(r'^\s+"(\w+)":', block, re.M))
+    """The rules that ask for GPUs, as the study gives them to the rules and the cost table."""
+    from augbench.study import Study
+
+    config = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
+    return set(Study.gpus_of(config["classifier"]))
 
 
 def test_the_gpu_rules_are_found():

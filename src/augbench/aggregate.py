@@ -2,7 +2,7 @@
 
     python -m augbench.aggregate --metrics results/demo/metrics/*/seed*.json \
         --method-kinds baseline=real retrieve_text=retrieve ... --added METHOD=MANIFEST ... \
-        --classes classes.txt --benchmarks benchmarks/runs/demo/... --benchmark-root benchmarks/runs/demo \
+        --classes classes.txt --experiment-benchmarks benchmarks/runs/demo --seeds 0 \
         --gpus generate=1 ... --unreadable STAGE=CSV ... --settings '{...}' --out-dir results/demo
 
 Writes into ``--out-dir``:
@@ -310,7 +310,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--method-kinds", nargs="+", required=True, metavar="METHOD=KIND")
     parser.add_argument("--added", nargs="*", default=[], metavar="METHOD=MANIFEST", help="added-image manifests")
     parser.add_argument("--classes", required=True, help="class list, for images added per class")
-    parser.add_argument("--benchmarks", nargs="*", default=[], help="benchmark files of the jobs to cost")
+    parser.add_argument(
+        "--experiment-benchmarks",
+        help="the experiment's benchmark folder (<rule>/[<method>/]<job>.tsv): its methods' and seeds' jobs",
+    )
+    parser.add_argument("--seeds", nargs="*", type=int, default=[], help="the experiment's seeds")
     parser.add_argument(
         "--benchmarks-if-present",
         action="append",
@@ -365,10 +369,14 @@ def main(argv: list[str] | None = None) -> None:
     out_dir = Path(args.out_dir)
 
     costs = pd.DataFrame(columns=cost.COLUMNS)
-    benchmarks = args.benchmarks + [path for path in args.benchmarks_if_present if Path(path).is_file()]
+    benchmarks = [path for path in args.benchmarks_if_present if Path(path).is_file()]
+    roots = list(args.benchmark_root)
+    if args.experiment_benchmarks:
+        benchmarks = cost.experiment_benchmarks(args.experiment_benchmarks, list(kinds), args.seeds) + benchmarks
+        roots.append(args.experiment_benchmarks)
     if benchmarks:
         gpus = {rule: int(n) for rule, n in (item.split("=", 1) for item in args.gpus)}
-        jobs = cost.job_costs(benchmarks, args.benchmark_root, list(kinds), gpus)
+        jobs = cost.job_costs(benchmarks, roots, list(kinds), gpus)
         costs = cost.cost_table(jobs, list(kinds), added_images)
         own = costs.set_index("owner")
         for column in ("gpu_hours", "cpu_hours", "gpu_hours_per_1k_added"):

@@ -10,11 +10,29 @@ those jobs ran on the CPU: the figure is then the GPU time they would hold on a 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
 
 COLUMNS = ["owner", "jobs", "wall_hours", "cpu_hours", "gpu_hours", "added_images", "gpu_hours_per_1k_added"]
+
+
+def experiment_benchmarks(root: str | Path, methods: list[str], seeds: list[int]) -> list[str]:
+    """The benchmark files under an experiment's folder that belong to its current config: every
+    shared job's, and each method's own for the methods of the registry (a training or
+    evaluation job's only for the seeds the config lists). What an earlier config of the same
+    experiment ran for other methods or seeds stays on disk but is not costed."""
+    files = []
+    for path in sorted(Path(root).glob("*/**/*.tsv")):
+        parts = path.relative_to(root).parts
+        if len(parts) > 2 and parts[1] not in methods:
+            continue
+        seed = re.fullmatch(r"seed(\d+)\.tsv", parts[-1])
+        if seed and int(seed.group(1)) not in seeds:
+            continue
+        files.append(str(path))
+    return files
 
 
 def read_benchmark(path: str | Path) -> tuple[float, float]:

@@ -6,17 +6,18 @@ rule aggregate:
             seed=SEEDS,
         ),
         added=[
-            f"{RESULTS}/added/{method}/manifest.csv"
+            STUDY.added_manifest(method)
             for method in METHODS
-            if adds_images(method)
+            if STUDY.adds_images(method)
         ],
-        unreadable=[path for paths in unreadable_lists().values() for path in paths],
-        quality=quality_tables(),
-        excluded=[POOL_EXCLUDED] if local_retrieval_methods() else [],
-        download_failures=list(download_failure_lists().values()),
-        download_excluded=list(download_exclusion_lists().values()),
-        benchmarks=cost_inputs(),
-        classes=config["dataset"]["classes"],
+        unreadable=[
+            path for paths in STUDY.unreadable_lists().values() for path in paths
+        ],
+        quality=STUDY.quality_tables(),
+        excluded=[PATHS.pool_excluded] if STUDY.local_retrieval_methods() else [],
+        download_failures=list(STUDY.download_failure_lists().values()),
+        download_excluded=list(STUDY.download_exclusion_lists().values()),
+        classes=CLASSES,
     output:
         csv=report(
             f"{RESULTS}/summary.csv",
@@ -63,25 +64,31 @@ rule aggregate:
         added=lambda wildcards, input: [
             f"{Path(path).parent.name}={path}" for path in input.added
         ],
+        # Every job with a benchmark lies upstream of the metrics and added images, so the
+        # experiment's benchmark folder is complete when this job runs.
         options=cli_options(
             {
                 "unreadable": [
                     f"{stage}={path}"
-                    for stage, paths in unreadable_lists().items()
+                    for stage, paths in STUDY.unreadable_lists().items()
                     for path in paths
                 ],
-                "excluded": POOL_EXCLUDED if local_retrieval_methods() else None,
+                "excluded": (
+                    PATHS.pool_excluded if STUDY.local_retrieval_methods() else None
+                ),
                 "download_failures": [
                     f"{method}={path}"
-                    for method, path in download_failure_lists().items()
+                    for method, path in STUDY.download_failure_lists().items()
                 ],
                 "download_excluded": [
                     f"{method}={path}"
-                    for method, path in download_exclusion_lists().items()
+                    for method, path in STUDY.download_exclusion_lists().items()
                 ],
-                "benchmark_root": [BENCHMARKS, PRETRAIN_BENCHMARKS],
-                "benchmarks_if_present": pretrain_benchmarks() or None,
-                "settings": json.dumps(provenance_settings(), sort_keys=True),
+                "experiment_benchmarks": BENCHMARKS,
+                "seeds": SEEDS,
+                "benchmark_root": PRETRAIN_BENCHMARKS,
+                "benchmarks_if_present": STUDY.pretrain_benchmarks() or None,
+                "settings": json.dumps(STUDY.provenance(), sort_keys=True),
             }
         ),
         gpus=[f"{rule}={count}" for rule, count in GPUS.items()],
@@ -91,7 +98,7 @@ rule aggregate:
     shell:
         "python -m augbench.aggregate --metrics {input.metrics}"
         " --method-kinds {params.kinds} --added {params.added}"
-        " --benchmarks {input.benchmarks} --gpus {params.gpus} {params.options} {params.quality}"
+        " --gpus {params.gpus} {params.options} {params.quality}"
         " --classes {input.classes} --out-dir {params.out_dir} > {log} 2>&1"
 
 
@@ -100,7 +107,7 @@ rule figures:
         summary=rules.aggregate.output.csv,
         subset=rules.subset.output.subset,
         added=rules.aggregate.input.added,
-        classes=config["dataset"]["classes"],
+        classes=CLASSES,
     output:
         top1=report(
             f"{RESULTS}/figures/top1.png",

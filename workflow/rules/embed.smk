@@ -1,6 +1,6 @@
 rule embed_pool:
     input:
-        manifest=POOL_MANIFEST,
+        manifest=PATHS.pool_manifest,
         model=clip_inputs,
     output:
         embeddings=f"{RESULTS}/embed/pool_images/shard{{shard}}.npy",
@@ -58,10 +58,10 @@ rule merge_pool_embeddings:
 
 rule embed_prompts:
     input:
-        classes=config["dataset"]["classes"],
+        classes=CLASSES,
         model=clip_inputs,
     output:
-        f"{RESULTS}/embed/class_prompts.npy",
+        PATHS.class_prompts,
     log:
         f"{LOGS}/embed/class_prompts.log",
     conda:
@@ -86,7 +86,7 @@ rule embed_prompts:
 
 rule embed_pool_captions:
     input:
-        manifest=POOL_MANIFEST,
+        manifest=PATHS.pool_manifest,
         model=clip_inputs,
     output:
         f"{RESULTS}/embed/pool_captions/shard{{shard}}.npy",
@@ -122,7 +122,7 @@ rule embed_subset:
         manifest=rules.subset.output.subset,
         model=clip_inputs,
     output:
-        f"{RESULTS}/embed/subset_images.npy",
+        PATHS.subset_embeddings,
     log:
         f"{LOGS}/embed/subset_images.log",
     benchmark:
@@ -143,10 +143,10 @@ rule embed_subset:
 
 rule embed_val:
     input:
-        manifest=VAL_MANIFEST,
+        manifest=PATHS.val_manifest,
         model=clip_inputs,
     output:
-        f"{RESULTS}/embed/val_images.npy",
+        PATHS.val_embeddings,
     log:
         f"{LOGS}/embed/val_images.log",
     benchmark:

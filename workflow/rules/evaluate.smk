@@ -2,8 +2,8 @@ rule evaluate:
     input:
         weights=rules.train.output.weights,
         recipe=rules.train.output.recipe,
-        val=VAL_MANIFEST,
-        classes=config["dataset"]["classes"],
+        val=PATHS.val_manifest,
+        classes=CLASSES,
     output:
         f"{RESULTS}/metrics/{{method}}/seed{{seed}}.json",
     log:

@@ -3,9 +3,9 @@ rule generate:
         unpack(zero_shot_inputs),
         unpack(clip_filter_inputs),
         model=diffusion_inputs,
-        classes=config["dataset"]["classes"],
+        classes=CLASSES,
         subset=rules.subset.output.subset,
-        personalisation=lambda wildcards: personalisation_files(wildcards.method),
+        personalisation=lambda wildcards: STUDY.personalisation_files(wildcards.method),
     output:
         manifest=f"{RESULTS}/added/{{method}}/shards/shard{{shard}}.csv",
     log:
@@ -24,22 +24,7 @@ rule generate:
         gpu=GPUS["generate"],
     params:
         out_dir=lambda wildcards: f"{RESULTS}/added/{wildcards.method}",
-        # From wildcards only (not input), so Snakemake records them and reruns a job when they change.
-        options=lambda wildcards: cli_options(
-            {
-                **config["diffusion"],
-                "template": config["prompt_template"],
-                "per_class": added_per_class(wildcards.method),
-                "device": config["device"],
-                "method": wildcards.method,
-                "shards": METHODS[wildcards.method]["shards"],
-                **{key: METHODS[wildcards.method][key] for key in GENERATE_OPTIONS},
-                "personalisation": personalisation_files(wildcards.method) or None,
-                **personalisation_checks(wildcards.method),
-                **zero_shot_options(wildcards.method),
-                **clip_filter_options(wildcards.method),
-            }
-        ),
+        options=method_options(STUDY.generation_options),
     shell:
         "python -m augbench.generate --classes {input.classes} --subset {input.subset}"
         " --out-dir {params.out_dir} --manifest {output.manifest} --shard {wildcards.shard}"
@@ -48,11 +33,11 @@ rule generate:
 
 rule collect_generated:
     input:
-        shards=lambda wildcards: generation_shards(wildcards.method),
+        shards=lambda wildcards: STUDY.generation_shards(wildcards.method),
         subset=rules.subset.output.subset,
-        classes=config["dataset"]["classes"],
+        classes=CLASSES,
     output:
-        manifest=f"{RESULTS}/added/{{method}}/manifest.csv",
+        manifest=STUDY.added_manifest("{method}"),
         quality=f"{RESULTS}/added/{{method}}/quality.csv",
     log:
         f"{LOGS}/generate/{{method}}/collect.log",
@@ -67,8 +52,8 @@ rule collect_generated:
     params:
         options=lambda wildcards: cli_options(
             {
-                "shard": generation_shards(wildcards.method),
-                "per_class": added_per_class(wildcards.method),
+                "shard": STUDY.generation_shards(wildcards.method),
+                "per_class": STUDY.added_per_class(wildcards.method),
                 "zero_shot_keep": METHODS[wildcards.method]["zero_shot_keep"],
             }
         ),

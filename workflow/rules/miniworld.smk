@@ -45,13 +45,13 @@ if MINIWORLD["pretrain"]:
 
     rule pretrain_clip:
         input:
-            pool=POOL_IMAGES,
+            pool=PATHS.pool_images,
         output:
-            directory(local_model(config["clip"]["model"])),
+            directory(STUDY.local_model(config["clip"]["model"])),
         log:
             f"{LOGS}/miniworld/pretrain_clip.log",
         benchmark:
-            pretrain_benchmark("pretrain_clip", "clip")
+            STUDY.pretrain_benchmark("pretrain_clip", "clip")
         conda:
             ENV
         threads: 2
@@ -73,14 +73,14 @@ if MINIWORLD["pretrain"]:
 
     rule pretrain_diffusion:
         input:
-            pool=POOL_IMAGES,
+            pool=PATHS.pool_images,
             clip=rules.pretrain_clip.output[0],
         output:
-            directory(local_model(config["diffusion"]["model"])),
+            directory(STUDY.local_model(config["diffusion"]["model"])),
         log:
             f"{LOGS}/miniworld/pretrain_diffusion.log",
         benchmark:
-            pretrain_benchmark("pretrain_diffusion", "diffusion")
+            STUDY.pretrain_benchmark("pretrain_diffusion", "diffusion")
         conda:
             ENV
         threads: 2

@@ -1,13 +1,13 @@
-# The pool in the layouts people have it in (see POOL_MANIFEST in common.smk and augbench.pool).
+# The pool in the layouts people have it in (see augbench.study.Paths and augbench.pool).
 
 
-if POOL_SHARDS:
+if STUDY.pool_shards:
 
     rule list_pool:
         input:
-            pool_shard_inputs,
+            lambda wildcards: STUDY.pool_shard_files(),
         output:
-            POOL_WEBDATASET_MANIFEST,
+            PATHS.pool_webdataset,
         log:
             f"{LOGS}/data/pool_webdataset.log",
         conda:
@@ -23,23 +23,23 @@ if POOL_SHARDS:
             " --threads {threads} > {log} 2>&1"
 
 
-if POOL_CLIP_RETRIEVAL:
+if STUDY.pool_clip_retrieval:
 
     # The clip-retrieval folder stands in for embedding the pool (embed_pool and its merge).
     ruleorder: pool_from_clip_retrieval > merge_pool_embeddings
 
     rule pool_from_clip_retrieval:
         input:
-            folder=POOL_CLIP_RETRIEVAL,
-            webdataset=[POOL_WEBDATASET_MANIFEST] if POOL_SHARDS else [],
+            folder=STUDY.pool_clip_retrieval,
+            webdataset=[PATHS.pool_webdataset] if STUDY.pool_shards else [],
             model=clip_inputs,
         output:
-            manifest=POOL_MANIFEST,
-            images=POOL_IMAGE_EMBEDDINGS,
-            unreadable=POOL_CLIP_RETRIEVAL_UNREADABLE,
+            manifest=PATHS.pool_manifest,
+            images=PATHS.pool_image_embeddings,
+            unreadable=PATHS.pool_clip_retrieval_unreadable,
             captions=(
-                [f"{RESULTS}/embed/pool_captions.npy"]
-                if pool_captions_searched()
+                [PATHS.pool_caption_embeddings]
+                if STUDY.pool_captions_searched()
                 else []
             ),
         log:

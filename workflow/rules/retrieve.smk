@@ -1,10 +1,10 @@
 rule screen_pool:
     input:
-        unpack(pool_screen_inputs),
-        pool=POOL_MANIFEST,
-        pool_embeddings=POOL_IMAGE_EMBEDDINGS,
+        unpack(copy_references),
+        pool=PATHS.pool_manifest,
+        pool_embeddings=PATHS.pool_image_embeddings,
     output:
-        excluded=POOL_EXCLUDED,
+        excluded=PATHS.pool_excluded,
     log:
         f"{LOGS}/retrieve/screen_pool.log",
     benchmark:
@@ -17,9 +17,7 @@ rule screen_pool:
         mem_mb=grows(8000),
         runtime=grows(60),
     params:
-        references=lambda wildcards, input: cli_options(
-            {key: input[key] for key in pool_screen_inputs()}
-        ),
+        references=cli_options(STUDY.copy_references()),
         options=cli_options(
             {
                 **config["contamination"],
@@ -37,31 +35,31 @@ rule screen_pool:
 rule retrieve:
     input:
         unpack(clip_filter_inputs),
-        pool=POOL_MANIFEST,
+        pool=PATHS.pool_manifest,
         pool_embeddings=lambda wildcards: (
-            f"{RESULTS}/embed/pool_captions.npy"
+            PATHS.pool_caption_embeddings
             if METHODS[wildcards.method]["index"] == "caption"
-            else POOL_IMAGE_EMBEDDINGS
+            else PATHS.pool_image_embeddings
         ),
         queries=lambda wildcards: (
-            rules.embed_subset.output
+            PATHS.subset_embeddings
             if METHODS[wildcards.method]["query"] == "image"
-            else rules.embed_prompts.output
+            else PATHS.class_prompts
         ),
         # Unreadable and identical pool images are told by their image embeddings, whatever is searched.
-        image_embeddings=POOL_IMAGE_EMBEDDINGS,
-        excluded=POOL_EXCLUDED,
+        image_embeddings=PATHS.pool_image_embeddings,
+        excluded=PATHS.pool_excluded,
         subset=rules.subset.output.subset,
-        classes=config["dataset"]["classes"],
+        classes=CLASSES,
     output:
-        manifest=f"{RESULTS}/added/{{method}}/manifest.csv",
+        manifest=STUDY.added_manifest("{method}"),
         quality=f"{RESULTS}/added/{{method}}/quality.csv",
     log:
         f"{LOGS}/retrieve/{{method}}.log",
     benchmark:
         benchmark_of("retrieve", "{method}/retrieve")
     wildcard_constraints:
-        method=alternation(retrieval_methods("local", download=False)),
+        method=alternation(STUDY.retrieval_methods("local", download=False)),
     conda:
         ENV
     threads: 1
@@ -69,31 +67,7 @@ rule retrieve:
         mem_mb=grows(8000),
         runtime=grows(30),
     params:
-        # From wildcards only (not input), so Snakemake records them and reruns a job when they change.
-        options=lambda wildcards: cli_options(
-            {
-                "per_class": added_per_class(wildcards.method),
-                "overfetch": METHODS[wildcards.method]["overfetch"],
-                "dedup": METHODS[wildcards.method]["dedup"],
-                "search": METHODS[wildcards.method]["search"],
-                "nprobe": METHODS[wildcards.method]["nprobe"],
-                "index_memory_gb": config["pool"]["index_memory_gb"],
-                # A pool of URLs: candidates for the download step, more than the quota.
-                "candidate_factor": (
-                    METHODS[wildcards.method]["download"]["factor"]
-                    if downloads(wildcards.method)
-                    else None
-                ),
-                "image_embeddings": POOL_IMAGE_EMBEDDINGS,
-                # Image queries take their class from the subset's rows.
-                "query_manifest": (
-                    rules.subset.output.subset
-                    if METHODS[wildcards.method]["query"] == "image"
-                    else None
-                ),
-                **clip_filter_options(wildcards.method),
-            }
-        ),
+        options=method_options(STUDY.retrieval_options),
     shell:
         "python -m augbench.retrieve --pool {input.pool}"
         " --pool-embeddings {input.pool_embeddings} --queries {input.queries}"
@@ -108,14 +82,14 @@ use rule retrieve as retrieve_urls with:
         manifest=f"{RESULTS}/added/{{method}}/candidates.csv",
         quality=f"{RESULTS}/added/{{method}}/quality.csv",
     wildcard_constraints:
-        method=alternation(retrieval_methods("local", download=True)),
+        method=alternation(STUDY.retrieval_methods("local", download=True)),
 
 
 rule retrieve_service:
     input:
-        queries=lambda wildcards: service_query_embeddings(wildcards.method),
+        queries=lambda wildcards: STUDY.service_query_embeddings(wildcards.method),
         subset=rules.subset.output.subset,
-        classes=config["dataset"]["classes"],
+        classes=CLASSES,
     output:
         candidates=f"{RESULTS}/added/{{method}}/candidates.csv",
     log:
@@ -123,7 +97,7 @@ rule retrieve_service:
     benchmark:
         benchmark_of("retrieve", "{method}/retrieve")
     wildcard_constraints:
-        method=alternation(retrieval_methods("clip_service", download=True)),
+        method=alternation(STUDY.retrieval_methods("clip_service", download=True)),
     conda:
         CLIP_SERVICE_ENV
     threads: 1
@@ -134,7 +108,7 @@ rule retrieve_service:
         python=lambda wildcards: METHODS[wildcards.method]["service"]["python"]
         or "python",
         source=SOURCE,
-        options=lambda wildcards: service_options(wildcards.method),
+        options=method_options(STUDY.service_options),
     shell:
         "PYTHONPATH={params.source}${{PYTHONPATH:+:$PYTHONPATH}} {params.python} -m augbench.knn_service"
         " --subset {input.subset} --classes {input.classes}"
@@ -145,7 +119,7 @@ rule download:
     input:
         candidates=f"{RESULTS}/added/{{method}}/candidates.csv",
         subset=rules.subset.output.subset,
-        classes=config["dataset"]["classes"],
+        classes=CLASSES,
     output:
         downloaded=f"{RESULTS}/added/{{method}}/downloaded.csv",
         failures=f"{RESULTS}/added/{{method}}/download_failures.csv",
@@ -154,7 +128,7 @@ rule download:
     benchmark:
         benchmark_of("download", "{method}/download")
     wildcard_constraints:
-        method=alternation(download_methods()),
+        method=alternation(STUDY.download_methods()),
     conda:
         DOWNLOAD_ENV
     threads: 1
@@ -166,15 +140,7 @@ rule download:
         or "python",
         source=SOURCE,
         images=lambda wildcards: f"{RESULTS}/added/{wildcards.method}/images",
-        options=lambda wildcards: cli_options(
-            {
-                "per_class": added_per_class(wildcards.method),
-                **{
-                    key: METHODS[wildcards.method]["download"][key]
-                    for key in ("threads", "timeout", "retries", "image_size")
-                },
-            }
-        ),
+        options=method_options(STUDY.download_options),
     shell:
         "PYTHONPATH={params.source}${{PYTHONPATH:+:$PYTHONPATH}} {params.python} -m augbench.download"
         " --candidates {input.candidates} --subset {input.subset} --classes {input.classes}"
@@ -186,20 +152,20 @@ rule download:
 # training images are found once they are files, before each class keeps its quota.
 rule screen_downloads:
     input:
-        unpack(pool_screen_inputs),
+        unpack(copy_references),
         downloaded=rules.download.output.downloaded,
         subset=rules.subset.output.subset,
-        classes=config["dataset"]["classes"],
+        classes=CLASSES,
         model=clip_inputs,
     output:
-        manifest=f"{RESULTS}/added/{{method}}/manifest.csv",
+        manifest=STUDY.added_manifest("{method}"),
         excluded=f"{RESULTS}/added/{{method}}/excluded.csv",
     log:
         f"{LOGS}/screen_downloads/{{method}}.log",
     benchmark:
         benchmark_of("screen_downloads", "{method}/screen_downloads")
     wildcard_constraints:
-        method=alternation(download_methods()),
+        method=alternation(STUDY.download_methods()),
     conda:
         ENV
     threads: 2
@@ -208,12 +174,10 @@ rule screen_downloads:
         runtime=grows(60),
         gpu=GPUS["screen_downloads"],
     params:
-        references=lambda wildcards, input: cli_options(
-            {key: input[key] for key in pool_screen_inputs()}
-        ),
+        references=cli_options(STUDY.copy_references()),
         options=lambda wildcards: cli_options(
             {
-                "per_class": added_per_class(wildcards.method),
+                "per_class": STUDY.added_per_class(wildcards.method),
                 **config["contamination"],
                 **config["clip"],
                 "device": config["device"],

@@ -1,13 +1,13 @@
 rule list_dataset:
     input:
         root=lambda wildcards: config["dataset"][wildcards.split],
-        classes=config["dataset"]["classes"],
+        classes=CLASSES,
     output:
         f"{RESULTS}/data/{{split}}.csv",
     log:
         f"{LOGS}/data/{{split}}.log",
     wildcard_constraints:
-        split=alternation(FOLDER_SPLITS),
+        split=alternation(STUDY.folder_splits),
     conda:
         ENV
     threads: 1
@@ -19,15 +19,15 @@ rule list_dataset:
         " --out {output} > {log} 2>&1"
 
 
-if DATASET_SPLIT is not None:
+if config["dataset"]["split"] is not None:
 
     rule split_dataset:
         input:
-            dataset=listed_manifest("train"),
-            classes=config["dataset"]["classes"],
+            dataset=STUDY.listed_manifest("train"),
+            classes=CLASSES,
         output:
-            train=dataset_manifest("train"),
-            val=dataset_manifest("val"),
+            train=STUDY.dataset_manifest("train"),
+            val=STUDY.dataset_manifest("val"),
         log:
             f"{LOGS}/data/split.log",
         conda:
@@ -37,7 +37,7 @@ if DATASET_SPLIT is not None:
             mem_mb=grows(4000),
             runtime=grows(10),
         params:
-            options=cli_options(DATASET_SPLIT),
+            options=cli_options(config["dataset"]["split"]),
         shell:
             "python -m augbench.split --manifest {input.dataset} --classes {input.classes}"
             " --train {output.train} --val {output.val} {params.options} > {log} 2>&1"
@@ -45,10 +45,10 @@ if DATASET_SPLIT is not None:
 
 rule screen_val:
     input:
-        dataset_manifest("val"),
+        STUDY.dataset_manifest("val"),
     output:
-        readable=VAL_MANIFEST,
-        unreadable=f"{RESULTS}/data/val_unreadable.csv",
+        readable=PATHS.val_manifest,
+        unreadable=PATHS.val_unreadable,
     log:
         f"{LOGS}/data/val_screen.log",
     conda:
@@ -64,13 +64,13 @@ rule screen_val:
 
 rule subset:
     input:
-        train=TRAIN_MANIFEST,
-        classes=config["dataset"]["classes"],
+        train=PATHS.train_manifest,
+        classes=CLASSES,
         file_list=config["subset"]["file_list"] or [],
     output:
-        subset=f"{RESULTS}/subset/train.csv",
-        rest=f"{RESULTS}/subset/rest.csv",
-        unreadable=f"{RESULTS}/subset/unreadable.csv",
+        subset=PATHS.subset,
+        rest=PATHS.subset_rest,
+        unreadable=PATHS.subset_unreadable,
     log:
         f"{LOGS}/subset.log",
     conda:
@@ -91,9 +91,9 @@ rule add_real:
     input:
         rest=rules.subset.output.rest,
         subset=rules.subset.output.subset,
-        classes=config["dataset"]["classes"],
+        classes=CLASSES,
     output:
-        manifest=f"{RESULTS}/added/{{method}}/manifest.csv",
+        manifest=STUDY.added_manifest("{method}"),
         unreadable=f"{RESULTS}/added/{{method}}/unreadable.csv",
     log:
         f"{LOGS}/add_real/{{method}}.log",

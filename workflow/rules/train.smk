@@ -2,7 +2,7 @@ rule train:
     input:
         subset=rules.subset.output.subset,
         added=added_images,
-        classes=config["dataset"]["classes"],
+        classes=CLASSES,
         init_weights=config["classifier"]["init_weights"] or [],
     output:
         weights=f"{RESULTS}/models/{{method}}/seed{{seed}}.safetensors",
@@ -23,17 +23,8 @@ rule train:
             {"manifest": [input.subset, *input.added]}
         ),
         # More than one process: DDP over the node's GPUs, launched by torchrun.
-        launcher=(
-            "python"
-            if config["classifier"]["processes"] == 1
-            else f"torchrun --standalone --nproc_per_node {config['classifier']['processes']}"
-        ),
-        options=cli_options(
-            {
-                **{k: v for k, v in config["classifier"].items() if k != "processes"},
-                "device": config["device"],
-            }
-        ),
+        launcher=STUDY.train_launcher(),
+        options=cli_options(STUDY.train_options()),
     shell:
         "{params.launcher} -m augbench.train {params.manifests} --classes {input.classes}"
         " --out {output.weights} --seed {wildcards.seed} {params.options}"
