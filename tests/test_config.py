@@ -356,3 +356,50 @@ def test_the_library_names_are_kept_per_version(tmp_path):
     stale = {**names, "versions": {"torchvision": "0.0"}, "classifiers": []}
     cache.write_text(__import__("json").dumps(stale))
     assert study.library_names(cache)["classifiers"] == names["classifiers"]  # another version: looked up again
+
+
+def test_presets_share_the_study_registry_and_change_only_their_scale(tmp_path, monkeypatch):
+    registry = yaml.safe_load((REPO / "configs" / "methods.yaml").read_text())
+    for name in ("config.yaml", "configs/imagenet10.yaml", "configs/imagenet.yaml", "configs/caltech256.yaml"):
+        config = yaml.safe_load((REPO / name).read_text())
+        assert config["methods_file"] == "configs/methods.yaml", name
+        merged = study.merge_registry(registry, config["methods"])
+        # What defines a method (its kind, prompt, target) comes from the registry alone.
+        for method, entry in merged.items():
+            assert entry["kind"] == registry[method]["kind"], (name, method)
+            target = (entry.get("personalise") or {}).get("target")
+            assert target == (registry[method].get("personalise") or {}).get("target"), (name, method)
+
+
+def test_a_config_changes_the_registry_key_by_key(tmp_path, monkeypatch):
+    (tmp_path / "methods.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "baseline": {"kind": "real"},
+                "real_upper_bound": {"kind": "real", "real_multiplier": 2},
+                "gen_ti": {"kind": "generate", "personalise": {"target": "token", "vectors": 2}},
+            }
+        )
+    )
+    config = copy.deepcopy(SMOKE)
+    config["methods_file"] = "methods.yaml"
+    config["methods"] = {
+        "real_upper_bound": None,  # removed
+        "gen_ti": {"steps": 4, "personalise": {"steps": 5}},  # changed, the personalise entry key by key
+        "retrieve_text": {"kind": "retrieve"},  # added
+    }
+    smoke = read(config, tmp_path, monkeypatch)
+    assert list(smoke.methods) == ["baseline", "gen_ti", "retrieve_text"]
+    assert smoke.methods["gen_ti"]["steps"] == 4
+    assert {key: smoke.methods["gen_ti"]["personalise"][key] for key in ("target", "vectors", "steps")} == {
+        "target": "token",
+        "vectors": 2,
+        "steps": 5,
+    }
+    config["methods_file"] = "nowhere.yaml"
+    with pytest.raises(study.ConfigError, match="config methods_file: nowhere.yaml does not exist"):
+        read(config, tmp_path, monkeypatch)
+    # A change to a method the file lacks must name a kind, as any new method does.
+    config.update(methods_file="methods.yaml", methods={"gen_typo": {"steps": 4}})
+    with pytest.raises(study.ConfigError, match="config methods.gen_typo: 'kind' is a required property"):
+        read(config, tmp_path, monkeypatch)

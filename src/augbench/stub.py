@@ -28,7 +28,7 @@ def data_paths(config: dict) -> list[tuple[str, bool]]:
     # Files a config may name beside the data: a subset's file list, the classifier's
     # starting weights, a method's per-class CLIP-score thresholds.
     files = [config.get("subset", {}).get("file_list"), config.get("classifier", {}).get("init_weights")]
-    files += [method.get("min_clip_score_file") for method in (config.get("methods") or {}).values()]
+    files += [(method or {}).get("min_clip_score_file") for method in (config.get("methods") or {}).values()]
     return paths + [(path, True) for path in files if path]
 
 

@@ -151,6 +151,8 @@ class Study:
 
     def __init__(self, config: dict):
         """Check ``config`` (a dict as Snakemake holds it; defaults are filled in, in place)."""
+        if config.get("methods_file"):
+            config["methods"] = merge_registry(read_registry(config["methods_file"]), config.get("methods") or {})
         check_schema(config)
         fill_defaults(config)
         self.config = config
@@ -765,6 +767,35 @@ class Study:
             path = self.local_model(self.config[section][name])
             if path and not Path(path).exists():
                 raise ConfigError(f"config {key}: {path} does not exist{hint}")
+
+
+def read_registry(path: str) -> dict:
+    """A method registry file (name -> entry). A relative path is looked up in the working
+    directory, then in the augbench checkout, so ``configs/methods.yaml`` is found from any folder."""
+    found = next((folder / path for folder in (Path.cwd(), SCHEMA.parents[2]) if (folder / path).is_file()), None)
+    if found is None:
+        raise ConfigError(f"config methods_file: {path} does not exist")
+    check_duplicate_keys([str(found)])
+    registry_ = yaml.safe_load(found.read_text())
+    if not isinstance(registry_, dict) or not all(isinstance(entry, dict) for entry in registry_.values()):
+        raise ConfigError(f"config methods_file: {path} is not a mapping of method names to entries")
+    return registry_
+
+
+def merge_registry(shared: dict, own: dict) -> dict:
+    """The shared registry with a config's own entries merged in, key by key (a personalise
+    mapping too): an entry of a new name adds a method, and null removes one."""
+    merged = json.loads(json.dumps(shared))
+    for name, entry in own.items():
+        if entry is None:
+            merged.pop(name, None)
+        elif name in merged and isinstance(entry, dict):
+            for key, value in entry.items():
+                base = merged[name].get(key)
+                merged[name][key] = {**base, **value} if isinstance(base, dict) and isinstance(value, dict) else value
+        else:
+            merged[name] = entry
+    return merged
 
 
 def pretraining_sizes(image_size: int, vae_channels: list[int], unet_channels: list[int]) -> None:
