@@ -9,12 +9,17 @@ export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: demo test lint unit e2e bench clean clip-venv test-clip-service profiles
 
+# One short line per step; pip's -qq shows errors only (its warnings about index folders this
+# machine lacks would fill pages).
 $(INSTALLED): pyproject.toml
-	python3 -m venv $(VENV)
-	# These torch wheels are on this class of machine's local index; other versions download GBs.
-	$(PYTHON) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(PYTHON) -m pip install --quiet -e '.[dev]'
-	touch $@
+	@echo "install 1/3: a virtual environment in $(VENV)"
+	@python3 -m venv $(VENV)
+	@echo "install 2/3: torch and torchvision (this machine's local wheels; other versions download GBs)"
+	@$(PYTHON) -m pip install -qq torch==2.14.1 torchvision==0.29.1
+	@echo "install 3/3: augbench and its dependencies"
+	@$(PYTHON) -m pip install -qq -e '.[dev]'
+	@touch $@
+	@echo "installed: $(VENV)"
 
 demo: $(INSTALLED)
 	snakemake --profile profiles/local --configfile config.yaml
