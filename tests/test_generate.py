@@ -8,6 +8,7 @@ from PIL import Image
 
 from augbench import collect, generate
 from augbench.files import write_manifest
+from augbench.methods import SettingError
 from augbench.prompts import CLIP_TEMPLATES
 from augbench.shards import shard_block
 
@@ -210,3 +211,12 @@ def test_generation_with_a_clip_score_filter_meets_the_quota_and_resumes(miniwor
     )
     assert len(merged) == 4
     assert pd.read_csv(tmp_path / "q.csv").dropped.tolist()[:2] == [zero.attempt.sum(), 0]
+
+
+def test_a_combination_the_registry_refuses_is_refused_before_any_image(tmp_path):
+    subset = _subset(tmp_path, [0])
+    with pytest.raises(SettingError) as error:
+        _generate(
+            "no-model", "no-classes", subset, str(tmp_path / "g"), prompt="empty", zero_shot_keep=0.5, strength=0.5
+        )
+    assert error.value.key == "prompt"

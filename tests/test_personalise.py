@@ -14,6 +14,7 @@ from safetensors import safe_open
 
 from augbench import generate, personalisation, personalise
 from augbench.files import read_classes, write_classes, write_manifest
+from augbench.methods import SettingError
 from augbench.shards import shard_block
 
 
@@ -187,3 +188,25 @@ def test_checkpointing_and_bfloat16_keep_the_update(tiny_pipeline, miniworld, su
 def test_a_bad_micro_batch_is_named(micro_batch, tiny_pipeline, miniworld, subset, tmp_path):
     with pytest.raises(ValueError, match=f"micro_batch must be a positive number of images .*not {micro_batch}"):
         _learn(tiny_pipeline, miniworld, subset, tmp_path / "x.safetensors", target="token", micro_batch=micro_batch)
+
+
+def test_token_and_unet_together_hold_both_and_generation_loads_both(tiny_pipeline, miniworld, subset, tmp_path):
+    out = tmp_path / "token_unet.safetensors"
+    learned = _learn(tiny_pipeline, miniworld, subset, out, target="token_unet", unet="lora", vectors=2, steps=2)
+    assert sorted(learned.tokens) == [0, 1, 2, 3] and learned.tokens[0].shape[0] == 2
+    assert learned.unet and all("lora" in name for name in learned.unet) and learned.unet_mode == "lora"
+    plan = _generate(
+        tiny_pipeline, subset, tmp_path / "g", personalisation=[str(out)], personalised="token_unet", vectors=2
+    )
+    assert plan.prompt.tolist()[0] == "a photo of a <class-0>" and len(plan) == 12
+
+
+@pytest.mark.parametrize(
+    "options, key",
+    [({"target": "token", "clusters": 2}, "personalise.clusters"), ({"target": "unet"}, "personalise.shards")],
+)
+def test_a_combination_the_registry_refuses_is_refused_before_the_model_loads(options, key, subset, tmp_path):
+    training = personalisation.Training(**options)
+    with pytest.raises(SettingError) as error:
+        personalise.personalise("no-model", _classes(subset), subset, str(tmp_path / "x"), training, shards=2)
+    assert error.value.key == key

@@ -262,12 +262,12 @@ def generate(
     ``method`` is recorded per image (default: the name of ``out_dir``).
     """
     settings = generation or Generation()
+    filters = settings.min_clip_score is not None or settings.min_clip_score_file is not None
+    check_generation(settings.prompt, sampling.strength, settings.zero_shot_keep, settings.personalised, filters)
     out_dir = Path(out_dir)
     classes = read_classes(classes_path)
     subset = read_manifest(subset_manifest)
     quotas = class_quotas(subset, len(classes), settings.per_class)
-    filters = settings.min_clip_score is not None or settings.min_clip_score_file is not None
-    check_generation(settings.prompt, sampling.strength, settings.zero_shot_keep, settings.personalised, filters)
     scorer = settings.class_embeddings and settings.clip_model
     keep = settings.zero_shot_keep
     if keep is not None and not (0 < keep <= 1 and scorer):
