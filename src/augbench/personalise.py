@@ -150,15 +150,8 @@ def personalise(
     means, stds = subset_latents(pipeline.vae, images.rows.path.tolist(), size)
     scale = pipeline.vae.config.scaling_factor
     target = make_target(training.target)
-    groups = target.setup(pipeline, images, training)
-    loss = learn(target, groups, pipeline, means * scale, stds * scale, images, training, rng, dev)
-    log.info(
-        "personalised %s for %d classes in %d steps; last loss %.4f",
-        target.name,
-        len(images.labels),
-        training.steps,
-        loss,
-    )
+    loss = learn(target, pipeline, images, (means * scale, stds * scale), training, rng)
+    log.info("personalised %s for %d classes; last loss %.4f", target.name, len(images.labels), loss)
 
     result = Personalisation(target=target.name)
     target.export(result)
@@ -169,16 +162,14 @@ def personalise(
 
 def learn(
     target: Target,
-    groups: list[dict],
     pipeline,
-    means,
-    stds,
     images: TrainingImages,
+    posteriors: tuple[torch.Tensor, torch.Tensor],
     training: Training,
     rng: np.random.Generator,
-    dev: torch.device,
 ) -> float:
-    """Train the target by Stable Diffusion's denoising loss on the real images; return the last step's loss.
+    """Train the target by Stable Diffusion's denoising loss on the real images (``posteriors``:
+    their latents' means and stds); return the last step's loss.
 
     Per-class targets take ``batch_size`` images of every class a step and sum the per-class
     mean losses, so each class's parameters see only their own images; others draw
@@ -187,8 +178,8 @@ def learn(
     from diffusers import DDPMScheduler
 
     noise_scheduler = DDPMScheduler.from_config(pipeline.scheduler.config)
-    batch_size = training.batch_size
-    optimizer = torch.optim.AdamW(groups)
+    batch_size, means, stds, dev = training.batch_size, *posteriors, pipeline.device
+    optimizer = torch.optim.AdamW(target.setup(pipeline, images, training))
     schedule = warmup_cosine(optimizer, training.steps)
     members = images.members()
     loss = 0.0
