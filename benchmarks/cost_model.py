@@ -134,7 +134,7 @@ def added_images(config: dict, method: dict, real: int) -> int:
 
 
 def personalise_hours(config: dict, params: dict, speed: dict[str, float]) -> float:
-    from augbench.personalise import PER_CLASS_TARGETS
+    from augbench.methods import PER_CLASS_TARGETS
 
     images = params["steps"] * params["batch_size"]
     if params["target"] in PER_CLASS_TARGETS:

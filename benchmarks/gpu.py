@@ -118,7 +118,7 @@ def personalisation(device: torch.device, smoke: bool) -> dict:
     from diffusers import DDPMScheduler
 
     from augbench.diffusion import denoising_loss
-    from augbench.personalise import _trainable_unet
+    from augbench.personalisation import trainable_unet_parameters
 
     batch = 2 if smoke else 4
     unet = sd_unet(smoke).to(device).requires_grad_(False)
@@ -137,7 +137,7 @@ def personalisation(device: torch.device, smoke: bool) -> dict:
     repeats = 2 if smoke else 10
     seconds = _timed(lambda: step([conditioning]), device, repeats)
     results["personalise_sd15_512px_conditioning_images_per_s"] = batch / seconds
-    lora = _trainable_unet(unet, "lora", 8)
+    lora = trainable_unet_parameters(unet, "lora", 8)
     unet.train()
     conditioning.requires_grad_(False)
     seconds = _timed(lambda: step(lora), device, repeats)

@@ -1,3 +1,4 @@
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -7,8 +8,16 @@ from PIL import Image
 
 from augbench import collect, generate
 from augbench.files import write_manifest
+from augbench.methods import SettingError
 from augbench.prompts import CLIP_TEMPLATES
 from augbench.shards import shard_block
+
+
+def _generate(model, classes, subset, out_dir, shard=0, shards=1, manifest=None, **options):
+    """generate.generate with each option handed to the settings object that has it."""
+    sampling = {key: options.pop(key) for key in [item.name for item in fields(generate.Sampling)] if key in options}
+    settings = (generate.Sampling(model, **sampling), generate.Generation(**options))
+    return generate.generate(classes, subset, out_dir, *settings, shard=shard, shards=shards, manifest=manifest)
 
 
 def _subset(tmp_path, labels):
@@ -19,7 +28,7 @@ def _subset(tmp_path, labels):
 
 def test_generates_the_quota_per_class_with_prompts_and_seeds(miniworld, tiny_pipeline, tmp_path):
     subset = _subset(tmp_path, [0, 0, 3])
-    plan = generate.generate(
+    plan = _generate(
         tiny_pipeline, str(miniworld / "classes.txt"), subset, str(tmp_path / "gen"), steps=2, batch_size=2
     )
     assert plan.label.tolist() == [0, 0, 3]
@@ -35,15 +44,15 @@ def test_generates_the_quota_per_class_with_prompts_and_seeds(miniworld, tiny_pi
 def test_rerun_keeps_finished_images_and_batching_does_not_change_them(miniworld, tiny_pipeline, tmp_path):
     subset = _subset(tmp_path, [1, 1, 1, 2])
     classes = str(miniworld / "classes.txt")
-    first = generate.generate(tiny_pipeline, classes, subset, str(tmp_path / "a"), steps=2, batch_size=4)
+    first = _generate(tiny_pipeline, classes, subset, str(tmp_path / "a"), steps=2, batch_size=4)
     kept, removed = Path(first.path.iloc[0]), Path(first.path.iloc[-1])
     mtime = kept.stat().st_mtime_ns
     removed.unlink()
-    generate.generate(tiny_pipeline, classes, subset, str(tmp_path / "a"), steps=2, batch_size=4)
+    _generate(tiny_pipeline, classes, subset, str(tmp_path / "a"), steps=2, batch_size=4)
     assert kept.stat().st_mtime_ns == mtime
     assert removed.exists()
     # Per-image seeds: one image at a time gives the same pictures as batches of four.
-    single = generate.generate(tiny_pipeline, classes, subset, str(tmp_path / "b"), steps=2, batch_size=1)
+    single = _generate(tiny_pipeline, classes, subset, str(tmp_path / "b"), steps=2, batch_size=1)
     for path_a, path_b in zip(first.path, single.path):
         a = Image.open(path_a).tobytes()
         b = Image.open(path_b).tobytes()
@@ -58,8 +67,8 @@ def test_image_seed_is_stable_and_distinct():
 def test_changed_settings_do_not_reuse_stale_images(miniworld, tiny_pipeline, tmp_path):
     subset = _subset(tmp_path, [4])
     classes = str(miniworld / "classes.txt")
-    two_steps = generate.generate(tiny_pipeline, classes, subset, str(tmp_path / "g"), steps=2)
-    three_steps = generate.generate(tiny_pipeline, classes, subset, str(tmp_path / "g"), steps=3)
+    two_steps = _generate(tiny_pipeline, classes, subset, str(tmp_path / "g"), steps=2)
+    three_steps = _generate(tiny_pipeline, classes, subset, str(tmp_path / "g"), steps=3)
     assert two_steps.path.iloc[0] != three_steps.path.iloc[0]
     assert Path(two_steps.path.iloc[0]).exists() and Path(three_steps.path.iloc[0]).exists()
     manifest = pd.read_csv(tmp_path / "g" / "manifest.csv")
@@ -106,7 +115,7 @@ def test_img2img_records_source_and_strength(miniworld, tiny_pipeline, tmp_path)
     train = pd.read_csv(miniworld / "train" / "manifest.csv")
     subset = tmp_path / "real.csv"
     write_manifest(subset, train[train.label == 2].head(2)[["path", "label"]])
-    plan = generate.generate(
+    plan = _generate(
         tiny_pipeline, str(miniworld / "classes.txt"), str(subset), str(tmp_path / "v"), steps=4, strength=0.5
     )
     manifest = pd.read_csv(tmp_path / "v" / "manifest.csv")
@@ -120,9 +129,9 @@ def test_img2img_records_source_and_strength(miniworld, tiny_pipeline, tmp_path)
 def test_shards_make_every_image_once_with_the_images_of_one_job(miniworld, tiny_pipeline, tmp_path):
     subset = _subset(tmp_path, [0, 0, 1, 2, 2])
     classes = str(miniworld / "classes.txt")
-    whole = generate.generate(tiny_pipeline, classes, subset, str(tmp_path / "one"), steps=2)
+    whole = _generate(tiny_pipeline, classes, subset, str(tmp_path / "one"), steps=2)
     parts = [
-        generate.generate(
+        _generate(
             tiny_pipeline,
             classes,
             subset,
@@ -179,12 +188,12 @@ def test_generation_with_a_clip_score_filter_meets_the_quota_and_resumes(miniwor
     prompts = str(tmp_path / "prompts.npy")
     embed.embed_texts(class_prompts(read_classes(classes), "a photo of a {}"), prompts, tiny_clip)
     options = dict(steps=2, class_embeddings=prompts, clip_model=tiny_clip, regenerate_rounds=10, min_clip_score=-1)
-    unfiltered = generate.generate(tiny_pipeline, classes, subset, str(tmp_path / "g"), **options)
+    unfiltered = _generate(tiny_pipeline, classes, subset, str(tmp_path / "g"), **options)
     # Class zero's threshold is its second best first score: its worst image is made again.
     scores = sorted(unfiltered[unfiltered.label == 0].clip_score)
     (tmp_path / "t.tsv").write_text(f"zero\t{scores[1]}\n")
     options["min_clip_score_file"] = str(tmp_path / "t.tsv")
-    filtered = generate.generate(
+    filtered = _generate(
         tiny_pipeline, classes, subset, str(tmp_path / "g"), manifest=str(tmp_path / "shard0.csv"), **options
     )
     zero = filtered[filtered.label == 0]
@@ -192,7 +201,7 @@ def test_generation_with_a_clip_score_filter_meets_the_quota_and_resumes(miniwor
     assert (filtered[filtered.label == 1].attempt == 0).all()
     # A rerun finds every image, the replacements too, and makes none again.
     mtimes = {path: Path(path).stat().st_mtime_ns for path in filtered.path}
-    rerun = generate.generate(
+    rerun = _generate(
         tiny_pipeline, classes, subset, str(tmp_path / "g"), manifest=str(tmp_path / "rerun.csv"), **options
     )
     assert rerun.path.tolist() == filtered.path.tolist()
@@ -202,3 +211,12 @@ def test_generation_with_a_clip_score_filter_meets_the_quota_and_resumes(miniwor
     )
     assert len(merged) == 4
     assert pd.read_csv(tmp_path / "q.csv").dropped.tolist()[:2] == [zero.attempt.sum(), 0]
+
+
+def test_a_combination_the_registry_refuses_is_refused_before_any_image(tmp_path):
+    subset = _subset(tmp_path, [0])
+    with pytest.raises(SettingError) as error:
+        _generate(
+            "no-model", "no-classes", subset, str(tmp_path / "g"), prompt="empty", zero_shot_keep=0.5, strength=0.5
+        )
+    assert error.value.key == "prompt"

@@ -12,8 +12,9 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from augbench import generate, personalise
+from augbench import generate, personalisation, personalise
 from augbench.files import read_classes, write_classes, write_manifest
+from augbench.methods import SettingError
 from augbench.shards import shard_block
 
 
@@ -31,14 +32,21 @@ def _classes(subset: str) -> str:
     return str(Path(subset).parent / "classes.txt")
 
 
-def _learn(tiny_pipeline, miniworld, subset, out, **options):
-    settings = dict(steps=20, lr=0.05, unet_lr=0.01, batch_size=2, shards=1, shard=0)
+def _learn(tiny_pipeline, miniworld, subset, out, shard=0, shards=1, embeddings=None, **options):
+    settings = dict(steps=20, lr=0.05, unet_lr=0.01, batch_size=2)
     settings.update(options)
-    return personalise.personalise(tiny_pipeline, _classes(subset), subset, str(out), **settings)
+    training = personalisation.Training(**settings)
+    job = dict(shard=shard, shards=shards, embeddings=embeddings)
+    return personalise.personalise(tiny_pipeline, _classes(subset), subset, str(out), training, **job)
+
+
+def _generate(tiny_pipeline, subset, out_dir, steps=1, batch_size=8, **options) -> pd.DataFrame:
+    sampling = generate.Sampling(tiny_pipeline, steps=steps, batch_size=batch_size)
+    return generate.generate(_classes(subset), subset, str(out_dir), sampling, generate.Generation(**options))
 
 
 def _images(tiny_pipeline, miniworld, subset, out_dir, **options) -> list[np.ndarray]:
-    plan = generate.generate(tiny_pipeline, _classes(subset), subset, str(out_dir), steps=3, batch_size=12, **options)
+    plan = _generate(tiny_pipeline, subset, out_dir, steps=3, batch_size=12, **options)
     return [np.asarray(Image.open(path), dtype=float) for path in plan.path]
 
 
@@ -48,7 +56,7 @@ def _difference(a: list[np.ndarray], b: list[np.ndarray]) -> float:
 
 @pytest.mark.parametrize(
     "target, options",
-    [("token", {"vectors": 1}), ("conditioning", {}), ("unet", {"unet_mode": "lora"})],
+    [("token", {"vectors": 1}), ("conditioning", {}), ("unet", {"unet": "lora"})],
 )
 def test_what_is_learned_changes_the_images_and_nothing_learned_changes_nothing(
     target, options, tiny_pipeline, miniworld, subset, tmp_path
@@ -80,32 +88,19 @@ def test_token_artefact_holds_each_class_of_its_shard_with_its_vectors(tiny_pipe
 
 
 def test_generation_refuses_missing_or_mismatched_artefacts(tiny_pipeline, miniworld, subset, tmp_path):
-    classes = _classes(subset)
     artefact = tmp_path / "tokens.safetensors"
     _learn(tiny_pipeline, miniworld, subset, artefact, target="token", vectors=2, steps=1)
-    run = dict(steps=1, personalised="token")
+    out = tmp_path / "g"
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        generate.generate(tiny_pipeline, classes, subset, str(tmp_path / "g"), personalisation=["nope"], **run)
+        _generate(tiny_pipeline, subset, out, personalisation=["nope"], personalised="token")
     with pytest.raises(ValueError, match="2 vector\\(s\\) per token, the method asks for 1"):
-        generate.generate(
-            tiny_pipeline, classes, subset, str(tmp_path / "g"), personalisation=[str(artefact)], vectors=1, **run
-        )
+        _generate(tiny_pipeline, subset, out, personalisation=[str(artefact)], personalised="token", vectors=1)
     with pytest.raises(ValueError, match="holds target 'token', the method asks for 'conditioning'"):
-        generate.generate(
-            tiny_pipeline,
-            classes,
-            subset,
-            str(tmp_path / "g"),
-            personalisation=[str(artefact)],
-            personalised="conditioning",
-            steps=1,
-        )
+        _generate(tiny_pipeline, subset, out, personalisation=[str(artefact)], personalised="conditioning")
     half = tmp_path / "half.safetensors"
     _learn(tiny_pipeline, miniworld, subset, half, target="token", vectors=2, steps=1, shards=2, shard=0)
     with pytest.raises(ValueError, match=r"lacks classes \[2, 3\]"):
-        generate.generate(
-            tiny_pipeline, classes, subset, str(tmp_path / "g"), personalisation=[str(half)], vectors=2, **run
-        )
+        _generate(tiny_pipeline, subset, out, personalisation=[str(half)], personalised="token", vectors=2)
 
 
 def test_a_class_without_real_images_is_named(tiny_pipeline, miniworld, subset, tmp_path):
@@ -130,7 +125,7 @@ def test_cluster_conditionings_follow_the_clusters(tiny_pipeline, miniworld, sub
         assert learned.conditionings[label].shape[0] == 2
         assert sorted(learned.cluster_sizes[label].tolist()) == [1, 2]
     plan = pd.DataFrame({"label": [0] * 300, "seed": range(300)})
-    clusters = generate.assign_clusters(plan, learned.cluster_sizes)
+    clusters = personalisation.assign_clusters(plan, learned.cluster_sizes)
     big = int(np.argmax(learned.cluster_sizes[0].numpy()))
     assert 0.55 < np.mean(clusters == big) < 0.8  # two thirds of the images, as the cluster holds
 
@@ -156,7 +151,7 @@ def _learned(result) -> torch.Tensor:
         ("token", {"vectors": 1}, 5),
         ("conditioning", {}, 5),
         # 3 images per step, in passes of 2 and 1.
-        ("unet", {"unet_mode": "lora"}, 2),
+        ("unet", {"unet": "lora"}, 2),
     ],
 )
 def test_micro_batches_give_the_whole_batch_update(
@@ -193,3 +188,25 @@ def test_checkpointing_and_bfloat16_keep_the_update(tiny_pipeline, miniworld, su
 def test_a_bad_micro_batch_is_named(micro_batch, tiny_pipeline, miniworld, subset, tmp_path):
     with pytest.raises(ValueError, match=f"micro_batch must be a positive number of images .*not {micro_batch}"):
         _learn(tiny_pipeline, miniworld, subset, tmp_path / "x.safetensors", target="token", micro_batch=micro_batch)
+
+
+def test_token_and_unet_together_hold_both_and_generation_loads_both(tiny_pipeline, miniworld, subset, tmp_path):
+    out = tmp_path / "token_unet.safetensors"
+    learned = _learn(tiny_pipeline, miniworld, subset, out, target="token_unet", unet="lora", vectors=2, steps=2)
+    assert sorted(learned.tokens) == [0, 1, 2, 3] and learned.tokens[0].shape[0] == 2
+    assert learned.unet and all("lora" in name for name in learned.unet) and learned.unet_mode == "lora"
+    plan = _generate(
+        tiny_pipeline, subset, tmp_path / "g", personalisation=[str(out)], personalised="token_unet", vectors=2
+    )
+    assert plan.prompt.tolist()[0] == "a photo of a <class-0>" and len(plan) == 12
+
+
+@pytest.mark.parametrize(
+    "options, key",
+    [({"target": "token", "clusters": 2}, "personalise.clusters"), ({"target": "unet"}, "personalise.shards")],
+)
+def test_a_combination_the_registry_refuses_is_refused_before_the_model_loads(options, key, subset, tmp_path):
+    training = personalisation.Training(**options)
+    with pytest.raises(SettingError) as error:
+        personalise.personalise("no-model", _classes(subset), subset, str(tmp_path / "x"), training, shards=2)
+    assert error.value.key == key

@@ -1,9 +1,12 @@
-"""What every module's command line does before its work: log to stderr, and cap torch's threads."""
+"""What every module's command line does before its work: log to stderr, cap torch's threads,
+and build its options from the stage's settings dataclasses (one default per setting, in the dataclass)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import typing
+from dataclasses import MISSING, field, fields
 
 FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
@@ -27,3 +30,40 @@ def parse_bool(text: str) -> bool:
     if text.lower() in {"false", "0", "no"}:
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def setting(default=MISSING, *, help: str, choices=None, config: str | None = None):
+    """A field of a stage's settings dataclass: its one default, its help, its allowed values, and
+    ``config``, the config key it mirrors (``methods.*.steps``, ``diffusion.dtype``), whose schema
+    default the unit tests hold it to."""
+    metadata = {"help": help, "choices": choices, "config": config}
+    return field(metadata=metadata) if default is MISSING else field(default=default, metadata=metadata)
+
+
+def add_settings(parser: argparse.ArgumentParser, settings_class) -> None:
+    """One ``--field-name`` option per field of a settings dataclass, typed from its annotation;
+    a field without a default is a required option. The dataclass holds the defaults: an option
+    left out is left out of the parsed namespace (see :func:`settings_from`)."""
+    hints = typing.get_type_hints(settings_class)
+    for item in fields(settings_class):
+        kind = hints[item.name]
+        # X | None is an optional X
+        kind = next((part for part in typing.get_args(kind) if part is not type(None)), kind)
+        options = {"help": item.metadata["help"], "default": argparse.SUPPRESS}
+        if item.metadata.get("choices"):
+            options["choices"] = item.metadata["choices"]
+        if item.default is MISSING:
+            options["required"] = True
+        else:
+            options["help"] += f" (default: {item.default})"
+        if typing.get_origin(kind) is list:
+            options |= {"action": "append", "type": typing.get_args(kind)[0]}
+        else:
+            options["type"] = parse_bool if kind is bool else kind
+        parser.add_argument("--" + item.name.replace("_", "-"), **options)
+
+
+def settings_from(args: argparse.Namespace, settings_class):
+    """The settings dataclass from the options given on the command line, the rest at their defaults."""
+    given = vars(args)
+    return settings_class(**{item.name: given[item.name] for item in fields(settings_class) if item.name in given})

@@ -40,6 +40,7 @@ import json
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,18 +48,70 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from augbench.cli import start_logging, use_threads
-from augbench.diffusion import encode_prompts
+from augbench.cli import add_settings, setting, settings_from, start_logging, use_threads
 from augbench.files import read_classes, read_manifest, save_image, write_manifest
 from augbench.images import load_rgb, pick_device
-from augbench.models import load_pipeline
-from augbench.personalise import TARGETS, apply_personalisation, load_personalisation, token_name
+from augbench.methods import TARGETS, check_generation
+from augbench.models import DTYPES, SCHEDULERS, load_pipeline
+from augbench.personalisation import Personalisation, Target, load_personalisation, make_target
 from augbench.prompts import STYLES, class_prompts, write_prompt
 from augbench.quality import class_thresholds, clip_scores, read_class_features
 from augbench.shards import shard_block
 from augbench.subset import class_quotas
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Sampling:
+    """The pipeline and how it samples each image (config ``diffusion`` and a method's sampler keys)."""
+
+    model: str = setting(help="hub id or local pipeline folder")
+    revision: str | None = setting(None, help="hub revision", config="diffusion.revision")
+    scheduler: str = setting(
+        "dpm_solver", help="sampling scheduler", choices=tuple(SCHEDULERS), config="methods.*.scheduler"
+    )
+    steps: int = setting(25, help="denoising steps", config="methods.*.steps")
+    guidance_scale: float = setting(7.5, help="classifier-free guidance scale", config="methods.*.guidance_scale")
+    strength: float | None = setting(
+        None, help="image-to-image from real images at this noise", config="methods.*.strength"
+    )
+    image_size: int | None = setting(
+        None, help="side of the images (None: the pipeline's native size)", config="diffusion.image_size"
+    )
+    batch_size: int = setting(8, help="images per pipeline call", config="diffusion.batch_size")
+    dtype: str = setting("float16", help="weights dtype on GPU", choices=tuple(DTYPES), config="diffusion.dtype")
+    device: str = setting("auto", help="torch device", config="device")
+
+
+@dataclass
+class Generation:
+    """What a generation method makes and keeps, and the files it uses (its entry in the method registry)."""
+
+    prompt: str = setting(
+        "classname", help="how each image's prompt is written", choices=STYLES, config="methods.*.prompt"
+    )
+    template: str = setting("a photo of a {}", help="the class prompt", config="prompt_template")
+    per_class: int | None = setting(None, help="images per class (None: as many as real)", config="methods.*.per_class")
+    seed: int = setting(0, help="seed every image's own seed derives from", config="methods.*.seed")
+    zero_shot_keep: float | None = setting(
+        None, help="label by CLIP; keep this share per class", config="methods.*.zero_shot_keep"
+    )
+    min_clip_score: float | None = setting(
+        None, help="CLIP score every image must reach", config="methods.*.min_clip_score"
+    )
+    min_clip_score_file: str | None = setting(
+        None, help="TSV of per-class thresholds (class, score)", config="methods.*.min_clip_score_file"
+    )
+    regenerate_rounds: int = setting(
+        4, help="rounds that remake images below their threshold", config="methods.*.regenerate_rounds"
+    )
+    personalisation: list[str] | None = setting(None, help="artefact of augbench.personalise (one per shard)")
+    personalised: str | None = setting(None, help="the target the artefacts must hold", choices=TARGETS)
+    vectors: int | None = setting(None, help="vectors per learned token the artefacts must have")
+    class_embeddings: str | None = setting(None, help="CLIP embeddings of the class prompts (.npy)")
+    clip_model: str | None = setting(None, help="CLIP that embeds generated images (zero-shot labels, scores)")
+    clip_pretrained: str | None = setting(None, help="its open_clip pretrained tag or weights file")
 
 
 def image_seed(seed: int, label: int, index: int) -> int:
@@ -106,15 +159,6 @@ def plan_images(
                 }
             )
     return pd.DataFrame(rows, columns=["path", "label", "prompt", "seed"])
-
-
-def assign_clusters(plan: pd.DataFrame, cluster_sizes: dict[int, torch.Tensor]) -> np.ndarray:
-    """Each image's cluster, drawn with its own seed in proportion to the clusters' sizes."""
-    clusters = []
-    for label, seed in zip(plan.label, plan.seed):
-        sizes = cluster_sizes[int(label)].double().numpy()
-        clusters.append(int(np.random.default_rng(seed).choice(len(sizes), p=sizes / sizes.sum())))
-    return np.array(clusters, dtype=int)
 
 
 def assign_sources(plan: pd.DataFrame, subset: pd.DataFrame) -> list[str]:
@@ -201,179 +245,133 @@ def settings_folder(out_dir: Path, settings: dict, files: list[str]) -> Path:
 
 
 def generate(
-    model: str,
     classes_path: str,
     subset_manifest: str,
     out_dir: str,
-    template: str = "a photo of a {}",
-    prompt: str = "classname",
-    per_class: int | None = None,
-    revision: str | None = None,
-    scheduler: str = "dpm_solver",
-    steps: int = 25,
-    guidance_scale: float = 7.5,
-    image_size: int | None = None,
-    batch_size: int = 8,
-    dtype: str = "float16",
-    seed: int = 0,
-    device: str = "auto",
-    strength: float | None = None,
-    personalisation: list[str] | None = None,
-    personalised: str | None = None,
-    vectors: int | None = None,
-    zero_shot_keep: float | None = None,
-    class_embeddings: str | None = None,
-    clip_model: str | None = None,
-    clip_pretrained: str | None = None,
-    method: str | None = None,
+    sampling: Sampling,
+    generation: Generation | None = None,
+    *,
     shard: int = 0,
     shards: int = 1,
     manifest: str | None = None,
-    min_clip_score: float | None = None,
-    min_clip_score_file: str | None = None,
-    regenerate_rounds: int = 4,
+    method: str | None = None,
 ) -> pd.DataFrame:
     """Make this shard's images (all of them with one shard); return and write its manifest.
 
-    Images go to ``out_dir``; the manifest to ``manifest`` (default ``out_dir/manifest.csv``).
+    Images go to ``out_dir``; the manifest to ``manifest`` (default ``out_dir/manifest.csv``);
+    ``method`` is recorded per image (default: the name of ``out_dir``).
     """
+    settings = generation or Generation()
+    filters = settings.min_clip_score is not None or settings.min_clip_score_file is not None
+    check_generation(settings.prompt, sampling.strength, settings.zero_shot_keep, settings.personalised, filters)
     out_dir = Path(out_dir)
     classes = read_classes(classes_path)
     subset = read_manifest(subset_manifest)
-    quotas = class_quotas(subset, len(classes), per_class)
-    if prompt == "empty" and zero_shot_keep is None:
-        raise ValueError("an empty prompt gives images no class: set zero_shot_keep to label them with CLIP")
-    if zero_shot_keep is not None and not (0 < zero_shot_keep <= 1 and class_embeddings and clip_model):
+    quotas = class_quotas(subset, len(classes), settings.per_class)
+    scorer = settings.class_embeddings and settings.clip_model
+    keep = settings.zero_shot_keep
+    if keep is not None and not (0 < keep <= 1 and scorer):
         raise ValueError("zero_shot_keep needs a share in (0, 1], --class-embeddings and --clip-model")
-    thresholds = class_thresholds(classes_path, min_clip_score, min_clip_score_file)
-    if thresholds is not None and zero_shot_keep is not None:
-        raise ValueError("min_clip_score cannot go with zero_shot_keep (which keeps the share CLIP scores best)")
-    if thresholds is not None and not (class_embeddings and clip_model):
+    if filters and not scorer:
         raise ValueError("min_clip_score needs --class-embeddings and --clip-model to score the images")
-    if regenerate_rounds < 0:
-        raise ValueError(f"regenerate_rounds must be at least 0, got {regenerate_rounds}")
-    if strength is not None and not 0 < strength <= 1:
-        raise ValueError(f"strength must be in (0, 1], got {strength}")
-    if bool(personalisation) != bool(personalised):
+    thresholds = class_thresholds(classes_path, settings.min_clip_score, settings.min_clip_score_file)
+    if settings.regenerate_rounds < 0:
+        raise ValueError(f"regenerate_rounds must be at least 0, got {settings.regenerate_rounds}")
+    if sampling.strength is not None and not 0 < sampling.strength <= 1:
+        raise ValueError(f"strength must be in (0, 1], got {sampling.strength}")
+    if bool(settings.personalisation) != bool(settings.personalised):
         raise ValueError("give --personalised TARGET together with its --personalisation files")
-    learned = None
-    if personalisation:
-        learned = load_personalisation(personalisation)
-        learned.check(personalised, [label for label, quota in enumerate(quotas) if quota], vectors, personalisation)
-    if personalised == "conditioning" and prompt != "classname":
-        raise ValueError(f"learned conditionings replace the prompt; prompt {prompt!r} cannot apply")
+    learned = target = None
+    if settings.personalisation:
+        learned = load_personalisation(settings.personalisation)
+        classes_made = [label for label, quota in enumerate(quotas) if quota]
+        learned.check(settings.personalised, classes_made, settings.vectors, settings.personalisation)
+        target = make_target(learned.target)
 
-    settings = dict(
-        model=model,
-        revision=revision,
-        scheduler=scheduler,
-        steps=steps,
-        guidance_scale=guidance_scale,
-        image_size=image_size,
-        dtype=dtype,
-        template=template,
-        prompt=prompt,
-        seed=seed,
-        strength=strength,
-        personalised=personalised,
+    folder_settings = dict(
+        model=sampling.model,
+        revision=sampling.revision,
+        scheduler=sampling.scheduler,
+        steps=sampling.steps,
+        guidance_scale=sampling.guidance_scale,
+        image_size=sampling.image_size,
+        dtype=sampling.dtype,
+        template=settings.template,
+        prompt=settings.prompt,
+        seed=settings.seed,
+        strength=sampling.strength,
+        personalised=settings.personalised,
     )
-    inputs = list(personalisation or []) + ([subset_manifest] if strength is not None else [])
-    images_dir = settings_folder(out_dir, settings, inputs)
-    planned = quotas if zero_shot_keep is None else [math.ceil(q / zero_shot_keep) for q in quotas]
-    names = [token_name(label) for label in range(len(classes))] if learned and learned.tokens else None
-    plan = plan_images(classes, planned, template, seed, images_dir, prompt, names)
-    if personalised == "conditioning":
-        plan["cluster"] = assign_clusters(plan, learned.cluster_sizes)
-        plan["prompt"] = [f"<learned conditioning {label}.{c}>" for label, c in zip(plan.label, plan.cluster)]
-    if strength is not None:
-        if prompt == "empty":
-            raise ValueError("image-to-image starts from a real image of a class; it needs a class prompt")
+    inputs = list(settings.personalisation or []) + ([subset_manifest] if sampling.strength is not None else [])
+    images_dir = settings_folder(out_dir, folder_settings, inputs)
+    planned = quotas if keep is None else [math.ceil(q / keep) for q in quotas]
+    names = target.prompt_names(classes) if target else None
+    plan = plan_images(classes, planned, settings.template, settings.seed, images_dir, settings.prompt, names)
+    if target:
+        plan = target.plan(plan, learned)
+    if sampling.strength is not None:
         plan["source"] = assign_sources(plan, subset)
     plan = plan.iloc[shard_block(len(plan), shard, shards)].reset_index(drop=True)
 
     def sample(todo: pd.DataFrame) -> None:
-        _sample(
-            todo,
-            model,
-            revision,
-            scheduler,
-            dtype,
-            device,
-            learned,
-            steps,
-            guidance_scale,
-            image_size,
-            strength,
-            batch_size,
-        )
+        _sample(todo, sampling, learned, target)
 
     def embed(frame: pd.DataFrame) -> np.ndarray:
         from augbench.embed import encode_image_files
 
-        return encode_image_files(frame.path.tolist(), clip_model, clip_pretrained, num_workers=0, device=device)[0]
+        paths = frame.path.tolist()
+        model, pretrained = settings.clip_model, settings.clip_pretrained
+        return encode_image_files(paths, model, pretrained, num_workers=0, device=sampling.device)[0]
 
     todo = plan[[not Path(path).exists() for path in plan.path]]
     log.info("%d of %d images to generate (%d already done)", len(todo), len(plan), len(plan) - len(todo))
     if len(todo):
         sample(todo)
 
-    if zero_shot_keep is not None:
-        plan = zero_shot_label(plan, embed(plan), np.load(class_embeddings))
+    if keep is not None:
+        plan = zero_shot_label(plan, embed(plan), np.load(settings.class_embeddings))
     if thresholds is not None:
-        class_features = read_class_features(class_embeddings, classes)
+        class_features = read_class_features(settings.class_embeddings, classes)
 
         def score(frame: pd.DataFrame) -> np.ndarray:
             return clip_scores(embed(frame), class_features, frame.label)
 
-        plan = regenerate_below_threshold(plan, thresholds, regenerate_rounds, score, sample, classes)
+        plan = regenerate_below_threshold(plan, thresholds, settings.regenerate_rounds, score, sample, classes)
     plan.insert(2, "class", [classes[label] for label in plan.label])
     plan.insert(3, "method", method or out_dir.name)
-    plan["scheduler"] = scheduler
-    plan["steps"] = steps
-    plan["guidance_scale"] = guidance_scale
-    if strength is not None:
-        plan["strength"] = strength
+    plan["scheduler"] = sampling.scheduler
+    plan["steps"] = sampling.steps
+    plan["guidance_scale"] = sampling.guidance_scale
+    if sampling.strength is not None:
+        plan["strength"] = sampling.strength
     write_manifest(manifest or out_dir / "manifest.csv", plan)
     return plan
 
 
-def _sample(
-    todo, model, revision, scheduler, dtype, device, learned, steps, guidance_scale, image_size, strength, batch_size
-):
-    dev = pick_device(device)
-    pipeline = load_pipeline(model, revision, scheduler, dtype, dev)
-    if learned is not None:
-        apply_personalisation(pipeline, learned)
-    size = image_size or pipeline.unet.config.sample_size * pipeline.vae_scale_factor
-    if strength is not None:
+def _sample(todo: pd.DataFrame, sampling: Sampling, learned: Personalisation | None, target: Target | None) -> None:
+    dev = pick_device(sampling.device)
+    pipeline = load_pipeline(sampling.model, sampling.revision, sampling.scheduler, sampling.dtype, dev)
+    if target:
+        target.apply(pipeline, learned)
+    size = sampling.image_size or pipeline.unet.config.sample_size * pipeline.vae_scale_factor
+    if sampling.strength is not None:
         from diffusers import StableDiffusionImg2ImgPipeline
 
         pipeline = StableDiffusionImg2ImgPipeline(**pipeline.components, requires_safety_checker=False)
         pipeline.set_progress_bar_config(disable=True)
-        size_options = {"strength": strength}
+        size_options = {"strength": sampling.strength}
     else:
         size_options = {"height": size, "width": size}
-    if learned is not None and learned.conditionings:
-        with torch.no_grad():
-            unconditional = encode_prompts(pipeline.text_encoder, pipeline.tokenizer, [""])
-        dtype_of = pipeline.text_encoder.dtype
-    for start in tqdm(range(0, len(todo), batch_size), desc="generate batches", mininterval=5):
-        batch = todo.iloc[start : start + batch_size]
+    for start in tqdm(range(0, len(todo), sampling.batch_size), desc="generate batches", mininterval=5):
+        batch = todo.iloc[start : start + sampling.batch_size]
         generators = [torch.Generator(dev).manual_seed(int(s)) for s in batch.seed]
-        if "cluster" in batch:
-            embeds = torch.stack([learned.conditionings[int(lb)][int(c)] for lb, c in zip(batch.label, batch.cluster)])
-            text = {
-                "prompt_embeds": embeds.to(dev, dtype_of),
-                "negative_prompt_embeds": unconditional.expand(len(batch), -1, -1).to(dtype_of),
-            }
-        else:
-            text = {"prompt": batch.prompt.tolist()}
-        if strength is not None:
+        text = target.text_inputs(pipeline, learned, batch) if target else {"prompt": batch.prompt.tolist()}
+        if sampling.strength is not None:
             size_options["image"] = [load_rgb(path).resize((size, size)) for path in batch.source]
         images = pipeline(
             **text,
-            num_inference_steps=steps,
-            guidance_scale=guidance_scale,
+            num_inference_steps=sampling.steps,
+            guidance_scale=sampling.guidance_scale,
             generator=generators,
             **size_options,
         ).images
@@ -382,49 +380,27 @@ def _sample(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="hub id or local pipeline folder")
-    parser.add_argument("--revision", default=None)
+    # Defaults live in Sampling, Generation and generate(); an option left out stays out of the namespace.
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=argparse.SUPPRESS
+    )
     parser.add_argument("--classes", required=True)
     parser.add_argument("--subset", required=True, help="the real subset, which sets the per-class quota")
     parser.add_argument("--out-dir", required=True)
-    parser.add_argument("--shard", type=int, default=0, help="which block of the images this job makes")
-    parser.add_argument("--shards", type=int, default=1, help="blocks the images are split into (one job each)")
-    parser.add_argument("--manifest", default=None, help="manifest to write (default: OUT_DIR/manifest.csv)")
-    parser.add_argument("--method", default=None, help="method name recorded per image (default: the out-dir name)")
-    parser.add_argument("--template", default="a photo of a {}")
-    parser.add_argument("--prompt", default="classname", choices=STYLES, help="how each image's prompt is written")
-    parser.add_argument("--per-class", type=int, default=None, help="images per class (default: as many as real)")
-    parser.add_argument("--scheduler", default="dpm_solver")
-    parser.add_argument("--steps", type=int, default=25)
-    parser.add_argument("--guidance-scale", type=float, default=7.5)
-    parser.add_argument("--strength", type=float, default=None, help="image-to-image from real images at this noise")
-    parser.add_argument("--personalisation", action="append", default=None, help="artefact of augbench.personalise")
-    parser.add_argument("--personalised", default=None, choices=TARGETS, help="what the artefacts must hold")
-    parser.add_argument("--vectors", type=int, default=None, help="vectors per learned token the artefacts must have")
-    parser.add_argument("--zero-shot-keep", type=float, default=None, help="label by CLIP; keep this share per class")
-    parser.add_argument("--class-embeddings", default=None, help="CLIP embeddings of the class prompts (.npy)")
-    parser.add_argument("--clip-model", default=None, help="CLIP that embeds generated images for zero-shot labels")
-    parser.add_argument("--clip-pretrained", default=None)
-    parser.add_argument("--min-clip-score", type=float, default=None, help="CLIP score every image must reach")
-    parser.add_argument("--min-clip-score-file", default=None, help="TSV of per-class thresholds (class, score)")
-    parser.add_argument(
-        "--regenerate-rounds", type=int, default=4, help="rounds that remake images below their threshold"
-    )
-    parser.add_argument("--image-size", type=int, default=None, help="default: the pipeline's native size")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--dtype", default="float16")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--shard", type=int, help="which block of the images this job makes")
+    parser.add_argument("--shards", type=int, help="blocks the images are split into (one job each)")
+    parser.add_argument("--manifest", help="manifest to write (default: OUT_DIR/manifest.csv)")
+    parser.add_argument("--method", help="method name recorded per image (default: the out-dir name)")
+    parser.add_argument("--threads", type=int)
+    add_settings(parser, Sampling)
+    add_settings(parser, Generation)
     args = parser.parse_args(argv)
     start_logging()
-    use_threads(args.threads)
-    options = vars(args)
-    options.pop("threads")
-    classes, subset, out_dir = options.pop("classes"), options.pop("subset"), options.pop("out_dir")
-    plan = generate(options.pop("model"), classes, subset, out_dir, **options)
-    log.info("%d generated images listed in %s", len(plan), Path(out_dir) / "manifest.csv")
+    use_threads(getattr(args, "threads", None))
+    job = {key: getattr(args, key) for key in ("shard", "shards", "manifest", "method") if key in args}
+    sampling, generation = settings_from(args, Sampling), settings_from(args, Generation)
+    plan = generate(args.classes, args.subset, args.out_dir, sampling, generation, **job)
+    log.info("%d generated images listed in %s", len(plan), job.get("manifest") or Path(args.out_dir) / "manifest.csv")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,472 @@
+"""What personalisation learns and how generation uses it: the artefact, the settings, the targets.
+
+``augbench.personalise`` trains a target; ``augbench.generate`` samples with what it learned.
+Both go through this module, not through each other.
+
+A target is one thing that can be learned, a small class with the same few methods:
+
+- training: :meth:`Target.setup` makes its trainable parameters (with their learning rates),
+  :meth:`Target.conditioning` gives the UNet's prompt embeddings for a batch of training images,
+  :meth:`Target.export` puts what it learned into a :class:`Personalisation`;
+- generation: :meth:`Target.check` refuses an artefact that does not fit, :meth:`Target.apply`
+  loads it into a pipeline, :meth:`Target.prompt_names`, :meth:`Target.plan` and
+  :meth:`Target.text_inputs` say what each image's prompt becomes.
+
+``token`` (textual inversion) learns a token per class; ``conditioning`` the text encoder's
+output per class or per cluster of a class; ``unet`` the UNet, full or LoRA (peft);
+``token_unet`` is the token and UNet targets together.
+
+The artefact is one safetensors file per shard: ``token.<label>`` [vectors, dim],
+``conditioning.<label>`` [clusters, length, dim] with ``cluster_sizes.<label>``, and
+``unet.<name>`` (the full UNet's weights, or the LoRA weights in the layout
+``pipeline.load_lora_weights`` reads); what it holds is in its metadata.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from augbench.cli import setting
+from augbench.diffusion import encode_prompts
+from augbench.files import atomic_path
+from augbench.methods import TARGETS
+
+UNET_MODES = ("full", "lora")
+PRECISIONS = ("float32", "bfloat16")
+# The attention projections diffusers' LoRA training adapts.
+LORA_MODULES = ["to_k", "to_q", "to_v", "to_out.0"]
+
+
+def token_name(label: int) -> str:
+    """The learned token of a class; diffusers adds ``_1``, ``_2``... for more vectors."""
+    return f"<class-{label}>"
+
+
+@dataclass
+class Training:
+    """What a personalisation learns and how: a method's ``personalise`` entry (less its shards)."""
+
+    target: str = setting(help="what is learned", choices=TARGETS, config="methods.*.personalise.target")
+    vectors: int = setting(1, help="input embeddings per learned token", config="methods.*.personalise.vectors")
+    clusters: int = setting(
+        1, help="conditionings per class (k-means on --embeddings)", config="methods.*.personalise.clusters"
+    )
+    unet: str = setting(
+        "lora", help="how the UNet is fine-tuned", choices=UNET_MODES, config="methods.*.personalise.unet"
+    )
+    lora_rank: int = setting(4, help="rank of the LoRA adapters", config="methods.*.personalise.lora_rank")
+    steps: int = setting(500, help="optimisation steps", config="methods.*.personalise.steps")
+    lr: float = setting(5e-3, help="learning rate of tokens and conditionings", config="methods.*.personalise.lr")
+    unet_lr: float = setting(
+        1e-4, help="learning rate of the UNet or its adapters", config="methods.*.personalise.unet_lr"
+    )
+    batch_size: int = setting(
+        4, help="images per class per step (per-class targets), or per step", config="methods.*.personalise.batch_size"
+    )
+    micro_batch: int | None = setting(
+        None,
+        help="images per forward/backward pass (None: the whole step)",
+        config="methods.*.personalise.micro_batch",
+    )
+    precision: str = setting(
+        "float32", help="autocast dtype of the passes", choices=PRECISIONS, config="methods.*.personalise.precision"
+    )
+    gradient_checkpointing: bool = setting(
+        False,
+        help="recompute the UNet's activations in the backward pass",
+        config="methods.*.personalise.gradient_checkpointing",
+    )
+    template: str = setting("a photo of a {}", help="the class prompt", config="prompt_template")
+    seed: int = setting(0, help="seed of sampling, noise and clustering", config="methods.*.personalise.seed")
+
+
+@dataclass
+class TrainingImages:
+    """The real images one personalisation job learns from."""
+
+    classes: list[str]  # every class's name, by label
+    labels: list[int]  # the classes this job learns
+    rows: pd.DataFrame  # path and label of their images
+    features: np.ndarray | None = None  # their CLIP image embeddings (rows as ``rows``), for clusters
+
+    def members(self) -> list[np.ndarray]:
+        """The rows of each class, in ``labels`` order."""
+        return [np.flatnonzero(self.rows.label.to_numpy() == label) for label in self.labels]
+
+
+@dataclass
+class Personalisation:
+    """What personalisation artefacts hold, merged over shards."""
+
+    target: str
+    unet_mode: str | None = None
+    vectors: int | None = None
+    tokens: dict[int, torch.Tensor] = field(default_factory=dict)
+    conditionings: dict[int, torch.Tensor] = field(default_factory=dict)
+    cluster_sizes: dict[int, torch.Tensor] = field(default_factory=dict)
+    unet: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def check(self, target: str, labels: list[int], vectors: int | None, sources: list[str]) -> None:
+        """Fail loudly where diffusers would go on silently with a missing or wrong embedding."""
+        where = ", ".join(sources)
+        if self.target != target:
+            raise ValueError(f"personalisation {where} holds target {self.target!r}, the method asks for {target!r}")
+        make_target(target).check(self, labels, vectors, where)
+
+
+def load_personalisation(paths: list[str]) -> Personalisation:
+    """Merge the artefacts of every shard of a method."""
+    if not paths:
+        raise ValueError("no personalisation artefacts given")
+    merged = None
+    for path in paths:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"personalisation artefact {path} does not exist; run its personalise job first")
+        with safe_open(path, framework="pt") as handle:
+            meta = handle.metadata() or {}
+            if "target" not in meta:
+                raise ValueError(f"{path} is not a personalisation artefact (no 'target' in its metadata)")
+            part = Personalisation(
+                target=meta["target"],
+                unet_mode=meta.get("unet_mode") or None,
+                vectors=int(meta["vectors"]) if meta.get("vectors") else None,
+            )
+            tables = {"token": part.tokens, "conditioning": part.conditionings, "cluster_sizes": part.cluster_sizes}
+            for key in handle.keys():
+                kind, _, name = key.partition(".")
+                if kind == "unet":
+                    part.unet[name] = handle.get_tensor(key)
+                else:
+                    tables[kind][int(name)] = handle.get_tensor(key)
+        if merged is None:
+            merged = part
+            continue
+        if (part.target, part.unet_mode, part.vectors) != (merged.target, merged.unet_mode, merged.vectors):
+            raise ValueError(f"personalisation artefacts {paths} were made with different settings")
+        for name in ("tokens", "conditionings", "cluster_sizes", "unet"):
+            getattr(merged, name).update(getattr(part, name))
+    return merged
+
+
+def save_personalisation(out: str, result: Personalisation, labels: list[int], template: str, model: str) -> None:
+    tensors = {f"token.{label}": value for label, value in result.tokens.items()}
+    tensors |= {f"conditioning.{label}": value for label, value in result.conditionings.items()}
+    tensors |= {f"cluster_sizes.{label}": value for label, value in result.cluster_sizes.items()}
+    tensors |= {f"unet.{name}": value for name, value in result.unet.items()}
+    metadata = {
+        "target": result.target,
+        "unet_mode": result.unet_mode or "",
+        "vectors": str(result.vectors or ""),
+        "classes": json.dumps(labels),
+        "template": template,
+        "model": model,
+    }
+    with atomic_path(out) as tmp:
+        save_file({key: value.contiguous() for key, value in tensors.items()}, str(tmp), metadata=metadata)
+
+
+def apply_personalisation(pipeline, learned: Personalisation) -> None:
+    """Load learned tokens and UNet weights into a pipeline; conditionings are passed per call."""
+    make_target(learned.target).apply(pipeline, learned)
+
+
+def assign_clusters(plan: pd.DataFrame, cluster_sizes: dict[int, torch.Tensor]) -> np.ndarray:
+    """Each image's cluster, drawn with its own seed in proportion to the clusters' sizes."""
+    clusters = []
+    for label, seed in zip(plan.label, plan.seed):
+        sizes = cluster_sizes[int(label)].double().numpy()
+        clusters.append(int(np.random.default_rng(seed).choice(len(sizes), p=sizes / sizes.sum())))
+    return np.array(clusters, dtype=int)
+
+
+def cluster_images(embeddings: np.ndarray, clusters: int, seed: int) -> np.ndarray:
+    """k-means cluster ids of one class's images (k capped at the number of images)."""
+    from sklearn.cluster import KMeans
+
+    k = min(clusters, len(embeddings))
+    if k == 1:
+        return np.zeros(len(embeddings), dtype=int)
+    return KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(embeddings)
+
+
+def trainable_unet_parameters(unet, mode: str, lora_rank: int) -> list[torch.nn.Parameter]:
+    """Make the UNet's weights (``full``) or new LoRA adapters on its attention projections trainable."""
+    if mode == "full":
+        unet.requires_grad_(True)
+    else:
+        from peft import LoraConfig
+
+        unet.add_adapter(
+            LoraConfig(r=lora_rank, lora_alpha=lora_rank, init_lora_weights="gaussian", target_modules=LORA_MODULES)
+        )
+    return [p for p in unet.parameters() if p.requires_grad]
+
+
+class Target:
+    """One thing personalisation can learn; the training loop and generation drive every target alike."""
+
+    name: str
+    # Learned per class (each step takes images of every class, a shard holds some classes)
+    # or one model for all classes.
+    per_class: bool
+
+    # Training
+
+    def setup(self, pipeline, images: TrainingImages, training: Training) -> list[dict]:
+        """Make the parameters to learn; return them as the optimiser's parameter groups."""
+        raise NotImplementedError
+
+    def conditioning(self, picks: np.ndarray) -> torch.Tensor:
+        """The prompt embeddings the UNet is conditioned on for the training images ``picks`` (rows)."""
+        raise NotImplementedError
+
+    def clip_gradients(self) -> None:
+        """Bound the gradients before a step, where the target needs it."""
+
+    def export(self, result: Personalisation) -> None:
+        """Put what was learned into the artefact."""
+        raise NotImplementedError
+
+    # Generation
+
+    def check(self, learned: Personalisation, labels: list[int], vectors: int | None, where: str) -> None:
+        """Refuse an artefact that lacks what generation needs of this target."""
+
+    def apply(self, pipeline, learned: Personalisation) -> None:
+        """Load what was learned into the pipeline."""
+
+    def prompt_names(self, classes: list[str]) -> list[str] | None:
+        """What prompts call each class, where not its name."""
+        return None
+
+    def plan(self, plan: pd.DataFrame, learned: Personalisation) -> pd.DataFrame:
+        """The planned images, with what this target adds to each."""
+        return plan
+
+    def text_inputs(self, pipeline, learned: Personalisation, batch: pd.DataFrame) -> dict:
+        """The pipeline's text arguments for a batch of planned images."""
+        return {"prompt": batch.prompt.tolist()}
+
+
+class TokenTarget(Target):
+    """Textual inversion: a new token per class, ``vectors`` input embeddings of the text encoder,
+    started from the class name's; prompts say "a photo of a <class-3>"."""
+
+    name = "token"
+    per_class = True
+
+    def setup(self, pipeline, images, training):
+        self.text_encoder, self.tokenizer = pipeline.text_encoder, pipeline.tokenizer
+        self.labels, self.vectors = images.labels, training.vectors
+        self.rows, mask = _add_tokens(pipeline, images.labels, images.classes, training.vectors)
+        embedding = self.text_encoder.get_input_embeddings().weight
+        embedding.requires_grad_(True)
+        # Only the new rows learn: every other row's gradient is zeroed (no weight decay, so Adam leaves them).
+        embedding.register_hook(lambda grad: grad * mask.to(grad.dtype)[:, None])
+        prompts = [training.template.format(token_name(int(label))) for label in images.rows.label]
+        self.prompts = [pipeline.maybe_convert_prompt(prompt, self.tokenizer) for prompt in prompts]
+        return [{"params": [embedding], "lr": training.lr, "weight_decay": 0.0}]
+
+    def conditioning(self, picks):
+        return encode_prompts(self.text_encoder, self.tokenizer, [self.prompts[i] for i in picks])
+
+    def export(self, result):
+        result.vectors = self.vectors
+        weights = self.text_encoder.get_input_embeddings().weight.detach().cpu()
+        for label in self.labels:
+            result.tokens[label] = weights[self.rows[label]].clone()
+
+    def check(self, learned, labels, vectors, where):
+        _check_classes(learned.tokens, labels, where)
+        if vectors is not None and learned.vectors != vectors:
+            raise ValueError(
+                f"personalisation {where} has {learned.vectors} vector(s) per token, the method asks for {vectors}"
+            )
+
+    def apply(self, pipeline, learned):
+        labels = sorted(learned.tokens)
+        dtype = pipeline.text_encoder.dtype
+        pipeline.load_textual_inversion(
+            [learned.tokens[label].to(dtype) for label in labels], token=[token_name(label) for label in labels]
+        )
+
+    def prompt_names(self, classes):
+        return [token_name(label) for label in range(len(classes))]
+
+
+class ConditioningTarget(Target):
+    """The text encoder's output sequence itself (what the UNet attends to), one per class, or one
+    per k-means cluster of a class's CLIP image embeddings; started from the class prompt's."""
+
+    name = "conditioning"
+    per_class = True
+
+    def setup(self, pipeline, images, training):
+        rows = images.rows
+        self.labels = images.labels
+        self.cluster_of = np.zeros(len(rows), dtype=int)
+        if training.clusters > 1:
+            for members in images.members():
+                self.cluster_of[members] = cluster_images(images.features[members], training.clusters, training.seed)
+        self.row_labels = rows.label.to_numpy()
+        self.keys = sorted({(int(label), int(c)) for label, c in zip(rows.label, self.cluster_of)})
+        index_of = {key: i for i, key in enumerate(self.keys)}
+        prompts = [training.template.format(images.classes[label]) for label, _ in self.keys]
+        with torch.no_grad():
+            start = encode_prompts(pipeline.text_encoder, pipeline.tokenizer, prompts)
+        self.learned = torch.nn.Parameter(start.clone())
+        self.row_conditioning = torch.tensor(
+            [index_of[(int(label), int(c))] for label, c in zip(rows.label, self.cluster_of)]
+        )
+        return [{"params": [self.learned], "lr": training.lr, "weight_decay": 0.0}]
+
+    def conditioning(self, picks):
+        return self.learned[self.row_conditioning[torch.from_numpy(picks)]]
+
+    def export(self, result):
+        values = self.learned.detach().cpu()
+        for label in self.labels:
+            keys = [(i, cluster) for i, (key_label, cluster) in enumerate(self.keys) if key_label == label]
+            result.conditionings[label] = values[[i for i, _ in keys]].clone()
+            sizes = [int(np.sum((self.row_labels == label) & (self.cluster_of == cluster))) for _, cluster in keys]
+            result.cluster_sizes[label] = torch.tensor(sizes)
+
+    def check(self, learned, labels, vectors, where):
+        _check_classes(learned.conditionings, labels, where)
+
+    def plan(self, plan, learned):
+        plan["cluster"] = assign_clusters(plan, learned.cluster_sizes)
+        plan["prompt"] = [f"<learned conditioning {label}.{c}>" for label, c in zip(plan.label, plan.cluster)]
+        return plan
+
+    def text_inputs(self, pipeline, learned, batch):
+        dtype = pipeline.text_encoder.dtype
+        with torch.no_grad():
+            unconditional = encode_prompts(pipeline.text_encoder, pipeline.tokenizer, [""])
+        embeds = torch.stack([learned.conditionings[int(lb)][int(c)] for lb, c in zip(batch.label, batch.cluster)])
+        return {
+            "prompt_embeds": embeds.to(pipeline.device, dtype),
+            "negative_prompt_embeds": unconditional.expand(len(batch), -1, -1).to(dtype),
+        }
+
+
+class UNetTarget(Target):
+    """The UNet, fine-tuned with class prompts: every weight (``full``) or LoRA adapters on the
+    attention projections (``lora``, peft, as diffusers' LoRA training does)."""
+
+    name = "unet"
+    per_class = False
+
+    def setup(self, pipeline, images, training):
+        self.text_encoder, self.tokenizer, self.unet = pipeline.text_encoder, pipeline.tokenizer, pipeline.unet
+        self.mode = training.unet
+        self.trainable = trainable_unet_parameters(self.unet, training.unet, training.lora_rank)
+        self.unet.train()
+        self.prompts = [training.template.format(images.classes[int(label)]) for label in images.rows.label]
+        return [{"params": self.trainable, "lr": training.unet_lr, "weight_decay": 1e-2}]
+
+    def conditioning(self, picks):
+        with torch.no_grad():
+            return encode_prompts(self.text_encoder, self.tokenizer, [self.prompts[i] for i in picks])
+
+    def clip_gradients(self):
+        torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)
+
+    def export(self, result):
+        result.unet_mode = self.mode
+        if self.mode == "full":
+            state = self.unet.state_dict()
+        else:
+            from diffusers.utils import convert_state_dict_to_diffusers
+            from peft.utils import get_peft_model_state_dict
+
+            state = convert_state_dict_to_diffusers(get_peft_model_state_dict(self.unet))
+        result.unet = {name: value.detach().cpu() for name, value in state.items()}
+
+    def check(self, learned, labels, vectors, where):
+        if not learned.unet:
+            raise ValueError(f"personalisation {where} holds no UNet weights")
+
+    def apply(self, pipeline, learned):
+        if learned.unet_mode == "full":
+            pipeline.unet.load_state_dict(learned.unet, strict=True)
+        elif learned.unet_mode == "lora":
+            pipeline.load_lora_weights({f"unet.{name}": value for name, value in learned.unet.items()})
+
+
+class TokenUNetTarget(Target):
+    """Tokens and UNet learned together (DreamBooth-like): the UNet is conditioned on the token prompts."""
+
+    name = "token_unet"
+    per_class = False
+
+    def __init__(self):
+        self.token, self.unet = TokenTarget(), UNetTarget()
+
+    def setup(self, pipeline, images, training):
+        return self.token.setup(pipeline, images, training) + self.unet.setup(pipeline, images, training)
+
+    def conditioning(self, picks):
+        return self.token.conditioning(picks)
+
+    def clip_gradients(self):
+        self.unet.clip_gradients()
+
+    def export(self, result):
+        self.token.export(result)
+        self.unet.export(result)
+
+    def check(self, learned, labels, vectors, where):
+        self.token.check(learned, labels, vectors, where)
+        self.unet.check(learned, labels, vectors, where)
+
+    def apply(self, pipeline, learned):
+        self.unet.apply(pipeline, learned)
+        self.token.apply(pipeline, learned)
+
+    def prompt_names(self, classes):
+        return self.token.prompt_names(classes)
+
+
+TARGET_CLASSES = {target.name: target for target in (TokenTarget, ConditioningTarget, UNetTarget, TokenUNetTarget)}
+
+
+def make_target(name: str) -> Target:
+    if name not in TARGET_CLASSES:
+        raise ValueError(f"personalisation target {name!r} is not one of {list(TARGET_CLASSES)}")
+    return TARGET_CLASSES[name]()
+
+
+def _check_classes(learned: dict, labels: list[int], where: str) -> None:
+    missing = sorted(set(labels) - set(learned))
+    if missing:
+        raise ValueError(f"personalisation {where} lacks classes {missing[:10]} ({len(missing)} in all)")
+
+
+def _add_tokens(pipeline, labels: list[int], classes: list[str], vectors: int):
+    """Add each class's token through diffusers' textual-inversion loader, started from the class name.
+
+    Returns the embedding rows of each class and a mask of every learnable row.
+    """
+    text_encoder, tokenizer = pipeline.text_encoder, pipeline.tokenizer
+    table = text_encoder.get_input_embeddings().weight.detach()
+    starts = []
+    for label in labels:
+        name_ids = tokenizer(classes[label], add_special_tokens=False).input_ids or [tokenizer.eos_token_id]
+        starts.append(table[name_ids].mean(dim=0).repeat(vectors, 1))
+    pipeline.load_textual_inversion(starts, token=[token_name(label) for label in labels])
+    rows = {}
+    for label in labels:
+        names = [token_name(label)] + [f"{token_name(label)}_{i}" for i in range(1, vectors)]
+        rows[label] = tokenizer.convert_tokens_to_ids(names)
+    mask = torch.zeros(text_encoder.get_input_embeddings().weight.shape[0], dtype=torch.bool)
+    mask[[row for ids in rows.values() for row in ids]] = True
+    return rows, mask.to(text_encoder.device)
