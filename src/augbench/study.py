@@ -18,6 +18,7 @@ reads and the command-line options of every stage. Unit tests call it directly.
 from __future__ import annotations
 
 import csv
+import functools
 import glob
 import importlib.metadata
 import json
@@ -38,8 +39,8 @@ SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.
 # An experiment name starts with a letter or digit, so none is "_pretrained".
 PRETRAIN_BENCHMARKS = "benchmarks/runs/_pretrained"
 # Personalisation settings that change how it runs (memory), not what it learns. At their
-# defaults they stay off the command line, so jobs run before they existed stand.
-PERSONALISE_RUN_DEFAULTS = {"micro_batch": None, "precision": "float32", "gradient_checkpointing": False}
+# defaults (the schema's) they stay off the command line, so jobs run before they existed stand.
+PERSONALISE_RUN_SETTINGS = ("micro_batch", "precision", "gradient_checkpointing")
 # Options of augbench.generate that a method's entry in the registry sets.
 GENERATE_OPTIONS = ("prompt", "scheduler", "steps", "guidance_scale", "seed", "strength", "zero_shot_keep")
 
@@ -48,7 +49,9 @@ class ConfigError(ValueError):
     """A config the study cannot run; the message is one line naming the key at fault."""
 
 
+@functools.cache
 def schema() -> dict:
+    """The config schema (read once; callers do not change it)."""
     return yaml.safe_load(SCHEMA.read_text())
 
 
@@ -499,6 +502,7 @@ class Study:
     def personalisation_options(self, method: str) -> dict:
         """A method's personalise entry as its job's options."""
         learned = self.personalisation_of(method)
+        defaults = schema()["$defs"]["personalisation"]["properties"]
         return {
             "model": self.config["diffusion"]["model"],
             "revision": self.config["diffusion"]["revision"],
@@ -509,7 +513,7 @@ class Study:
             **{
                 key: value
                 for key, value in learned.items()
-                if key != "shards" and not (key in PERSONALISE_RUN_DEFAULTS and value == PERSONALISE_RUN_DEFAULTS[key])
+                if key != "shards" and not (key in PERSONALISE_RUN_SETTINGS and value == defaults[key]["default"])
             },
         }
 
