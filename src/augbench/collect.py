@@ -24,7 +24,7 @@ import pandas as pd
 from augbench.cli import start_logging
 from augbench.files import atomic_path, read_classes, read_manifest, write_manifest
 from augbench.quality import quality_of_generated, write_quality
-from augbench.subset import class_quotas
+from augbench.quotas import class_quotas
 
 log = logging.getLogger(__name__)
 

@@ -55,8 +55,8 @@ from augbench.models import load_pipeline
 from augbench.personalise import TARGETS, apply_personalisation, load_personalisation, token_name
 from augbench.prompts import STYLES, class_prompts, write_prompt
 from augbench.quality import class_thresholds, clip_scores, read_class_features
+from augbench.quotas import class_quotas
 from augbench.shards import shard_block
-from augbench.subset import class_quotas
 
 log = logging.getLogger(__name__)
 
