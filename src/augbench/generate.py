@@ -308,7 +308,7 @@ def generate(
         )
 
     def embed(frame: pd.DataFrame) -> np.ndarray:
-        from augbench.embed import encode_image_files
+        from augbench.clip_embeddings import encode_image_files
 
         return encode_image_files(frame.path.tolist(), clip_model, clip_pretrained, num_workers=0, device=device)[0]
 

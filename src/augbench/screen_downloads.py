@@ -62,7 +62,7 @@ def screen_downloads(
     found = []
     if checks and len(candidates):
         # Imported here: without a check, nothing is embedded and torch is not needed.
-        from augbench.embed import encode_image_files
+        from augbench.clip_embeddings import encode_image_files
 
         embeddings, reasons = encode_image_files(
             candidates.path.tolist(), model, pretrained, batch_size, num_workers, device, skip_unreadable=True

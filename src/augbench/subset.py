@@ -27,7 +27,7 @@ import pandas as pd
 from augbench.cli import start_logging
 from augbench.files import read_classes, read_manifest, write_manifest
 from augbench.quotas import class_quotas
-from augbench.screen import reasons, unreadable_frame, write_unreadable
+from augbench.unreadable import reasons, unreadable_frame, write_unreadable
 
 log = logging.getLogger(__name__)
 
