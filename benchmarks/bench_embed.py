@@ -32,7 +32,7 @@ def photos(folder: Path, count: int) -> list[str]:
 
 
 def measure() -> dict:
-    from augbench.embed import encode_image_files
+    from augbench.clip_embeddings import encode_image_files
     from augbench.images import ManifestImages
     from augbench.models import load_clip
 

@@ -31,8 +31,8 @@ def _train_steps(model, optimizer, batches) -> float:
 
 
 def measure() -> dict:
+    from augbench.classifier import Recipe, build_model, train_transform
     from augbench.images import ManifestImages
-    from augbench.train import Recipe, build_model, train_transform
 
     recipe = Recipe(arch="resnet50", image_size=224, batch_size=BATCH, num_workers=WORKERS)
     with tempfile.TemporaryDirectory() as tmp:

@@ -146,7 +146,7 @@ def personalisation(device: torch.device, smoke: bool) -> dict:
 
 
 def training(device: torch.device, smoke: bool) -> dict:
-    from augbench.train import build_model
+    from augbench.classifier import build_model
 
     batch = 4 if smoke else 256
     size = 64 if smoke else 224

@@ -16,17 +16,17 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 @pytest.fixture(scope="session")
 def miniworld(tmp_path_factory) -> Path:
-    from augbench import miniworld
+    from augbench.miniworld import data as miniworld_data
 
     root = tmp_path_factory.mktemp("miniworld")
-    miniworld.build(root, image_size=16, n_val_per_class=5, n_train_per_class=8, pool_copies=1, seed=0)
+    miniworld_data.build(root, image_size=16, n_val_per_class=5, n_train_per_class=8, pool_copies=1, seed=0)
     return root
 
 
 @pytest.fixture(scope="session")
 def tiny_clip(miniworld, tmp_path_factory) -> str:
     """An open_clip folder, loadable as ``local-dir:<folder>``."""
-    from augbench import pretrain_clip
+    from augbench.miniworld import pretrain_clip
 
     out = tmp_path_factory.mktemp("models") / "clip"
     pretrain_clip.pretrain(str(miniworld / "pool" / "manifest.csv"), str(out), steps=3, batch_size=32, threads=2)
@@ -36,7 +36,7 @@ def tiny_clip(miniworld, tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def tiny_pipeline(miniworld, tiny_clip, tmp_path_factory) -> str:
     """A StableDiffusionPipeline folder, loadable with ``from_pretrained``."""
-    from augbench import pretrain_diffusion
+    from augbench.miniworld import pretrain_diffusion
 
     out = tmp_path_factory.mktemp("models") / "diffusion"
     clip_folder = tiny_clip.removeprefix("local-dir:")

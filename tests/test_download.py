@@ -2,17 +2,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from augbench import download
+from augbench import download, quotas
 from augbench.files import read_manifest, write_classes, write_manifest
 
 
 def test_candidates_are_the_quota_times_the_factor_rounded_up():
-    assert download.candidate_quotas([10, 4, 0, 1], 1.5) == [15, 6, 0, 2]
+    assert quotas.candidate_quotas([10, 4, 0, 1], 1.5) == [15, 6, 0, 2]
     # 10 * 1.1 is 11.000000000000002 in floating point: still 11 candidates, not 12.
-    assert download.candidate_quotas([10, 3], 1.1) == [11, 4]
-    assert download.candidate_quotas([7], 1.0) == [7]
+    assert quotas.candidate_quotas([10, 3], 1.1) == [11, 4]
+    assert quotas.candidate_quotas([7], 1.0) == [7]
     with pytest.raises(ValueError, match="at least 1"):
-        download.candidate_quotas([5], 0.5)
+        quotas.candidate_quotas([5], 0.5)
 
 
 def _candidates():
@@ -30,7 +30,7 @@ def test_keeps_the_best_ranked_successes_of_each_class():
     candidates = _candidates()
     # u1 (0.9, the best of class 0) and u7 (0.35) failed.
     arrived = pd.Series([True, False, True, True, True, True, True, False])
-    kept = download.keep_best(candidates, arrived, quotas=[3, 2], classes=["a", "b"])
+    kept = quotas.keep_best(candidates, arrived, quotas=[3, 2], classes=["a", "b"])
     assert kept.url.tolist() == ["u3", "u2", "u4", "u5", "u6"]
     assert kept.label.tolist() == [0, 0, 0, 1, 1]
 
@@ -39,17 +39,17 @@ def test_a_class_short_of_successes_is_named_with_its_counts():
     candidates = _candidates()
     arrived = pd.Series([True, True, True, True, True, False, True, False])
     with pytest.raises(ValueError, match=r"class\(es\) 'b' \(1 of 2, from 3 candidates\)") as error:
-        download.keep_best(candidates, arrived, quotas=[3, 2], classes=["a", "b"])
+        quotas.keep_best(candidates, arrived, quotas=[3, 2], classes=["a", "b"])
     assert "'a'" not in str(error.value)
     assert "download.factor" in str(error.value)
 
 
 def test_a_class_without_candidates_is_short_and_a_zero_quota_needs_none():
     candidates = _candidates()[lambda f: f.label == 0]
-    kept = download.keep_best(candidates, pd.Series([True] * 5), quotas=[2, 0, 0], classes=["a", "b", "c"])
+    kept = quotas.keep_best(candidates, pd.Series([True] * 5), quotas=[2, 0, 0], classes=["a", "b", "c"])
     assert len(kept) == 2
     with pytest.raises(ValueError, match=r"'b' \(0 of 1, from 0 candidates\)"):
-        download.keep_best(candidates, pd.Series([True] * 5), quotas=[2, 1], classes=["a", "b"])
+        quotas.keep_best(candidates, pd.Series([True] * 5), quotas=[2, 1], classes=["a", "b"])
 
 
 def test_download_lists_every_success_and_the_failures(tmp_path, monkeypatch):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from augbench import embed
+from augbench import clip_embeddings, embed
 from augbench.files import read_classes, read_manifest
 from augbench.prompts import class_prompts
 
@@ -18,7 +18,7 @@ def test_prompt_embeddings_have_one_row_per_class(miniworld, tiny_clip, tmp_path
     classes = read_classes(miniworld / "classes.txt")
     prompts = class_prompts(classes, "a photo of a {}")
     assert prompts[7] == "a photo of a seven"
-    features = embed.embed_texts(prompts, str(tmp_path / "p.npy"), tiny_clip)
+    features = clip_embeddings.embed_texts(prompts, str(tmp_path / "p.npy"), tiny_clip)
     assert features.shape == (10, 64)
     # Different class names give different embeddings.
     assert np.unique(features.round(5), axis=0).shape[0] == 10
@@ -38,7 +38,7 @@ def test_captions_command_embeds_one_row_per_pool_image(miniworld, tiny_clip, tm
 
 
 def test_pool_embedded_in_shards_and_joined_equals_one_job(miniworld, tiny_clip, tmp_path):
-    from augbench import collect
+    from augbench.embedding_files import merge_parts
 
     pool = str(miniworld / "pool" / "manifest.csv")
     whole = embed.embed_images(pool, str(tmp_path / "whole.npy"), tiny_clip, batch_size=64, num_workers=0)
@@ -46,7 +46,7 @@ def test_pool_embedded_in_shards_and_joined_equals_one_job(miniworld, tiny_clip,
     for shard, part in enumerate(parts):
         embed.embed_images(pool, part, tiny_clip, batch_size=64, num_workers=0, shard=shard, shards=3)
     assert sum(len(np.load(part)) for part in parts) == len(whole)
-    assert collect.merge_parts(parts, str(tmp_path / "joined.npy")) == len(whole)
+    assert merge_parts(parts, str(tmp_path / "joined.npy")) == len(whole)
     np.testing.assert_allclose(np.load(tmp_path / "joined.npy"), whole, atol=1e-5)
 
 

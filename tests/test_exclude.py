@@ -7,7 +7,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from augbench import exclude, retrieve
+from augbench import copies, exclude, retrieve
 from augbench.files import read_manifest, write_classes, write_manifest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,7 +37,7 @@ def test_blockwise_search_of_a_memory_mapped_pool_equals_brute_force(tmp_path):
     np.save(tmp_path / "pool.npy", _unit(rng.normal(size=(1000, 16))))
     pool = np.load(tmp_path / "pool.npy", mmap_mode="r")
     references = _unit(rng.normal(size=(37, 16)))
-    similarity, matched = exclude.nearest(pool, references, block=64)
+    similarity, matched = copies.nearest(pool, references, block=64)
     brute = np.asarray(pool) @ references.T
     np.testing.assert_array_equal(matched, brute.argmax(axis=1))
     np.testing.assert_allclose(similarity, brute.max(axis=1), atol=1e-5)
@@ -50,19 +50,19 @@ def test_a_pool_image_at_or_above_the_threshold_is_a_duplicate_and_one_below_is_
     pool_vectors = np.stack([_at_similarity(references[1], s, rng) for s in similarities]).astype(np.float32)
     pool = pd.DataFrame({"path": [f"p{i}" for i in range(5)], "label": -1})
     refs = pd.DataFrame({"path": ["val/a.png", "val/b.png"], "label": [0, 1]})
-    found = exclude.duplicates(pool, pool_vectors, refs, references, 0.95, exclude.EVAL_DUPLICATE)
+    found = copies.duplicates(pool, pool_vectors, refs, references, 0.95, copies.EVAL_DUPLICATE)
     assert found.pool_row.tolist() == [0, 1, 2]
-    assert (found.matched == "val/b.png").all() and (found.reason == exclude.EVAL_DUPLICATE).all()
+    assert (found.matched == "val/b.png").all() and (found.reason == copies.EVAL_DUPLICATE).all()
     np.testing.assert_allclose(found.similarity, similarities[:3], atol=1e-5)
     # An exact copy counts at threshold 1, although float32 may score it a rounding error below.
-    assert exclude.duplicates(pool, pool_vectors, refs, references, 1.0, "x").pool_row.tolist() == [0]
+    assert copies.duplicates(pool, pool_vectors, refs, references, 1.0, "x").pool_row.tolist() == [0]
 
 
 @pytest.mark.parametrize("threshold", [0.0, -0.5, 1.5])
 def test_a_threshold_outside_0_1_is_refused(threshold):
     frame = pd.DataFrame({"path": ["a"], "label": [0]})
     with pytest.raises(ValueError, match=r"threshold must be in \(0, 1\]"):
-        exclude.duplicates(frame, _unit([[1, 0]]), frame, _unit([[1, 0]]), threshold, exclude.EVAL_DUPLICATE)
+        copies.duplicates(frame, _unit([[1, 0]]), frame, _unit([[1, 0]]), threshold, copies.EVAL_DUPLICATE)
 
 
 def test_evaluation_and_training_copies_have_their_own_thresholds_and_null_turns_a_check_off(tmp_path):
@@ -84,13 +84,13 @@ def test_evaluation_and_training_copies_have_their_own_thresholds_and_null_turns
     }
     table = exclude.exclusions(**paths, eval_threshold=0.95, train_threshold=0.95)
     assert table[["pool_row", "reason", "matched"]].values.tolist() == [
-        [0, exclude.EVAL_DUPLICATE, "v0"],
-        [1, exclude.TRAIN_DUPLICATE, "t0"],
+        [0, copies.EVAL_DUPLICATE, "v0"],
+        [1, copies.TRAIN_DUPLICATE, "t0"],
     ]
-    assert pd.read_csv(tmp_path / "excluded.csv").columns.tolist() == exclude.COLUMNS
+    assert pd.read_csv(tmp_path / "excluded.csv").columns.tolist() == copies.COLUMNS
     # A stricter evaluation threshold spares row 0; a null training threshold skips that check.
     table = exclude.exclusions(**paths, eval_threshold=0.99, train_threshold=None)
-    assert table.empty and pd.read_csv(tmp_path / "excluded.csv").columns.tolist() == exclude.COLUMNS
+    assert table.empty and pd.read_csv(tmp_path / "excluded.csv").columns.tolist() == copies.COLUMNS
     with pytest.raises(ValueError, match="--train-threshold needs --train-manifest and --train-embeddings"):
         exclude.exclusions(paths["pool_manifest"], paths["pool_embeddings"], paths["out"], train_threshold=0.9)
 
@@ -112,7 +112,7 @@ def test_reference_embeddings_must_match_their_manifest(tmp_path):
 def test_laion_safety_tags_are_honoured_where_the_pool_has_them():
     pool = pd.DataFrame({"path": list("abcde"), "label": -1, "NSFW": ["UNLIKELY", "UNSURE", "NSFW", "nsfw ", ""]})
     tagged = exclude.safety_tagged(pool, None, ["NSFW", "UNSURE"])
-    assert tagged.pool_row.tolist() == [1, 2, 3] and (tagged.reason == exclude.SAFETY_TAG).all()
+    assert tagged.pool_row.tolist() == [1, 2, 3] and (tagged.reason == copies.SAFETY_TAG).all()
     assert tagged.matched.tolist() == ["NSFW=UNSURE", "NSFW=NSFW", "NSFW=nsfw"]
     assert exclude.safety_tagged(pool, "NSFW", ["NSFW"]).pool_row.tolist() == [2, 3]
     assert exclude.safety_tagged(pool, None, []).empty  # nothing to drop
@@ -142,8 +142,8 @@ def test_cli_writes_one_table_of_every_reason(tmp_path):
     )  # fmt: skip
     table = pd.read_csv(tmp_path / "excluded.csv")
     assert table[["pool_row", "reason", "matched"]].values.tolist() == [
-        [0, exclude.EVAL_DUPLICATE, "v1"],
-        [1, exclude.SAFETY_TAG, "NSFW=NSFW"],
+        [0, copies.EVAL_DUPLICATE, "v1"],
+        [1, copies.SAFETY_TAG, "NSFW=NSFW"],
     ]
     # An empty list keeps every tagged image.
     exclude.main(
@@ -178,7 +178,7 @@ def test_an_exclusion_table_of_another_pool_is_refused(tmp_path):
     pool = read_manifest(tmp_path / "pool.csv")
     pd.DataFrame({"pool_row": [1], "path": ["q1"]}).to_csv(tmp_path / "other.csv", index=False)
     with pytest.raises(ValueError, match="lists q1 as pool row 1, but the pool's row 1 is p1"):
-        exclude.excluded_rows(str(tmp_path / "other.csv"), pool)
+        copies.excluded_rows(str(tmp_path / "other.csv"), pool)
     pd.DataFrame({"pool_row": [9], "path": ["p9"]}).to_csv(tmp_path / "long.csv", index=False)
     with pytest.raises(ValueError, match="lists pool row 9, but the pool has 4 rows"):
         retrieve.retrieve(*inputs, str(tmp_path / "added.csv"), exclude=str(tmp_path / "long.csv"))

@@ -179,14 +179,14 @@ def test_images_below_their_threshold_are_made_again_in_bounded_rounds(tmp_path)
 
 
 def test_generation_with_a_clip_score_filter_meets_the_quota_and_resumes(miniworld, tiny_pipeline, tiny_clip, tmp_path):
-    from augbench import embed
+    from augbench.clip_embeddings import embed_texts
     from augbench.files import read_classes
     from augbench.prompts import class_prompts
 
     classes = str(miniworld / "classes.txt")
     subset = _subset(tmp_path, [0, 0, 0, 1])
     prompts = str(tmp_path / "prompts.npy")
-    embed.embed_texts(class_prompts(read_classes(classes), "a photo of a {}"), prompts, tiny_clip)
+    embed_texts(class_prompts(read_classes(classes), "a photo of a {}"), prompts, tiny_clip)
     options = dict(steps=2, class_embeddings=prompts, clip_model=tiny_clip, regenerate_rounds=10, min_clip_score=-1)
     unfiltered = _generate(tiny_pipeline, classes, subset, str(tmp_path / "g"), **options)
     # Class zero's threshold is its second best first score: its worst image is made again.

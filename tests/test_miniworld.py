@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from augbench import miniworld as mw
 from augbench.files import read_classes, read_manifest
+from augbench.miniworld import data as mw
 
 
 def test_split_is_disjoint_and_stratified():

@@ -245,7 +245,7 @@ def test_a_broken_clip_retrieval_folder_is_refused_with_what_is_wrong(how, tmp_p
 
 
 def test_embeddings_of_another_clip_are_refused(tiny_clip, tmp_path):
-    from augbench.embed import embed_texts
+    from augbench.clip_embeddings import embed_texts
 
     captions = ["a photo of a three", "a seven", "a blurry one"]
     ours = embed_texts(captions, None, tiny_clip, None, "cpu")

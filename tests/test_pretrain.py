@@ -1,7 +1,7 @@
 import torch
 from safetensors.torch import load_file
 
-from augbench.pretrain_diffusion import text_encoder_from_clip
+from augbench.miniworld.pretrain_diffusion import text_encoder_from_clip
 
 
 def test_text_encoder_converted_from_clip_computes_the_same_features(tiny_clip):
@@ -31,7 +31,7 @@ def test_block_widths_given_as_the_rules_write_lists_shape_the_pipeline(miniworl
     """miniworld.diffusion.vae_channels and unet_channels reach the module as one flag per item."""
     import json
 
-    from augbench import pretrain_diffusion
+    from augbench.miniworld import pretrain_diffusion
 
     arguments = ["--pool", str(miniworld / "pool" / "manifest.csv"), "--clip", tiny_clip.removeprefix("local-dir:")]
     arguments += ["--out", str(tmp_path / "pipe"), "--vae-steps", "1", "--unet-steps", "1", "--batch-size", "4"]

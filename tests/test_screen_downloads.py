@@ -5,8 +5,8 @@ import yaml
 from PIL import Image
 
 from augbench import screen_downloads
+from augbench.copies import EVAL_DUPLICATE, TRAIN_DUPLICATE, CopyCheck
 from augbench.embed import embed_images
-from augbench.exclude import EVAL_DUPLICATE, TRAIN_DUPLICATE, CopyCheck
 from augbench.files import read_classes, read_manifest, write_manifest
 
 from helpers import REPO

@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from augbench.subset import class_quotas, draw_subset
+from augbench.quotas import class_quotas
+from augbench.subset import draw_subset
 
 
 @pytest.fixture(autouse=True)

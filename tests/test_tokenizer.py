@@ -1,7 +1,7 @@
 import open_clip
 from transformers import CLIPTokenizer
 
-from augbench.tokenizer import write_clip_tokenizer
+from augbench.miniworld.tokenizer import write_clip_tokenizer
 
 
 def test_offline_tokenizer_matches_openai_clip_ids(tmp_path):

@@ -3,10 +3,10 @@ import json
 
 import pytest
 
-from augbench import evaluate, train
+from augbench import classifier, evaluate, train
 from augbench.files import write_manifest
 
-RECIPE = train.Recipe(
+RECIPE = classifier.Recipe(
     arch="resnet18",
     image_size=16,
     epochs=2,
@@ -75,28 +75,28 @@ def test_added_images_are_combined_and_bad_labels_rejected(miniworld, tmp_path):
 
 def test_unknown_architecture_is_named():
     with pytest.raises(ValueError, match="resnet_nope"):
-        train.build_model("resnet_nope", 10)
+        classifier.build_model("resnet_nope", 10)
 
 
 def test_init_weights_start_the_network_and_a_new_class_count_gets_a_new_head(tmp_path):
     import torch
 
-    source = train.build_model("resnet18", 1000)
+    source = classifier.build_model("resnet18", 1000)
     torch.save({"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}, tmp_path / "w.pth")
-    model = train.build_model("resnet18", 10)
+    model = classifier.build_model("resnet18", 10)
     head_before = model.fc.weight.clone()
-    train.initialise(model, str(tmp_path / "w.pth"))
+    classifier.initialise(model, str(tmp_path / "w.pth"))
     assert torch.equal(model.conv1.weight, source.conv1.weight)
     assert torch.equal(model.layer4[1].bn2.running_var, source.layer4[1].bn2.running_var)
     assert torch.equal(model.fc.weight, head_before)  # 10 classes here, 1,000 there: the head stays new
 
     with pytest.raises(ValueError, match="does not fit ResNet: missing"):
-        train.initialise(train.build_model("resnet34", 10), str(tmp_path / "w.pth"))
+        classifier.initialise(classifier.build_model("resnet34", 10), str(tmp_path / "w.pth"))
     state = source.state_dict()
     state["conv1.weight"] = state["conv1.weight"][:, :1]
     torch.save(state, tmp_path / "grey.pth")
     with pytest.raises(ValueError, match=r"shapes differ for \['conv1.weight'\]"):
-        train.initialise(train.build_model("resnet18", 1000), str(tmp_path / "grey.pth"))
+        classifier.initialise(classifier.build_model("resnet18", 1000), str(tmp_path / "grey.pth"))
 
 
 def test_training_from_a_weights_file_records_it(miniworld, tmp_path):
@@ -104,8 +104,8 @@ def test_training_from_a_weights_file_records_it(miniworld, tmp_path):
 
     classes = str(miniworld / "classes.txt")
     start = tmp_path / "start.safetensors"
-    save_file(train.build_model("resnet18", 10).state_dict(), str(start))
-    recipe = train.Recipe(**{**vars(RECIPE), "epochs": 1, "init_weights": str(start)})
+    save_file(classifier.build_model("resnet18", 10).state_dict(), str(start))
+    recipe = classifier.Recipe(**{**vars(RECIPE), "epochs": 1, "init_weights": str(start)})
     weights = tmp_path / "model.safetensors"
     train.train([str(miniworld / "train" / "manifest.csv")], classes, str(weights), recipe, seed=0, threads=2)
     assert json.loads(weights.with_suffix(".json").read_text())["recipe"]["init_weights"] == str(start)
@@ -170,7 +170,7 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(miniworld, tmp_path):
     manifest, classes = str(miniworld / "train" / "manifest.csv"), str(miniworld / "classes.txt")
     weights = tmp_path / "model.safetensors"
     # A checkpoint as a killed run with seed 0 leaves it; then the job is run with seed 1.
-    model = train.build_model(RECIPE.arch, 10)
+    model = classifier.build_model(RECIPE.arch, 10)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     fingerprint = train.run_fingerprint([manifest], classes, RECIPE, seed=0)
     train.save_checkpoint(

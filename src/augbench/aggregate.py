@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from augbench import cost, exclude
+from augbench import copies, cost
 from augbench.cli import start_logging
 from augbench.files import atomic_path, read_classes, read_json, read_manifest, write_json, write_text
 
@@ -226,7 +226,7 @@ def quality_markdown(tables: list[tuple[str, str]]) -> str:
 
 def excluded_markdown(excluded: pd.DataFrame) -> str:
     """Pool images left out of retrieval, counted per reason (a pool image may have several)."""
-    reasons = [exclude.EVAL_DUPLICATE, exclude.TRAIN_DUPLICATE, exclude.SAFETY_TAG]
+    reasons = [copies.EVAL_DUPLICATE, copies.TRAIN_DUPLICATE, copies.SAFETY_TAG]
     counts = excluded.reason.value_counts()
     lines = [f"| {reason} | {int(counts.get(reason, 0))} |" for reason in dict.fromkeys(reasons + list(counts.index))]
     return (
@@ -393,7 +393,7 @@ def main(argv: list[str] | None = None) -> None:
     with atomic_path(out_dir / "unreadable.csv") as tmp:
         unreadable.to_csv(tmp, index=False)
 
-    excluded = pd.read_csv(args.excluded) if args.excluded else pd.DataFrame(columns=exclude.COLUMNS)
+    excluded = pd.read_csv(args.excluded) if args.excluded else pd.DataFrame(columns=copies.COLUMNS)
     with atomic_path(out_dir / "excluded.csv") as tmp:
         excluded.to_csv(tmp, index=False)
 

@@ -18,13 +18,13 @@ import argparse
 import logging
 import math
 
-import numpy as np
 import pandas as pd
 
 from augbench.cli import start_logging
-from augbench.files import atomic_path, read_classes, read_manifest, write_manifest
+from augbench.embedding_files import merge_parts
+from augbench.files import read_classes, read_manifest, write_manifest
 from augbench.quality import quality_of_generated, write_quality
-from augbench.subset import class_quotas
+from augbench.quotas import class_quotas
 
 log = logging.getLogger(__name__)
 
@@ -67,26 +67,6 @@ def collect(
         classes = read_classes(classes_path)
         write_quality(quality_out, classes, *quality_of_generated(frame, classes))
     return frame
-
-
-def merge_parts(parts: list[str], out: str) -> int:
-    """Concatenate row blocks of embeddings in the order given; return the number of rows."""
-    arrays = [np.load(part, mmap_mode="r") for part in parts]
-    widths = {array.shape[1] for array in arrays}
-    if len(widths) != 1:
-        raise ValueError(f"embedding parts {parts} differ in width: {sorted(widths)}")
-    rows = sum(len(array) for array in arrays)
-    with atomic_path(out) as tmp:
-        merged = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(rows, widths.pop()))
-        start = 0
-        for array in arrays:
-            for chunk in range(0, len(array), 1 << 16):
-                block = array[chunk : chunk + (1 << 16)]
-                merged[start : start + len(block)] = block
-                start += len(block)
-        merged.flush()
-        del merged
-    return rows
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,19 +4,18 @@
         --images-dir added/m/images --out added/m/manifest.csv --failures added/m/download_failures.csv
 
 Downloads fail (dead links, refused hosts, broken files), so retrieval asks for more
-candidates than each class needs (``candidate_quotas``: ``factor`` times its quota, see
-``augbench.subset.class_quotas``). img2dataset fetches them all, and ``--out`` lists every
+candidates than each class needs (``augbench.quotas.candidate_quotas``: ``factor`` times its quota, see
+``augbench.quotas.class_quotas``). img2dataset fetches them all, and ``--out`` lists every
 success; the run stops, naming the classes, if one has fewer successes than its quota.
 Every failed download is listed with img2dataset's reason. ``augbench.screen_downloads``
 then leaves out copies of evaluation and training images and keeps each class's
-best-ranked ``quota`` images (``keep_best``: highest ``score`` first).
+best-ranked ``quota`` images (``augbench.quotas.keep_best``: highest ``score`` first).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import math
 import shutil
 import tempfile
 from pathlib import Path
@@ -25,55 +24,11 @@ import pandas as pd
 
 from augbench.cli import start_logging
 from augbench.files import atomic_path, read_classes, read_manifest, write_manifest
-from augbench.subset import class_quotas
+from augbench.quotas import class_quotas, keep_best
 
 log = logging.getLogger(__name__)
 
 FAILURE_COLUMNS = ["url", "label", "score", "status", "error"]
-
-
-def candidate_quotas(quotas: list[int], factor: float) -> list[int]:
-    """Candidates to retrieve per class: ``factor`` times its quota, rounded up (a quota of 0 stays 0)."""
-    if factor < 1:
-        raise ValueError(f"download factor must be at least 1, got {factor}")
-    # Rounded first, so that 10 * 1.1 (11.000000000000002) asks for 11, not 12.
-    return [math.ceil(round(quota * factor, 6)) for quota in quotas]
-
-
-SHORT_OF_DOWNLOADS = (
-    "raise the method's download.factor (more candidates per class) or download.retries, or lower augment.per_class"
-)
-
-
-def keep_best(
-    candidates: pd.DataFrame,
-    usable: pd.Series,
-    quotas: list[int],
-    classes: list[str],
-    what: str = "downloads",
-    remedy: str = SHORT_OF_DOWNLOADS,
-) -> pd.DataFrame:
-    """Each class's ``quotas[c]`` best-ranked candidates among those ``usable`` (a boolean per row) marks.
-
-    Rank is ``score``, highest first (ties keep the candidates' order). Raises ValueError
-    naming every class with fewer usable candidates than its quota (too few ``what``; ``remedy``).
-    """
-    if len(candidates) and not candidates.label.between(0, len(quotas) - 1).all():
-        raise ValueError(f"candidate labels must lie in 0..{len(quotas) - 1}, one per class")
-    frame = candidates.assign(_ok=usable.to_numpy(dtype=bool), _order=range(len(candidates)))
-    frame = frame.sort_values(["label", "score", "_order"], ascending=[True, False, True], kind="stable")
-    arrived = frame[frame._ok]
-    kept = arrived[arrived.groupby("label").cumcount() < arrived.label.map(dict(enumerate(quotas)))]
-    have = kept.label.value_counts()
-    asked = frame.label.value_counts()
-    short = [
-        f"{classes[label]!r} ({int(have.get(label, 0))} of {quota}, from {int(asked.get(label, 0))} candidates)"
-        for label, quota in enumerate(quotas)
-        if have.get(label, 0) < quota
-    ]
-    if short:
-        raise ValueError(f"too few {what} for class(es) {', '.join(short)}: {remedy}")
-    return kept.drop(columns=["_ok", "_order"]).reset_index(drop=True)
 
 
 def _img2dataset():

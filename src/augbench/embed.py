@@ -16,24 +16,16 @@ import argparse
 import logging
 
 import numpy as np
-import torch
-from tqdm import tqdm
 
 from augbench.cli import start_logging, use_threads
-from augbench.files import atomic_path, read_classes, read_manifest
-from augbench.images import ManifestImages, pick_device
-from augbench.models import load_clip
+from augbench.clip_embeddings import embed_texts, encode_image_files
+from augbench.embedding_files import save_embeddings
+from augbench.files import read_classes, read_manifest
 from augbench.prompts import class_prompts
-from augbench.screen import unreadable_frame, write_unreadable
 from augbench.shards import shard_block
+from augbench.unreadable import unreadable_frame, write_unreadable
 
 log = logging.getLogger(__name__)
-
-
-def _save(out: str, features: np.ndarray) -> None:
-    with atomic_path(out) as tmp:
-        with open(tmp, "wb") as handle:
-            np.save(handle, features.astype(np.float32))
 
 
 def embed_images(
@@ -57,57 +49,9 @@ def embed_images(
     )
     bad = [reason != "" for reason in why]
     broken = unreadable_frame(frame[bad], [reason for reason in why if reason])
-    _save(out, features)
+    save_embeddings(out, features)
     if unreadable:
         write_unreadable(unreadable, broken)
-    return features
-
-
-@torch.inference_mode()
-def encode_image_files(
-    paths: list[str],
-    model: str,
-    pretrained: str | None = None,
-    batch_size: int = 256,
-    num_workers: int = 2,
-    device: str = "auto",
-    skip_unreadable: bool = False,
-) -> tuple[np.ndarray, list[str]]:
-    """(L2-normalised CLIP image embeddings, reasons) of image files, in their order.
-
-    An unreadable image stops with its name; with ``skip_unreadable`` its row is zero and its
-    reason non-empty instead. A readable image's reason is empty.
-    """
-    dev = pick_device(device)
-    clip, preprocess, _ = load_clip(model, pretrained, dev)
-    loader = torch.utils.data.DataLoader(
-        ManifestImages(paths, [0] * len(paths), preprocess, skip_unreadable=skip_unreadable),
-        batch_size=batch_size,
-        num_workers=num_workers,
-        pin_memory=dev.type == "cuda",
-    )
-    chunks, reasons = [], []
-    for images, _, *why in tqdm(loader, desc="embed images", mininterval=5):
-        features = clip.encode_image(images.to(dev, non_blocking=True), normalize=True).float().cpu().numpy()
-        batch_reasons = list(why[0]) if why else [""] * len(features)
-        features[[reason != "" for reason in batch_reasons]] = 0.0
-        reasons += batch_reasons
-        chunks.append(features)
-    features = np.concatenate(chunks) if chunks else np.zeros((0, clip.text_projection.shape[-1]), np.float32)
-    return features, reasons
-
-
-@torch.inference_mode()
-def embed_texts(texts: list[str], out: str | None, model: str, pretrained: str | None = None, device: str = "auto"):
-    dev = pick_device(device)
-    clip, _, tokenizer = load_clip(model, pretrained, dev)
-    chunks = [
-        clip.encode_text(tokenizer(texts[i : i + 1024]).to(dev), normalize=True).float().cpu().numpy()
-        for i in range(0, len(texts), 1024)
-    ]
-    features = np.concatenate(chunks)
-    if out:
-        _save(out, features)
     return features
 
 

@@ -13,10 +13,10 @@ import torch
 from safetensors.torch import load_file
 from tqdm import tqdm
 
+from augbench.classifier import Recipe, build_model, eval_transform, recipe_path
 from augbench.cli import start_logging, use_threads
 from augbench.files import read_classes, read_json, read_manifest, write_json
 from augbench.images import ManifestImages, pick_device
-from augbench.train import Recipe, build_model, eval_transform, recipe_path
 
 log = logging.getLogger(__name__)
 

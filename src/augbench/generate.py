@@ -56,8 +56,8 @@ from augbench.models import DTYPES, SCHEDULERS, load_pipeline
 from augbench.personalisation import Personalisation, Target, load_personalisation, make_target
 from augbench.prompts import STYLES, class_prompts, write_prompt
 from augbench.quality import class_thresholds, clip_scores, read_class_features
+from augbench.quotas import class_quotas
 from augbench.shards import shard_block
-from augbench.subset import class_quotas
 
 log = logging.getLogger(__name__)
 
@@ -317,7 +317,7 @@ def generate(
         _sample(todo, sampling, learned, target)
 
     def embed(frame: pd.DataFrame) -> np.ndarray:
-        from augbench.embed import encode_image_files
+        from augbench.clip_embeddings import encode_image_files
 
         paths = frame.path.tolist()
         model, pretrained = settings.clip_model, settings.clip_pretrained

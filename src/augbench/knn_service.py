@@ -9,7 +9,7 @@ computed (``--embeddings``); with ``--query image`` each real training image is 
 (its file, or its embedding). Every option the service takes is sent explicitly.
 
 Results are URLs, not files: each class gets ``factor`` times its quota of candidates
-(``augbench.download.candidate_quotas``) for ``augbench.download`` to fetch. A URL that
+(``augbench.quotas.candidate_quotas``) for ``augbench.download`` to fetch. A URL that
 several classes retrieve goes to the most similar class that still has room, once.
 A search that leaves a class short asks for twice as many results, up to ``--max-images``.
 """
@@ -25,10 +25,9 @@ import numpy as np
 import pandas as pd
 
 from augbench.cli import start_logging
-from augbench.download import candidate_quotas
 from augbench.files import read_classes, read_manifest, write_manifest
 from augbench.prompts import class_prompts
-from augbench.subset import class_quotas
+from augbench.quotas import candidate_quotas, class_quotas
 
 log = logging.getLogger(__name__)
 

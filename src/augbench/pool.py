@@ -34,10 +34,10 @@ import numpy as np
 import pandas as pd
 
 from augbench.cli import start_logging
-from augbench.collect import merge_parts
+from augbench.embedding_files import merge_parts
 from augbench.files import atomic_path, write_manifest
 from augbench.images import tar_member_path
-from augbench.screen import write_unreadable
+from augbench.unreadable import write_unreadable
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def clip_retrieval_parts(folder: str, captions: bool = True) -> list[dict[str, P
 
 def clip_dimension(model: str, pretrained: str | None) -> tuple[int, object]:
     """The embedding width of a CLIP model, and a function embedding texts with it."""
-    from augbench.embed import embed_texts
+    from augbench.clip_embeddings import embed_texts
 
     def encode(texts: list[str]) -> np.ndarray:
         return embed_texts(texts, None, model, pretrained, "cpu")

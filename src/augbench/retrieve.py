@@ -9,7 +9,7 @@ The queries and the searched embeddings make the method:
     python -m augbench.retrieve --pool pool.csv --pool-embeddings pool.npy \
         --queries prompts.npy --subset subset.csv --classes classes.txt --out added.csv
 
-Every class gets its quota (see ``augbench.subset.class_quotas``). An image that several
+Every class gets its quota (see ``augbench.quotas.class_quotas``). An image that several
 classes retrieve goes to the closest class that still has room, and is used once.
 The search over-fetches and widens until every class has its quota, or says which
 class the pool cannot fill. With ``--min-clip-score`` (or ``--min-clip-score-file``) a
@@ -29,12 +29,11 @@ import numpy as np
 import pandas as pd
 
 from augbench.cli import start_logging
-from augbench.download import candidate_quotas
-from augbench.exclude import excluded_rows
+from augbench.copies import excluded_rows
 from augbench.files import read_classes, read_manifest, write_manifest
 from augbench.quality import class_thresholds, pool_filter, read_class_features, write_quality
+from augbench.quotas import candidate_quotas, class_quotas
 from augbench.search import build_index, release_pages
-from augbench.subset import class_quotas
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ arrive as URLs (a kNN service's results) are not in it. Once downloaded, they ar
 embedded with the same CLIP and checked the same way: an image at or above a threshold
 of cosine similarity with some evaluation (or training) image is left out, as is one
 that cannot be read. Each class then keeps its ``quota`` best-ranked images of the rest
-(``augbench.download.keep_best``), which is why the download step keeps every success.
-``--excluded`` lists each image left out (``augbench.exclude`` columns; ``pool_row`` is
+(``augbench.quotas.keep_best``), which is why the download step keeps every success.
+``--excluded`` lists each image left out (``augbench.copies`` columns; ``pool_row`` is
 its row of ``--downloaded``).
 """
 
@@ -25,10 +25,9 @@ import numpy as np
 import pandas as pd
 
 from augbench.cli import start_logging, use_threads
-from augbench.download import keep_best
-from augbench.exclude import COLUMNS, CopyCheck, add_copy_check_arguments, copies, copy_checks, write_table
+from augbench.copies import COLUMNS, CopyCheck, add_copy_check_arguments, copies, copy_checks, write_table
 from augbench.files import read_classes, read_manifest, write_manifest
-from augbench.subset import class_quotas
+from augbench.quotas import class_quotas, keep_best
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +62,7 @@ def screen_downloads(
     found = []
     if checks and len(candidates):
         # Imported here: without a check, nothing is embedded and torch is not needed.
-        from augbench.embed import encode_image_files
+        from augbench.clip_embeddings import encode_image_files
 
         embeddings, reasons = encode_image_files(
             candidates.path.tolist(), model, pretrained, batch_size, num_workers, device, skip_unreadable=True

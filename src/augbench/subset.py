@@ -26,7 +26,8 @@ import pandas as pd
 
 from augbench.cli import start_logging
 from augbench.files import read_classes, read_manifest, write_manifest
-from augbench.screen import reasons, unreadable_frame, write_unreadable
+from augbench.quotas import class_quotas
+from augbench.unreadable import reasons, unreadable_frame, write_unreadable
 
 log = logging.getLogger(__name__)
 
@@ -172,15 +173,6 @@ def pick_listed(
     listed = frame[chosen].sort_values("path", kind="stable").reset_index(drop=True)
     rest = frame[~chosen].sort_values("path", kind="stable").reset_index(drop=True)
     return listed, rest, unreadable_frame(frame.iloc[[]], [])
-
-
-def class_quotas(subset: pd.DataFrame, n_classes: int, per_class: int | None = None) -> list[int]:
-    """Added images per class: ``per_class`` for each, or by default as many as the class has real images (1:1)."""
-    if per_class is not None:
-        if per_class < 0:
-            raise ValueError(f"augment.per_class must be at least 0, got {per_class}")
-        return [per_class] * n_classes
-    return np.bincount(subset.label.to_numpy(), minlength=n_classes).tolist()
 
 
 def main(argv: list[str] | None = None) -> None:

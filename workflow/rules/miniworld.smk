@@ -38,7 +38,7 @@ if MINIWORLD["enabled"]:
                 }
             ),
         shell:
-            "python -m augbench.miniworld --out {params.out} {params.options} > {log} 2>&1"
+            "python -m augbench.miniworld.data --out {params.out} {params.options} > {log} 2>&1"
 
 
 if MINIWORLD["pretrain"]:
@@ -68,7 +68,7 @@ if MINIWORLD["pretrain"]:
                 }
             ),
         shell:
-            "python -m augbench.pretrain_clip --pool {input.pool} --out {output}"
+            "python -m augbench.miniworld.pretrain_clip --pool {input.pool} --out {output}"
             " {params.options} --threads {threads} > {log} 2>&1"
 
     rule pretrain_diffusion:
@@ -97,6 +97,6 @@ if MINIWORLD["pretrain"]:
                 }
             ),
         shell:
-            "python -m augbench.pretrain_diffusion --pool {input.pool} --clip {input.clip}"
+            "python -m augbench.miniworld.pretrain_diffusion --pool {input.pool} --clip {input.clip}"
             " --out {output}"
             " {params.options} --threads {threads} > {log} 2>&1"

@@ -6,7 +6,7 @@ stratified and seeded: validation images never enter the pool, the target's
 training reservoir is clean, and the pool carries web-like perturbations, a share
 of wrong captions and some distractor images with no digit at all.
 
-    python -m augbench.miniworld --out resources/miniworld --image-size 16 ...
+    python -m augbench.miniworld.data --out resources/miniworld --image-size 16 ...
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ pipeline (AutoencoderKL, UNet2DConditionModel, CLIPTextModel, CLIPTokenizer) tra
 on a captioned pool, saved with ``save_pretrained`` so that generation loads it with
 the same ``StableDiffusionPipeline.from_pretrained`` call as a hub model.
 
-    python -m augbench.pretrain_diffusion --pool pool.csv --clip models/clip \
+    python -m augbench.miniworld.pretrain_diffusion --pool pool.csv --clip models/clip \
         --out models/diffusion --image-size 16 --vae-steps 600 --unet-steps 3000
 
 As Stable Diffusion v1 conditions on OpenAI CLIP's text encoder, this pipeline
@@ -33,8 +33,8 @@ from transformers import CLIPTextConfig, CLIPTextModel
 from augbench.cli import start_logging, use_threads
 from augbench.diffusion import denoising_loss, encode_latents, tokenize
 from augbench.images import load_captioned_images
+from augbench.miniworld.tokenizer import write_clip_tokenizer
 from augbench.optim import warmup_cosine
-from augbench.tokenizer import write_clip_tokenizer
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ trained contrastively on a captioned pool and saved as an open_clip folder
 Every stage then loads it exactly as it loads OpenCLIP ViT-L/14 on a cluster, through
 ``open_clip.create_model_and_transforms("local-dir:<folder>")``.
 
-    python -m augbench.pretrain_clip --pool pool.csv --out models/clip --image-size 16 --steps 800
+    python -m augbench.miniworld.pretrain_clip --pool pool.csv --out models/clip --image-size 16 --steps 800
 """
 
 from __future__ import annotations

@@ -1,0 +1,156 @@
+"""Copies of evaluation and training images among candidate images, and the table of what is left out.
+
+A candidate (a pool image, a downloaded one) whose CLIP image embedding has cosine
+similarity at or above a threshold with some evaluation (or training) image is a
+near-duplicate of it: adding it would put a test image into training (or add an image
+the classifier already has). The reference images are few beside the candidates, so
+they are the index (``augbench.search.build_index``), and the candidates, memory-mapped,
+search it block by block for their single nearest neighbour. The index is exact up to
+200,000 reference images (``augbench.search.choose_factory``); above, an inverted file:
+approximate, but a near-copy lies so close to its original that the lists a search
+visits almost always hold it.
+
+The table of left-out candidates has a row per (candidate row, reason): ``pool_row``,
+``path``, ``reason``, ``similarity`` (empty where no similarity applies, as for a safety
+tag) and ``matched`` (the evaluation or training image matched, or the tag).
+``augbench.exclude`` writes it for the pool, ``augbench.screen_downloads`` for downloads;
+retrieval and the summary read it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from augbench.files import atomic_path, read_manifest
+from augbench.search import BLOCK, build_index, release_pages
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["pool_row", "path", "reason", "similarity", "matched"]
+# The reasons a row is left out.
+EVAL_DUPLICATE = "evaluation duplicate"
+TRAIN_DUPLICATE = "training duplicate"
+SAFETY_TAG = "safety tag"
+
+
+def nearest(
+    pool_embeddings: np.ndarray, references: np.ndarray, memory_bytes: float = 8e9, block: int = BLOCK
+) -> tuple[np.ndarray, np.ndarray]:
+    """(similarity, reference row) of each pool row's nearest reference, searched in blocks of pool rows."""
+    similarity = np.full(len(pool_embeddings), -np.inf, dtype=np.float32)
+    matched = np.full(len(pool_embeddings), -1, dtype=np.int64)
+    if len(references) == 0:
+        return similarity, matched
+    index = build_index(references, memory_bytes=memory_bytes)
+    for start in range(0, len(pool_embeddings), block):
+        rows = np.array(pool_embeddings[start : start + block], dtype=np.float32)
+        release_pages(pool_embeddings)
+        scores, ids = index.search(rows, 1)
+        similarity[start : start + len(rows)] = scores[:, 0]
+        matched[start : start + len(rows)] = ids[:, 0]
+    return similarity, matched
+
+
+def duplicates(
+    pool: pd.DataFrame,
+    pool_embeddings: np.ndarray,
+    references: pd.DataFrame,
+    reference_embeddings: np.ndarray,
+    threshold: float,
+    reason: str,
+    memory_bytes: float = 8e9,
+) -> pd.DataFrame:
+    """The pool rows at or above ``threshold`` cosine similarity to a reference image."""
+    if not 0 < threshold <= 1:
+        raise ValueError(f"the {reason} threshold must be in (0, 1], not {threshold}")
+    if len(reference_embeddings) != len(references):
+        raise ValueError(f"{len(reference_embeddings)} {reason} embeddings but {len(references)} images listed")
+    similarity, matched = nearest(pool_embeddings, reference_embeddings, memory_bytes)
+    # A float32 inner product of two equal unit vectors can fall a rounding error below 1.
+    rows = np.flatnonzero(similarity >= threshold - 1e-6)
+    return pd.DataFrame(
+        {
+            "pool_row": rows,
+            "path": pool.path.to_numpy()[rows],
+            "reason": reason,
+            "similarity": similarity[rows],
+            "matched": references.path.to_numpy()[matched[rows]],
+        },
+        columns=COLUMNS,
+    )
+
+
+class CopyCheck(NamedTuple):
+    """One check for copies: of which images (manifest and embeddings), from what similarity on."""
+
+    reason: str
+    manifest: str | None
+    embeddings: str | None
+    threshold: float | None
+    flag: str  # the command-line prefix that names the check's inputs in errors
+
+
+def copies(pool: pd.DataFrame, embeddings: np.ndarray, check: CopyCheck, index_memory_gb: float) -> pd.DataFrame:
+    """The rows of ``pool`` that copy an image of ``check``'s manifest."""
+    if not (check.manifest and check.embeddings):
+        raise ValueError(f"{check.flag}-threshold needs {check.flag}-manifest and {check.flag}-embeddings")
+    references = read_manifest(check.manifest)
+    vectors = np.load(check.embeddings)
+    return duplicates(pool, embeddings, references, vectors, check.threshold, check.reason, index_memory_gb * 1e9)
+
+
+def write_table(out: str, found: list[pd.DataFrame], what: str) -> pd.DataFrame:
+    """Write the rows ``found`` (frames of COLUMNS) as one table, ordered by row, and return it."""
+    table = pd.concat([frame for frame in found if len(frame)] or [pd.DataFrame(columns=COLUMNS)], ignore_index=True)
+    table = table.sort_values(["pool_row", "reason"], kind="stable").reset_index(drop=True)
+    for reason, count in table.reason.value_counts().items():
+        log.info("%d %s left out: %s", count, what, reason)
+    with atomic_path(out) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4f")
+    return table
+
+
+def excluded_rows(path: str, pool: pd.DataFrame) -> np.ndarray:
+    """The pool rows an exclusion table lists, checked against the pool it was made for."""
+    table = pd.read_csv(path, keep_default_na=False)
+    missing = {"pool_row", "path"} - set(table.columns)
+    if missing:
+        raise ValueError(f"exclusion table {path} lacks column(s) {sorted(missing)}")
+    rows = table.pool_row.to_numpy(dtype=np.int64)
+    outside = rows[(rows < 0) | (rows >= len(pool))]
+    if len(outside):
+        raise ValueError(f"exclusion table {path} lists pool row {outside[0]}, but the pool has {len(pool)} rows")
+    moved = np.flatnonzero(pool.path.to_numpy()[rows] != table.path.to_numpy())
+    if len(moved):
+        row = rows[moved[0]]
+        raise ValueError(
+            f"exclusion table {path} lists {table.path.iloc[moved[0]]} as pool row {row}, "
+            f"but the pool's row {row} is {pool.path.iloc[row]}: it was made for another pool"
+        )
+    return np.unique(rows)
+
+
+def add_copy_check_arguments(parser: argparse.ArgumentParser, screened: str) -> None:
+    """The options of the two copy checks, of ``screened`` (what is checked) against evaluation and training images."""
+    for name, what in (("eval", "evaluation (validation)"), ("train", "training")):
+        parser.add_argument(f"--{name}-manifest", help=f"manifest of the {what} images")
+        parser.add_argument(f"--{name}-embeddings", help=f".npy of the {what} images' CLIP image embeddings")
+        parser.add_argument(
+            f"--{name}-threshold",
+            type=float,
+            default=None,
+            help=f"cosine similarity at or above which {screened} is a copy of a {what} image (default: no check)",
+        )
+
+
+def copy_checks(args: argparse.Namespace) -> list[CopyCheck]:
+    """The two copy checks as the options of ``add_copy_check_arguments`` set them."""
+    return [
+        CopyCheck(EVAL_DUPLICATE, args.eval_manifest, args.eval_embeddings, args.eval_threshold, "--eval"),
+        CopyCheck(TRAIN_DUPLICATE, args.train_manifest, args.train_embeddings, args.train_threshold, "--train"),
+    ]
