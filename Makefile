@@ -21,8 +21,10 @@ $(INSTALLED): pyproject.toml
 	@touch $@
 	@echo "installed: $(VENV)"
 
+# The run's per-seed top-1 against the figures recorded on this kind of machine (augbench.expected).
 demo: $(INSTALLED)
 	snakemake --profile profiles/local --configfile config.yaml
+	@$(PYTHON) -m augbench.expected check --metrics-dir results/demo/metrics --expected resources/miniworld/expected.csv
 	@echo "Outputs: results/demo/ (summary.csv, summary.md, per-seed metrics), logs in logs/demo/."
 
 # The shipped profiles, copied into the user's Snakemake profile folder (~/.config/snakemake, or

@@ -1,0 +1,97 @@
+"""Compare a run's per-seed top-1 with the figures recorded for it, and say which methods differ.
+
+    python -m augbench.expected check --metrics-dir results/demo/metrics \
+        --expected resources/miniworld/expected.csv
+    python -m augbench.expected record --metrics-dir results/demo/metrics --out expected.csv
+
+The demo is deterministic for a given config, seeds and threads per job on one kind of
+machine, so its per-seed top-1 is recorded in ``resources/miniworld/expected.csv``
+(method, seed, top1) and ``make demo`` checks every run against it. A difference says
+which method and seed moved and by how much; on another kind of machine (other BLAS
+kernels, other thread counts) small differences are expected and reported, not hidden.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from augbench.files import read_json
+
+COLUMNS = ["method", "seed", "top1"]
+
+
+def read_run(metrics_dir: str | Path) -> pd.DataFrame:
+    """method, seed, top1 of every ``<method>/seed<k>.json`` under a run's metrics folder."""
+    rows = [
+        {"method": path.parent.name, "seed": int(path.stem.removeprefix("seed")), "top1": read_json(path)["top1"]}
+        for path in sorted(Path(metrics_dir).glob("*/seed*.json"))
+    ]
+    if not rows:
+        raise ValueError(f"no metrics (<method>/seed<k>.json) under {metrics_dir}")
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def compare(run: pd.DataFrame, expected: pd.DataFrame, tolerance: float = 0.0) -> pd.DataFrame:
+    """The (method, seed) pairs both have, with the run's and the expected top-1 and whether they differ
+    by more than ``tolerance`` points."""
+    both = run.merge(expected, on=["method", "seed"], suffixes=("", "_expected"))
+    both["difference"] = both.top1 - both.top1_expected
+    both["differs"] = both.difference.abs() > tolerance
+    return both
+
+
+def report(compared: pd.DataFrame, run: pd.DataFrame, expected: pd.DataFrame) -> str:
+    """A few lines: how many figures agree, and each one that differs."""
+    lines = []
+    if compared.empty:
+        return "No method and seed of this run is among the recorded ones: nothing to compare."
+    differing = compared[compared.differs]
+    if differing.empty:
+        lines.append(f"All {len(compared)} per-seed top-1 figures equal the recorded ones.")
+    else:
+        methods = sorted(set(differing.method))
+        lines.append(
+            f"{len(differing)} of {len(compared)} per-seed top-1 figures differ from the recorded ones "
+            f"(methods {', '.join(methods)}):"
+        )
+        for row in differing.itertuples(index=False):
+            lines.append(
+                f"  {row.method} seed {row.seed}: {row.top1:.2f} here, {row.top1_expected:.2f} recorded "
+                f"({row.difference:+.2f})"
+            )
+    unrecorded = len(run) - len(compared)
+    if unrecorded:
+        lines.append(f"{unrecorded} figure(s) of this run have no recorded counterpart (other methods or seeds).")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    check = commands.add_parser("check", help="compare a run with the recorded figures")
+    check.add_argument("--metrics-dir", required=True)
+    check.add_argument("--expected", required=True)
+    check.add_argument("--tolerance", type=float, default=0.0, help="points of top-1 a figure may move")
+    check.add_argument("--strict", action="store_true", help="exit 1 when a figure differs")
+    record = commands.add_parser("record", help="write a run's per-seed top-1 as the recorded figures")
+    record.add_argument("--metrics-dir", required=True)
+    record.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    run = read_run(args.metrics_dir)
+    if args.command == "record":
+        run.sort_values(["method", "seed"]).to_csv(args.out, index=False, float_format="%.4f")
+        print(f"recorded {len(run)} per-seed top-1 figures in {args.out}")
+        return
+    expected = pd.read_csv(args.expected)
+    compared = compare(run, expected, args.tolerance)
+    print(report(compared, run, expected))
+    if args.strict and compared.differs.any():
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

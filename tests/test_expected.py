@@ -1,0 +1,47 @@
+"""A run's per-seed top-1 against the recorded figures: which methods differ, and by how much."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from augbench import expected
+
+
+def _run(tmp_path, figures: dict[tuple[str, int], float]):
+    for (method, seed), top1 in figures.items():
+        path = tmp_path / "metrics" / method / f"seed{seed}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"top1": top1}))
+    return tmp_path / "metrics"
+
+
+def test_equal_figures_are_reported_as_such_and_a_moved_one_is_named(tmp_path):
+    recorded = pd.DataFrame({"method": ["baseline", "baseline", "gen"], "seed": [0, 1, 0], "top1": [81.2, 80.0, 84.0]})
+    run = expected.read_run(_run(tmp_path, {("baseline", 0): 81.2, ("gen", 0): 84.0, ("retr", 0): 70.0}))
+    text = expected.report(expected.compare(run, recorded), run, recorded)
+    assert text.startswith("All 2 per-seed top-1 figures equal the recorded ones.")
+    assert "1 figure(s) of this run have no recorded counterpart" in text
+
+    run.loc[run.method == "gen", "top1"] = 85.5
+    compared = expected.compare(run, recorded)
+    assert compared.differs.tolist() == [False, True]
+    assert "gen seed 0: 85.50 here, 84.00 recorded (+1.50)" in expected.report(compared, run, recorded)
+    assert not expected.compare(run, recorded, tolerance=2.0).differs.any()
+
+
+def test_record_then_check_on_the_command_line(tmp_path, capsys):
+    metrics = _run(tmp_path, {("baseline", 0): 81.2, ("gen", 0): 84.0})
+    out = tmp_path / "expected.csv"
+    expected.main(["record", "--metrics-dir", str(metrics), "--out", str(out)])
+    assert pd.read_csv(out).to_dict("list") == {"method": ["baseline", "gen"], "seed": [0, 0], "top1": [81.2, 84.0]}
+    expected.main(["check", "--metrics-dir", str(metrics), "--expected", str(out), "--strict"])
+    (metrics / "gen" / "seed0.json").write_text(json.dumps({"top1": 80.0}))
+    with pytest.raises(SystemExit):
+        expected.main(["check", "--metrics-dir", str(metrics), "--expected", str(out), "--strict"])
+    assert "differ from the recorded ones (methods gen)" in capsys.readouterr().out
+
+
+def test_a_run_without_metrics_is_named(tmp_path):
+    with pytest.raises(ValueError, match="no metrics"):
+        expected.read_run(tmp_path)
