@@ -119,7 +119,7 @@ def test_a_pool_of_urls_gives_candidates_beyond_the_quota_with_their_urls(tmp_pa
     write_manifest(tmp_path / "subset.csv", pd.DataFrame({"path": ["a", "b", "c", "d"], "label": [0, 0, 0, 1]}))
     write_classes(tmp_path / "classes.txt", ["a", "b"])
     arguments = [str(tmp_path / name) for name in ("pool.csv", "pool.npy", "queries.npy", "subset.csv", "classes.txt")]
-    added = retrieve.retrieve(*arguments, str(tmp_path / "candidates.csv"), candidate_factor=1.5)
+    added = retrieve.retrieve(*arguments, str(tmp_path / "candidates.csv"), retrieve.Retrieval(candidate_factor=1.5))
     # Quotas 3 and 1 (as the real images), times 1.5, rounded up.
     assert added.groupby("label").size().tolist() == [5, 2]
     assert added.url.tolist() == [pool.url[row] for row in added.pool_row]

@@ -234,10 +234,13 @@ def test_evaluation_images_planted_in_the_pool_are_all_removed_and_never_retriev
     np.save(tmp_path / "queries.npy", np.load(tmp_path / "val.npy"))
     inputs = [str(tmp_path / name) for name in ("pool.csv", "pool.npy", "queries.npy")]
     inputs += [val_manifest, str(miniworld / "classes.txt")]
-    options = {"per_class": 4 * int(val.label.value_counts().max()), "query_manifest": val_manifest}
-    unfiltered = retrieve.retrieve(*inputs, str(tmp_path / "unfiltered.csv"), **options)
+    settings = retrieve.Retrieval(per_class=4 * int(val.label.value_counts().max()))
+    unfiltered = retrieve.retrieve(*inputs, str(tmp_path / "unfiltered.csv"), settings, query_manifest=val_manifest)
     assert len(set(unfiltered.path) & set(planted)) > len(planted) // 2
-    added = retrieve.retrieve(*inputs, str(tmp_path / "added.csv"), exclude=str(tmp_path / "excluded.csv"), **options)
+    excluded = str(tmp_path / "excluded.csv")
+    added = retrieve.retrieve(
+        *inputs, str(tmp_path / "added.csv"), settings, query_manifest=val_manifest, exclude=excluded
+    )
     assert len(added) == len(unfiltered) and set(added.path).isdisjoint(planted)
 
 

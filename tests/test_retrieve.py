@@ -141,7 +141,7 @@ def test_identical_pool_images_are_added_once(tmp_path):
     added = retrieve.retrieve(*paths, str(tmp_path / "added.csv"))
     assert sorted(added[added.label == 0].path) == ["p0", "p3"]  # one copy of the repeated image, then the next
     # Without de-duplication the copies fill the quota (the user asked for it).
-    repeated = retrieve.retrieve(*paths, str(tmp_path / "added.csv"), dedup=False)
+    repeated = retrieve.retrieve(*paths, str(tmp_path / "added.csv"), retrieve.Retrieval(dedup=False))
     assert set(repeated[repeated.label == 0].path) < {"p0", "p1", "p2"}
 
 
@@ -175,7 +175,10 @@ def test_an_unreadable_pool_image_is_never_retrieved(tmp_path, dedup):
     write_classes(tmp_path / "classes.txt", ["x", "y"])
     paths = [str(tmp_path / name) for name in ("pool.csv", "captions.npy", "queries.npy", "subset.csv", "classes.txt")]
     added = retrieve.retrieve(
-        *paths, str(tmp_path / "added.csv"), dedup=dedup, image_embeddings=str(tmp_path / "images.npy")
+        *paths,
+        str(tmp_path / "added.csv"),
+        retrieve.Retrieval(dedup=dedup),
+        image_embeddings=str(tmp_path / "images.npy"),
     )
     assert "p0" not in set(added.path)
     assert sorted(added[added.label == 0].path) == ["p1", "p2"]
@@ -219,14 +222,13 @@ def _caption_pool(tmp_path):
     return [str(tmp_path / name) for name in names]
 
 
-def _retrieve_filtered(tmp_path, paths, **options):
+def _retrieve_filtered(tmp_path, paths, **settings):
     return retrieve.retrieve(
         *paths,
-        overfetch=1.0,
+        retrieve.Retrieval(overfetch=1.0, **settings),
         image_embeddings=str(tmp_path / "images.npy"),
         class_prompts=str(tmp_path / "prompts.npy"),
         quality_out=str(tmp_path / "quality.csv"),
-        **options,
     )
 
 

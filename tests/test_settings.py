@@ -7,22 +7,35 @@ import inspect
 from dataclasses import MISSING, fields
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
-from augbench import generate, personalisation, personalise
+from augbench import generate, personalisation, personalise, retrieve
 
 SCHEMA = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml").read_text())
-SETTINGS = [personalisation.Training, generate.Sampling, generate.Generation]
+SETTINGS = [personalisation.Training, generate.Sampling, generate.Generation, retrieve.Retrieval]
+# The kind of method entry that ``methods.*.`` means in a settings class's keys (a generation method's by default).
+METHOD_ENTRY = {retrieve.Retrieval: "retrieve_method"}
+# Keys of a retrieval method's entry that the local search (augbench.retrieve) does not read, and who does.
+NOT_READ_BY_THE_LOCAL_SEARCH = {
+    "kind": "the workflow's: it makes the method a retrieval",
+    "backend": "the workflow's: it picks the rule, the local search or the kNN service (augbench.knn_service)",
+    "query": "the workflow's: it picks the embeddings given as --queries, and --query-manifest for image queries",
+    "index": "the workflow's: it picks the embeddings given as --pool-embeddings (images or captions)",
+    "service": "augbench.knn_service's, the kNN service's query options",
+    "download": "augbench.download's; download.factor reaches the local search as candidate_factor where a method "
+    "downloads, and a method that does not retrieves its quota (candidate_factor None)",
+}
 
 
-def schema_entry(key: str) -> dict:
-    """The schema of a config key; ``methods.*.`` is a generation method's entry, and
-    ``methods.*.personalise.`` its personalisation."""
+def schema_entry(key: str, method_entry: str = "generate_method") -> dict:
+    """The schema of a config key; ``methods.*.`` is a method's entry (of kind ``method_entry``),
+    and ``methods.*.personalise.`` a generation method's personalisation."""
     parts = key.split(".")
     node = SCHEMA
     if parts[:2] == ["methods", "*"]:
-        node, parts = SCHEMA["$defs"]["generate_method"], parts[2:]
+        node, parts = SCHEMA["$defs"][method_entry], parts[2:]
         if parts[0] == "personalise":
             node, parts = SCHEMA["$defs"]["personalisation"], parts[1:]
     for part in parts:
@@ -39,7 +52,7 @@ def mirrored(settings_class) -> dict[str, object]:
 def test_setting_defaults_and_choices_are_the_config_schema_ones(settings_class):
     assert mirrored(settings_class)
     for key, item in mirrored(settings_class).items():
-        entry = schema_entry(key)
+        entry = schema_entry(key, METHOD_ENTRY.get(settings_class, "generate_method"))
         if item.default is MISSING:
             assert "default" not in entry, f"{settings_class.__name__}.{item.name}: {key} has a default in the schema"
         else:
@@ -60,6 +73,17 @@ def test_every_setting_of_personalisation_and_generation_methods_is_mirrored():
         if key.startswith("methods.*.")
     }
     assert generate_keys == set(SCHEMA["$defs"]["generate_method"]["properties"]) - {"kind", "shards", "personalise"}
+
+
+def test_every_setting_of_the_local_search_is_mirrored():
+    # A key added to a retrieval method's entry reaches augbench.retrieve through Retrieval, or
+    # is listed above with the stage that reads it.
+    keys = mirrored(retrieve.Retrieval)
+    method_keys = {key.removeprefix("methods.*.") for key in keys if key.startswith("methods.*.")}
+    entry_keys = set(SCHEMA["$defs"]["retrieve_method"]["properties"])
+    assert set(NOT_READ_BY_THE_LOCAL_SEARCH) <= entry_keys
+    assert method_keys == entry_keys - set(NOT_READ_BY_THE_LOCAL_SEARCH)
+    assert "pool.index_memory_gb" in keys
 
 
 def test_the_stages_device_default_is_the_configs():
@@ -85,3 +109,36 @@ def test_command_lines_reach_the_settings_and_leave_the_rest_at_their_defaults(m
     assert sampling == generate.Sampling("m", steps=3)
     assert generation == generate.Generation(seed=2, per_class=5, personalisation=["a", "b"])
     assert (classes, subset, out_dir, job) == ("c", "s", "d", {"shard": 1})
+
+
+def test_the_retrieval_command_line_reaches_its_settings_and_leaves_the_rest_at_their_defaults(monkeypatch):
+    calls = []
+    monkeypatch.setattr(retrieve, "retrieve", lambda *args, **kwargs: calls.append((args, kwargs)) or pd.DataFrame())
+    options = [
+        "--pool",
+        "p",
+        "--pool-embeddings",
+        "e",
+        "--queries",
+        "q",
+        "--subset",
+        "s",
+        "--classes",
+        "c",
+        "--out",
+        "o",
+    ]
+    retrieve.main(options + ["--dedup", "false", "--nprobe", "16", "--search", "IVF64,Flat", "--quality", "k"])
+    (*paths, settings), files = calls.pop()
+    assert settings == retrieve.Retrieval(dedup=False, nprobe=16, search="IVF64,Flat")
+    assert paths == ["p", "e", "q", "s", "c", "o"]
+    assert files == {
+        "query_manifest": None,
+        "image_embeddings": None,
+        "class_prompts": None,
+        "exclude": None,
+        "quality_out": "k",
+    }
+    retrieve.main(options + ["--per-class", "7", "--candidate-factor", "1.5", "--index-memory-gb", "2"])
+    (*_, settings), _ = calls.pop()
+    assert settings == retrieve.Retrieval(per_class=7, candidate_factor=1.5, index_memory_gb=2.0)

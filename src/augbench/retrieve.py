@@ -23,12 +23,13 @@ import argparse
 import hashlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import faiss
 import numpy as np
 import pandas as pd
 
-from augbench.cli import start_logging
+from augbench.cli import add_settings, setting, settings_from, start_logging
 from augbench.copies import excluded_rows
 from augbench.files import read_classes, read_manifest, write_manifest
 from augbench.quality import class_thresholds, pool_filter, read_class_features, write_quality
@@ -38,9 +39,44 @@ from augbench.search import build_index, release_pages
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class Retrieval:
+    """How a retrieval method searches the pool and what it takes (its entry in the method registry,
+    and the index's memory budget, ``pool.index_memory_gb``); the files searched are the job's."""
+
+    per_class: int | None = setting(None, help="images per class (None: as many as real)", config="methods.*.per_class")
+    overfetch: float = setting(
+        2.0,
+        help="candidates fetched per query, as a multiple of its share of the quota",
+        config="methods.*.overfetch",
+    )
+    dedup: bool = setting(True, help="count identical pool images once", config="methods.*.dedup")
+    search: str = setting(
+        "auto", help='"auto", or a faiss index factory string ("Flat", "IVF1024,PQ64")', config="methods.*.search"
+    )
+    nprobe: int | None = setting(
+        None,
+        help="inverted lists visited per query (IVF indexes; None: a hundredth of them, at least 8)",
+        config="methods.*.nprobe",
+    )
+    index_memory_gb: float = setting(
+        16.0, help="memory the automatic index choice may use", config="pool.index_memory_gb"
+    )
+    min_clip_score: float | None = setting(
+        None, help="CLIP score a retrieved image must reach", config="methods.*.min_clip_score"
+    )
+    min_clip_score_file: str | None = setting(
+        None, help="TSV of per-class thresholds (class, score)", config="methods.*.min_clip_score_file"
+    )
+    # Not methods.*.download.factor: a method that downloads nothing retrieves its quota, no candidates.
+    candidate_factor: float | None = setting(
+        None, help="retrieve this many times each quota, as candidates to download (None: the quota)"
+    )
+
+
 def searchable_rows(
     image_embeddings: np.ndarray,
-    dedup: bool = True,
+    dedup: bool = Retrieval.dedup,
     decimals: int = 3,
     chunk: int = 1 << 16,
     excluded: np.ndarray | None = None,
@@ -78,7 +114,7 @@ def assign_nearest(
     index: faiss.Index,
     queries: np.ndarray,
     quotas: list[int],
-    overfetch: float = 2.0,
+    overfetch: float = Retrieval.overfetch,
     query_labels: np.ndarray | None = None,
     accept: Callable[[int, int], bool] | None = None,
     class_names: list[str] | None = None,
@@ -100,7 +136,7 @@ def assign_filtered(
     index: faiss.Index,
     queries: np.ndarray,
     quotas: list[int],
-    overfetch: float = 2.0,
+    overfetch: float = Retrieval.overfetch,
     query_labels: np.ndarray | None = None,
     accept: Callable[[int, int], bool] | None = None,
     class_names: list[str] | None = None,
@@ -160,29 +196,24 @@ def retrieve(
     subset_manifest: str,
     classes_path: str,
     out: str,
-    per_class: int | None = None,
-    overfetch: float = 2.0,
+    settings: Retrieval | None = None,
+    *,
     query_manifest: str | None = None,
-    dedup: bool = True,
     image_embeddings: str | None = None,
-    search: str = "auto",
-    nprobe: int | None = None,
-    index_memory_gb: float = 16.0,
     class_prompts: str | None = None,
-    min_clip_score: float | None = None,
-    min_clip_score_file: str | None = None,
-    quality_out: str | None = None,
     exclude: str | None = None,
-    candidate_factor: float | None = None,
+    quality_out: str | None = None,
 ) -> pd.DataFrame:
     """Write the manifest of retrieved images; ``query_manifest`` labels image queries (one row per query);
-    ``exclude`` is a table of pool rows to leave out (``augbench.exclude``); ``candidate_factor``
-    retrieves that many times each quota, as candidates for ``augbench.download``.
+    ``image_embeddings`` tell unreadable and identical pool images (default: ``pool_embeddings``);
+    ``exclude`` is a table of pool rows to leave out (``augbench.exclude``). With
+    ``settings.candidate_factor`` it retrieves that many times each quota, as candidates for ``augbench.download``.
 
     With a CLIP-score threshold (``augbench.quality``), a pool image whose image embedding is
     less similar to the class prompt's (``class_prompts``) than the class's threshold is not
     taken for that class; ``quality_out`` gets the per-class count of images passed over.
     """
+    settings = settings or Retrieval()
     classes = read_classes(classes_path)
     pool = read_manifest(pool_manifest, labelled=False)
     embeddings = np.load(pool_embeddings, mmap_mode="r")
@@ -194,10 +225,10 @@ def retrieve(
         query_labels = read_manifest(query_manifest).label.to_numpy()
         if len(query_labels) != len(queries):
             raise ValueError(f"{queries_path} has {len(queries)} rows but {query_manifest} lists {len(query_labels)}")
-    quotas = class_quotas(read_manifest(subset_manifest), len(classes), per_class)
-    thresholds = class_thresholds(classes_path, min_clip_score, min_clip_score_file)
-    if candidate_factor is not None:
-        quotas = candidate_quotas(quotas, candidate_factor)
+    quotas = class_quotas(read_manifest(subset_manifest), len(classes), settings.per_class)
+    thresholds = class_thresholds(classes_path, settings.min_clip_score, settings.min_clip_score_file)
+    if settings.candidate_factor is not None:
+        quotas = candidate_quotas(quotas, settings.candidate_factor)
     # Unreadable and identical images are found by their image embeddings, even when
     # captions are searched: many different pictures share a caption ("a photo of a three").
     fingerprints = np.load(image_embeddings, mmap_mode="r") if image_embeddings else embeddings
@@ -206,27 +237,27 @@ def retrieve(
             f"{image_embeddings} has {len(fingerprints)} rows but {pool_manifest} lists {len(pool)} images"
         )
     excluded = excluded_rows(exclude, pool) if exclude else None
-    searched = searchable_rows(fingerprints, dedup, excluded=excluded)
+    searched = searchable_rows(fingerprints, settings.dedup, excluded=excluded)
     if len(searched) < len(embeddings):
         log.info(
             "searching %d of %d pool images (unreadable ones%s left out%s)",
             len(searched),
             len(pool),
             f" and {len(excluded)} listed in {exclude}" if excluded is not None else "",
-            ", identical ones counted once" if dedup else "",
+            ", identical ones counted once" if settings.dedup else "",
         )
     if len(searched) == 0:
         raise ValueError(
             f"no image of the pool's {len(pool)} is left to search: each is unreadable"
             + (f" or listed in {exclude} (check contamination.*_threshold and the safety tags)" if exclude else "")
         )
-    index = build_index(embeddings, searched, search, index_memory_gb * 1e9, nprobe)
+    index = build_index(embeddings, searched, settings.search, settings.index_memory_gb * 1e9, settings.nprobe)
     accept = None
     if thresholds is not None:
         if not class_prompts:
             raise ValueError("a min_clip_score needs the class prompts' CLIP embeddings (--class-prompts)")
         accept = pool_filter(fingerprints, searched, read_class_features(class_prompts, classes), thresholds)
-    chosen, refused = assign_filtered(index, queries, quotas, overfetch, query_labels, accept, classes)
+    chosen, refused = assign_filtered(index, queries, quotas, settings.overfetch, query_labels, accept, classes)
     if thresholds is not None:
         log.info("the CLIP-score filter passed over %d pool images", sum(refused))
     rows = [int(searched[row]) for _, row, _ in chosen]
@@ -249,6 +280,7 @@ def retrieve(
 
 
 def main(argv: list[str] | None = None) -> None:
+    # The settings' defaults live in Retrieval: an option left out takes it (settings_from).
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pool", required=True, help="pool manifest")
     parser.add_argument(
@@ -259,29 +291,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--subset", required=True, help="the real subset, which sets the per-class quota")
     parser.add_argument("--classes", required=True)
     parser.add_argument("--out", required=True, help="manifest of retrieved images")
-    parser.add_argument("--per-class", type=int, default=None, help="images per class (default: as many as real)")
-    parser.add_argument("--overfetch", type=float, default=2.0)
-    parser.add_argument(
-        "--dedup", type=lambda text: text.lower() == "true", default=True, help="count identical pool images once"
-    )
     parser.add_argument(
         "--image-embeddings",
-        default=None,
         help="the pool's image embeddings, which tell unreadable and identical images (default: --pool-embeddings)",
     )
-    parser.add_argument(
-        "--search", default="auto", help='"auto", or a faiss index factory string ("Flat", "IVF1024,PQ64")'
-    )
-    parser.add_argument("--nprobe", type=int, default=None, help="inverted lists visited per query (IVF indexes)")
-    parser.add_argument("--index-memory-gb", type=float, default=16.0, help="memory the automatic index choice may use")
-    parser.add_argument("--class-prompts", default=None, help=".npy of the class prompts' CLIP text embeddings")
-    parser.add_argument("--min-clip-score", type=float, default=None, help="CLIP score a retrieved image must reach")
-    parser.add_argument("--min-clip-score-file", default=None, help="TSV of per-class thresholds (class, score)")
-    parser.add_argument("--quality", default=None, help="CSV of the images the CLIP-score filter passed over per class")
-    parser.add_argument("--exclude", default=None, help="table of pool rows to leave out (augbench.exclude)")
-    parser.add_argument(
-        "--candidate-factor", type=float, default=None, help="retrieve this many times each quota, to download"
-    )
+    parser.add_argument("--class-prompts", help=".npy of the class prompts' CLIP text embeddings")
+    parser.add_argument("--quality", help="CSV of the images the CLIP-score filter passed over per class")
+    parser.add_argument("--exclude", help="table of pool rows to leave out (augbench.exclude)")
+    add_settings(parser, Retrieval)
     args = parser.parse_args(argv)
     start_logging()
     added = retrieve(
@@ -291,20 +308,12 @@ def main(argv: list[str] | None = None) -> None:
         args.subset,
         args.classes,
         args.out,
-        args.per_class,
-        args.overfetch,
-        args.query_manifest,
-        args.dedup,
-        args.image_embeddings,
-        args.search,
-        args.nprobe,
-        args.index_memory_gb,
-        args.class_prompts,
-        args.min_clip_score,
-        args.min_clip_score_file,
-        args.quality,
-        args.exclude,
-        args.candidate_factor,
+        settings_from(args, Retrieval),
+        query_manifest=args.query_manifest,
+        image_embeddings=args.image_embeddings,
+        class_prompts=args.class_prompts,
+        exclude=args.exclude,
+        quality_out=args.quality,
     )
     log.info("retrieved %d images into %s", len(added), args.out)
 
