@@ -403,3 +403,24 @@ def test_a_config_changes_the_registry_key_by_key(tmp_path, monkeypatch):
     config.update(methods_file="methods.yaml", methods={"gen_typo": {"steps": 4}})
     with pytest.raises(study.ConfigError, match="config methods.gen_typo: 'kind' is a required property"):
         read(config, tmp_path, monkeypatch)
+
+
+def test_every_config_key_has_a_description_and_only_schema_keywords():
+    """The schema is the config's reference: a key without a description, or a keyword that is not
+    JSON Schema's (as an unquoted comma in a YAML flow mapping makes one), is a defect of it."""
+    keywords = {"description", "type", "default", "enum", "const", "minimum", "maximum", "exclusiveMinimum"}
+    keywords |= {"items", "minItems", "uniqueItems", "pattern", "minLength", "properties", "additionalProperties"}
+    keywords |= {"$ref", "if", "then", "allOf", "anyOf", "required", "minProperties", "propertyNames"}
+
+    def walk(properties: dict, where: str):
+        for key, entry in properties.items():
+            assert set(entry) <= keywords, (f"{where}{key}", set(entry) - keywords)
+            assert key == "kind" or entry.get("description"), f"{where}{key} has no description"
+            yield from walk(entry.get("properties", {}), f"{where}{key}.")
+            yield key
+
+    schema = study.schema()
+    checked = list(walk(schema["properties"], ""))
+    for name, definition in schema["$defs"].items():
+        checked += list(walk(definition.get("properties", {}), f"$defs.{name}."))
+    assert len(checked) > 100
