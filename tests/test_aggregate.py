@@ -25,15 +25,31 @@ def test_summary_has_mean_std_and_counts(tmp_path):
     assert rows.loc["baseline", "top1_mean"] == pytest.approx(81.0)
     assert rows.loc["baseline", "top1_std"] == pytest.approx(1.41421356)
     assert rows.loc["baseline", "n_seeds"] == 2
-    assert rows.loc["retrieve_text", "top1_std"] == 0.0
+    assert np.isnan(rows.loc["retrieve_text", "top1_std"])  # one seed: its spread is not known, not 0
     assert rows.loc["retrieve_text", "n_added_per_class"] == 10.0
     assert rows.loc["baseline", "n_added_per_class"] == 0.0
     # Paired by seed: only seed 0 is shared, so the difference has no interval.
     assert rows.loc["retrieve_text", "vs_baseline"] == pytest.approx(10.0)
     assert np.isnan(rows.loc["retrieve_text", "vs_baseline_ci_low"])
     markdown = aggregate.to_markdown(table)
-    assert "| baseline | real | 2 | 81.00 ± 1.41 |  | -10.00 | 0 |" in markdown  # seed 0: 80 - 90
-    assert "Δ best retrieval (retrieve_text)" in markdown
+    assert "| baseline | real | 2 | 81.00 ± 1.41 |  | -10.00 [n/a] | 0 |" in markdown  # seed 0: 80 - 90
+    assert "| retrieve_text | retrieve | 1 | 90.00 ± n/a | +10.00 [n/a] |  | 10 |" in markdown
+    assert "Δ best retrieval (retrieve_text) [95% CI]" in markdown
+
+
+def test_one_seed_shows_no_spread_in_the_table_or_the_csv(tmp_path):
+    paths = [_metrics(tmp_path, m, 0, v, top5=v + 20) for m, v in (("baseline", 70.0), ("retr", 72.0), ("gen", 71.0))]
+    (tmp_path / "classes.txt").write_text("".join(f"c{i}\n" for i in range(11)))  # top-5 too
+    aggregate.main(
+        ["--metrics", *paths, "--method-kinds", "baseline=real", "retr=retrieve", "gen=generate"]
+        + ["--classes", str(tmp_path / "classes.txt"), "--out-dir", str(tmp_path)]
+    )
+    summary = (tmp_path / "summary.md").read_text()
+    assert "±" in summary and "± 0.00" not in summary
+    assert "| gen | generate | 1 | 71.00 ± n/a | +1.00 [n/a] | -1.00 [n/a] | 91.00 ± n/a |" in summary
+    table = pd.read_csv(tmp_path / "summary.csv")
+    assert table.top1_std.isna().all() and table.top5_std.isna().all()
+    assert table.top1_mean.tolist() == [70.0, 72.0, 71.0]
 
 
 def test_differences_are_paired_by_seed_with_a_t_interval(tmp_path):
@@ -226,3 +242,72 @@ def test_summary_counts_what_each_methods_clip_score_filter_dropped(tmp_path):
          "--classes", str(tmp_path / "classes.txt"), "--out-dir", str(tmp_path), options[2], options[3]]
     )  # fmt: skip
     assert "CLIP-score filter" not in (tmp_path / "summary.md").read_text()
+
+
+def _several_seeds(tmp_path, gains):
+    """Three seeds of a baseline that varies a lot from seed to seed, and of methods
+    the given points ahead of it on seeds 0, 1 and 2."""
+    base = {0: 70.0, 1: 80.0, 2: 75.0}
+    paths = [_metrics(tmp_path, "baseline", s, v) for s, v in base.items()]
+    for method, ahead in gains.items():
+        paths += [_metrics(tmp_path, method, s, base[s] + gain) for s, gain in zip(base, ahead)]
+    kinds = {"baseline": "real", **{m: "retrieve" if m.startswith("retr") else "generate" for m in gains}}
+    return aggregate.summarise(paths, kinds, {})
+
+
+def test_the_closing_sentence_says_one_seed_supports_no_claim(tmp_path):
+    paths = [_metrics(tmp_path, m, 0, v) for m, v in (("baseline", 70.0), ("retr", 75.0), ("gen", 71.0))]
+    table = aggregate.summarise(paths, {"baseline": "real", "retr": "retrieve", "gen": "generate"}, {})
+    sentence = aggregate.conclusion(table)
+    assert sentence.startswith("With one seed the table supports no statement that a method beats the baseline")
+    assert "retrieval and the best generation method differ" in sentence and "run more seeds" in sentence
+    assert "significantly" not in sentence
+
+
+def test_the_closing_sentence_names_the_significant_winners(tmp_path):
+    # retr and gen are ahead on every seed; gen_small's gain is inside its noise.
+    table = _several_seeds(tmp_path, {"retr": (6.0, 4.0, 5.0), "gen": (2.5, 1.5, 2.0), "gen_small": (0.8, -0.2, 0.3)})
+    assert table.attrs["best_generation"] == "gen"
+    sentence = aggregate.conclusion(table)
+    assert sentence.startswith("Over 3 seeds, by paired 95% intervals, retr and gen beat the baseline significantly;")
+    assert "gen_small" not in sentence
+    assert "the best retrieval (retr) beats the best generation (gen) significantly (retr − gen: +3.00 [" in sentence
+    assert sentence.endswith(" points).") and ". " not in sentence  # one sentence
+
+
+def test_the_closing_sentence_says_when_nothing_is_significant(tmp_path):
+    table = _several_seeds(tmp_path, {"retr": (1.2, -0.8, 0.2), "gen": (-0.6, 1.4, 0.4)})
+    sentence = aggregate.conclusion(table)
+    assert sentence.startswith("Over 3 seeds, by paired 95% intervals, no method beats the baseline significantly;")
+    assert (
+        "the best retrieval (retr) and the best generation (gen) do not differ significantly (retr − gen: -" in sentence
+    )
+
+
+def test_best_retrieval_against_best_generation_is_paired_over_shared_seeds(tmp_path):
+    # Generation is about 1 point behind retrieval on each of the seeds both have; its extra
+    # seed 3, far below, must not enter the difference.
+    retr = {0: 70.0, 1: 80.0, 2: 75.0}
+    gen = {0: 69.0, 1: 79.1, 2: 74.0}
+    paths = [_metrics(tmp_path, "retr", s, v) for s, v in retr.items()]
+    paths += [_metrics(tmp_path, "gen", s, v) for s, v in {**gen, 3: 10.0}.items()]
+    paths += [_metrics(tmp_path, "baseline", s, 60.0) for s in retr]
+    table = aggregate.summarise(paths, {"baseline": "real", "retr": "retrieve", "gen": "generate"}, {})
+    mean, low, high = table.attrs["retrieval_vs_generation"]
+    assert (mean, low, high) == pytest.approx(aggregate.paired_difference(retr, gen))
+    assert mean == pytest.approx(0.9667, abs=1e-4) and 0 < low < mean < high < 2
+    assert "the best retrieval (retr) beats the best generation (gen) significantly" in aggregate.conclusion(table)
+
+
+def test_summary_ends_with_what_the_table_supports(tmp_path, capsys):
+    paths = [_metrics(tmp_path, "baseline", 0, 70.0), _metrics(tmp_path, "gen", 0, 72.5)]
+    (tmp_path / "classes.txt").write_text("a\nb\n")
+    unreadable = tmp_path / "pool.csv"
+    pd.DataFrame({"path": ["p.jpg"], "label": [-1], "reason": ["r"]}).to_csv(unreadable, index=False)
+    aggregate.main(
+        ["--metrics", *paths, "--method-kinds", "baseline=real", "gen=generate", "--unreadable", f"pool={unreadable}"]
+        + ["--classes", str(tmp_path / "classes.txt"), "--out-dir", str(tmp_path)]
+    )
+    last = (tmp_path / "summary.md").read_text().strip().splitlines()[-1]
+    assert last.startswith("What the table supports: With one seed the table supports no statement")
+    assert capsys.readouterr().out.strip().endswith(last)

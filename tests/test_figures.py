@@ -1,4 +1,7 @@
+import numpy as np
 import pandas as pd
+import pytest
+from matplotlib.container import ErrorbarContainer
 from PIL import Image
 
 from augbench import figures
@@ -20,8 +23,9 @@ def test_figures_and_one_grid_per_chosen_class(tmp_path):
         {
             "method": ["baseline", "retrieve_text", "gen_classname"],
             "kind": ["real", "retrieve", "generate"],
+            "n_seeds": [3, 3, 1],
             "top1_mean": [60.0, 65.0, 62.0],
-            "top1_std": [1.0, 0.5, 0.0],
+            "top1_std": [1.0, 0.5, np.nan],
             "gpu_hours": [0.1, 0.2, 3.0],
             "n_added_per_class": [0.0, 2.0, 2.0],
         }
@@ -47,3 +51,51 @@ def test_figures_and_one_grid_per_chosen_class(tmp_path):
     # The real (red) and the added (blue) images are drawn in the grid.
     assert any(r > 150 and g < 60 and b < 60 for r, g, b in colours)
     assert any(b > 150 and r < 60 and g < 60 for r, g, b in colours)
+
+
+def _summary(n_seeds, std):
+    return pd.DataFrame(
+        {
+            "method": ["baseline", "retrieve_text", "gen_classname"],
+            "kind": ["real", "retrieve", "generate"],
+            "n_seeds": n_seeds,
+            "top1_mean": [60.0, 65.0, 62.0],
+            "top1_std": std,
+            "gpu_hours": [0.1, 0.2, 3.0],
+            "n_added_per_class": [0.0, 2.0, 2.0],
+        }
+    )
+
+
+def test_error_bars_are_the_std_the_table_prints_and_none_for_one_seed():
+    bars = figures.error_bars(_summary([3, 2, 1], [1.5, 0.5, np.nan]))
+    assert bars.tolist()[:2] == [1.5, 0.5] and np.isnan(bars.iloc[2])
+    # A summary.csv written before one-seed stds were left empty says 0.0: still no bar.
+    assert figures.error_bars(_summary([1, 1, 1], [0.0, 0.0, 0.0])).isna().all()
+
+
+def _drawn_error_bars(plot, summary, monkeypatch, tmp_path):
+    """The error bars a plot function draws: (x, mean, half-height) of each."""
+    drawn = []
+
+    def keep(figure, path):
+        for container in figure.axes[0].containers:
+            if isinstance(container, ErrorbarContainer) and container.has_yerr:
+                for segments in container.lines[2]:
+                    # A NaN height leaves an empty segment: nothing drawn.
+                    for (x, low), (_, high) in (segment for segment in segments.get_segments() if len(segment)):
+                        drawn.append((x, (low + high) / 2, (high - low) / 2))
+
+    monkeypatch.setattr(figures, "_save", keep)
+    plot(summary, tmp_path / "figure.png")
+    return sorted(drawn)
+
+
+@pytest.mark.parametrize("plot", [figures.plot_top1, figures.plot_top1_vs_cost, figures.plot_top1_vs_added])
+def test_figures_draw_error_bars_only_for_methods_with_several_seeds(plot, monkeypatch, tmp_path):
+    for one_seed_std in ([np.nan] * 3, [0.0] * 3):  # as written now, and by aggregate before 0.0 meant "one seed"
+        assert _drawn_error_bars(plot, _summary([1, 1, 1], one_seed_std), monkeypatch, tmp_path) == []
+    mixed = _summary([3, 3, 1], [1.5, 0.5, np.nan])
+    bars = _drawn_error_bars(plot, mixed, monkeypatch, tmp_path)
+    means_and_halves = sorted((mean, half) for _, mean, half in bars)
+    np.testing.assert_allclose(means_and_halves, [(60.0, 1.5), (65.0, 0.5)])

@@ -69,8 +69,11 @@ def test_summary_lists_every_method_with_its_seeds(smoke_run):
     assert 0 < added.pop("gen_unconditional") <= 3
     assert set(added.values()) == {3}
     assert (_results(workdir) / "metrics" / "baseline" / "seed0.json").exists()
-    # The run prints the table at the end.
-    assert "| retrieve_text | retrieve | 1 |" in result.stdout + result.stderr
+    # The run prints the table at the end, with no spread for its one seed, and says what one seed supports.
+    printed = result.stdout + result.stderr
+    assert "| retrieve_text | retrieve | 1 |" in printed and "± 0.00" not in printed
+    assert summary.top1_std.isna().all()
+    assert "What the table supports: With one seed the table supports no statement" in printed
 
 
 def test_real_upper_bound_adds_real_images_from_outside_the_subset(smoke_run):

@@ -6,10 +6,12 @@
         --gpus generate=1 ... --unreadable STAGE=CSV ... --settings '{...}' --out-dir results/demo
 
 Writes into ``--out-dir``:
-- ``summary.csv`` / ``summary.md``: per method top-1 mean ± std over seeds (top-5 too where
-  there are more than 10 classes), the difference to ``baseline`` and to the best
-  retrieval method with a 95% confidence interval over paired seeds, images added per
-  class, and the GPU and CPU hours of the method's own jobs;
+- ``summary.csv`` / ``summary.md``: per method top-1 mean ± sample std over seeds (top-5 too
+  where there are more than 10 classes; with one seed the std is empty in the csv and
+  ``n/a`` in the markdown), the difference to ``baseline`` and to the best retrieval method
+  with a 95% confidence interval over paired seeds, images added per class, and the GPU
+  and CPU hours of the method's own jobs; ``summary.md`` ends with one sentence on what
+  the table supports (``conclusion``);
 - ``per_class.csv``: per-class top-1 of every method (mean over seeds); ``summary.md``
   names the classes where the best generation and the best retrieval method differ most;
 - ``cost.csv``: jobs and hours per method and per shared rule (``augbench.cost``);
@@ -80,14 +82,28 @@ def paired_difference(a: dict[int, float], b: dict[int, float]) -> tuple[float, 
     return (mean, mean - half, mean + half)
 
 
+def spread(values: list[float]) -> float:
+    """Sample std over seeds, as the study reports mean ± std; NaN for one seed, whose spread is not known."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else np.nan
+
+
+def best_of_kind(top1: dict[str, dict[int, float]], kinds: dict[str, str], kind: str) -> str | None:
+    """The method of a kind with the highest mean top-1 over its seeds; None if the run has none."""
+    candidates = [method for method in top1 if kinds[method] == kind]
+    return max(candidates, key=lambda method: np.mean(list(top1[method].values()))) if candidates else None
+
+
 def summarise(
     metrics_paths: list[str], kinds: dict[str, str], added: dict[str, float], n_classes: int | None = None
 ) -> pd.DataFrame:
-    """One row per method (registry order): accuracy over seeds and the paired differences."""
+    """One row per method (registry order): accuracy over seeds and the paired differences.
+
+    ``attrs`` name the best retrieval and generation methods and hold their paired difference
+    (retrieval - generation, mean and 95% interval over shared seeds), for ``conclusion``."""
     runs = read_metrics(metrics_paths, kinds)
     top1 = {method: {seed: m["top1"] for seed, m in seeds.items()} for method, seeds in runs.items()}
-    retrievals = [m for m in top1 if kinds[m] == "retrieve"]
-    best_retrieval = max(retrievals, key=lambda m: np.mean(list(top1[m].values()))) if retrievals else None
+    best_retrieval = best_of_kind(top1, kinds, "retrieve")
+    best_generation = best_of_kind(top1, kinds, "generate")
     rows = []
     for method in [m for m in kinds if m in runs]:
         values = list(top1[method].values())
@@ -96,13 +112,12 @@ def summarise(
             "kind": kinds[method],
             "n_seeds": len(values),
             "top1_mean": float(np.mean(values)),
-            # Sample std over seeds, as papers report mean ± std; 0 for a single seed.
-            "top1_std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+            "top1_std": spread(values),
         }
         if n_classes is not None and n_classes > 10:
             top5 = [m["top5"] for m in runs[method].values()]
             row["top5_mean"] = float(np.mean(top5))
-            row["top5_std"] = float(np.std(top5, ddof=1)) if len(top5) > 1 else 0.0
+            row["top5_std"] = spread(top5)
         row["n_added_per_class"] = added.get(method, 0.0)
         references = {"baseline": "baseline" if "baseline" in top1 else None, "best_retrieval": best_retrieval}
         for name, reference in references.items():
@@ -113,6 +128,9 @@ def summarise(
         rows.append(row)
     table = pd.DataFrame(rows)
     table.attrs["best_retrieval"] = best_retrieval
+    table.attrs["best_generation"] = best_generation
+    if best_retrieval and best_generation:
+        table.attrs["retrieval_vs_generation"] = paired_difference(top1[best_retrieval], top1[best_generation])
     return table
 
 
@@ -150,38 +168,104 @@ def largest_differences(per_class: pd.DataFrame, summary: pd.DataFrame, count: i
     return "\n".join(lines) + "\n"
 
 
+def _mean_and_spread(mean: float, std: float) -> str:
+    return f"{mean:.2f} ± n/a" if np.isnan(std) else f"{mean:.2f} ± {std:.2f}"
+
+
 def _interval(mean: float, low: float, high: float) -> str:
     if np.isnan(mean):
         return ""
-    return f"{mean:+.2f}" if np.isnan(low) else f"{mean:+.2f} [{low:+.2f}, {high:+.2f}]"
+    return f"{mean:+.2f} [n/a]" if np.isnan(low) else f"{mean:+.2f} [{low:+.2f}, {high:+.2f}]"
 
 
 def to_markdown(table: pd.DataFrame) -> str:
-    """The summary as a markdown table; a difference's 95% interval (over paired seeds) in brackets."""
+    """The summary as a markdown table: accuracy as mean ± sample std over seeds, a difference
+    with its 95% interval over paired seeds in brackets; ``n/a`` where one seed leaves it unknown."""
     best = table.attrs.get("best_retrieval")
     top5 = "top5_mean" in table
-    headers = ["method", "kind", "seeds", "top-1 %", "Δ baseline"]
-    headers += [f"Δ best retrieval ({best})"] if best else []
-    headers += ["top-5 %"] if top5 else []
+    headers = ["method", "kind", "seeds", "top-1 % (mean ± std)", "Δ baseline [95% CI]"]
+    headers += [f"Δ best retrieval ({best}) [95% CI]"] if best else []
+    headers += ["top-5 % (mean ± std)"] if top5 else []
     headers += ["added per class"]
     costed = "gpu_hours" in table
     headers += ["GPU h", "CPU h", "GPU h per 1k added"] if costed else []
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for row in table.to_dict("records"):
-        cells = [row["method"], row["kind"], str(row["n_seeds"]), f"{row['top1_mean']:.2f} ± {row['top1_std']:.2f}"]
+        cells = [row["method"], row["kind"], str(row["n_seeds"]), _mean_and_spread(row["top1_mean"], row["top1_std"])]
         cells.append(_interval(row["vs_baseline"], row["vs_baseline_ci_low"], row["vs_baseline_ci_high"]))
         if best:
             cells.append(
                 _interval(row["vs_best_retrieval"], row["vs_best_retrieval_ci_low"], row["vs_best_retrieval_ci_high"])
             )
         if top5:
-            cells.append(f"{row['top5_mean']:.2f} ± {row['top5_std']:.2f}")
+            cells.append(_mean_and_spread(row["top5_mean"], row["top5_std"]))
         cells.append(f"{row['n_added_per_class']:g}")
         if costed:
             per_1k = row["gpu_hours_per_1k_added"]
             cells += [f"{row['gpu_hours']:.3f}", f"{row['cpu_hours']:.3f}", "" if np.isnan(per_1k) else f"{per_1k:.3f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    lines.append(
+        "\nAccuracy: mean ± sample std over the method's seeds (n/a with one seed). Δ: the mean of the per-seed "
+        "differences over the seeds both methods share, with its 95% t-interval (n/a under two shared seeds)."
+    )
     return "\n".join(lines) + "\n"
+
+
+def _names(methods: list[str]) -> str:
+    return methods[0] if len(methods) == 1 else ", ".join(methods[:-1]) + " and " + methods[-1]
+
+
+def conclusion(table: pd.DataFrame) -> str:
+    """One sentence on what the table supports: the methods whose paired 95% interval against the
+    baseline lies above zero, and whether the best retrieval and the best generation method differ
+    (their paired interval excludes zero). With one seed there are no intervals, and it says so."""
+    rvg = table.attrs.get("retrieval_vs_generation")
+    best = {"retrieval": table.attrs.get("best_retrieval"), "generation": table.attrs.get("best_generation")}
+    compared = table[table.vs_baseline.notna()]
+    tested = compared[compared.vs_baseline_ci_low.notna()]
+    if compared.empty and rvg is None:
+        return ""
+    if tested.empty and (rvg is None or np.isnan(rvg[1])):
+        seeds = "one seed" if table.n_seeds.max() <= 1 else "no two seeds shared by the methods compared"
+        claims = ["that a method beats the baseline"] if not compared.empty else []
+        claims += ["that the best retrieval and the best generation method differ"] if rvg is not None else []
+        return (
+            f"With {seeds} the table supports no statement {' or '.join(claims)}, since a difference between "
+            'single runs can be seed-to-seed noise: run more seeds (config `seeds`, e.g. `--config "seeds=[0,1,2]"`).'
+        )
+    parts = []
+    if not compared.empty:
+        winners = tested[tested.vs_baseline_ci_low > 0].method.tolist()
+        if winners:
+            parts.append(f"{_names(winners)} {'beats' if len(winners) == 1 else 'beat'} the baseline significantly")
+        else:
+            parts.append("no method beats the baseline significantly")
+        untested = compared[compared.vs_baseline_ci_low.isna()].method.tolist()
+        if untested:
+            parts[-1] += f" ({_names(untested)} not tested: under two seeds shared with the baseline)"
+    if rvg is not None:
+        mean, low, high = rvg
+        if np.isnan(low):
+            parts.append(
+                f"whether the best retrieval ({best['retrieval']}) and the best generation ({best['generation']}) "
+                "differ is not known (under two shared seeds)"
+            )
+        else:
+            difference = f"{best['retrieval']} − {best['generation']}: {mean:+.2f} [{low:+.2f}, {high:+.2f}] points"
+            if low > 0 or high < 0:
+                winner, loser = ("retrieval", "generation") if low > 0 else ("generation", "retrieval")
+                parts.append(
+                    f"the best {winner} ({best[winner]}) beats the best {loser} ({best[loser]}) "
+                    f"significantly ({difference})"
+                )
+            else:
+                parts.append(
+                    f"the best retrieval ({best['retrieval']}) and the best generation ({best['generation']}) "
+                    f"do not differ significantly ({difference})"
+                )
+    counts = sorted(set(table.n_seeds))
+    seeds = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
+    return f"Over {seeds} seeds, by paired 95% intervals, " + "; ".join(parts) + "."
 
 
 def gather_unreadable(lists: list[tuple[str, str]]) -> pd.DataFrame:
@@ -411,6 +495,9 @@ def main(argv: list[str] | None = None) -> None:
             [tuple(item.split("=", 1)) for item in args.download_excluded],
         )
     )
+    # The run's closing line: what the numbers above do and do not show.
+    supported = conclusion(table)
+    report += f"\nWhat the table supports: {supported}\n" if supported else ""
     write_text(out_dir / "summary.md", report)
     write_json(out_dir / "provenance.json", provenance(json.loads(args.settings)))
     print(report)

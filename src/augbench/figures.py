@@ -3,12 +3,16 @@
     python -m augbench.figures --summary summary.csv --cost cost.csv --classes classes.txt \
         --subset subset/train.csv --added METHOD=MANIFEST ... --grid-classes 3 --out-dir figures
 
-Writes ``top1.png`` (top-1 per method with the std over seeds, grouped by kind, the
-baseline as a line), ``top1_vs_cost.png`` (top-1 against each method's own GPU hours),
+Writes ``top1.png`` (top-1 per method, grouped by kind, the baseline as a line),
+``top1_vs_cost.png`` (top-1 against each method's own GPU hours),
 ``top1_vs_added.png`` (top-1 against images added per class, where entries of the
 registry that differ only in ``per_class`` sweep the amount) and,
 under ``grids/``, one image grid per chosen class: a row of the class's real images,
 then a row of what each method added for it.
+
+The error bars are ± the sample std over seeds, the spread ``summary.md`` prints beside each
+mean (``error_bars``); a method with one seed has none, as its spread is not known. Whether
+two methods differ is read from the paired intervals in ``summary.md``, not from bars overlapping.
 """
 
 from __future__ import annotations
@@ -40,60 +44,61 @@ def _save(figure, path: Path) -> None:
     plt.close(figure)
 
 
+def error_bars(summary: pd.DataFrame) -> pd.Series:
+    """Half-height of each method's error bar: the sample std over seeds that ``summary.md`` prints
+    as mean ± std; NaN (no bar) for a method with one seed, whose spread is not known."""
+    return summary.top1_std.where(summary.n_seeds >= 2)
+
+
+def _spread_note(bars: pd.Series) -> str:
+    return "bars: ± std over seeds" if bars.notna().any() else "one seed: spread not known, no bars"
+
+
 def plot_top1(summary: pd.DataFrame, out: Path) -> None:
     order = summary.assign(rank=summary.kind.map(KINDS.index)).sort_values("rank", kind="stable")
+    bars = error_bars(order)
     figure, axes = plt.subplots(figsize=(max(6, 0.55 * len(order)), 4))
     positions = np.arange(len(order))
-    axes.bar(
-        positions,
-        order.top1_mean,
-        yerr=order.top1_std,
-        color=[COLOURS.get(kind, "grey") for kind in order.kind],
-        capsize=3,
-    )
+    axes.bar(positions, order.top1_mean, color=[COLOURS.get(kind, "grey") for kind in order.kind])
+    drawn = bars.notna().to_numpy()
+    if drawn.any():
+        axes.errorbar(positions[drawn], order.top1_mean[drawn], yerr=bars[drawn], fmt="none", ecolor="black", capsize=3)
     if "baseline" in set(order.method):
         axes.axhline(order.set_index("method").top1_mean["baseline"], color="black", linestyle="--", linewidth=1)
     axes.set_xticks(positions, order.method, rotation=60, ha="right")
     axes.set_ylabel("top-1 accuracy (%)")
-    low = (order.top1_mean - order.top1_std).min()
-    axes.set_ylim(max(0.0, low - 5), min(100.0, (order.top1_mean + order.top1_std).max() + 2))
+    reach = bars.fillna(0.0)
+    axes.set_ylim(max(0.0, (order.top1_mean - reach).min() - 5), min(100.0, (order.top1_mean + reach).max() + 2))
     handles = [plt.Rectangle((0, 0), 1, 1, color=COLOURS[k]) for k in KINDS if k in set(order.kind)]
     axes.legend(handles, [k for k in KINDS if k in set(order.kind)], title="kind", loc="lower right")
-    axes.set_title("Top-1 per method (mean ± std over seeds; dashed: baseline)")
+    axes.set_title(f"Top-1 per method (mean; {_spread_note(bars)}; dashed: baseline)")
     _save(figure, out)
+
+
+def _plot_top1_against(summary: pd.DataFrame, x: pd.Series, axes) -> None:
+    """A point per method at (x, mean top-1), with its error bar where it has one."""
+    for position, bar, row in zip(x, error_bars(summary), summary.itertuples()):
+        yerr = None if np.isnan(bar) else bar
+        axes.errorbar(position, row.top1_mean, yerr=yerr, fmt="o", color=COLOURS.get(row.kind, "grey"), capsize=3)
+        axes.annotate(row.method, (position, row.top1_mean), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    axes.set_ylabel("top-1 accuracy (%)")
 
 
 def plot_top1_vs_cost(summary: pd.DataFrame, out: Path) -> None:
     figure, axes = plt.subplots(figsize=(6, 4))
-    for row in summary.itertuples():
-        hours = getattr(row, "gpu_hours", np.nan)
-        hours = 0.0 if np.isnan(hours) else hours
-        axes.errorbar(hours, row.top1_mean, yerr=row.top1_std, fmt="o", color=COLOURS.get(row.kind, "grey"), capsize=3)
-        axes.annotate(row.method, (hours, row.top1_mean), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    hours = summary.gpu_hours.fillna(0.0) if "gpu_hours" in summary else pd.Series(0.0, index=summary.index)
+    _plot_top1_against(summary, hours, axes)
     axes.set_xlabel("GPU hours of the method's own jobs")
-    axes.set_ylabel("top-1 accuracy (%)")
-    axes.set_title("Accuracy against compute")
+    axes.set_title(f"Accuracy against compute ({_spread_note(error_bars(summary))})")
     _save(figure, out)
 
 
 def plot_top1_vs_added(summary: pd.DataFrame, out: Path) -> None:
     """Top-1 against images added per class; a sweep (entries that differ in per_class) spreads along x."""
     figure, axes = plt.subplots(figsize=(6, 4))
-    for row in summary.itertuples():
-        axes.errorbar(
-            row.n_added_per_class,
-            row.top1_mean,
-            yerr=row.top1_std,
-            fmt="o",
-            color=COLOURS.get(row.kind, "grey"),
-            capsize=3,
-        )
-        axes.annotate(
-            row.method, (row.n_added_per_class, row.top1_mean), fontsize=7, xytext=(3, 3), textcoords="offset points"
-        )
+    _plot_top1_against(summary, summary.n_added_per_class, axes)
     axes.set_xlabel("images added per class")
-    axes.set_ylabel("top-1 accuracy (%)")
-    axes.set_title("Accuracy against the amount added")
+    axes.set_title(f"Accuracy against the amount added ({_spread_note(error_bars(summary))})")
     _save(figure, out)
 
 
