@@ -103,4 +103,4 @@ def test_missing_clip_retrieval_says_where_it_lives(monkeypatch):
     monkeypatch.setitem(sys.modules, "clip_retrieval", None)
     monkeypatch.setitem(sys.modules, "clip_retrieval.clip_client", None)
     with pytest.raises(ModuleNotFoundError, match=r"clip-retrieval .*numpy<2.*make clip-venv.*envs/clip-retrieval"):
-        knn_service.service_client("http://127.0.0.1:1", "index", "image", 10, 9, 0.0, True, True, True)
+        knn_service.service_client(knn_service.Service("http://127.0.0.1:1", "index"), num_images=10)

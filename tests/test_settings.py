@@ -11,12 +11,16 @@ import pandas as pd
 import pytest
 import yaml
 
-from augbench import generate, personalisation, personalise, retrieve
+from augbench import download, generate, knn_service, personalisation, personalise, retrieve
 
 SCHEMA = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml").read_text())
 SETTINGS = [personalisation.Training, generate.Sampling, generate.Generation, retrieve.Retrieval]
+SETTINGS += [knn_service.Service, knn_service.Candidates, download.Fetching]
 # The kind of method entry that ``methods.*.`` means in a settings class's keys (a generation method's by default).
 METHOD_ENTRY = {retrieve.Retrieval: "retrieve_method"}
+METHOD_ENTRY |= dict.fromkeys([knn_service.Service, knn_service.Candidates, download.Fetching], "retrieve_method")
+# Keys whose schema default is null but whose setting is required: the config check refuses them unset where used.
+REQUIRED_WHERE_USED = {"methods.*.service.url": "Study.check requires it of a method with backend clip_service"}
 # Keys of a retrieval method's entry that the local search (augbench.retrieve) does not read, and who does.
 NOT_READ_BY_THE_LOCAL_SEARCH = {
     "kind": "the workflow's: it makes the method a retrieval",
@@ -26,6 +30,14 @@ NOT_READ_BY_THE_LOCAL_SEARCH = {
     "service": "augbench.knn_service's, the kNN service's query options",
     "download": "augbench.download's; download.factor reaches the local search as candidate_factor where a method "
     "downloads, and a method that does not retrieves its quota (candidate_factor None)",
+}
+# Keys of a retrieval method's service and download objects that augbench.knn_service and
+# augbench.download do not read, and who does.
+NOT_READ_BY_THE_SERVICE_QUERY_OR_THE_DOWNLOAD = {
+    "service.embed": "the workflow's: with local it embeds the queries and gives them as --embeddings",
+    "service.python": "the workflow's: the Python (with clip-retrieval) that runs augbench.knn_service",
+    "download.enabled": "the workflow's: it decides whether the rules download and screen_downloads run",
+    "download.python": "the workflow's: the Python (with img2dataset) that runs augbench.download",
 }
 
 
@@ -53,7 +65,9 @@ def test_setting_defaults_and_choices_are_the_config_schema_ones(settings_class)
     assert mirrored(settings_class)
     for key, item in mirrored(settings_class).items():
         entry = schema_entry(key, METHOD_ENTRY.get(settings_class, "generate_method"))
-        if item.default is MISSING:
+        if item.default is MISSING and key in REQUIRED_WHERE_USED:
+            assert entry["default"] is None, key
+        elif item.default is MISSING:
             assert "default" not in entry, f"{settings_class.__name__}.{item.name}: {key} has a default in the schema"
         else:
             assert entry["default"] == item.default, f"{settings_class.__name__}.{item.name} differs from {key}"
@@ -84,6 +98,24 @@ def test_every_setting_of_the_local_search_is_mirrored():
     assert set(NOT_READ_BY_THE_LOCAL_SEARCH) <= entry_keys
     assert method_keys == entry_keys - set(NOT_READ_BY_THE_LOCAL_SEARCH)
     assert "pool.index_memory_gb" in keys
+
+
+def test_every_setting_of_the_service_query_and_the_download_is_mirrored():
+    # A key added to a retrieval method's service or download object reaches augbench.knn_service
+    # or augbench.download through their settings, or is listed above with who reads it.
+    entry = SCHEMA["$defs"]["retrieve_method"]["properties"]
+    exempt = set(NOT_READ_BY_THE_SERVICE_QUERY_OR_THE_DOWNLOAD)
+    assert exempt <= {f"{name}.{key}" for name in ("service", "download") for key in entry[name]["properties"]}
+
+    def read(name: str) -> set[str]:
+        return {f"methods.*.{name}.{key}" for key in entry[name]["properties"] if f"{name}.{key}" not in exempt}
+
+    assert set(mirrored(knn_service.Service)) == read("service")
+    # download.factor sets how many candidates the service query asks for; the download fetches them all.
+    assert set(mirrored(download.Fetching)) == read("download") - {"methods.*.download.factor"} | {
+        "methods.*.per_class"
+    }
+    assert "methods.*.download.factor" in mirrored(knn_service.Candidates)
 
 
 def test_the_stages_device_default_is_the_configs():
@@ -142,3 +174,26 @@ def test_the_retrieval_command_line_reaches_its_settings_and_leaves_the_rest_at_
     retrieve.main(options + ["--per-class", "7", "--candidate-factor", "1.5", "--index-memory-gb", "2"])
     (*_, settings), _ = calls.pop()
     assert settings == retrieve.Retrieval(per_class=7, candidate_factor=1.5, index_memory_gb=2.0)
+
+
+def test_the_service_query_and_download_command_lines_reach_their_settings(monkeypatch):
+    calls = []
+    monkeypatch.setattr(knn_service, "query_service", lambda *args, **kwargs: calls.append((args, kwargs)))
+    options = ["--subset", "s", "--classes", "c", "--out", "o", "--url", "http://host:1/knn-service"]
+    knn_service.main(options + ["--deduplicate", "false", "--max-images", "50", "--factor", "2", "--query", "image"])
+    (subset, classes, out, service, asked, embeddings), _ = calls.pop()
+    assert service == knn_service.Service("http://host:1/knn-service", deduplicate=False, max_images=50)
+    assert asked == knn_service.Candidates(query="image", factor=2.0)
+    assert (subset, classes, out, embeddings) == ("s", "c", "o", None)
+    knn_service.main(options + ["--modality", "text", "--template", "a {}", "--embeddings", "e.npy"])
+    (*_, service, asked, embeddings), _ = calls.pop()
+    assert (service.modality, asked.template, embeddings) == ("text", "a {}", "e.npy")
+    with pytest.raises(SystemExit):  # the service's endpoint has no default
+        knn_service.main(options[:-2])
+
+    monkeypatch.setattr(download, "download", lambda *args, **kwargs: calls.append((args, kwargs)) or ([], []))
+    options = ["--candidates", "k", "--subset", "s", "--classes", "c", "--images-dir", "d", "--out", "o"]
+    download.main(options + ["--failures", "f", "--retries", "0", "--image-size", "64", "--per-class", "3"])
+    (*paths, fetching), _ = calls.pop()
+    assert fetching == download.Fetching(per_class=3, retries=0, image_size=64)
+    assert paths == ["k", "s", "c", "d", "o", "f"]

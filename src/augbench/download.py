@@ -18,17 +18,32 @@ import argparse
 import logging
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from augbench.cli import start_logging
+from augbench.cli import add_settings, setting, settings_from, start_logging
 from augbench.files import atomic_path, read_classes, read_manifest, write_manifest
 from augbench.quotas import class_quotas, keep_best
 
 log = logging.getLogger(__name__)
 
 FAILURE_COLUMNS = ["url", "label", "score", "status", "error"]
+
+
+@dataclass
+class Fetching:
+    """How img2dataset fetches a method's candidates, and the quota each class must reach
+    (the method's entry: its ``download`` settings and its ``per_class``)."""
+
+    per_class: int | None = setting(None, help="images per class (None: as many as real)", config="methods.*.per_class")
+    threads: int = setting(32, help="downloads at once", config="methods.*.download.threads")
+    timeout: int = setting(10, help="seconds before a download is given up", config="methods.*.download.timeout")
+    retries: int = setting(1, help="further tries of a failed download", config="methods.*.download.retries")
+    image_size: int | None = setting(
+        None, help="resize larger images to this side (None: as downloaded)", config="methods.*.download.image_size"
+    )
 
 
 def _img2dataset():
@@ -43,16 +58,10 @@ def _img2dataset():
     return download
 
 
-def fetch(
-    urls: list[str],
-    folder: str | Path,
-    threads: int = 32,
-    timeout: int = 10,
-    retries: int = 1,
-    image_size: int | None = None,
-) -> pd.DataFrame:
+def fetch(urls: list[str], folder: str | Path, settings: Fetching | None = None) -> pd.DataFrame:
     """Download ``urls`` into ``folder`` with img2dataset; one row per URL, in order: path ('' if it
     failed), status and error. The folder is emptied first, so no image of an earlier run stays."""
+    settings = settings or Fetching()
     download = _img2dataset()
     folder = Path(folder)
     # Emptied here: img2dataset's own "overwrite" mode also deletes the scratch folder it just made.
@@ -69,13 +78,13 @@ def fetch(
             output_folder=str(folder),
             output_format="files",
             incremental_mode="incremental",
-            image_size=image_size or 256,
-            resize_mode="keep_ratio" if image_size else "no",
+            image_size=settings.image_size or 256,
+            resize_mode="keep_ratio" if settings.image_size else "no",
             resize_only_if_bigger=True,
             processes_count=1,
-            thread_count=threads,
-            timeout=timeout,
-            retries=retries,
+            thread_count=settings.threads,
+            timeout=settings.timeout,
+            retries=settings.retries,
             enable_wandb=False,
         )
     return read_fetched(folder, len(urls))
@@ -107,13 +116,10 @@ def download(
     images_dir: str,
     out: str,
     failures_out: str,
-    per_class: int | None = None,
-    threads: int = 32,
-    timeout: int = 10,
-    retries: int = 1,
-    image_size: int | None = None,
+    settings: Fetching | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Fetch every candidate; write the successes' manifest and the failures, and return both."""
+    settings = settings or Fetching()
     candidates = read_manifest(candidates_path)
     if "url" not in candidates:
         raise ValueError(
@@ -122,8 +128,8 @@ def download(
     if "score" not in candidates:
         raise ValueError(f"{candidates_path} has no score column to rank the candidates of a class by")
     classes = read_classes(classes_path)
-    quotas = class_quotas(read_manifest(subset_path), len(classes), per_class)
-    fetched = fetch(candidates.url.tolist(), images_dir, threads, timeout, retries, image_size)
+    quotas = class_quotas(read_manifest(subset_path), len(classes), settings.per_class)
+    fetched = fetch(candidates.url.tolist(), images_dir, settings)
     failed = fetched.path == ""
     failures = candidates.loc[failed.to_numpy(), ["url", "label", "score"]].assign(
         status=fetched.status[failed].to_numpy(), error=fetched.error[failed].to_numpy()
@@ -145,6 +151,7 @@ def _write_csv(path: str, frame: pd.DataFrame) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # The settings' defaults live in Fetching: an option left out takes it (settings_from).
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--candidates", required=True, help="manifest of ranked candidates with url and score")
     parser.add_argument("--subset", required=True, help="the real subset, which sets the per-class quota")
@@ -152,11 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images-dir", required=True, help="folder the images are downloaded into (emptied first)")
     parser.add_argument("--out", required=True, help="manifest of the downloaded images")
     parser.add_argument("--failures", required=True, help="CSV of the failed downloads and why")
-    parser.add_argument("--per-class", type=int, default=None, help="images per class (default: as many as real)")
-    parser.add_argument("--threads", type=int, default=32, help="downloads at once")
-    parser.add_argument("--timeout", type=int, default=10, help="seconds before a download is given up")
-    parser.add_argument("--retries", type=int, default=1, help="further tries of a failed download")
-    parser.add_argument("--image-size", type=int, default=None, help="resize larger images to this side")
+    add_settings(parser, Fetching)
     args = parser.parse_args(argv)
     start_logging()
     successes, failures = download(
@@ -166,11 +169,7 @@ def main(argv: list[str] | None = None) -> None:
         args.images_dir,
         args.out,
         args.failures,
-        args.per_class,
-        args.threads,
-        args.timeout,
-        args.retries,
-        args.image_size,
+        settings_from(args, Fetching),
     )
     log.info(
         "%d images downloaded, listed in %s; %d failures in %s", len(successes), args.out, len(failures), args.failures

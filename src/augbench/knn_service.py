@@ -20,11 +20,12 @@ import argparse
 import logging
 import math
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from augbench.cli import start_logging
+from augbench.cli import add_settings, setting, settings_from, start_logging
 from augbench.files import read_classes, read_manifest, write_manifest
 from augbench.prompts import class_prompts
 from augbench.quotas import candidate_quotas, class_quotas
@@ -39,33 +40,66 @@ MISSING = (
 )
 
 
-def service_client(
-    url: str,
-    indice_name: str,
-    modality: str,
-    num_images: int,
-    aesthetic_score: int,
-    aesthetic_weight: float,
-    use_safety_model: bool,
-    use_violence_detector: bool,
-    deduplicate: bool,
-):
+@dataclass
+class Service:
+    """The kNN service and every option a query sends it (a retrieval method's ``service`` entry)."""
+
+    url: str = setting(help="the service's kNN endpoint, http://host:port/knn-service", config="methods.*.service.url")
+    indice_name: str = setting(
+        "laion5B-L-14", help="which of the service's indices to search", config="methods.*.service.indice_name"
+    )
+    # Not methods.*.index itself: the workflow sends index "caption" as the text modality.
+    modality: str = setting("image", help="search images or captions", choices=("image", "text"))
+    aesthetic_score: int = setting(
+        9, help="aesthetic rating whose embedding the service may add", config="methods.*.service.aesthetic_score"
+    )
+    aesthetic_weight: float = setting(
+        0.0, help="weight of that aesthetic embedding", config="methods.*.service.aesthetic_weight"
+    )
+    use_safety_model: bool = setting(
+        True, help="drop results the NSFW model flags", config="methods.*.service.use_safety_model"
+    )
+    use_violence_detector: bool = setting(
+        True, help="drop results the violence detector flags", config="methods.*.service.use_violence_detector"
+    )
+    deduplicate: bool = setting(
+        True, help="drop near-duplicate results of a query", config="methods.*.service.deduplicate"
+    )
+    max_images: int = setting(10000, help="most results asked per query", config="methods.*.service.max_images")
+
+
+@dataclass
+class Candidates:
+    """What is asked of the service for each class (a retrieval method's entry and the class prompt)."""
+
+    query: str = setting(
+        "text", help="class prompts or real images", choices=("text", "image"), config="methods.*.query"
+    )
+    template: str = setting("a photo of a {}", help="class prompt of text queries", config="prompt_template")
+    per_class: int | None = setting(None, help="images per class (None: as many as real)", config="methods.*.per_class")
+    factor: float = setting(
+        1.5, help="candidates per class as a multiple of its quota", config="methods.*.download.factor"
+    )
+    overfetch: float = setting(2.0, help="results asked per query over its share", config="methods.*.overfetch")
+
+
+def service_client(service: Service, num_images: int = 1):
     """A ``ClipClient`` with every option set here, none left to the client's defaults."""
     try:
         from clip_retrieval.clip_client import ClipClient, Modality
     except ImportError as error:
         raise ModuleNotFoundError(MISSING.format(python=sys.executable)) from error
     return ClipClient(
-        url=url,
-        indice_name=indice_name,
+        url=service.url,
+        indice_name=service.indice_name,
         use_mclip=False,
-        aesthetic_score=aesthetic_score,
-        aesthetic_weight=aesthetic_weight,
-        modality=Modality(modality),
+        aesthetic_score=service.aesthetic_score,
+        aesthetic_weight=service.aesthetic_weight,
+        modality=Modality(service.modality),
         num_images=num_images,
-        deduplicate=deduplicate,
-        use_safety_model=use_safety_model,
-        use_violence_detector=use_violence_detector,
+        deduplicate=service.deduplicate,
+        use_safety_model=service.use_safety_model,
+        use_violence_detector=service.use_violence_detector,
     )
 
 
@@ -126,8 +160,8 @@ def retrieve_candidates(
     query_inputs: list[dict],
     labels: np.ndarray,
     candidates: list[int],
-    overfetch: float = 2.0,
-    max_images: int = 10000,
+    overfetch: float = Candidates.overfetch,
+    max_images: int = Service.max_images,
 ) -> pd.DataFrame:
     """Query until every class has its candidates (or ``max_images`` per query would not suffice)."""
     shares = query_shares(candidates, labels)
@@ -168,49 +202,42 @@ def query_inputs(
     return [{"embedding_input": row.astype(float).tolist()} for row in embeddings], labels
 
 
+def query_service(
+    subset_path: str,
+    classes_path: str,
+    out: str,
+    service: Service,
+    asked: Candidates | None = None,
+    embeddings_path: str | None = None,
+) -> pd.DataFrame:
+    """Each class's candidates from the service, best first; write their manifest and return it."""
+    asked = asked or Candidates()
+    classes = read_classes(classes_path)
+    subset = read_manifest(subset_path)
+    candidates = candidate_quotas(class_quotas(subset, len(classes), asked.per_class), asked.factor)
+    embeddings = np.load(embeddings_path) if embeddings_path else None
+    inputs, labels = query_inputs(asked.query, classes, asked.template, subset, embeddings)
+    client = service_client(service)
+    chosen = retrieve_candidates(client, inputs, labels, candidates, asked.overfetch, service.max_images)
+    chosen = chosen.rename(columns={"similarity": "score", "id": "service_id"}).assign(path=lambda f: f.url)
+    write_manifest(out, chosen)
+    log.info("%d candidates for %d classes from %s into %s", len(chosen), len(classes), service.url, out)
+    return chosen
+
+
 def main(argv: list[str] | None = None) -> None:
+    # The settings' defaults live in Service and Candidates: an option left out takes it (settings_from).
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--url", required=True, help="the service's kNN endpoint, http://host:port/knn-service")
-    parser.add_argument("--indice-name", required=True, help="which of the service's indices to search")
     parser.add_argument("--subset", required=True, help="the real subset: the per-class quota, and image queries")
     parser.add_argument("--classes", required=True)
     parser.add_argument("--out", required=True, help="manifest of the candidates (path and url are the URL)")
-    parser.add_argument("--query", choices=["text", "image"], default="text", help="class prompts or real images")
-    parser.add_argument("--template", default="a photo of a {}", help="class prompt of text queries")
     parser.add_argument("--embeddings", help=".npy of query embeddings (class prompts, or the subset's images)")
-    parser.add_argument("--modality", choices=["image", "text"], default="image", help="search images or captions")
-    parser.add_argument("--per-class", type=int, default=None, help="images per class (default: as many as real)")
-    parser.add_argument("--factor", type=float, default=1.5, help="candidates per class as a multiple of its quota")
-    parser.add_argument("--overfetch", type=float, default=2.0, help="results asked per query over its share")
-    parser.add_argument("--max-images", type=int, default=10000, help="most results asked per query")
-    parser.add_argument("--aesthetic-score", type=int, default=9)
-    parser.add_argument("--aesthetic-weight", type=float, default=0.0)
-    flag = {"type": lambda text: text.lower() == "true", "default": True}
-    parser.add_argument("--use-safety-model", **flag)
-    parser.add_argument("--use-violence-detector", **flag)
-    parser.add_argument("--deduplicate", **flag)
+    add_settings(parser, Service)
+    add_settings(parser, Candidates)
     args = parser.parse_args(argv)
     start_logging()
-    classes = read_classes(args.classes)
-    subset = read_manifest(args.subset)
-    candidates = candidate_quotas(class_quotas(subset, len(classes), args.per_class), args.factor)
-    embeddings = np.load(args.embeddings) if args.embeddings else None
-    inputs, labels = query_inputs(args.query, classes, args.template, subset, embeddings)
-    client = service_client(
-        args.url,
-        args.indice_name,
-        args.modality,
-        1,
-        args.aesthetic_score,
-        args.aesthetic_weight,
-        args.use_safety_model,
-        args.use_violence_detector,
-        args.deduplicate,
-    )
-    chosen = retrieve_candidates(client, inputs, labels, candidates, args.overfetch, args.max_images)
-    chosen = chosen.rename(columns={"similarity": "score", "id": "service_id"}).assign(path=lambda f: f.url)
-    write_manifest(args.out, chosen)
-    log.info("%d candidates for %d classes from %s into %s", len(chosen), len(classes), args.url, args.out)
+    service, asked = settings_from(args, Service), settings_from(args, Candidates)
+    query_service(args.subset, args.classes, args.out, service, asked, args.embeddings)
 
 
 if __name__ == "__main__":
