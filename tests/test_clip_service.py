@@ -194,9 +194,11 @@ def test_service_candidates_are_downloaded_screened_and_the_best_kept_per_class(
     # Screening in the workflow's own venv: image 4, the best arrival of class 0, is a training
     # image, so its download gives way to the next (flat colours: only a copy scores 0.999).
     write_manifest(folder / "train.csv", pd.DataFrame({"path": [str(world["root"] / "www" / "img4.png")], "label": 0}))
-    from augbench.embed import embed_images
+    from augbench.embed import ImageEmbedding, embed_images
 
-    embed_images(str(folder / "train.csv"), str(folder / "train.npy"), f"local-dir:{MODEL}", num_workers=0)
+    embed_images(
+        str(folder / "train.csv"), str(folder / "train.npy"), ImageEmbedding(f"local-dir:{MODEL}", num_workers=0)
+    )
     command = [sys.executable, "-m", "augbench.screen_downloads", "--downloaded", str(folder / "downloaded.csv")]
     command += ["--subset", str(folder / "subset.csv"), "--classes", str(folder / "classes.txt")]
     command += ["--out", str(folder / "manifest.csv"), "--excluded", str(folder / "excluded.csv")]

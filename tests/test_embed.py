@@ -8,7 +8,9 @@ from augbench.prompts import class_prompts
 
 def test_image_embeddings_follow_the_manifest_and_are_unit_length(miniworld, tiny_clip, tmp_path):
     manifest = miniworld / "val" / "manifest.csv"
-    features = embed.embed_images(str(manifest), str(tmp_path / "val.npy"), tiny_clip, batch_size=16, num_workers=0)
+    features = embed.embed_images(
+        str(manifest), str(tmp_path / "val.npy"), embed.ImageEmbedding(tiny_clip, batch_size=16, num_workers=0)
+    )
     assert features.shape == (len(read_manifest(manifest)), 64)
     np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, rtol=1e-5)
     np.testing.assert_array_equal(np.load(tmp_path / "val.npy"), features)
@@ -41,10 +43,14 @@ def test_pool_embedded_in_shards_and_joined_equals_one_job(miniworld, tiny_clip,
     from augbench.embedding_files import merge_parts
 
     pool = str(miniworld / "pool" / "manifest.csv")
-    whole = embed.embed_images(pool, str(tmp_path / "whole.npy"), tiny_clip, batch_size=64, num_workers=0)
+    whole = embed.embed_images(
+        pool, str(tmp_path / "whole.npy"), embed.ImageEmbedding(tiny_clip, batch_size=64, num_workers=0)
+    )
     parts = [str(tmp_path / f"part{k}.npy") for k in range(3)]
     for shard, part in enumerate(parts):
-        embed.embed_images(pool, part, tiny_clip, batch_size=64, num_workers=0, shard=shard, shards=3)
+        embed.embed_images(
+            pool, part, embed.ImageEmbedding(tiny_clip, batch_size=64, num_workers=0), shard=shard, shards=3
+        )
     assert sum(len(np.load(part)) for part in parts) == len(whole)
     assert merge_parts(parts, str(tmp_path / "joined.npy")) == len(whole)
     np.testing.assert_allclose(np.load(tmp_path / "joined.npy"), whole, atol=1e-5)
@@ -61,9 +67,7 @@ def test_unreadable_pool_images_get_zero_rows_and_are_listed(miniworld, tiny_cli
     features = embed.embed_images(
         str(tmp_path / "pool.csv"),
         str(tmp_path / "pool.npy"),
-        tiny_clip,
-        batch_size=4,
-        num_workers=0,
+        embed.ImageEmbedding(tiny_clip, batch_size=4, num_workers=0),
         unreadable=str(tmp_path / "unreadable.csv"),
     )
     norms = np.linalg.norm(features, axis=1)

@@ -82,17 +82,18 @@ def test_evaluation_and_training_copies_have_their_own_thresholds_and_null_turns
         "train_manifest": _manifest(tmp_path / "train.csv", ["t0"]),
         "train_embeddings": str(tmp_path / "train.npy"),
     }
-    table = exclude.exclusions(**paths, eval_threshold=0.95, train_threshold=0.95)
+    table = exclude.exclusions(**paths, checks=copies.CopyChecks(eval_threshold=0.95, train_threshold=0.95))
     assert table[["pool_row", "reason", "matched"]].values.tolist() == [
         [0, copies.EVAL_DUPLICATE, "v0"],
         [1, copies.TRAIN_DUPLICATE, "t0"],
     ]
     assert pd.read_csv(tmp_path / "excluded.csv").columns.tolist() == copies.COLUMNS
     # A stricter evaluation threshold spares row 0; a null training threshold skips that check.
-    table = exclude.exclusions(**paths, eval_threshold=0.99, train_threshold=None)
+    table = exclude.exclusions(**paths, checks=copies.CopyChecks(eval_threshold=0.99, train_threshold=None))
     assert table.empty and pd.read_csv(tmp_path / "excluded.csv").columns.tolist() == copies.COLUMNS
     with pytest.raises(ValueError, match="--train-threshold needs --train-manifest and --train-embeddings"):
-        exclude.exclusions(paths["pool_manifest"], paths["pool_embeddings"], paths["out"], train_threshold=0.9)
+        checks = copies.CopyChecks(train_threshold=0.9)
+        exclude.exclusions(paths["pool_manifest"], paths["pool_embeddings"], paths["out"], checks)
 
 
 def test_reference_embeddings_must_match_their_manifest(tmp_path):
@@ -105,7 +106,7 @@ def test_reference_embeddings_must_match_their_manifest(tmp_path):
             str(tmp_path / "out.csv"),
             eval_manifest=_manifest(tmp_path / "val.csv", ["v0"]),
             eval_embeddings=str(tmp_path / "val.npy"),
-            eval_threshold=0.9,
+            checks=copies.CopyChecks(eval_threshold=0.9),
         )
 
 
@@ -202,7 +203,8 @@ def test_evaluation_images_planted_in_the_pool_are_all_removed_and_never_retriev
     """The mini-world's CLIP and its configured threshold: copies of validation images (the
     file, re-encoded, rescaled) planted among the pool are all excluded, and image queries
     that would find them first retrieve none of them."""
-    from augbench.embed import embed_images
+    from augbench.copies import CopyChecks
+    from augbench.embed import ImageEmbedding, embed_images
 
     threshold = yaml.safe_load((REPO / "config.yaml").read_text())["contamination"]["eval_threshold"]
     val_manifest = str(miniworld / "val" / "manifest.csv")
@@ -213,7 +215,8 @@ def test_evaluation_images_planted_in_the_pool_are_all_removed_and_never_retriev
     pool = pool.sample(frac=1.0, random_state=0).reset_index(drop=True)  # the copies spread among the pool
     write_manifest(tmp_path / "pool.csv", pool)
     for name, manifest in (("pool", str(tmp_path / "pool.csv")), ("val", val_manifest)):
-        embed_images(manifest, str(tmp_path / f"{name}.npy"), MINIWORLD_CLIP, batch_size=512, num_workers=0)
+        clip = ImageEmbedding(MINIWORLD_CLIP, batch_size=512, num_workers=0)
+        embed_images(manifest, str(tmp_path / f"{name}.npy"), clip)
 
     table = exclude.exclusions(
         str(tmp_path / "pool.csv"),
@@ -221,7 +224,7 @@ def test_evaluation_images_planted_in_the_pool_are_all_removed_and_never_retriev
         str(tmp_path / "excluded.csv"),
         eval_manifest=val_manifest,
         eval_embeddings=str(tmp_path / "val.npy"),
-        eval_threshold=threshold,
+        checks=CopyChecks(eval_threshold=threshold),
     )
     assert set(planted) <= set(table.path), sorted(set(planted) - set(table.path))
     # Each copy is matched with the image it copies.

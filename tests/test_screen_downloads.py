@@ -5,8 +5,8 @@ import yaml
 from PIL import Image
 
 from augbench import screen_downloads
-from augbench.copies import EVAL_DUPLICATE, TRAIN_DUPLICATE, CopyCheck
-from augbench.embed import embed_images
+from augbench.copies import EVAL_DUPLICATE, TRAIN_DUPLICATE, CopyChecks
+from augbench.embed import ImageEmbedding, embed_images
 from augbench.files import read_classes, read_manifest, write_manifest
 
 from helpers import REPO
@@ -52,7 +52,11 @@ def downloads(miniworld, tmp_path):
     ).assign(url=lambda frame: "http://example.org/" + frame.index.astype(str))
     write_manifest(tmp_path / "downloaded.csv", downloaded)
     write_manifest(tmp_path / "subset.csv", subset)
-    embed_images(str(miniworld / "val" / "manifest.csv"), str(tmp_path / "val.npy"), MINIWORLD_CLIP, num_workers=0)
+    embed_images(
+        str(miniworld / "val" / "manifest.csv"),
+        str(tmp_path / "val.npy"),
+        ImageEmbedding(MINIWORLD_CLIP, num_workers=0),
+    )
     return tmp_path, [path for path, _, _ in planted], str(cut)
 
 
@@ -63,21 +67,24 @@ def _screen(tmp_path, miniworld, checks, model=MINIWORLD_CLIP, per_class=None):
         str(miniworld / "classes.txt"),
         str(tmp_path / "manifest.csv"),
         str(tmp_path / "excluded.csv"),
-        model,
+        ImageEmbedding(model, num_workers=0),
         per_class=per_class,
-        checks=checks,
-        num_workers=0,
+        **checks,
     )
 
 
 def _eval_check(miniworld, tmp_path, threshold=THRESHOLD):
     val = str(miniworld / "val" / "manifest.csv")
-    return CopyCheck(EVAL_DUPLICATE, val, str(tmp_path / "val.npy"), threshold, "--eval")
+    return {
+        "checks": CopyChecks(eval_threshold=threshold),
+        "eval_manifest": val,
+        "eval_embeddings": str(tmp_path / "val.npy"),
+    }
 
 
 def test_copies_of_validation_images_and_broken_files_give_way_to_further_ranked_downloads(downloads, miniworld):
     tmp_path, planted, cut = downloads
-    kept, excluded = _screen(tmp_path, miniworld, [_eval_check(miniworld, tmp_path)])
+    kept, excluded = _screen(tmp_path, miniworld, _eval_check(miniworld, tmp_path))
     # Every copy is left out, matched to its original, and so is the broken file.
     copies = excluded[excluded.reason == EVAL_DUPLICATE]
     assert sorted(copies.path) == sorted(planted)
@@ -96,7 +103,7 @@ def test_copies_of_validation_images_and_broken_files_give_way_to_further_ranked
 def test_without_screening_the_best_ranked_downloads_are_kept_without_embedding_them(downloads, miniworld):
     tmp_path, _, _ = downloads
     # A model that does not exist: nothing may be embedded when every check is off.
-    kept, excluded = _screen(tmp_path, miniworld, [_eval_check(miniworld, tmp_path, None)], model="local-dir:/none")
+    kept, excluded = _screen(tmp_path, miniworld, _eval_check(miniworld, tmp_path, None), model="local-dir:/none")
     assert excluded.empty
     downloaded = read_manifest(tmp_path / "downloaded.csv")
     best = downloaded.sort_values("score", ascending=False, kind="stable").groupby("label").head(2)
@@ -111,7 +118,7 @@ def test_a_class_left_short_by_its_copies_is_named_with_what_to_change(downloads
     offered = int((downloaded.label == 1).sum())
     expected = rf"{classes[1]!r} \({offered - 2} of {offered}, from {offered} candidates\)"
     with pytest.raises(ValueError, match=rf"too few screened downloads for class\(es\) .*{expected}.*download\.factor"):
-        _screen(tmp_path, miniworld, [_eval_check(miniworld, tmp_path)], per_class=offered)
+        _screen(tmp_path, miniworld, _eval_check(miniworld, tmp_path), per_class=offered)
     assert not (tmp_path / "manifest.csv").exists()
 
 
@@ -124,7 +131,9 @@ def test_the_command_line_runs_both_checks(downloads, miniworld):
     arguments += ["--eval-embeddings", str(tmp_path / "val.npy"), "--train-threshold", str(THRESHOLD)]
     with pytest.raises(ValueError, match="--train-threshold needs --train-manifest and --train-embeddings"):
         screen_downloads.main(arguments)
-    embed_images(str(tmp_path / "subset.csv"), str(tmp_path / "subset.npy"), MINIWORLD_CLIP, num_workers=0)
+    embed_images(
+        str(tmp_path / "subset.csv"), str(tmp_path / "subset.npy"), ImageEmbedding(MINIWORLD_CLIP, num_workers=0)
+    )
     arguments += ["--train-manifest", str(tmp_path / "subset.csv"), "--train-embeddings", str(tmp_path / "subset.npy")]
     screen_downloads.main(arguments)
     excluded = pd.read_csv(tmp_path / "excluded.csv")

@@ -7,15 +7,28 @@ import inspect
 from dataclasses import MISSING, fields
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
-from augbench import download, generate, knn_service, personalisation, personalise, retrieve
+from augbench import (
+    copies,
+    download,
+    embed,
+    exclude,
+    generate,
+    knn_service,
+    personalisation,
+    personalise,
+    retrieve,
+    screen_downloads,
+)
 
 SCHEMA = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml").read_text())
 SETTINGS = [personalisation.Training, generate.Sampling, generate.Generation, retrieve.Retrieval]
 SETTINGS += [knn_service.Service, knn_service.Candidates, download.Fetching]
+SETTINGS += [copies.CopyChecks, exclude.SafetyTags, embed.Clip, embed.ImageEmbedding]
 # The kind of method entry that ``methods.*.`` means in a settings class's keys (a generation method's by default).
 METHOD_ENTRY = {retrieve.Retrieval: "retrieve_method"}
 METHOD_ENTRY |= dict.fromkeys([knn_service.Service, knn_service.Candidates, download.Fetching], "retrieve_method")
@@ -70,7 +83,8 @@ def test_setting_defaults_and_choices_are_the_config_schema_ones(settings_class)
         elif item.default is MISSING:
             assert "default" not in entry, f"{settings_class.__name__}.{item.name}: {key} has a default in the schema"
         else:
-            assert entry["default"] == item.default, f"{settings_class.__name__}.{item.name} differs from {key}"
+            default = list(item.default) if isinstance(item.default, tuple) else item.default  # YAML has lists
+            assert entry["default"] == default, f"{settings_class.__name__}.{item.name} differs from {key}"
         if item.metadata.get("choices") and "enum" in entry:
             assert sorted(item.metadata["choices"]) == sorted(entry["enum"]), key
 
@@ -197,3 +211,77 @@ def test_the_service_query_and_download_command_lines_reach_their_settings(monke
     (*paths, fetching), _ = calls.pop()
     assert fetching == download.Fetching(per_class=3, retries=0, image_size=64)
     assert paths == ["k", "s", "c", "d", "o", "f"]
+
+
+# Keys of contamination.* that the copy checks (augbench.copies.CopyChecks) hold under the same
+# name without mirroring the schema's default, and why.
+COPY_CHECKS_OFF_UNLESS_ASKED = {
+    key: "a stage checks for copies only when asked (None: off); 0.95 is the study's choice, which the rules "
+    "pass from the config, leaving the option out where the config turns the check off (null)"
+    for key in ("eval_threshold", "train_threshold")
+}
+# Keys of clip.* that the embedding settings (augbench.embed.Clip) do not mirror, and why.
+CLIP_WITHOUT_A_DEFAULT = {
+    "model": "required on every command line that embeds: embeddings that meet in one search must come from "
+    "one CLIP, the config's, which every rule passes, so a stage has none of its own to fall back on",
+}
+
+
+def test_every_contamination_setting_reaches_the_copy_checks():
+    keys = set(SCHEMA["properties"]["contamination"]["properties"])
+    mirrored_keys = {key.removeprefix("contamination.") for key in mirrored(copies.CopyChecks)}
+    assert keys == {key for key in mirrored_keys if "." not in key} | set(COPY_CHECKS_OFF_UNLESS_ASKED)
+    assert "pool.index_memory_gb" in mirrored_keys
+    settings = {item.name: item for item in fields(copies.CopyChecks)}
+    for key in COPY_CHECKS_OFF_UNLESS_ASKED:
+        # The rules pass contamination.* as options of the same names; null must mean what the stage's None means.
+        assert settings[key].default is None and "null" in schema_entry(f"contamination.{key}")["type"]
+    assert {"pool.safety_column", "pool.drop_safety_values"} == set(mirrored(exclude.SafetyTags))
+
+
+def test_every_clip_setting_reaches_the_embedding_settings():
+    keys = {key.removeprefix("clip.") for key in mirrored(embed.ImageEmbedding) if key.startswith("clip.")}
+    assert keys | set(CLIP_WITHOUT_A_DEFAULT) == set(SCHEMA["properties"]["clip"]["properties"])
+    assert not keys & set(CLIP_WITHOUT_A_DEFAULT)
+    model = next(item for item in fields(embed.Clip) if item.name == "model")
+    assert model.default is MISSING and not model.metadata["config"]
+    assert "device" in mirrored(embed.Clip)
+
+
+def test_the_screening_and_embedding_command_lines_reach_their_settings(monkeypatch):
+    calls = []
+
+    def recorded(result):
+        return lambda *args, **kwargs: calls.append((args, kwargs)) or result
+
+    monkeypatch.setattr(exclude, "exclusions", recorded(pd.DataFrame(columns=copies.COLUMNS)))
+    options = ["--pool", "p", "--pool-embeddings", "e", "--out", "o"]
+    exclude.main(options)
+    (*paths, checks, safety), files = calls.pop()
+    assert (paths, checks, safety) == (["p", "e", "o"], copies.CopyChecks(), exclude.SafetyTags())
+    assert files == dict.fromkeys(copies.REFERENCE_FILES)
+    # The safety values are one comma-separated word, as the rule joins the config's list; "" drops none.
+    exclude.main(options + ["--eval-threshold", "0.9", "--eval-manifest", "v", "--eval-embeddings", "ve"])
+    (*_, checks, _), files = calls.pop()
+    assert checks == copies.CopyChecks(eval_threshold=0.9)
+    assert (files["eval_manifest"], files["eval_embeddings"]) == ("v", "ve")
+    exclude.main(options + ["--drop-safety-values", "NSFW, UNSURE,x", "--safety-column", "s"])
+    assert calls.pop()[0][-1] == exclude.SafetyTags("s", ("NSFW", "UNSURE", "x"))
+    exclude.main(options + ["--drop-safety-values", "", "--index-memory-gb", "2"])
+    (*_, checks, safety), _ = calls.pop()
+    assert (checks, safety) == (copies.CopyChecks(index_memory_gb=2.0), exclude.SafetyTags(drop_safety_values=()))
+
+    monkeypatch.setattr(screen_downloads, "screen_downloads", recorded(([], [])))
+    options = ["--downloaded", "d", "--subset", "s", "--classes", "c", "--out", "o", "--excluded", "x", "--model", "m"]
+    screen_downloads.main(options + ["--num-workers", "0", "--train-threshold", "0.8", "--train-manifest", "t"])
+    (*paths, clip, per_class, checks), files = calls.pop()
+    assert (paths, clip, per_class) == (["d", "s", "c", "o", "x"], embed.ImageEmbedding("m", num_workers=0), None)
+    assert checks == copies.CopyChecks(train_threshold=0.8) and files["train_manifest"] == "t"
+    with pytest.raises(SystemExit):  # downloads carry no safety tags
+        screen_downloads.main(options + ["--drop-safety-values", "NSFW"])
+
+    monkeypatch.setattr(embed, "embed_images", recorded(np.zeros((0, 2))))
+    embed.main(["images", "--manifest", "m", "--out", "o", "--model", "c", "--batch-size", "8", "--shard", "1"])
+    assert calls.pop() == (("m", "o", embed.ImageEmbedding("c", batch_size=8), 1, 1, None), {})
+    with pytest.raises(SystemExit):  # a text has no images to batch
+        embed.main(["prompts", "--classes", "c", "--out", "o", "--model", "c", "--batch-size", "8"])

@@ -32,11 +32,19 @@ def parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def setting(default=MISSING, *, help: str, choices=None, config: str | None = None):
+def comma_separated(text: str) -> tuple[str, ...]:
+    """A command-line list written as one comma-separated word (the empty word: none)."""
+    return tuple(value.strip() for value in text.split(",") if value.strip())
+
+
+def setting(default=MISSING, *, help: str, choices=None, config: str | None = None, parse=None):
     """A field of a stage's settings dataclass: its one default, its help, its allowed values, and
     ``config``, the config key it mirrors (``methods.*.steps``, ``diffusion.dtype``), whose schema
-    default the unit tests hold it to."""
+    default the unit tests hold it to. ``parse``, where given, reads the option's text in place of
+    its annotation's type (``comma_separated`` for a list written as one word)."""
     metadata = {"help": help, "choices": choices, "config": config}
+    if parse is not None:
+        metadata["parse"] = parse
     return field(metadata=metadata) if default is MISSING else field(default=default, metadata=metadata)
 
 
@@ -56,7 +64,9 @@ def add_settings(parser: argparse.ArgumentParser, settings_class) -> None:
             options["required"] = True
         else:
             options["help"] += f" (default: {item.default})"
-        if typing.get_origin(kind) is list:
+        if item.metadata.get("parse"):
+            options["type"] = item.metadata["parse"]
+        elif typing.get_origin(kind) is list:
             options |= {"action": "append", "type": typing.get_args(kind)[0]}
         else:
             options["type"] = parse_bool if kind is bool else kind

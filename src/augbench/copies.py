@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
+from augbench.cli import add_settings, setting
 from augbench.files import atomic_path, read_manifest
 from augbench.search import BLOCK, build_index, release_pages
 
@@ -85,6 +87,24 @@ def duplicates(
     )
 
 
+@dataclass
+class CopyChecks:
+    """From what similarity on a candidate copies an evaluation or training image, and the memory
+    the index of those images may use; which images they are (manifests, embeddings) is the job's."""
+
+    # Off unless asked, not contamination.*'s 0.95: the workflow passes the config's thresholds,
+    # and leaves an option out where the config turns that check off (null).
+    eval_threshold: float | None = setting(
+        None, help="cosine similarity at or above which a candidate copies an evaluation image (None: no check)"
+    )
+    train_threshold: float | None = setting(
+        None, help="cosine similarity at or above which a candidate copies a training image (None: no check)"
+    )
+    index_memory_gb: float = setting(
+        16.0, help="memory the index of the evaluation or training images may use", config="pool.index_memory_gb"
+    )
+
+
 class CopyCheck(NamedTuple):
     """One check for copies: of which images (manifest and embeddings), from what similarity on."""
 
@@ -135,22 +155,32 @@ def excluded_rows(path: str, pool: pd.DataFrame) -> np.ndarray:
     return np.unique(rows)
 
 
-def add_copy_check_arguments(parser: argparse.ArgumentParser, screened: str) -> None:
-    """The options of the two copy checks, of ``screened`` (what is checked) against evaluation and training images."""
+def add_copy_check_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the two copy checks: the evaluation and training images, and the ``CopyChecks``."""
     for name, what in (("eval", "evaluation (validation)"), ("train", "training")):
         parser.add_argument(f"--{name}-manifest", help=f"manifest of the {what} images")
         parser.add_argument(f"--{name}-embeddings", help=f".npy of the {what} images' CLIP image embeddings")
-        parser.add_argument(
-            f"--{name}-threshold",
-            type=float,
-            default=None,
-            help=f"cosine similarity at or above which {screened} is a copy of a {what} image (default: no check)",
-        )
+    add_settings(parser, CopyChecks)
 
 
-def copy_checks(args: argparse.Namespace) -> list[CopyCheck]:
-    """The two copy checks as the options of ``add_copy_check_arguments`` set them."""
-    return [
-        CopyCheck(EVAL_DUPLICATE, args.eval_manifest, args.eval_embeddings, args.eval_threshold, "--eval"),
-        CopyCheck(TRAIN_DUPLICATE, args.train_manifest, args.train_embeddings, args.train_threshold, "--train"),
+REFERENCE_FILES = ("eval_manifest", "eval_embeddings", "train_manifest", "train_embeddings")
+
+
+def reference_files(args: argparse.Namespace) -> dict[str, str | None]:
+    """The evaluation and training images' files as the options of ``add_copy_check_arguments`` name them."""
+    return {name: getattr(args, name) for name in REFERENCE_FILES}
+
+
+def copy_checks(
+    settings: CopyChecks,
+    eval_manifest: str | None = None,
+    eval_embeddings: str | None = None,
+    train_manifest: str | None = None,
+    train_embeddings: str | None = None,
+) -> list[CopyCheck]:
+    """The copy checks that ``settings`` turns on (a threshold given), each with its reference images."""
+    checks = [
+        CopyCheck(EVAL_DUPLICATE, eval_manifest, eval_embeddings, settings.eval_threshold, "--eval"),
+        CopyCheck(TRAIN_DUPLICATE, train_manifest, train_embeddings, settings.train_threshold, "--train"),
     ]
+    return [check for check in checks if check.threshold is not None]

@@ -14,39 +14,55 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 
-from augbench.cli import start_logging, use_threads
-from augbench.clip_embeddings import embed_texts, encode_image_files
+from augbench.cli import add_settings, setting, settings_from, start_logging, use_threads
 from augbench.embedding_files import save_embeddings
 from augbench.files import read_classes, read_manifest
-from augbench.prompts import class_prompts
 from augbench.shards import shard_block
 from augbench.unreadable import unreadable_frame, write_unreadable
 
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class Clip:
+    """The CLIP that embeds (``clip.model``, ``clip.pretrained``) and where it runs."""
+
+    # No default: every stage's embeddings must come from the one CLIP the workflow names.
+    model: str = setting(help="open_clip model name, hf-hub:..., or local-dir:...")
+    pretrained: str | None = setting(None, help="open_clip pretrained tag or weights file", config="clip.pretrained")
+    device: str = setting("auto", help="torch device", config="device")
+
+
+@dataclass
+class ImageEmbedding(Clip):
+    """The CLIP, and how it reads images (``clip.batch_size``, ``clip.num_workers``)."""
+
+    batch_size: int = setting(256, help="images per embedding batch", config="clip.batch_size")
+    num_workers: int = setting(2, help="DataLoader workers decoding images", config="clip.num_workers")
+
+
+def encode_images(paths: list[str], clip: ImageEmbedding) -> tuple[np.ndarray, list[str]]:
+    """The images' embeddings, a zero row for an unreadable one, and per image why it could not be read ("": read)."""
+    # Imported here: the settings above are read by stages that may embed nothing (torch unneeded).
+    from augbench.clip_embeddings import encode_image_files
+
+    return encode_image_files(
+        paths, clip.model, clip.pretrained, clip.batch_size, clip.num_workers, clip.device, skip_unreadable=True
+    )
+
+
 def embed_images(
-    manifest: str,
-    out: str,
-    model: str,
-    pretrained: str | None = None,
-    batch_size: int = 256,
-    num_workers: int = 2,
-    device: str = "auto",
-    shard: int = 0,
-    shards: int = 1,
-    unreadable: str | None = None,
+    manifest: str, out: str, clip: ImageEmbedding, shard: int = 0, shards: int = 1, unreadable: str | None = None
 ) -> np.ndarray:
     """Embed a manifest's images (one shard of its rows); an unreadable image gets a zero row,
     which retrieval never picks, and is listed with the reason in ``unreadable`` (a CSV)."""
     frame = read_manifest(manifest, labelled=False)
     frame = frame.iloc[shard_block(len(frame), shard, shards)]
-    features, why = encode_image_files(
-        frame.path.tolist(), model, pretrained, batch_size, num_workers, device, skip_unreadable=True
-    )
+    features, why = encode_images(frame.path.tolist(), clip)
     bad = [reason != "" for reason in why]
     broken = unreadable_frame(frame[bad], [reason for reason in why if reason])
     save_embeddings(out, features)
@@ -60,48 +76,40 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     images = commands.add_parser("images", help="embed every image of a manifest")
     images.add_argument("--manifest", required=True)
-    images.add_argument("--batch-size", type=int, default=256)
-    images.add_argument("--num-workers", type=int, default=2)
     images.add_argument("--unreadable", help="CSV listing the images that could not be read, and why")
+    add_settings(images, ImageEmbedding)
     prompts = commands.add_parser("prompts", help="embed one prompt per class")
     prompts.add_argument("--classes", required=True)
     prompts.add_argument("--template", default="a photo of a {}")
     captions = commands.add_parser("captions", help="embed the caption of every row of a manifest")
     captions.add_argument("--manifest", required=True)
+    for sub in (prompts, captions):
+        add_settings(sub, Clip)
     for sub in (images, captions):
         sub.add_argument("--shard", type=int, default=0, help="which block of the manifest's rows to embed")
         sub.add_argument("--shards", type=int, default=1, help="blocks the rows are split into")
     for sub in (images, prompts, captions):
         sub.add_argument("--out", required=True, help=".npy file to write")
-        sub.add_argument("--model", required=True, help="open_clip model name, hf-hub:..., or local-dir:...")
-        sub.add_argument("--pretrained", default=None, help="open_clip pretrained tag or weights file")
-        sub.add_argument("--device", default="auto")
         sub.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
     start_logging()
     use_threads(args.threads)
     if args.command == "images":
-        features = embed_images(
-            args.manifest,
-            args.out,
-            args.model,
-            args.pretrained,
-            args.batch_size,
-            args.num_workers,
-            args.device,
-            args.shard,
-            args.shards,
-            args.unreadable,
-        )
-    elif args.command == "captions":
-        frame = read_manifest(args.manifest, labelled=False)
-        if "caption" not in frame:
-            raise ValueError(f"manifest {args.manifest} has no 'caption' column")
-        captions = frame.caption.astype(str).to_numpy()[shard_block(len(frame), args.shard, args.shards)]
-        features = embed_texts(captions.tolist(), args.out, args.model, args.pretrained, args.device)
+        clip = settings_from(args, ImageEmbedding)
+        features = embed_images(args.manifest, args.out, clip, args.shard, args.shards, args.unreadable)
     else:
-        texts = class_prompts(read_classes(args.classes), args.template)
-        features = embed_texts(texts, args.out, args.model, args.pretrained, args.device)
+        from augbench.clip_embeddings import embed_texts
+        from augbench.prompts import class_prompts
+
+        clip = settings_from(args, Clip)
+        if args.command == "captions":
+            frame = read_manifest(args.manifest, labelled=False)
+            if "caption" not in frame:
+                raise ValueError(f"manifest {args.manifest} has no 'caption' column")
+            texts = frame.caption.astype(str).to_numpy()[shard_block(len(frame), args.shard, args.shards)].tolist()
+        else:
+            texts = class_prompts(read_classes(args.classes), args.template)
+        features = embed_texts(texts, args.out, clip.model, clip.pretrained, clip.device)
     log.info("wrote %s embeddings of shape %s to %s", args.command, features.shape, args.out)
 
 

@@ -22,19 +22,20 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from augbench.cli import start_logging
+from augbench.cli import add_settings, comma_separated, setting, settings_from, start_logging
 from augbench.copies import (
     COLUMNS,
-    EVAL_DUPLICATE,
     SAFETY_TAG,
-    TRAIN_DUPLICATE,
-    CopyCheck,
+    CopyChecks,
     add_copy_check_arguments,
     copies,
+    copy_checks,
+    reference_files,
     write_table,
 )
 from augbench.files import read_manifest
@@ -43,7 +44,24 @@ log = logging.getLogger(__name__)
 
 # LAION's safety column, honoured where a pool has it unless another is named.
 DEFAULT_SAFETY_COLUMN = "NSFW"
-DEFAULT_DROP_VALUES = ("NSFW", "UNSURE")
+
+
+@dataclass
+class SafetyTags:
+    """Which pool images the pool's own safety tags leave out (downloads have no such tags)."""
+
+    safety_column: str | None = setting(
+        None,
+        help=f"the pool's safety column (None: {DEFAULT_SAFETY_COLUMN} where present)",
+        config="pool.safety_column",
+    )
+    # One comma-separated word on the command line, as the rule writes the config's list.
+    drop_safety_values: tuple[str, ...] = setting(
+        ("NSFW", "UNSURE"),
+        help="comma-separated values of the safety column whose rows are left out (empty: none)",
+        config="pool.drop_safety_values",
+        parse=comma_separated,
+    )
 
 
 def safety_tagged(
@@ -81,32 +99,27 @@ def exclusions(
     pool_manifest: str,
     pool_embeddings: str,
     out: str,
+    checks: CopyChecks | None = None,
+    safety: SafetyTags | None = None,
+    *,
     eval_manifest: str | None = None,
     eval_embeddings: str | None = None,
-    eval_threshold: float | None = None,
     train_manifest: str | None = None,
     train_embeddings: str | None = None,
-    train_threshold: float | None = None,
-    safety_column: str | None = None,
-    drop_safety_values: list[str] = DEFAULT_DROP_VALUES,
-    index_memory_gb: float = 16.0,
 ) -> pd.DataFrame:
-    """Write the table of pool rows to leave out; a None threshold skips that check."""
+    """Write the table of pool rows to leave out: copies of the evaluation and training images
+    (the files named) for each threshold ``checks`` sets, and the rows ``safety`` tags."""
+    checks, safety = checks or CopyChecks(), safety or SafetyTags()
     pool = read_manifest(pool_manifest, labelled=False)
     embeddings = np.load(pool_embeddings, mmap_mode="r")
     if len(embeddings) != len(pool):
         raise ValueError(f"{pool_embeddings} has {len(embeddings)} rows but {pool_manifest} lists {len(pool)} images")
-    found = [safety_tagged(pool, safety_column, list(drop_safety_values), f"pool manifest {pool_manifest}")]
-    checks = [
-        CopyCheck(EVAL_DUPLICATE, eval_manifest, eval_embeddings, eval_threshold, "--eval"),
-        CopyCheck(TRAIN_DUPLICATE, train_manifest, train_embeddings, train_threshold, "--train"),
+    found = [
+        safety_tagged(pool, safety.safety_column, list(safety.drop_safety_values), f"pool manifest {pool_manifest}")
     ]
-    found += [copies(pool, embeddings, check, index_memory_gb) for check in checks if check.threshold is not None]
+    turned_on = copy_checks(checks, eval_manifest, eval_embeddings, train_manifest, train_embeddings)
+    found += [copies(pool, embeddings, check, checks.index_memory_gb) for check in turned_on]
     return write_table(out, found, "pool images")
-
-
-def _values(text: str) -> list[str]:
-    return [value.strip() for value in text.split(",") if value.strip()]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -114,36 +127,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pool", required=True, help="pool manifest")
     parser.add_argument("--pool-embeddings", required=True, help=".npy of the pool's CLIP image embeddings")
     parser.add_argument("--out", required=True, help="CSV of the pool rows to leave out, and why")
-    add_copy_check_arguments(parser, "a pool image")
-    parser.add_argument(
-        "--safety-column",
-        default=None,
-        help=f"the pool's safety column (default: {DEFAULT_SAFETY_COLUMN} where present)",
-    )
-    parser.add_argument(
-        "--drop-safety-values",
-        type=_values,
-        default=list(DEFAULT_DROP_VALUES),
-        help="comma-separated values of the safety column whose rows are left out (empty: none)",
-    )
-    parser.add_argument(
-        "--index-memory-gb", type=float, default=16.0, help="memory the index of the exclusion set may use"
-    )
+    add_copy_check_arguments(parser)
+    add_settings(parser, SafetyTags)
     args = parser.parse_args(argv)
     start_logging()
     table = exclusions(
         args.pool,
         args.pool_embeddings,
         args.out,
-        args.eval_manifest,
-        args.eval_embeddings,
-        args.eval_threshold,
-        args.train_manifest,
-        args.train_embeddings,
-        args.train_threshold,
-        args.safety_column,
-        args.drop_safety_values,
-        args.index_memory_gb,
+        settings_from(args, CopyChecks),
+        settings_from(args, SafetyTags),
+        **reference_files(args),
     )
     log.info("%d pool images left out of retrieval, listed in %s", table.pool_row.nunique(), args.out)
 

@@ -24,8 +24,17 @@ import logging
 import numpy as np
 import pandas as pd
 
-from augbench.cli import start_logging, use_threads
-from augbench.copies import COLUMNS, CopyCheck, add_copy_check_arguments, copies, copy_checks, write_table
+from augbench.cli import add_settings, settings_from, start_logging, use_threads
+from augbench.copies import (
+    COLUMNS,
+    CopyChecks,
+    add_copy_check_arguments,
+    copies,
+    copy_checks,
+    reference_files,
+    write_table,
+)
+from augbench.embed import ImageEmbedding, encode_images
 from augbench.files import read_classes, read_manifest, write_manifest
 from augbench.quotas import class_quotas, keep_best
 
@@ -45,30 +54,28 @@ def screen_downloads(
     classes_path: str,
     out: str,
     excluded_out: str,
-    model: str,
-    pretrained: str | None = None,
+    clip: ImageEmbedding,
     per_class: int | None = None,
-    checks: list[CopyCheck] = (),
-    batch_size: int = 256,
-    num_workers: int = 2,
-    device: str = "auto",
-    index_memory_gb: float = 16.0,
+    checks: CopyChecks | None = None,
+    *,
+    eval_manifest: str | None = None,
+    eval_embeddings: str | None = None,
+    train_manifest: str | None = None,
+    train_embeddings: str | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Write the kept images' manifest and the table of images left out; return both."""
+    """Write the kept images' manifest and the table of images left out; return both. ``clip`` must
+    be the CLIP that embedded the evaluation and training images (the files named)."""
     candidates = read_manifest(downloaded)
     classes = read_classes(classes_path)
     quotas = class_quotas(read_manifest(subset), len(classes), per_class)
-    checks = [check for check in checks if check.threshold is not None]
+    checks = checks or CopyChecks()
+    turned_on = copy_checks(checks, eval_manifest, eval_embeddings, train_manifest, train_embeddings)
     found = []
-    if checks and len(candidates):
-        # Imported here: without a check, nothing is embedded and torch is not needed.
-        from augbench.clip_embeddings import encode_image_files
-
-        embeddings, reasons = encode_image_files(
-            candidates.path.tolist(), model, pretrained, batch_size, num_workers, device, skip_unreadable=True
-        )
+    # Without a check, nothing is embedded (nor torch loaded).
+    if turned_on and len(candidates):
+        embeddings, reasons = encode_images(candidates.path.tolist(), clip)
         found += [unreadable_rows(candidates, reasons)]
-        found += [copies(candidates, embeddings, check, index_memory_gb) for check in checks]
+        found += [copies(candidates, embeddings, check, checks.index_memory_gb) for check in turned_on]
     table = write_table(excluded_out, found, "downloaded images")
     usable = pd.Series(True, index=candidates.index)
     usable.iloc[table.pool_row.to_numpy(dtype=np.int64)] = False
@@ -100,16 +107,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="manifest of the kept images")
     parser.add_argument("--excluded", required=True, help="CSV of the downloaded images left out, and why")
     parser.add_argument("--per-class", type=int, default=None, help="images per class (default: as many as real)")
-    parser.add_argument("--model", required=True, help="the CLIP the evaluation and training images were embedded with")
-    parser.add_argument("--pretrained", default=None)
-    add_copy_check_arguments(parser, "a download")
-    parser.add_argument("--batch-size", type=int, default=256, help="images per embedding batch")
-    parser.add_argument("--num-workers", type=int, default=2, help="DataLoader workers decoding images")
-    parser.add_argument("--device", default="auto")
+    # The CLIP must be the one the evaluation and training images were embedded with.
+    add_settings(parser, ImageEmbedding)
+    add_copy_check_arguments(parser)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    parser.add_argument(
-        "--index-memory-gb", type=float, default=16.0, help="memory the index of the reference images may use"
-    )
     args = parser.parse_args(argv)
     start_logging()
     use_threads(args.threads)
@@ -119,14 +120,10 @@ def main(argv: list[str] | None = None) -> None:
         args.classes,
         args.out,
         args.excluded,
-        args.model,
-        args.pretrained,
+        settings_from(args, ImageEmbedding),
         args.per_class,
-        copy_checks(args),
-        args.batch_size,
-        args.num_workers,
-        args.device,
-        index_memory_gb=args.index_memory_gb,
+        settings_from(args, CopyChecks),
+        **reference_files(args),
     )
     log.info("kept %d images in %s; %d left out, listed in %s", len(kept), args.out, len(table), args.excluded)
 
