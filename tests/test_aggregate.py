@@ -182,6 +182,7 @@ def test_cli_writes_cost_and_provenance(tmp_path):
     # What an earlier config of the experiment ran (another method, another seed) is not costed.
     benchmarks["generate/gen_removed/shard0.tsv"] = (3600, 3600)
     benchmarks["train/gen/seed7.tsv"] = (3600, 3600)
+    benchmarks["evaluate/gen/seed1.tsv"] = (0, 0)  # a job of the second seed: counted, adding no hours
     # Pre-training lies under a root of its own and is costed where its file exists.
     pretrained = tmp_path / "pretrained"
     benchmarks["../pretrained/pretrain_clip/models_clip.tsv"] = (900, 900)
@@ -194,7 +195,7 @@ def test_cli_writes_cost_and_provenance(tmp_path):
     aggregate.main(
         ["--metrics", _metrics(tmp_path, "baseline", 0, 50.0), _metrics(tmp_path, "gen", 0, 52.0)]
         + ["--method-kinds", "baseline=real", "gen=generate", "--added", f"gen={added}"]
-        + ["--experiment-benchmarks", str(root), "--seeds", "0"]
+        + ["--experiment-benchmarks", str(root), "--seeds", "0", "--seeds", "1"]
         + ["--benchmark-root", str(pretrained)]
         + ["--benchmarks-if-present", str(pretrained / "pretrain_clip" / "models_clip.tsv")]
         + ["--benchmarks-if-present", str(pretrained / "pretrain_diffusion" / "models_diffusion.tsv")]
@@ -211,7 +212,7 @@ def test_cli_writes_cost_and_provenance(tmp_path):
     assert cost.loc["shared: embed_pool", "gpu_hours"] == pytest.approx(2.0)  # listed apart, not in gen's hours
     assert cost.loc["shared: pretrain_clip", "gpu_hours"] == pytest.approx(0.25)
     assert "shared: pretrain_diffusion" not in cost.index  # its models were made before: no file
-    assert not any("removed" in owner for owner in cost.index) and cost.loc["gen", "jobs"] == 2
+    assert not any("removed" in owner for owner in cost.index) and cost.loc["gen", "jobs"] == 3
     assert "| embed_pool | 1 | 2.000 |" in (tmp_path / "summary.md").read_text()
     provenance = json.loads((tmp_path / "provenance.json").read_text())
     assert provenance["diffusion"]["revision"] == "main"

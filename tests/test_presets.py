@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from augbench import study
 from augbench.stub import make_stub
 
 from helpers import REPO, snakemake
@@ -34,6 +35,11 @@ def stub_data_root(workdir: Path, preset: str = "imagenet10") -> None:
     (workdir / "resources").symlink_to(REPO / "resources")
 
 
+def registry_of(config: dict) -> dict:
+    """A config's methods: its own entries merged into the registry file it names."""
+    return study.merge_registry(study.read_registry(config["methods_file"]), config["methods"])
+
+
 def _job_counts(output: str) -> dict[str, int]:
     table = output[output.index("Job stats:") :]
     return {name: int(count) for name, count in re.findall(r"^(\w+)\s+(\d+)$", table, re.M)}
@@ -43,6 +49,7 @@ def _job_counts(output: str) -> dict[str, int]:
 def test_preset_dry_run_through_the_slurm_profile_needs_no_data(preset, tmp_path):
     configfile = REPO / "configs" / f"{preset}.yaml"
     config = yaml.safe_load(configfile.read_text())
+    config["methods"] = registry_of(config)
     stub_data_root(tmp_path, preset)
     result = snakemake(tmp_path, "-n", "-q", "rules", profile=REPO / "profiles" / "slurm", configfile=configfile)
     counts = _job_counts(result.stdout + result.stderr)
@@ -62,7 +69,7 @@ def test_preset_dry_run_through_the_slurm_profile_needs_no_data(preset, tmp_path
 def test_every_method_of_the_registry_is_in_the_study_presets(preset):
     preset = yaml.safe_load((REPO / "configs" / f"{preset}.yaml").read_text())
     demo = yaml.safe_load((REPO / "config.yaml").read_text())
-    assert list(preset["methods"]) == list(demo["methods"])
+    assert list(registry_of(preset)) == list(registry_of(demo))
     assert preset["classifier"] == yaml.safe_load((REPO / "configs" / "imagenet10.yaml").read_text())["classifier"]
     assert preset["classifier"]["arch"] == "resnet50"
     assert preset["diffusion"]["model"] == "CompVis/stable-diffusion-v1-4"
@@ -117,7 +124,7 @@ def test_the_cost_table_reads_the_benchmark_of_every_job_that_writes_one(plan, p
     aggregate = re.search(r"python -m augbench.aggregate .*", output).group(0)
     root = re.search(r"--experiment-benchmarks (\S+)", aggregate).group(1)
     methods = [item.split("=")[0] for item in re.search(r"--method-kinds (.*?) --", aggregate).group(1).split()]
-    seeds = [int(seed) for seed in re.search(r"--seeds ((?:\d+ ?)+)", aggregate).group(1).split()]
+    seeds = [int(seed) for seed in re.findall(r"--seeds (\d+)", aggregate)]
     pretraining = set(re.findall(r"--benchmarks-if-present (\S+)", aggregate))
     for path in written:
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)

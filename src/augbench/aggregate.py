@@ -398,7 +398,9 @@ def main(argv: list[str] | None = None) -> None:
         "--experiment-benchmarks",
         help="the experiment's benchmark folder (<rule>/[<method>/]<job>.tsv): its methods' and seeds' jobs",
     )
-    parser.add_argument("--seeds", nargs="*", type=int, default=[], help="the experiment's seeds")
+    parser.add_argument(
+        "--seeds", action="append", type=int, default=[], help="a seed of the experiment; repeat for each"
+    )
     parser.add_argument(
         "--benchmarks-if-present",
         action="append",
