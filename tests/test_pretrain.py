@@ -40,3 +40,18 @@ def test_block_widths_given_as_the_rules_write_lists_shape_the_pipeline(miniworl
     vae = json.loads((tmp_path / "pipe" / "vae" / "config.json").read_text())
     unet = json.loads((tmp_path / "pipe" / "unet" / "config.json").read_text())
     assert vae["block_out_channels"] == [16, 32] and unet["block_out_channels"] == [16, 48]
+
+
+def test_the_models_refuse_the_sizes_the_config_check_refuses():
+    """One rule for the sizes: building the models and checking a config give the same refusal."""
+    import pytest
+
+    from augbench.methods import SettingError
+    from augbench.miniworld.pretrain_diffusion import build_components
+
+    with pytest.raises(SettingError, match="pre-training needs a multiple of 8"):
+        build_components(20, 16, vae_channels=(32, 32, 64), unet_channels=(32, 64))
+    with pytest.raises(SettingError, match=r"channel widths \[40\] are not multiples of 16"):
+        build_components(16, 16, unet_channels=(16, 40))
+    vae, unet = build_components(16, 16, vae_channels=(16, 32), unet_channels=(16, 32))
+    assert unet.config.norm_num_groups == vae.config.norm_num_groups == 16

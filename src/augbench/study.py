@@ -32,6 +32,7 @@ import jsonschema
 import yaml
 
 from augbench import methods as registry
+from augbench.pretraining_sizes import check_sizes
 
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 # Pre-trained models outlive an experiment: their jobs' benchmarks lie outside its folder, so
@@ -716,7 +717,7 @@ class Study:
                 "config clip.pretrained: with miniworld.pretrain the trained folder holds the weights; set it to null"
             )
         try:
-            pretraining_sizes(
+            check_sizes(
                 self.miniworld["image_size"],
                 self.miniworld["diffusion"]["vae_channels"],
                 self.miniworld["diffusion"]["unet_channels"],
@@ -800,33 +801,6 @@ def merge_registry(shared: dict, own: dict) -> dict:
         else:
             merged[name] = entry
     return merged
-
-
-def pretraining_sizes(image_size: int, vae_channels: list[int], unet_channels: list[int]) -> None:
-    """Pre-training's sizes must fit together: CLIP's 4-pixel patches and the VAE's and UNet's
-    halvings divide the side, and every width splits into the normalisation's groups."""
-    channels = list(vae_channels) + list(unet_channels)
-    # Each VAE and UNet block but the last halves the side; CLIP's patches are 4 pixels.
-    halvings = len(channels) - 2
-    if image_size % max(4, 2**halvings):
-        raise registry.SettingError(
-            "image_size",
-            f"pre-training needs a multiple of {max(4, 2**halvings)} (CLIP's 4-pixel patches; the VAE's and the "
-            f"UNet's blocks halve the side {halvings} times), not {image_size}",
-        )
-    groups = norm_groups(channels)
-    uneven = [width for width in channels if width % groups]
-    if uneven:
-        raise registry.SettingError(
-            "diffusion",
-            f"channel widths {uneven} are not multiples of {groups}, "
-            "the group size of the models' normalisation (the smallest width, at most 16)",
-        )
-
-
-def norm_groups(channels: list[int]) -> int:
-    """GroupNorm groups of the pre-trained VAE and UNet: the smallest width, at most 16."""
-    return min(16, *channels)
 
 
 def check_safety_column(manifest: str, column: str | None) -> None:

@@ -27,13 +27,13 @@ from tqdm import tqdm
 from augbench.cli import start_logging, use_threads
 from augbench.images import load_captioned_images
 from augbench.optim import warmup_cosine
+from augbench.pretraining_sizes import PATCH_SIZE
 
 log = logging.getLogger(__name__)
 
 # open_clip's own defaults, so the saved preprocess config matches what it would pick.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-PATCH_SIZE = 4
 
 
 def model_config(

@@ -35,6 +35,7 @@ from augbench.diffusion import denoising_loss, encode_latents, tokenize
 from augbench.images import load_captioned_images
 from augbench.miniworld.tokenizer import write_clip_tokenizer
 from augbench.optim import warmup_cosine
+from augbench.pretraining_sizes import check_sizes, norm_groups
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +52,8 @@ def build_components(
     unet_channels: tuple[int, ...] = DEFAULT_CHANNELS,
 ) -> tuple[AutoencoderKL, UNet2DConditionModel]:
     """Small versions of SD's VAE and UNet; the same classes at other sizes."""
-    # Each block but the last of the VAE and of the UNet halves the side.
-    halvings = len(vae_channels) - 1 + len(unet_channels) - 1
-    if image_size % 2**halvings:
-        raise ValueError(
-            f"image size {image_size} is not a multiple of {2**halvings}, "
-            "as the VAE's and the UNet's downsampling blocks need"
-        )
-    groups = min(16, *vae_channels, *unet_channels)
+    check_sizes(image_size, vae_channels, unet_channels)
+    groups = norm_groups(vae_channels, unet_channels)
     vae = AutoencoderKL(
         in_channels=3,
         out_channels=3,
