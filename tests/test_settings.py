@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from augbench import (
+    clip_settings,
     copies,
     download,
     embed,
@@ -28,7 +29,7 @@ from augbench import (
 SCHEMA = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml").read_text())
 SETTINGS = [personalisation.Training, generate.Sampling, generate.Generation, retrieve.Retrieval]
 SETTINGS += [knn_service.Service, knn_service.Candidates, download.Fetching]
-SETTINGS += [copies.CopyChecks, exclude.SafetyTags, embed.Clip, embed.ImageEmbedding]
+SETTINGS += [copies.CopyChecks, exclude.SafetyTags, clip_settings.Clip, clip_settings.ImageEmbedding]
 # The kind of method entry that ``methods.*.`` means in a settings class's keys (a generation method's by default).
 METHOD_ENTRY = {retrieve.Retrieval: "retrieve_method"}
 METHOD_ENTRY |= dict.fromkeys([knn_service.Service, knn_service.Candidates, download.Fetching], "retrieve_method")
@@ -220,7 +221,7 @@ COPY_CHECKS_OFF_UNLESS_ASKED = {
     "pass from the config, leaving the option out where the config turns the check off (null)"
     for key in ("eval_threshold", "train_threshold")
 }
-# Keys of clip.* that the embedding settings (augbench.embed.Clip) do not mirror, and why.
+# Keys of clip.* that the embedding settings (augbench.clip_settings.Clip) do not mirror, and why.
 CLIP_WITHOUT_A_DEFAULT = {
     "model": "required on every command line that embeds: embeddings that meet in one search must come from "
     "one CLIP, the config's, which every rule passes, so a stage has none of its own to fall back on",
@@ -240,12 +241,12 @@ def test_every_contamination_setting_reaches_the_copy_checks():
 
 
 def test_every_clip_setting_reaches_the_embedding_settings():
-    keys = {key.removeprefix("clip.") for key in mirrored(embed.ImageEmbedding) if key.startswith("clip.")}
+    keys = {key.removeprefix("clip.") for key in mirrored(clip_settings.ImageEmbedding) if key.startswith("clip.")}
     assert keys | set(CLIP_WITHOUT_A_DEFAULT) == set(SCHEMA["properties"]["clip"]["properties"])
     assert not keys & set(CLIP_WITHOUT_A_DEFAULT)
-    model = next(item for item in fields(embed.Clip) if item.name == "model")
+    model = next(item for item in fields(clip_settings.Clip) if item.name == "model")
     assert model.default is MISSING and not model.metadata["config"]
-    assert "device" in mirrored(embed.Clip)
+    assert "device" in mirrored(clip_settings.Clip)
 
 
 def test_the_screening_and_embedding_command_lines_reach_their_settings(monkeypatch):
@@ -275,13 +276,17 @@ def test_the_screening_and_embedding_command_lines_reach_their_settings(monkeypa
     options = ["--downloaded", "d", "--subset", "s", "--classes", "c", "--out", "o", "--excluded", "x", "--model", "m"]
     screen_downloads.main(options + ["--num-workers", "0", "--train-threshold", "0.8", "--train-manifest", "t"])
     (*paths, clip, per_class, checks), files = calls.pop()
-    assert (paths, clip, per_class) == (["d", "s", "c", "o", "x"], embed.ImageEmbedding("m", num_workers=0), None)
+    assert (paths, clip, per_class) == (
+        ["d", "s", "c", "o", "x"],
+        clip_settings.ImageEmbedding("m", num_workers=0),
+        None,
+    )
     assert checks == copies.CopyChecks(train_threshold=0.8) and files["train_manifest"] == "t"
     with pytest.raises(SystemExit):  # downloads carry no safety tags
         screen_downloads.main(options + ["--drop-safety-values", "NSFW"])
 
     monkeypatch.setattr(embed, "embed_images", recorded(np.zeros((0, 2))))
     embed.main(["images", "--manifest", "m", "--out", "o", "--model", "c", "--batch-size", "8", "--shard", "1"])
-    assert calls.pop() == (("m", "o", embed.ImageEmbedding("c", batch_size=8), 1, 1, None), {})
+    assert calls.pop() == (("m", "o", clip_settings.ImageEmbedding("c", batch_size=8), 1, 1, None), {})
     with pytest.raises(SystemExit):  # a text has no images to batch
         embed.main(["prompts", "--classes", "c", "--out", "o", "--model", "c", "--batch-size", "8"])

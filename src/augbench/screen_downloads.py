@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from augbench.cli import add_settings, settings_from, start_logging, use_threads
+from augbench.clip_settings import ImageEmbedding, encode_images
 from augbench.copies import (
     COLUMNS,
     CopyChecks,
@@ -34,7 +35,6 @@ from augbench.copies import (
     reference_files,
     write_table,
 )
-from augbench.embed import ImageEmbedding, encode_images
 from augbench.files import read_classes, read_manifest, write_manifest
 from augbench.quotas import class_quotas, keep_best
 
