@@ -220,3 +220,32 @@ def test_a_combination_the_registry_refuses_is_refused_before_any_image(tmp_path
             "no-model", "no-classes", subset, str(tmp_path / "g"), prompt="empty", zero_shot_keep=0.5, strength=0.5
         )
     assert error.value.key == "prompt"
+
+
+def test_an_artefact_learned_again_with_the_same_results_keeps_its_images(tmp_path):
+    """safetensors writes its metadata in an order of its own: a rerun personalisation job with
+    identical tensors and metadata must find the images made from the first one."""
+    import json as json_module
+
+    import torch
+    from safetensors.torch import save_file
+
+    from augbench.generate import settings_folder
+
+    first = tmp_path / "first.safetensors"
+    save_file({"token.0": torch.arange(6.0).reshape(2, 3)}, str(first), metadata={"target": "token", "vectors": "1"})
+    raw = first.read_bytes()
+    length = int.from_bytes(raw[:8], "little")
+    header = json_module.loads(raw[8 : 8 + length])
+    header["__metadata__"] = dict(reversed(list(header["__metadata__"].items())))
+    text = json_module.dumps(header).encode()
+    again = tmp_path / "again.safetensors"
+    again.write_bytes(len(text).to_bytes(8, "little") + text + raw[8 + length :])
+    assert again.read_bytes() != raw
+    settings = {"steps": 4}
+    assert settings_folder(tmp_path, settings, [str(first)]) == settings_folder(tmp_path, settings, [str(again)])
+    changed = tmp_path / "changed.safetensors"
+    save_file(
+        {"token.0": torch.arange(6.0).reshape(2, 3) + 1}, str(changed), metadata={"target": "token", "vectors": "1"}
+    )
+    assert settings_folder(tmp_path, settings, [str(changed)]) != settings_folder(tmp_path, settings, [str(first)])

@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from safetensors import safe_open
 from tqdm import tqdm
 
 from augbench.cli import add_settings, setting, settings_from, start_logging, use_threads
@@ -238,10 +239,25 @@ def settings_folder(out_dir: Path, settings: dict, files: list[str]) -> Path:
     has its own folder, so a changed config or a retrained artefact never mixes in stale images."""
     digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode())
     for path in files:
+        update_with_content(digest, path)
+    return out_dir / f"images-{digest.hexdigest()[:10]}"
+
+
+def update_with_content(digest, path: str) -> None:
+    """Add what a file holds to ``digest``: a safetensors file by its tensors and metadata in sorted
+    order (safetensors writes its metadata in an order of its own, so a personalisation learned
+    again with identical results would otherwise look new), any other file by its bytes."""
+    if not path.endswith(".safetensors"):
         with open(path, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
-    return out_dir / f"images-{digest.hexdigest()[:10]}"
+        return
+    with safe_open(path, "pt") as artefact:
+        digest.update(json.dumps(artefact.metadata() or {}, sort_keys=True).encode())
+        for name in sorted(artefact.keys()):
+            tensor = artefact.get_tensor(name).contiguous()
+            digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
 
 
 def generate(
