@@ -31,19 +31,16 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 IMAGENET_TRAIN, IMAGENET_VAL = 1_281_167, 50_000
 MEASURED_STEPS = 25  # gpu.py's generation runs 25 DPM-Solver++ steps
 SHARED = "(shared)"
 
 
 def resolved_config(path: str) -> dict:
-    """The preset with the schema's defaults filled in, as the workflow sees it."""
-    from snakemake.utils import validate
+    """The preset with its method registry merged in and the schema's defaults filled in, as the workflow sees it."""
+    from augbench.study import resolve
 
-    config = yaml.safe_load(Path(path).read_text())
-    validate(config, schema=str(SCHEMA))
-    return config
+    return resolve(yaml.safe_load(Path(path).read_text()))
 
 
 def jobs_per_method(output: str) -> dict[str, Counter]:

@@ -80,7 +80,7 @@ def test_the_caltech_preset_trains_on_30_per_class_of_a_60_per_class_split():
     preset = yaml.safe_load((REPO / "configs" / "caltech256.yaml").read_text())
     assert preset["dataset"]["split"]["train_per_class"] == 60 and preset["dataset"]["val"] is None
     assert preset["subset"]["per_class"] == 30
-    assert preset["methods"]["real_upper_bound"]["real_multiplier"] == 2  # all 60 of each class
+    assert registry_of(preset)["real_upper_bound"]["real_multiplier"] == 2  # all 60 of each class
 
 
 def test_rulegraph_of_a_preset_draws_every_stage_without_data(tmp_path):

@@ -105,6 +105,15 @@ def fill_defaults(config: dict) -> dict:
     return config
 
 
+def resolve(config: dict) -> dict:
+    """A config as the workflow sees it, in place: the shared method registry merged in, checked
+    against the schema and its defaults filled in (data, models and names are the Study's checks)."""
+    if config.get("methods_file"):
+        config["methods"] = merge_registry(read_registry(config["methods_file"]), config.get("methods") or {})
+    check_schema(config)
+    return fill_defaults(config)
+
+
 def is_manifest(path: str) -> bool:
     return path.endswith((".csv", ".parquet"))
 
@@ -155,11 +164,7 @@ class Study:
 
     def __init__(self, config: dict):
         """Check ``config`` (a dict as Snakemake holds it; defaults are filled in, in place)."""
-        if config.get("methods_file"):
-            config["methods"] = merge_registry(read_registry(config["methods_file"]), config.get("methods") or {})
-        check_schema(config)
-        fill_defaults(config)
-        self.config = config
+        self.config = resolve(config)
         self.methods: dict[str, dict] = config["methods"]
         self.miniworld: dict = config["miniworld"]
         self.seeds = [int(seed) for seed in config["seeds"]]
