@@ -41,10 +41,10 @@ lint: $(INSTALLED)
 	mkdocs build --strict --quiet --site-dir site
 
 unit: $(INSTALLED)
-	pytest -m "not e2e" -q
+	pytest -m "not e2e" -q --durations=10
 
 e2e: $(INSTALLED)
-	pytest -m e2e -q
+	pytest -m e2e -q --durations=10
 
 # The clip_service retrieval backend and the download step in their own venv (clip-retrieval pins
 # numpy<2); the workflow runs them there with service.python / download.python: .venv-clip/bin/python.
