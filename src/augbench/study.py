@@ -825,21 +825,27 @@ def check_safety_column(manifest: str, column: str | None) -> None:
 
 # -- names the libraries know ----------------------------------------------------------------
 
-NAMES_CACHE = Path(".snakemake") / "augbench-library-names.json"
+
+def names_cache() -> Path:
+    """Where the libraries' names are kept: the user's cache folder (``$XDG_CACHE_HOME``, else
+    ``~/.cache``), shared by every working directory, so a new run folder does not import them again."""
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("augbench")) / "library-names.json"
 
 
-def library_names(cache: Path | None = NAMES_CACHE) -> dict[str, list]:
+def library_names(cache: Path | None = None) -> dict[str, list]:
     """The names torchvision and open_clip know: classifier architectures, CLIP models and their
-    pretrained tags. Importing both takes seconds, so the lists are kept in ``cache`` per version
-    of the libraries and every later dry run reads them from there."""
+    pretrained tags. Importing both takes seconds, so the lists are kept in ``cache`` (by default
+    :func:`names_cache`) per version of the libraries, and later dry runs read them from there."""
     versions = {package: importlib.metadata.version(package) for package in ("torchvision", "open_clip_torch")}
-    if cache is not None and cache.is_file():
-        try:
-            stored = json.loads(cache.read_text())
-            if stored.get("versions") == versions:
-                return stored
-        except (ValueError, OSError):
-            pass  # a broken cache is made again
+    cache = names_cache() if cache is None else cache
+    try:
+        stored = json.loads(cache.read_text())
+        if stored.get("versions") == versions:
+            return stored
+    except (ValueError, OSError):
+        pass  # none yet, or a broken one: made again
     import open_clip
     import torchvision
 
@@ -849,14 +855,13 @@ def library_names(cache: Path | None = NAMES_CACHE) -> dict[str, list]:
         "clip_models": sorted(open_clip.list_models()),
         "clip_pretrained": sorted([model, tag] for model, tag in open_clip.list_pretrained()),
     }
-    if cache is not None:
-        try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            partial = cache.with_suffix(".partial")
-            partial.write_text(json.dumps(names))
-            partial.replace(cache)
-        except OSError:
-            pass  # a read-only folder: the names are looked up again next time
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache.with_name(f"{cache.name}.{os.getpid()}.partial")  # several runs may write at once
+        partial.write_text(json.dumps(names))
+        partial.replace(cache)
+    except OSError:
+        pass  # a read-only folder: the names are looked up again next time
     return names
 
 
