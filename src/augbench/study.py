@@ -657,8 +657,6 @@ class Study:
                     learned.get("target"),
                     self.filters_by_clip_score(name),
                 )
-            if params["kind"] == "retrieve":
-                registry.check_clip_filter(None, self.filters_by_clip_score(name))
         except registry.SettingError as error:
             raise ConfigError(f"{key}.{error.key}: {error.message}") from None
         if params["kind"] in ("retrieve", "generate"):
