@@ -1,6 +1,6 @@
 """The study a config describes, as one validated object: the workflow's planning logic in Python.
 
-    study = Study.from_files(["config.yaml"])      # or Study(config_dict)
+    study = Study(yaml.safe_load(open("config.yaml")))  # checks it, fills its defaults in
     study.methods_of("retrieve"), study.downloads("retrieve_text"), study.paths.subset
 
 Reading a config checks it whole before any job runs, each problem reported on one line
@@ -172,16 +172,6 @@ class Study:
             raise ConfigError(f"config seeds: {config['seeds']} repeats a seed")
         self.paths = self._paths()
         self.check()
-
-    @classmethod
-    def from_files(cls, paths: list[str], overrides: dict | None = None) -> Study:
-        """The study of config files given in order (later keys win, as with Snakemake's --configfile)."""
-        check_duplicate_keys(paths)
-        config: dict = {}
-        for path in paths:
-            config.update(yaml.safe_load(Path(path).read_text()) or {})
-        config.update(overrides or {})
-        return cls(config)
 
     # -- paths -------------------------------------------------------------------------
 
