@@ -332,7 +332,7 @@ def test_a_safety_column_the_pool_lacks_is_refused_with_the_key_named(tmp_path, 
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"classifier": {"arch": "resnet5000"}}, "config classifier.arch: 'resnet5000' is not a torchvision model"),
+        ({"classifier": {"arch": "resnet5000"}}, "config classifier.arch: 'resnet5000' is neither a torchvision model"),
         ({"clip": {"model": "ViT-L-41"}}, "config clip.model: 'ViT-L-41' is not an open_clip model"),
         (
             {"clip": {"pretrained": "laion9b"}},

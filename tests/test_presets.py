@@ -92,8 +92,9 @@ def test_rulegraph_of_a_preset_draws_every_stage_without_data(tmp_path):
 
 
 # Dry-run plans checked below and in test_commands.py (each made once a session: conftest's
-# planned): the presets, the smoke config, and the smoke config with a kNN-service method.
-PLANS = ["configs/imagenet10.yaml", "configs/caltech256.yaml", "configs/smoke.yaml", "service"]
+# planned): the presets, the smoke config, the demo config, and the smoke config with a
+# kNN-service method.
+PLANS = ["configs/imagenet10.yaml", "configs/caltech256.yaml", "configs/smoke.yaml", "config.yaml", "service"]
 
 
 def dry_run_plan(workdir: Path, plan: str) -> str:

@@ -281,3 +281,92 @@ def test_torchrun_launches_training_on_two_gloo_processes(miniworld, tmp_path):
     assert not train.checkpoint_dir(double).exists()
     val = str(miniworld / "val" / "manifest.csv")
     assert evaluate.evaluate(str(double), val, classes, str(tmp_path / "m.json"), num_workers=0)["n_val_images"] == 50
+
+
+def test_the_small_cnn_classifies_16_and_32_pixel_images_and_takes_a_weights_file(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    model = classifier.build_model("small_cnn", 10)
+    for size in (16, 32):
+        assert model(torch.zeros(2, 3, size, size)).shape == (2, 10)
+    source = classifier.build_model("small_cnn", 1000)
+    save_file(source.state_dict(), str(tmp_path / "w.safetensors"))
+    classifier.initialise(model, str(tmp_path / "w.safetensors"))  # only the last layer differs: left new
+    first = next(name for name in model.state_dict() if name.endswith("weight"))
+    assert torch.equal(model.state_dict()[first], source.state_dict()[first])
+
+
+def _train_command(manifest, classes, recipe, seeds_and_outs):
+    command = ["--manifest", manifest, "--classes", classes, "--threads", "1"]
+    for seed, out in seeds_and_outs:
+        command += ["--seed", str(seed), "--out", str(out)]
+    for field, value in dataclasses.asdict(recipe).items():
+        if value is not None:
+            command += ["--" + field.replace("_", "-"), str(value).lower() if isinstance(value, bool) else str(value)]
+    return command
+
+
+def test_one_job_of_several_seeds_gives_each_seed_the_weights_of_its_own_job(miniworld, tmp_path):
+    from safetensors.torch import load_file
+
+    manifest, classes = str(miniworld / "train" / "manifest.csv"), str(miniworld / "classes.txt")
+    recipe = dataclasses.replace(RECIPE, arch="small_cnn", epochs=1)
+    together = [(5, tmp_path / "seed5.safetensors"), (6, tmp_path / "seed6.safetensors")]
+    train.main(_train_command(manifest, classes, recipe, together))
+    assert not any(train.checkpoint_dir(out).exists() for _, out in together)
+    for seed, out in together:
+        alone = tmp_path / f"alone{seed}.safetensors"
+        train.main(_train_command(manifest, classes, recipe, [(seed, alone)]))
+        ours, reference = load_file(str(out)), load_file(str(alone))
+        assert all(torch_equal(ours[name], reference[name]) for name in reference)
+    seed5, seed6 = load_file(str(together[0][1])), load_file(str(together[1][1]))
+    assert not all(torch_equal(seed5[name], seed6[name]) for name in seed5)
+
+    metrics = [tmp_path / "seed5.json.metrics", tmp_path / "seed6.json.metrics"]
+    evaluate.main(
+        ["--model", str(together[0][1]), "--out", str(metrics[0]), "--model", str(together[1][1])]
+        + ["--out", str(metrics[1]), "--manifest", str(miniworld / "val" / "manifest.csv"), "--classes", classes]
+        + ["--num-workers", "0"]
+    )
+    assert [json.loads(path.read_text())["seed"] for path in metrics] == [5, 6]
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
+
+
+def test_a_failed_job_of_several_seeds_keeps_the_finished_seeds(miniworld, tmp_path, monkeypatch):
+    """Snakemake removes a failed job's outputs; the finished seeds' last checkpoints stay, so the
+    rerun finds them complete and trains only the seed that failed."""
+    manifest, classes = str(miniworld / "train" / "manifest.csv"), str(miniworld / "classes.txt")
+    recipe = dataclasses.replace(RECIPE, arch="small_cnn", epochs=2)
+    seeds = [(0, tmp_path / "seed0.safetensors"), (1, tmp_path / "seed1.safetensors")]
+    real_train = train.train
+
+    def fails_on_seed_1(*args, **kwargs):
+        if args[4] == 1:
+            raise RuntimeError("out of memory")
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train", fails_on_seed_1)
+    with pytest.raises(RuntimeError):
+        train.main(_train_command(manifest, classes, recipe, seeds))
+    for _, out in seeds:  # as Snakemake does with a failed job's outputs
+        out.unlink(missing_ok=True)
+        out.with_suffix(".json").unlink(missing_ok=True)
+    monkeypatch.setattr(train, "train", real_train)
+    train.main(_train_command(manifest, classes, recipe, seeds))
+    records = [json.loads(out.with_suffix(".json").read_text()) for _, out in seeds]
+    assert [record["resumed_after_epoch"] for record in records] == [recipe.epochs, 0]
+    assert not any(train.checkpoint_dir(out).exists() for _, out in seeds)
+
+
+def test_seeds_and_weights_files_must_pair(miniworld, tmp_path, capsys):
+    manifest, classes = str(miniworld / "train" / "manifest.csv"), str(miniworld / "classes.txt")
+    command = _train_command(manifest, classes, RECIPE, [(0, tmp_path / "a.safetensors")]) + ["--seed", "1"]
+    with pytest.raises(SystemExit):
+        train.main(command)
+    assert "2 --seed but 1 --out" in capsys.readouterr().err

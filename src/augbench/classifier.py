@@ -16,6 +16,8 @@ import torchvision
 from safetensors.torch import load_file
 from torchvision.transforms import v2 as T
 
+from augbench.small_cnn import SMALL_CNNS, small_cnn
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -41,10 +43,15 @@ class Recipe:
 
 
 def build_model(arch: str, num_classes: int) -> torch.nn.Module:
+    """A newly initialised classifier: one of augbench's small CNNs, or any torchvision model."""
+    if arch in SMALL_CNNS:
+        return small_cnn(arch, num_classes)
     try:
         return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
     except ValueError as error:
-        raise ValueError(f"classifier.arch {arch!r} is not a torchvision model: {error}") from None
+        raise ValueError(
+            f"classifier.arch {arch!r} is neither a torchvision model nor one of {sorted(SMALL_CNNS)}: {error}"
+        ) from None
 
 
 def read_state_dict(path: str) -> dict[str, torch.Tensor]:

@@ -21,15 +21,16 @@ COLUMNS = ["owner", "jobs", "wall_hours", "cpu_hours", "gpu_hours", "added_image
 def experiment_benchmarks(root: str | Path, methods: list[str], seeds: list[int]) -> list[str]:
     """The benchmark files under an experiment's folder that belong to its current config: every
     shared job's, and each method's own for the methods of the registry (a training or
-    evaluation job's only for the seeds the config lists). What an earlier config of the same
+    evaluation job's only for the seeds the config lists: ``seed<n>.tsv`` for a job of one seed,
+    ``seeds<n>-<m>-....tsv`` for a job of several, classifier.seeds_in_one_job). What an earlier config of the same
     experiment ran for other methods or seeds stays on disk but is not costed."""
     files = []
     for path in sorted(Path(root).glob("*/**/*.tsv")):
         parts = path.relative_to(root).parts
         if len(parts) > 2 and parts[1] not in methods:
             continue
-        seed = re.fullmatch(r"seed(\d+)\.tsv", parts[-1])
-        if seed and int(seed.group(1)) not in seeds:
+        job_seeds = re.fullmatch(r"seeds?(\d+(?:-\d+)*)\.tsv", parts[-1])
+        if job_seeds and not {int(seed) for seed in job_seeds.group(1).split("-")} <= set(seeds):
             continue
         files.append(str(path))
     return files

@@ -2,6 +2,8 @@
 
     python -m augbench.evaluate --model model.safetensors --manifest val.csv \
         --classes classes.txt --out metrics.json
+
+Repeat ``--model`` and ``--out`` to evaluate several models (a method's seeds) in one process.
 """
 
 from __future__ import annotations
@@ -76,20 +78,23 @@ def evaluate(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True)
+    parser.add_argument("--model", action="append", required=True, help="weights file; repeat, one per --out")
     parser.add_argument("--manifest", required=True, help="validation manifest")
     parser.add_argument("--classes", required=True)
-    parser.add_argument("--out", required=True, help="metrics JSON")
+    parser.add_argument("--out", action="append", required=True, help="metrics JSON of each --model")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
+    if len(args.model) != len(args.out):
+        parser.error(f"{len(args.model)} --model but {len(args.out)} --out: give one metrics file per model")
     start_logging()
-    metrics = evaluate(
-        args.model, args.manifest, args.classes, args.out, args.device, args.batch_size, args.num_workers, args.threads
-    )
-    log.info("top-1 %.2f%% on %d images", metrics["top1"], metrics["n_val_images"])
+    for model, out in zip(args.model, args.out):
+        metrics = evaluate(
+            model, args.manifest, args.classes, out, args.device, args.batch_size, args.num_workers, args.threads
+        )
+        log.info("%s: top-1 %.2f%% on %d images", model, metrics["top1"], metrics["n_val_images"])
 
 
 if __name__ == "__main__":

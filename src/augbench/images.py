@@ -111,24 +111,48 @@ class ManifestImages:
     An unreadable image raises ``UnreadableImage``; with ``skip_unreadable`` it comes as a
     blank stand-in instead, and each item carries a third element, the reason ("" if read),
     so a pass over a large pool counts the broken files rather than stopping at the first.
+
+    ``keep_decoded_mb`` keeps decoded images in memory, up to that many megabytes, for the
+    epochs after the first: on a small training set of small images, decoding every image
+    in every epoch costs a sixth of a CPU training's time.
     """
 
-    def __init__(self, paths: list[str], labels: list[int], transform, skip_unreadable: bool = False):
+    def __init__(
+        self,
+        paths: list[str],
+        labels: list[int],
+        transform,
+        skip_unreadable: bool = False,
+        keep_decoded_mb: float = 0,
+    ):
         if len(paths) != len(labels):
             raise ValueError("paths and labels differ in length")
         self.paths = list(paths)
         self.labels = [int(label) for label in labels]
         self.transform = transform
         self.skip_unreadable = skip_unreadable
+        self.keep_decoded_bytes = keep_decoded_mb * 1e6
+        self.decoded: dict[int, Image.Image] = {}
+        self.decoded_bytes = 0
+
+    def _load(self, index: int) -> Image.Image:
+        image = self.decoded.get(index)
+        if image is None:
+            image = load_rgb(self.paths[index])
+            size = image.width * image.height * 3
+            if self.decoded_bytes + size <= self.keep_decoded_bytes:
+                self.decoded[index] = image
+                self.decoded_bytes += size
+        return image
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int):
         if not self.skip_unreadable:
-            return self.transform(load_rgb(self.paths[index])), self.labels[index]
+            return self.transform(self._load(index)), self.labels[index]
         try:
-            return self.transform(load_rgb(self.paths[index])), self.labels[index], ""
+            return self.transform(self._load(index)), self.labels[index], ""
         except UnreadableImage as error:
             return self.transform(Image.new("RGB", (8, 8), (255, 255, 255))), self.labels[index], str(error)
 

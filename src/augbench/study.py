@@ -33,6 +33,7 @@ import yaml
 
 from augbench import methods as registry
 from augbench.pretraining_sizes import check_sizes
+from augbench.small_cnn import SMALL_CNNS
 
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 # Pre-trained models outlive an experiment: their jobs' benchmarks lie outside its folder, so
@@ -247,6 +248,13 @@ class Study:
     def benchmark(self, rule: str, job: str, root: str | None = None) -> str:
         """Where a job's Snakemake benchmark goes: <root>/<rule>/[<method>/]<job>.tsv, as augbench.cost reads it."""
         return f"{root or self.paths.benchmarks}/{rule}/{job}.tsv"
+
+    def seed_job(self) -> tuple[list, str]:
+        """The seeds of one training or evaluation job, and its name in logs and benchmarks: the
+        ``{seed}`` wildcard (a job per seed), or every seed (classifier.seeds_in_one_job)."""
+        if self.config["classifier"]["seeds_in_one_job"]:
+            return self.seeds, "seeds" + "-".join(str(seed) for seed in self.seeds)
+        return ["{seed}"], "seed{seed}"
 
     def pretrain_benchmark(self, rule: str, model: str) -> str:
         """A pre-training job's benchmark, named after the model it makes (one per model folder)."""
@@ -589,7 +597,8 @@ class Study:
 
     def train_options(self) -> dict:
         classifier = self.config["classifier"]
-        return {**{k: v for k, v in classifier.items() if k != "processes"}, "device": self.config["device"]}
+        job_settings = ("processes", "seeds_in_one_job")
+        return {**{k: v for k, v in classifier.items() if k not in job_settings}, "device": self.config["device"]}
 
     def provenance(self) -> dict:
         """What of the config produced the results: the models and every method's resolved entry."""
@@ -857,10 +866,12 @@ def check_names(config: dict, names: dict | None = None) -> None:
     """The names a config gives must be ones the libraries know (a typo found before any GPU hour)."""
     names = names or library_names()
     arch = config["classifier"]["arch"]
-    if arch not in names["classifiers"]:
-        close = [name for name in names["classifiers"] if name.startswith(re.sub(r"\d+$", "", arch))][:8]
+    known = [*names["classifiers"], *SMALL_CNNS]
+    if arch not in known:
+        close = [name for name in known if name.startswith(re.sub(r"\d+$", "", arch))][:8]
         raise ConfigError(
-            f"config classifier.arch: {arch!r} is not a torchvision model"
+            f"config classifier.arch: {arch!r} is neither a torchvision model"
+            f" nor one of augbench's small CNNs {sorted(SMALL_CNNS)}"
             + (f" (models of that family: {close})" if close else " (see torchvision.models.list_models())")
         )
     model, pretrained = config["clip"]["model"], config["clip"]["pretrained"]

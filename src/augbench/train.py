@@ -13,6 +13,11 @@ weights_only=True)``). A restarted job (SLURM requeue after preemption, Snakemak
 recomputed, and finishes with the weights an uninterrupted run gives. A checkpoint
 of other inputs or settings is ignored. It is removed once the weights are written.
 
+Several seeds in one job (``--seed 0 --out a.safetensors --seed 1 --out b.safetensors``)
+train in turn and pay Python's and torch's start-up once. Each seed's last checkpoint
+stays until every seed is done, so a rerun after a failure (which removes the job's outputs)
+finds the finished seeds complete and retrains only the rest.
+
 Several GPUs of one node: launched by ``torchrun --nproc_per_node N -m augbench.train``,
 each process trains on its share of every batch (DistributedDataParallel; NCCL on
 GPUs, gloo on CPUs), so the recipe's batch size stays the global one; process 0
@@ -145,8 +150,11 @@ def train(
     seed: int,
     device: str = "auto",
     threads: int | None = None,
+    keep_checkpoint: bool = False,
 ) -> dict:
-    """Train and write the weights to ``out``; return a short training record."""
+    """Train and write the weights to ``out``; return a short training record. With
+    ``keep_checkpoint`` the last checkpoint stays (a later call with the same inputs resumes
+    it as complete) and the caller removes it."""
     use_threads(threads)
     classes = read_classes(classes_path)
     frame = combined_training_set(manifests, len(classes))
@@ -160,7 +168,8 @@ def train(
             torch.cuda.set_device(dev)
     # Each process draws its own augmentations; process 0 draws what a single process would.
     generator = seed_everything(seed + 1_000_003 * rank)
-    dataset = ManifestImages(frame.path.tolist(), frame.label.tolist(), train_transform(recipe))
+    # Decoded images stay in memory up to 512 MB (per loader worker): small sets skip decoding after epoch 1.
+    dataset = ManifestImages(frame.path.tolist(), frame.label.tolist(), train_transform(recipe), keep_decoded_mb=512)
     batch_size = max(1, recipe.batch_size // world)  # per process, so the global batch is the recipe's
     drop_last = len(dataset) > recipe.batch_size
     sampler = None
@@ -229,7 +238,8 @@ def train(
         with atomic_path(out) as tmp:
             save_file({k: v.contiguous().cpu() for k, v in core.state_dict().items()}, str(tmp))
         write_json(recipe_path(out), record)
-        shutil.rmtree(checkpoint, ignore_errors=True)
+        if not keep_checkpoint:
+            shutil.rmtree(checkpoint, ignore_errors=True)
     if world > 1:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
@@ -240,8 +250,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--manifest", action="append", required=True, help="training manifest; repeat to combine")
     parser.add_argument("--classes", required=True)
-    parser.add_argument("--out", required=True, help="weights file (.safetensors)")
-    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--seed", type=int, action="append", required=True, help="training seed; repeat, one per --out")
+    parser.add_argument("--out", action="append", required=True, help="weights file (.safetensors) of each --seed")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None)
     for field, default in asdict(Recipe()).items():
@@ -251,12 +261,25 @@ def main(argv: list[str] | None = None) -> None:
         else:
             parser.add_argument(flag, type=str if default is None else type(default), default=default)
     args = parser.parse_args(argv)
+    if len(args.seed) != len(args.out):
+        parser.error(f"{len(args.seed)} --seed but {len(args.out)} --out: give one weights file per seed")
     # Under torchrun only process 0 reports progress; the others report problems.
     level = logging.INFO if distributed_context()[0] == 0 else logging.WARNING
     start_logging(level)
     recipe = Recipe(**{field: getattr(args, field) for field in asdict(Recipe())})
-    record = train(args.manifest, args.classes, args.out, recipe, args.seed, args.device, args.threads)
-    log.info("trained %s on %d images, final loss %.4f", recipe.arch, record["n_train_images"], record["final_loss"])
+    several = len(args.seed) > 1
+    for seed, out in zip(args.seed, args.out):
+        record = train(args.manifest, args.classes, out, recipe, seed, args.device, args.threads, several)
+        log.info(
+            "seed %d: trained %s on %d images, final loss %.4f",
+            seed,
+            recipe.arch,
+            record["n_train_images"],
+            record["final_loss"],
+        )
+    if several and distributed_context()[0] == 0:
+        for out in args.out:
+            shutil.rmtree(checkpoint_dir(out), ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ RESULTS, LOGS, BENCHMARKS = PATHS.results, PATHS.logs, PATHS.benchmarks
 METHODS = STUDY.methods
 MINIWORLD = STUDY.miniworld
 SEEDS = STUDY.seeds
+# A training or evaluation job runs one seed ({seed}) or all of them (classifier.seeds_in_one_job).
+SEEDS_OF_JOB, SEED_JOB = STUDY.seed_job()
 GPUS = STUDY.gpus()
 ENV = "../../envs/augbench.yaml"
 # clip-retrieval pins numpy<2 and img2dataset is optional: their rules have their own envs.
@@ -34,6 +36,15 @@ def alternation(names):
 wildcard_constraints:
     method=alternation(METHODS),
     seed=r"\d+",
+
+
+def each_seed(pattern):
+    """A per-seed path for each seed a training or evaluation job runs."""
+    return expand(pattern, seed=SEEDS_OF_JOB, allow_missing=True)
+
+
+def job_seeds(wildcards):
+    return [wildcards.seed] if "seed" in wildcards.keys() else SEEDS
 
 
 def grows(amount):

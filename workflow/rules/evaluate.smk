@@ -5,11 +5,11 @@ rule evaluate:
         val=PATHS.val_manifest,
         classes=CLASSES,
     output:
-        f"{RESULTS}/metrics/{{method}}/seed{{seed}}.json",
+        each_seed(f"{RESULTS}/metrics/{{method}}/seed{{seed}}.json"),
     log:
-        f"{LOGS}/evaluate/{{method}}/seed{{seed}}.log",
+        f"{LOGS}/evaluate/{{method}}/{SEED_JOB}.log",
     benchmark:
-        benchmark_of("evaluate", "{method}/seed{seed}")
+        benchmark_of("evaluate", f"{{method}}/{SEED_JOB}")
     conda:
         ENV
     threads: 2
@@ -17,6 +17,9 @@ rule evaluate:
         mem_mb=grows(8000),
         runtime=grows(60),
     params:
+        models=lambda wildcards, input, output: cli_options(
+            {"model": input.weights, "out": output}
+        ),
         options=cli_options(
             {
                 "device": config["device"],
@@ -24,6 +27,6 @@ rule evaluate:
             }
         ),
     shell:
-        "python -m augbench.evaluate --model {input.weights} --manifest {input.val}"
-        " --classes {input.classes} --out {output} {params.options}"
+        "python -m augbench.evaluate {params.models} --manifest {input.val}"
+        " --classes {input.classes} {params.options}"
         " --threads {threads} > {log} 2>&1"

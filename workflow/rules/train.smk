@@ -5,12 +5,12 @@ rule train:
         classes=CLASSES,
         init_weights=config["classifier"]["init_weights"] or [],
     output:
-        weights=f"{RESULTS}/models/{{method}}/seed{{seed}}.safetensors",
-        recipe=f"{RESULTS}/models/{{method}}/seed{{seed}}.json",
+        weights=each_seed(f"{RESULTS}/models/{{method}}/seed{{seed}}.safetensors"),
+        recipe=each_seed(f"{RESULTS}/models/{{method}}/seed{{seed}}.json"),
     log:
-        f"{LOGS}/train/{{method}}/seed{{seed}}.log",
+        f"{LOGS}/train/{{method}}/{SEED_JOB}.log",
     benchmark:
-        benchmark_of("train", "{method}/seed{seed}")
+        benchmark_of("train", f"{{method}}/{SEED_JOB}")
     conda:
         ENV
     threads: 2
@@ -22,10 +22,13 @@ rule train:
         manifests=lambda wildcards, input: cli_options(
             {"manifest": [input.subset, *input.added]}
         ),
+        seeds=lambda wildcards, output: cli_options(
+            {"seed": job_seeds(wildcards), "out": output.weights}
+        ),
         # More than one process: DDP over the node's GPUs, launched by torchrun.
         launcher=STUDY.train_launcher(),
         options=cli_options(STUDY.train_options()),
     shell:
         "{params.launcher} -m augbench.train {params.manifests} --classes {input.classes}"
-        " --out {output.weights} --seed {wildcards.seed} {params.options}"
+        " {params.seeds} {params.options}"
         " --threads {threads} > {log} 2>&1"
