@@ -50,6 +50,8 @@ def test_profile_sends_gpu_rules_to_the_gpu_partition_and_results_match_a_local_
             "slurm-no-account": True,
             "slurm-status-command": "squeue",
             "slurm-init-seconds-before-status-checks": 2,
+            # Jobs of seconds: the default 10 s between status checks would be most of the test's time.
+            "seconds-between-status-checks": 2,
             "slurm-keep-successful-logs": True,
             "latency-wait": 5,
             # No job may ask for more CPUs than the test node has: SLURM would hold it forever.

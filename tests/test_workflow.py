@@ -240,3 +240,21 @@ def test_cost_table_lists_each_method_and_the_shared_jobs_apart(smoke_run):
     assert (cost.loc[list(METHODS), "cpu_hours"] > 0).all()
     # Snakemake samples a job's CPU time while it runs: a job of a second or two may show none.
     assert (cost.cpu_hours >= 0).all()
+
+
+def test_one_job_per_method_trains_all_its_seeds_as_their_own_jobs_would(smoke_run, tmp_path):
+    """classifier.seeds_in_one_job (the demo's setting) changes how many jobs run, not what they compute."""
+    workdir, _ = smoke_run
+    grouped = tmp_path / "grouped.yaml"
+    config = {"experiment": "smoke_grouped", "seeds": [0, 1], "classifier": {"seeds_in_one_job": True}}
+    grouped.write_text(yaml.safe_dump(config))
+    targets = [f"results/smoke_grouped/metrics/baseline/seed{seed}.json" for seed in (0, 1)]
+    result = snakemake(workdir, *targets, "-p", "--configfile", str(SMOKE), str(grouped))
+    output = result.stdout + result.stderr
+    assert len(re.findall(r"^(?:local)?rule train:", output, flags=re.MULTILINE)) == 1, output[-3000:]
+    assert len(re.findall(r"^(?:local)?rule evaluate:", output, flags=re.MULTILINE)) == 1
+    assert (workdir / "logs" / "smoke_grouped" / "train" / "baseline" / "seeds0-1.log").stat().st_size > 0
+    seed0, seed1 = (json.loads((workdir / target).read_text()) for target in targets)
+    assert (seed0["seed"], seed1["seed"]) == (0, 1)
+    alone = json.loads((_results(workdir) / "metrics" / "baseline" / "seed0.json").read_text())
+    assert seed0["top1"] == alone["top1"] and seed0["per_class_top1"] == alone["per_class_top1"]
