@@ -10,15 +10,18 @@ export TRANSFORMERS_OFFLINE := 1
 .PHONY: demo test lint unit e2e bench clean clip-venv test-clip-service profiles
 
 # One short line per step; pip's -qq shows errors only (its warnings about index folders this
-# machine lacks would fill pages). --no-compile: Python compiles a module when it is first
-# imported, so pip need not compile all of torch's (about a minute of a 2.5-minute install).
+# machine lacks would fill pages). pip compiles every module (about a minute of the 2.5):
+# leaving that to the first import (--no-compile) costs far more where PYTHONDONTWRITEBYTECODE
+# is set (it is on this machine), since every job then compiles torch again.
 $(INSTALLED): pyproject.toml
 	@echo "install 1/3: a virtual environment in $(VENV)"
 	@python3 -m venv $(VENV)
 	@echo "install 2/3: torch and torchvision (this machine's local wheels; other versions download GBs)"
-	@$(PYTHON) -m pip install -qq --no-compile torch==2.14.1 torchvision==0.29.1
+	@$(PYTHON) -m pip install -qq torch==2.14.1 torchvision==0.29.1
 	@echo "install 3/3: augbench and its dependencies"
-	@$(PYTHON) -m pip install -qq --no-compile -e '.[dev]'
+	@$(PYTHON) -m pip install -qq -e '.[dev]'
+	@# pip compiles what it installs, not the editable sources: every job would compile them again.
+	@$(PYTHON) -m compileall -q src > /dev/null
 	@touch $@
 	@echo "installed: $(VENV)"
 
