@@ -7,18 +7,20 @@ import pytest
 from augbench import aggregate
 
 
-def _metrics(tmp_path, method, seed, top1, per_class=None, top5=None):
+def _metrics(tmp_path, method, seed, top1, per_class=None, top5=None, ece=None):
+    """A per-seed metrics file; without ``ece``, one written before evaluate measured calibration."""
     path = tmp_path / "metrics" / method / f"seed{seed}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"top1": top1, "top5": top5 or top1, "per_class_top1": per_class or {}}))
+    metrics = {"top1": top1, "top5": top5 or top1, "per_class_top1": per_class or {}}
+    path.write_text(json.dumps(metrics | ({} if ece is None else {"ece": ece})))
     return str(path)
 
 
 def test_summary_has_mean_std_and_counts(tmp_path):
     paths = [
-        _metrics(tmp_path, "baseline", 0, 80.0),
-        _metrics(tmp_path, "baseline", 1, 82.0),
-        _metrics(tmp_path, "retrieve_text", 0, 90.0),
+        _metrics(tmp_path, "baseline", 0, 80.0, ece=5.0),
+        _metrics(tmp_path, "baseline", 1, 82.0, ece=7.0),
+        _metrics(tmp_path, "retrieve_text", 0, 90.0, ece=3.0),
     ]
     table = aggregate.summarise(paths, {"baseline": "real", "retrieve_text": "retrieve"}, {"retrieve_text": 10.0})
     rows = table.set_index("method")
@@ -26,14 +28,21 @@ def test_summary_has_mean_std_and_counts(tmp_path):
     assert rows.loc["baseline", "top1_std"] == pytest.approx(1.41421356)
     assert rows.loc["baseline", "n_seeds"] == 2
     assert np.isnan(rows.loc["retrieve_text", "top1_std"])  # one seed: its spread is not known, not 0
+    assert rows.loc["baseline", "ece_mean"] == pytest.approx(6.0)
+    assert rows.loc["baseline", "ece_std"] == pytest.approx(1.41421356)
+    assert rows.loc["retrieve_text", "ece_mean"] == 3.0 and np.isnan(rows.loc["retrieve_text", "ece_std"])
     assert rows.loc["retrieve_text", "n_added_per_class"] == 10.0
     assert rows.loc["baseline", "n_added_per_class"] == 0.0
     # Paired by seed: only seed 0 is shared, so the difference has no interval.
     assert rows.loc["retrieve_text", "vs_baseline"] == pytest.approx(10.0)
     assert np.isnan(rows.loc["retrieve_text", "vs_baseline_ci_low"])
     markdown = aggregate.to_markdown(table)
-    assert "| baseline | real | 2 | 81.00 ± 1.41 |  | -10.00 [n/a] | 0 |" in markdown  # seed 0: 80 - 90
-    assert "| retrieve_text | retrieve | 1 | 90.00 ± n/a | +10.00 [n/a] |  | 10 |" in markdown
+    assert "| baseline | real | 2 | 81.00 ± 1.41 |  | -10.00 [n/a] | 6.00 ± 1.41 | 0 |" in markdown  # seed 0: 80 - 90
+    assert "| retrieve_text | retrieve | 1 | 90.00 ± n/a | +10.00 [n/a] |  | 3.00 ± n/a | 10 |" in markdown
+    assert markdown.startswith(
+        "| method | kind | seeds | top-1 % (mean ± std) | Δ baseline [95% CI] "
+        "| Δ best retrieval (retrieve_text) [95% CI] | ECE % (mean ± std) | added per class |\n"
+    )
     assert "Δ best retrieval (retrieve_text) [95% CI]" in markdown
 
 
@@ -50,6 +59,27 @@ def test_one_seed_shows_no_spread_in_the_table_or_the_csv(tmp_path):
     table = pd.read_csv(tmp_path / "summary.csv")
     assert table.top1_std.isna().all() and table.top5_std.isna().all()
     assert table.top1_mean.tolist() == [70.0, 72.0, 71.0]
+
+
+def test_metrics_from_before_calibration_was_measured_still_aggregate(tmp_path):
+    # baseline's metrics predate ECE; gen has it on one seed of two, so no mean over the same seeds as top-1.
+    paths = [_metrics(tmp_path, "baseline", s, 70.0 + s) for s in (0, 1)]
+    paths += [_metrics(tmp_path, "gen", 0, 72.0, ece=4.0), _metrics(tmp_path, "gen", 1, 73.0)]
+    paths += [_metrics(tmp_path, "retr", s, 74.0, ece=2.0 + s) for s in (0, 1)]
+    (tmp_path / "classes.txt").write_text("a\nb\n")
+    aggregate.main(
+        ["--metrics", *paths, "--method-kinds", "baseline=real", "retr=retrieve", "gen=generate"]
+        + ["--classes", str(tmp_path / "classes.txt"), "--out-dir", str(tmp_path)]
+    )
+    table = pd.read_csv(tmp_path / "summary.csv").set_index("method")
+    assert table.loc[["baseline", "gen"], ["ece_mean", "ece_std"]].isna().all().all()
+    assert table.loc["retr", "ece_mean"] == pytest.approx(2.5)
+    assert table.loc["retr", "ece_std"] == pytest.approx(0.7071, abs=1e-4)
+    assert table.loc["gen", "top1_mean"] == pytest.approx(72.5)  # the rest of the row is unaffected
+    lines = (tmp_path / "summary.md").read_text().splitlines()
+    column = [cell.strip() for cell in lines[0].split("|")].index("ECE % (mean ± std)")
+    ece = {line.split("|")[1].strip(): line.split("|")[column].strip() for line in lines[2:5]}
+    assert ece == {"baseline": "n/a", "retr": "2.50 ± 0.71", "gen": "n/a"}
 
 
 def test_differences_are_paired_by_seed_with_a_t_interval(tmp_path):

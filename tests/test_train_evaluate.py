@@ -1,10 +1,13 @@
 import dataclasses
 import json
+import math
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from augbench import classifier, evaluate, train
-from augbench.files import write_manifest
+from augbench.files import write_json, write_manifest
 
 RECIPE = classifier.Recipe(
     arch="resnet18",
@@ -29,6 +32,7 @@ def test_train_then_evaluate_writes_weights_recipe_and_metrics(miniworld, tmp_pa
         str(weights), str(miniworld / "val" / "manifest.csv"), classes, str(tmp_path / "m.json"), num_workers=0
     )
     assert 0 <= metrics["top1"] <= metrics["top5"] <= 100
+    assert 0 <= metrics["ece"] <= 100
     assert metrics["n_val_images"] == 50
     assert set(metrics["per_class_top1"]) == {
         "zero",
@@ -42,7 +46,25 @@ def test_train_then_evaluate_writes_weights_recipe_and_metrics(miniworld, tmp_pa
         "eight",
         "nine",
     }
-    assert json.loads((tmp_path / "m.json").read_text())["top1"] == metrics["top1"]
+    written = json.loads((tmp_path / "m.json").read_text())
+    assert written["top1"] == metrics["top1"] and written["ece"] == metrics["ece"]
+
+
+def test_evaluate_measures_calibration_from_the_softmax(miniworld, tmp_path):
+    # A classifier that ignores its input and always says class 0 with probability 3 / (3 + 9) = 0.25:
+    # it is right on class 0's 5 of the 50 validation images, 10%, so 15 points less often than it claims.
+    model = classifier.build_model(RECIPE.arch, 10)
+    with torch.no_grad():
+        model.fc.weight.zero_()
+        model.fc.bias.copy_(torch.tensor([math.log(3.0)] + [0.0] * 9))
+    weights = tmp_path / "always_zero.safetensors"
+    save_file(model.state_dict(), weights)
+    write_json(classifier.recipe_path(weights), {"recipe": dataclasses.asdict(RECIPE), "seed": 0, "n_train_images": 0})
+    val, classes = str(miniworld / "val" / "manifest.csv"), str(miniworld / "classes.txt")
+    metrics = evaluate.evaluate(str(weights), val, classes, str(tmp_path / "m.json"), num_workers=0)
+    assert metrics["top1"] == pytest.approx(10.0)
+    assert metrics["ece"] == pytest.approx(15.0, abs=1e-4)
+    assert json.loads((tmp_path / "m.json").read_text())["ece"] == pytest.approx(15.0, abs=1e-4)
 
 
 def test_same_seed_same_metrics(miniworld, tmp_path):

@@ -55,7 +55,7 @@ def test_summary_lists_every_method_with_its_seeds(smoke_run):
         f"vs_{name}{part}" for name in ("baseline", "best_retrieval") for part in ("", "_ci_low", "_ci_high")
     ]
     assert summary.columns.tolist() == [
-        *["method", "kind", "n_seeds", "top1_mean", "top1_std", "n_added_per_class"],
+        *["method", "kind", "n_seeds", "top1_mean", "top1_std", "ece_mean", "ece_std", "n_added_per_class"],
         *differences,
         *["gpu_hours", "cpu_hours", "gpu_hours_per_1k_added"],
     ]
@@ -63,6 +63,7 @@ def test_summary_lists_every_method_with_its_seeds(smoke_run):
     assert summary.kind.tolist() == list(METHODS.values())
     assert (summary.n_seeds == 1).all()
     assert summary.top1_mean.between(0, 100).all()
+    assert summary.ece_mean.between(0, 100).all()  # every metrics file of a fresh run has its ECE
     added = dict(zip(summary.method, summary.n_added_per_class))
     assert added.pop("baseline") == 0
     # Zero-shot labelling keeps at most the quota per class; every other method meets it.
@@ -72,7 +73,7 @@ def test_summary_lists_every_method_with_its_seeds(smoke_run):
     # The run prints the table at the end, with no spread for its one seed, and says what one seed supports.
     printed = result.stdout + result.stderr
     assert "| retrieve_text | retrieve | 1 |" in printed and "± 0.00" not in printed
-    assert summary.top1_std.isna().all()
+    assert summary.top1_std.isna().all() and summary.ece_std.isna().all()
     assert "What the table supports: With one seed the table supports no statement" in printed
 
 

@@ -8,7 +8,9 @@
 Writes into ``--out-dir``:
 - ``summary.csv`` / ``summary.md``: per method top-1 mean ± sample std over seeds (top-5 too
   where there are more than 10 classes; with one seed the std is empty in the csv and
-  ``n/a`` in the markdown), the difference to ``baseline`` and to the best retrieval method
+  ``n/a`` in the markdown), the expected calibration error in percentage points, mean ± sample
+  std over seeds (``ece_mean``, ``ece_std``; empty in the csv and ``n/a`` in the markdown where
+  a seed's metrics predate it), the difference to ``baseline`` and to the best retrieval method
   with a 95% confidence interval over paired seeds, images added per class, and the GPU
   and CPU hours of the method's own jobs; ``summary.md`` ends with one sentence on what
   the table supports (``conclusion``);
@@ -87,6 +89,16 @@ def spread(values: list[float]) -> float:
     return float(np.std(values, ddof=1)) if len(values) > 1 else np.nan
 
 
+def calibration(seeds: dict[int, dict]) -> tuple[float, float]:
+    """Mean and sample std over seeds of the expected calibration error; NaN for both if a seed's
+    metrics have none (evaluated before augbench measured it), so that the mean is over the same
+    seeds as top-1's."""
+    values = [m.get("ece") for m in seeds.values()]
+    if any(value is None for value in values):
+        return (np.nan, np.nan)
+    return (float(np.mean(values)), spread(values))
+
+
 def best_of_kind(top1: dict[str, dict[int, float]], kinds: dict[str, str], kind: str) -> str | None:
     """The method of a kind with the highest mean top-1 over its seeds; None if the run has none."""
     candidates = [method for method in top1 if kinds[method] == kind]
@@ -118,6 +130,7 @@ def summarise(
             top5 = [m["top5"] for m in runs[method].values()]
             row["top5_mean"] = float(np.mean(top5))
             row["top5_std"] = spread(top5)
+        row["ece_mean"], row["ece_std"] = calibration(runs[method])
         row["n_added_per_class"] = added.get(method, 0.0)
         references = {"baseline": "baseline" if "baseline" in top1 else None, "best_retrieval": best_retrieval}
         for name, reference in references.items():
@@ -169,6 +182,8 @@ def largest_differences(per_class: pd.DataFrame, summary: pd.DataFrame, count: i
 
 
 def _mean_and_spread(mean: float, std: float) -> str:
+    if np.isnan(mean):
+        return "n/a"
     return f"{mean:.2f} ± n/a" if np.isnan(std) else f"{mean:.2f} ± {std:.2f}"
 
 
@@ -186,6 +201,7 @@ def to_markdown(table: pd.DataFrame) -> str:
     headers = ["method", "kind", "seeds", "top-1 % (mean ± std)", "Δ baseline [95% CI]"]
     headers += [f"Δ best retrieval ({best}) [95% CI]"] if best else []
     headers += ["top-5 % (mean ± std)"] if top5 else []
+    headers += ["ECE % (mean ± std)"]
     headers += ["added per class"]
     costed = "gpu_hours" in table
     headers += ["GPU h", "CPU h", "GPU h per 1k added"] if costed else []
@@ -199,6 +215,7 @@ def to_markdown(table: pd.DataFrame) -> str:
             )
         if top5:
             cells.append(_mean_and_spread(row["top5_mean"], row["top5_std"]))
+        cells.append(_mean_and_spread(row["ece_mean"], row["ece_std"]))
         cells.append(f"{row['n_added_per_class']:g}")
         if costed:
             per_1k = row["gpu_hours_per_1k_added"]
@@ -206,7 +223,9 @@ def to_markdown(table: pd.DataFrame) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines.append(
         "\nAccuracy: mean ± sample std over the method's seeds (n/a with one seed). Δ: the mean of the per-seed "
-        "differences over the seeds both methods share, with its 95% t-interval (n/a under two shared seeds)."
+        "differences over the seeds both methods share, with its 95% t-interval (n/a under two shared seeds). "
+        "ECE: expected calibration error, the gap between confidence and accuracy in percentage points, weighted "
+        "over 15 confidence bins (0: confidence matches accuracy; n/a where a seed's metrics predate it)."
     )
     return "\n".join(lines) + "\n"
 

@@ -1,4 +1,5 @@
-"""Evaluate a trained classifier on the validation set: top-1, top-5 and per-class accuracy.
+"""Evaluate a trained classifier on the validation set: top-1, top-5 and per-class accuracy, and its
+expected calibration error (``ece``, percentage points over 15 confidence bins; ``augbench.calibration``).
 
     python -m augbench.evaluate --model model.safetensors --manifest val.csv \
         --classes classes.txt --out metrics.json
@@ -15,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 from tqdm import tqdm
 
+from augbench.calibration import expected_calibration_error
 from augbench.classifier import Recipe, build_model, eval_transform, recipe_path
 from augbench.cli import start_logging, use_threads
 from augbench.files import read_classes, read_json, read_manifest, write_json
@@ -52,6 +54,7 @@ def evaluate(
     correct1 = correct_k = 0
     per_class_correct = torch.zeros(len(classes))
     per_class_total = torch.zeros(len(classes))
+    confidences, hits = [], []
     for images, labels in tqdm(loader, desc="evaluate", mininterval=5):
         logits = model(images.to(dev, memory_format=torch.channels_last)).cpu()
         top = logits.topk(k, dim=1).indices
@@ -60,10 +63,14 @@ def evaluate(
         correct_k += int((top == labels[:, None]).any(dim=1).sum())
         per_class_total += torch.bincount(labels, minlength=len(classes)).float()
         per_class_correct += torch.bincount(labels[hit1], minlength=len(classes)).float()
+        # Calibration: the top softmax probability against whether the top-1 prediction is right.
+        confidences.append(logits.float().softmax(dim=1).amax(dim=1))
+        hits.append(hit1)
     n = len(frame)
     metrics = {
         "top1": 100.0 * correct1 / n,
         f"top{k}": 100.0 * correct_k / n,
+        "ece": expected_calibration_error(torch.cat(confidences), torch.cat(hits)),
         "n_val_images": n,
         "per_class_top1": {
             name: (100.0 * float(per_class_correct[i] / per_class_total[i]) if per_class_total[i] else None)
@@ -94,7 +101,13 @@ def main(argv: list[str] | None = None) -> None:
         metrics = evaluate(
             model, args.manifest, args.classes, out, args.device, args.batch_size, args.num_workers, args.threads
         )
-        log.info("%s: top-1 %.2f%% on %d images", model, metrics["top1"], metrics["n_val_images"])
+        log.info(
+            "%s: top-1 %.2f%%, ECE %.2f points on %d images",
+            model,
+            metrics["top1"],
+            metrics["ece"],
+            metrics["n_val_images"],
+        )
 
 
 if __name__ == "__main__":
