@@ -239,3 +239,10 @@ def test_every_diagnostics_setting_of_the_config_reaches_the_command_line():
     schema = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml").read_text())
     keys = {f"diagnostics.{key}" for key in schema["properties"]["diagnostics"]["properties"]}
     assert {item.metadata["config"] for item in fields(diagnostics.Diagnostics)} == keys
+
+
+def test_a_method_none_of_whose_images_could_be_read_gets_an_empty_row():
+    nothing = diagnostics.Embedded(np.zeros((0, 3), np.float32), np.zeros(0, int))
+    real = diagnostics.Embedded(np.eye(3, dtype=np.float32), np.arange(3))
+    row = diagnostics.diagnose(nothing, real, real, np.eye(3), diagnostics.Diagnostics())
+    assert set(row) == set(diagnostics.COLUMNS[2:]) and all(np.isnan(value) for value in row.values())
