@@ -25,6 +25,7 @@ include: "workflow/rules/generate.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/diagnostics.smk"
 
 
 rule all:
@@ -32,6 +33,7 @@ rule all:
     input:
         rules.aggregate.output,
         rules.figures.output,
+        rules.diagnostics.output,
 
 
 onsuccess:

@@ -15,6 +15,7 @@ import yaml
 from augbench import (
     clip_settings,
     copies,
+    diagnostics,
     download,
     embed,
     exclude,
@@ -30,6 +31,7 @@ SCHEMA = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow/schemas
 SETTINGS = [personalisation.Training, generate.Sampling, generate.Generation, retrieve.Retrieval]
 SETTINGS += [knn_service.Service, knn_service.Candidates, download.Fetching]
 SETTINGS += [copies.CopyChecks, exclude.SafetyTags, clip_settings.Clip, clip_settings.ImageEmbedding]
+SETTINGS += [diagnostics.Diagnostics]
 # The kind of method entry that ``methods.*.`` means in a settings class's keys (a generation method's by default).
 METHOD_ENTRY = {retrieve.Retrieval: "retrieve_method"}
 METHOD_ENTRY |= dict.fromkeys([knn_service.Service, knn_service.Candidates, download.Fetching], "retrieve_method")

@@ -277,6 +277,9 @@ class Study:
         params = self.methods[method]
         return params["kind"] != "real" or params["real_multiplier"] > 1
 
+    def methods_adding_images(self) -> list[str]:
+        return [method for method in self.methods if self.adds_images(method)]
+
     def filters_by_clip_score(self, method: str) -> bool:
         params = self.methods[method]
         return params.get("min_clip_score") is not None or params.get("min_clip_score_file") is not None
@@ -414,7 +417,7 @@ class Study:
         """GPUs a job of each GPU rule asks for; the rules take them from here, and the cost
         table counts GPU hours with them."""
         one = ["pretrain_clip", "pretrain_diffusion", "embed_pool", "embed_pool_captions", "embed_subset"]
-        one += ["embed_val", "screen_downloads", "personalise", "generate"]
+        one += ["embed_val", "embed_added", "screen_downloads", "personalise", "generate"]
         return {**dict.fromkeys(one, 1), "train": classifier.get("processes", 1)}
 
     def pretrain_benchmarks(self) -> list[str]:
