@@ -33,7 +33,6 @@ rule all:
     input:
         rules.aggregate.output,
         rules.figures.output,
-        rules.diagnostics.output,
 
 
 onsuccess:
