@@ -160,7 +160,7 @@ def test_killed_training_resumes_from_its_last_epoch_and_ends_as_an_uninterrupte
     manifest, classes = str(miniworld / "train" / "manifest.csv"), str(miniworld / "classes.txt")
     weights = tmp_path / "model.safetensors"
     command = [sys.executable, "-m", "augbench.train", "--manifest", manifest, "--classes", classes]
-    command += ["--out", str(weights), "--seed", "3", "--threads", "1"]
+    command += ["--out", str(weights), "--seed", "3", "--threads", "1", "--checkpoint-minutes", "0"]
     for field, value in dataclasses.asdict(recipe).items():
         if value is None:  # an unset option (init_weights) is left out, as the rule leaves it out
             continue
@@ -184,6 +184,22 @@ def test_killed_training_resumes_from_its_last_epoch_and_ends_as_an_uninterrupte
     assert train.train([manifest], classes, str(reference), recipe, seed=3, threads=1)["resumed_after_epoch"] == 0
     resumed, uninterrupted = load_file(str(weights)), load_file(str(reference))
     assert all((resumed[name] == uninterrupted[name]).all() for name in uninterrupted)
+
+
+@pytest.mark.parametrize(
+    "minutes, keep, epochs_saved",
+    [(0, False, [1, 2]), (0, True, [1, 2, 3]), (60, False, []), (60, True, [3])],
+)
+def test_checkpoints_are_written_at_most_once_per_interval_and_last_only_when_kept(
+    miniworld, tmp_path, monkeypatch, minutes, keep, epochs_saved
+):
+    saved = []
+    monkeypatch.setattr(train, "save_checkpoint", lambda folder, epoch, *rest: saved.append(epoch))
+    manifest, classes = str(miniworld / "train" / "manifest.csv"), str(miniworld / "classes.txt")
+    recipe = dataclasses.replace(RECIPE, arch="small_cnn", epochs=3)
+    out = str(tmp_path / "model.safetensors")
+    train.train([manifest], classes, out, recipe, seed=0, threads=1, keep_checkpoint=keep, checkpoint_minutes=minutes)
+    assert saved == epochs_saved
 
 
 def test_a_checkpoint_of_other_settings_is_not_resumed(miniworld, tmp_path):

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from conftest import HUB_TOKEN
 from helpers import SMOKE, snakemake
 
 pytestmark = pytest.mark.e2e
@@ -274,3 +275,14 @@ def test_diagnostics_of_added_images_are_a_row_per_method(smoke_run):
         assert row["fd_clip_train"] >= 0 and row["fd_clip_val"] >= 0
         assert all(0 <= row[name] <= 1 for name in ("precision", "recall", "coverage")) and row["density"] >= 0
         assert row["vendi"] >= 1
+
+
+def test_a_hub_token_in_the_environment_is_never_written_down(smoke_run):
+    workdir, _ = smoke_run
+    leaks = [
+        path
+        for path in workdir.rglob("*")
+        if path.is_file() and path.stat().st_size < 50_000_000 and HUB_TOKEN.encode() in path.read_bytes()
+    ]
+    assert not leaks, f"the hub token was written to {leaks}"
+    assert len(list(workdir.rglob("*.log"))) > 20  # the logs were there to search
