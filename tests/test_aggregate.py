@@ -7,11 +7,12 @@ import pytest
 from augbench import aggregate
 
 
-def _metrics(tmp_path, method, seed, top1, per_class=None, top5=None, ece=None):
-    """A per-seed metrics file; without ``ece``, one written before evaluate measured calibration."""
+def _metrics(tmp_path, method, seed, top1, per_class=None, top5=None, ece=None, **further):
+    """A per-seed metrics file; without ``ece``, one written before evaluate measured calibration;
+    ``further`` adds metrics of evaluation sets (``top1_<name>``, ``ece_<name>``)."""
     path = tmp_path / "metrics" / method / f"seed{seed}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    metrics = {"top1": top1, "top5": top5 or top1, "per_class_top1": per_class or {}}
+    metrics = {"top1": top1, "top5": top5 or top1, "per_class_top1": per_class or {}, **further}
     path.write_text(json.dumps(metrics | ({} if ece is None else {"ece": ece})))
     return str(path)
 
@@ -98,6 +99,46 @@ def test_differences_are_paired_by_seed_with_a_t_interval(tmp_path):
     assert row.vs_best_retrieval == pytest.approx(-2.0)
     assert table.attrs["best_retrieval"] == "retr"
     assert table.method.tolist() == ["baseline", "retr", "gen"]  # the registry's order
+
+
+def test_each_evaluation_set_gets_its_mean_std_and_paired_difference(tmp_path):
+    # On "web", retr beats the baseline by 4, 6 and 5 points on seeds 0-2: mean 5, t-interval 5 ± 2.48.
+    paths = [_metrics(tmp_path, "baseline", s, 80.0, ece=1.0, top1_web=50.0 + s, ece_web=9.0) for s in range(3)]
+    paths += [
+        _metrics(tmp_path, "retr", s, 81.0, ece=1.0, top1_web=50.0 + s + (4, 6, 5)[s], ece_web=8.0 + s)
+        for s in range(3)
+    ]
+    (tmp_path / "classes.txt").write_text("a\nb\n")
+    aggregate.main(
+        ["--metrics", *paths, "--method-kinds", "baseline=real", "retr=retrieve"]
+        + ["--classes", str(tmp_path / "classes.txt"), "--out-dir", str(tmp_path)]
+    )
+    table = pd.read_csv(tmp_path / "summary.csv").set_index("method")
+    assert table.loc["baseline", "top1_web_mean"] == pytest.approx(51.0)
+    assert table.loc["baseline", "top1_web_std"] == pytest.approx(1.0)
+    assert table.loc["retr", "top1_web_mean"] == pytest.approx(56.0)
+    assert table.loc["retr", "ece_web_mean"] == pytest.approx(9.0)
+    assert table.loc["retr", "top1_web_vs_baseline"] == pytest.approx(5.0)
+    half = 4.302653 * 1.0 / np.sqrt(3)  # t(0.975, 2) * std of (4, 6, 5) / sqrt(3)
+    assert table.loc["retr", "top1_web_vs_baseline_ci_low"] == pytest.approx(5.0 - half, abs=1e-3)
+    assert table.loc["retr", "top1_web_vs_baseline_ci_high"] == pytest.approx(5.0 + half, abs=1e-3)
+    assert np.isnan(table.loc["baseline", "top1_web_vs_baseline"])
+    assert table.loc["retr", "top1_mean"] == pytest.approx(81.0)  # top-1 on dataset.val is untouched
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| method | web: top-1 % (mean ± std) | web: Δ baseline [95% CI] | web: ECE % |" in summary
+    assert "| retr | 56.00 ± 1.73 | +5.00 [+2.52, +7.48] | 9.00 ± 1.00 |" in summary  # 54, 57, 57
+
+
+def test_no_evaluation_set_no_columns_and_no_table(tmp_path):
+    paths = [_metrics(tmp_path, "baseline", 0, 80.0), _metrics(tmp_path, "retr", 0, 81.0)]
+    table = aggregate.summarise(paths, {"baseline": "real", "retr": "retrieve"}, {})
+    assert [column for column in table if column.startswith(("top1_", "ece_"))] == [
+        "top1_mean",
+        "top1_std",
+        "ece_mean",
+        "ece_std",
+    ]
+    assert aggregate.evaluation_sets_markdown(table) == ""
 
 
 def test_top5_is_reported_beyond_10_classes_only(tmp_path):

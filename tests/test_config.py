@@ -200,6 +200,22 @@ CASES = {
         lambda c: c["pool"].update(drop_safety_values="NSFW"),
         ["config pool.drop_safety_values: 'NSFW' is not of type 'array'"],
     ),
+    "evaluation set outside the mini-world": (
+        lambda c: c["evaluation_sets"].update(web={"images": "data/web/manifest.csv"}),
+        ["config evaluation_sets.web.images: data/web/manifest.csv is not under miniworld.root"],
+    ),
+    "evaluation set without images": (
+        lambda c: c["evaluation_sets"].update(web={"classes": "resources/miniworld-smoke/classes.txt"}),
+        ["config evaluation_sets.web: 'images' is a required property"],
+    ),
+    "evaluation set named as no column can be": (
+        lambda c: c["evaluation_sets"].update({"Web-R": {"images": "resources/miniworld-smoke/val/manifest.csv"}}),
+        ["config evaluation_sets: 'Web-R' does not match"],
+    ),
+    "missing class list of an evaluation set": (
+        lambda c: c["evaluation_sets"]["web"].update(classes="resources/nowhere.tsv"),
+        ["config evaluation_sets.web.classes: resources/nowhere.tsv does not exist"],
+    ),
     "kNN service without its URL": (
         lambda c: c["methods"]["retrieve_text"].update(backend="clip_service"),
         ["config methods.retrieve_text.service.url: backend clip_service needs the service's kNN endpoint"],

@@ -245,6 +245,24 @@ class Study:
     def added_manifest(self, method: str) -> str:
         return f"{self.paths.results}/added/{method}/manifest.csv"
 
+    @property
+    def evaluation_sets(self) -> dict[str, dict]:
+        return self.config["evaluation_sets"]
+
+    def evaluation_set_inputs(self) -> list[str]:
+        """What the evaluation sets read (images and class lists), so that a change reruns evaluation."""
+        paths = [entry["images"] for entry in self.evaluation_sets.values()]
+        return paths + [entry["classes"] for entry in self.evaluation_sets.values() if entry["classes"]]
+
+    def evaluation_set_options(self) -> dict:
+        """augbench.evaluate's options naming every evaluation set and the class list of each that has one."""
+        return {
+            "evaluation_set": [f"{name}={entry['images']}" for name, entry in self.evaluation_sets.items()],
+            "evaluation_set_classes": [
+                f"{name}={entry['classes']}" for name, entry in self.evaluation_sets.items() if entry["classes"]
+            ],
+        }
+
     def benchmark(self, rule: str, job: str, root: str | None = None) -> str:
         """Where a job's Snakemake benchmark goes: <root>/<rule>/[<method>/]<job>.tsv, as augbench.cost reads it."""
         return f"{root or self.paths.benchmarks}/{rule}/{job}.tsv"
@@ -609,6 +627,7 @@ class Study:
         return {
             "experiment": config["experiment"],
             "dataset": config["dataset"],
+            "evaluation_sets": config["evaluation_sets"],
             "clip": {key: config["clip"][key] for key in ("model", "pretrained")},
             "diffusion": {key: config["diffusion"][key] for key in ("model", "revision", "dtype")},
             "classifier": config["classifier"],
@@ -747,6 +766,11 @@ class Study:
             "dataset.val": dataset["val"],
             **self.pool_paths(),
         }
+        for name, entry in self.evaluation_sets.items():
+            paths[f"evaluation_sets.{name}.images"] = entry["images"]
+            if entry["classes"] is not None and not Path(entry["classes"]).is_file():
+                # A class list ships with the project (resources/), not with the data.
+                raise ConfigError(f"config evaluation_sets.{name}.classes: {entry['classes']} does not exist")
         paths = {key: path for key, path in paths.items() if path is not None}
         if subset["file_list"] is not None and not Path(subset["file_list"]).is_file():
             raise ConfigError(f"config subset.file_list: {subset['file_list']} does not exist")
