@@ -383,3 +383,56 @@ def test_summary_ends_with_what_the_table_supports(tmp_path, capsys):
     last = (tmp_path / "summary.md").read_text().strip().splitlines()[-1]
     assert last.startswith("What the table supports: With one seed the table supports no statement")
     assert capsys.readouterr().out.strip().endswith(last)
+
+
+def _gains(tmp_path, gains: dict[str, list[float]]) -> list[str]:
+    """Metrics of a baseline at 70% on three seeds and of methods ``gains`` points above it per seed."""
+    paths = [_metrics(tmp_path, "baseline", s, 70.0) for s in range(3)]
+    for method, per_seed in gains.items():
+        paths += [_metrics(tmp_path, method, s, 70.0 + gain) for s, gain in enumerate(per_seed)]
+    return paths
+
+
+def test_the_gain_is_rank_correlated_with_each_diagnostic(tmp_path):
+    # Mean gains 1, 2, 3, 4: vendi ranks them the same way (rho +1), fd_clip_train the reverse (-1);
+    # coverage is known for two methods only, and precision is the same for every method.
+    gains = {"m1": [1, 1, 1], "m2": [2, 2, 2], "m3": [3, 2, 4], "m4": [4, 4, 4]}
+    kinds = {"baseline": "real"} | dict.fromkeys(gains, "generate")
+    table = aggregate.summarise(_gains(tmp_path, gains), kinds, {})
+    diagnostics = pd.DataFrame(
+        {
+            "method": ["m1", "m2", "m3", "m4"],
+            "n_added": [10, 10, 10, 10],
+            "vendi": [1.5, 2.0, 7.0, 9.0],
+            "fd_clip_train": [0.9, 0.5, 0.3, 0.1],
+            "coverage": [0.1, np.nan, np.nan, 0.5],
+            "precision": [0.5, 0.5, 0.5, 0.5],
+        }
+    )
+    correlation = aggregate.gain_correlation(table, diagnostics).set_index("diagnostic")
+    assert list(correlation.index) == ["vendi", "fd_clip_train", "coverage", "precision"]  # not n_added
+    assert correlation.loc["vendi", "spearman_rho"] == pytest.approx(1.0)
+    assert correlation.loc["fd_clip_train", "spearman_rho"] == pytest.approx(-1.0)
+    assert correlation.loc["vendi", "n_methods"] == 4
+    assert np.isnan(correlation.loc["coverage", "spearman_rho"]) and correlation.loc["coverage", "n_methods"] == 2
+    assert np.isnan(correlation.loc["precision", "spearman_rho"])
+    markdown = aggregate.gain_correlation_markdown(correlation.reset_index())
+    assert "| vendi | +1.00 | 0.000 | 4 |" in markdown and "| coverage | n/a |  | 2 |" in markdown
+
+
+def test_the_cli_writes_the_correlation_only_with_diagnostics(tmp_path):
+    gains = {"m1": [1, 1, 1], "m2": [3, 2, 2], "m3": [2, 4, 3]}  # means 1, 2.33, 3
+    paths = _gains(tmp_path, gains)
+    (tmp_path / "classes.txt").write_text("a\nb\n")
+    arguments = ["--metrics", *paths, "--method-kinds", "baseline=real", "m1=retrieve", "m2=generate", "m3=generate"]
+    arguments += ["--classes", str(tmp_path / "classes.txt"), "--out-dir", str(tmp_path)]
+    aggregate.main(arguments)
+    assert not (tmp_path / "gain_correlation.csv").exists()
+    assert "Spearman" not in (tmp_path / "summary.md").read_text()
+    pd.DataFrame({"method": ["m1", "m2", "m3"], "n_added": [5, 5, 5], "vendi": [3.0, 2.0, 1.0]}).to_csv(
+        tmp_path / "diagnostics.csv", index=False
+    )
+    aggregate.main(arguments + ["--diagnostics", str(tmp_path / "diagnostics.csv")])
+    written = pd.read_csv(tmp_path / "gain_correlation.csv")
+    assert written.to_dict("records") == [{"diagnostic": "vendi", "spearman_rho": -1.0, "p_value": 0.0, "n_methods": 3}]
+    assert "| vendi | -1.00 | 0.000 | 3 |" in (tmp_path / "summary.md").read_text()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -276,6 +277,21 @@ def test_a_service_method_is_queried_then_downloaded(tmp_path):
     screen = result.stdout[result.stdout.index("rule screen_downloads:") :].split("\n\n")[0]
     assert "results/smoke/added/retrieve_text/manifest.csv" in screen
     assert "results/smoke/embed/val_images.npy" in screen and "results/smoke/embed/subset_images.npy" in screen
+
+
+def test_diagnostics_enter_the_summary_and_figures_when_enabled(tmp_path):
+    config = broken(lambda c: c.update(diagnostics={"enabled": "true"}))  # as --config hands it over
+    result = dry_run(tmp_path, config, "-p")
+    assert result.returncode == 0, result.stderr[-2000:]
+    adding = [name for name, params in SMOKE["methods"].items() if name != "baseline"]
+    for rule in ("embed_added", "diagnose_added"):
+        assert result.stdout.count(f"rule {rule}:") == len(adding)
+    for module in ("aggregate", "figures"):
+        command = re.search(rf"python -m augbench.{module} .*", result.stdout).group(0)
+        assert "--diagnostics results/smoke/diagnostics.csv" in command
+    assert "results/smoke/gain_correlation.csv" in result.stdout
+    assert "results/smoke/figures/gain_vs_diagnostics" in result.stdout
+    assert "--enabled" not in result.stdout
 
 
 def test_a_method_given_twice_is_refused_with_its_line(tmp_path):

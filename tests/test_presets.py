@@ -136,3 +136,10 @@ def test_the_cost_table_reads_the_benchmark_of_every_job_that_writes_one(plan, p
     assert {"embed_pool", "embed_subset", "embed_val", "screen_pool"} <= shared
     if plan == "service":
         assert any("/screen_downloads/retrieve_image/" in path for path in written)
+
+
+def test_the_demo_evaluates_on_its_shifted_set_and_leaves_diagnostics_to_a_request(planned):
+    output = planned("config.yaml")
+    for command in re.findall(r"python -m augbench.evaluate .*", output):
+        assert "--evaluation-set web=resources/miniworld/val_web/manifest.csv" in command
+    assert "rule embed_added:" not in output and "--diagnostics" not in output

@@ -166,6 +166,8 @@ class Study:
     def __init__(self, config: dict):
         """Check ``config`` (a dict as Snakemake holds it; defaults are filled in, in place)."""
         self.config = resolve(config)
+        diagnostics = config["diagnostics"]
+        diagnostics["enabled"] = str(diagnostics["enabled"]).lower() == "true"
         self.methods: dict[str, dict] = config["methods"]
         self.miniworld: dict = config["miniworld"]
         self.seeds = [int(seed) for seed in config["seeds"]]

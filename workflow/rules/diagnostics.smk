@@ -49,7 +49,13 @@ rule diagnose_added:
         mem_mb=grows(8000),
         runtime=grows(60),
     params:
-        options=cli_options(config["diagnostics"]),
+        options=cli_options(
+            {
+                key: value
+                for key, value in config["diagnostics"].items()
+                if key != "enabled"
+            }
+        ),
     shell:
         "python -m augbench.diagnostics method --method {wildcards.method}"
         " --added {input.added} --added-embeddings {input.added_embeddings}"
