@@ -93,6 +93,7 @@ CASES = {
         lambda c: c.update(
             miniworld={"enabled": False},
             dataset={"classes": str(REPO / "resources/imagenet/classes.tsv"), "train": str(REPO), "val": str(REPO)},
+            evaluation_sets={},  # the smoke config's is the mini-world's
             pool={"manifest": str(REPO / "README.md")},
             clip={"model": "local-dir:/nowhere/clip"},
         ),
@@ -343,6 +344,7 @@ def real_world(tmp_path: Path, **changes) -> dict:
     config.update(
         miniworld={"enabled": False},
         dataset={"classes": str(REPO / "resources/imagenet/classes.tsv"), "train": str(REPO), "val": str(REPO)},
+        evaluation_sets={},  # the smoke config's is the mini-world's
         pool={"manifest": str(pool)},
         clip={"model": "ViT-L-14", "pretrained": "laion2b_s32b_b82k"},
         diffusion={"model": "CompVis/stable-diffusion-v1-4"},

@@ -24,14 +24,17 @@ STUB_PATHS = {
     "imagenet": ["data/imagenet/train", "data/imagenet/val"],
     "caltech256": ["data/caltech256/256_ObjectCategories"],
 }
+# The datasets unmet-promise (Geng et al. 2024) used besides ImageNet, read through torchvision.
+FINE_GRAINED = {"dtd": "DTD", "flowers102": "Flowers102", "aircraft": "FGVCAircraft", "cars": "StanfordCars"}
+STUB_PATHS |= dict.fromkeys(FINE_GRAINED, ["data/torchvision"])
 
 
 def stub_data_root(workdir: Path, preset: str = "imagenet10") -> None:
     """What a dry run needs of the data (python -m augbench.stub), and the shipped class list."""
     made = make_stub(str(REPO / "configs" / f"{preset}.yaml"), str(workdir))
-    assert sorted(path.relative_to(workdir).as_posix() for path in made) == STUB_PATHS[preset] + [
-        "data/pool/manifest.csv"
-    ]
+    assert sorted(path.relative_to(workdir).as_posix() for path in made) == sorted(
+        STUB_PATHS[preset] + ["data/pool/manifest.csv"]
+    )
     (workdir / "resources").symlink_to(REPO / "resources")
 
 
@@ -143,3 +146,25 @@ def test_the_demo_evaluates_on_its_shifted_set_and_leaves_diagnostics_to_a_reque
     for command in re.findall(r"python -m augbench.evaluate .*", output):
         assert "--evaluation-set web=resources/miniworld/val_web/manifest.csv" in command
     assert "rule embed_added:" not in output and "--diagnostics" not in output
+
+
+@pytest.mark.parametrize("preset", FINE_GRAINED)
+def test_a_fine_grained_preset_lists_its_official_splits_through_torchvision(preset, tmp_path):
+    configfile = REPO / "configs" / f"{preset}.yaml"
+    config = yaml.safe_load(configfile.read_text())
+    methods = registry_of(config)
+    stub_data_root(tmp_path, preset)
+    output = snakemake(tmp_path, "-n", "-p", profile=None, configfile=configfile).stdout
+    counts = _job_counts(output)
+    assert counts["train"] == counts["evaluate"] == len(methods) * len(config["seeds"]) == 13 * 3
+    listings = re.findall(r"python -m augbench.dataset .*", output)
+    assert len(listings) == counts["list_dataset"] == 2
+    for listing in listings:
+        assert (
+            f"--root data/torchvision --classes resources/{preset}/classes.txt --torchvision {FINE_GRAINED[preset]}"
+            in listing
+        )
+    assert any("--split test" in listing for listing in listings)
+    # Every class name is distinct, as prompts and labels need.
+    names = (REPO / "resources" / preset / "classes.txt").read_text().splitlines()
+    assert len(names) == len(set(names)) == {"dtd": 47, "flowers102": 102, "aircraft": 100, "cars": 196}[preset]

@@ -23,7 +23,10 @@ def data_paths(config: dict) -> list[tuple[str, bool]]:
     """(path, whether it is a file) of every data path the config names."""
     dataset, pool = config.get("dataset", {}), config.get("pool", {})
     # A tree or a clip-retrieval folder is a folder unless it is named as a manifest or shard.
-    data = (dataset.get("train"), dataset.get("val"), pool.get("manifest"), pool.get("embeddings"))
+    splits = [dataset.get("train"), dataset.get("val")]
+    # A torchvision dataset stands in as its root folder (the listing job, not the dry run, reads it).
+    splits = [split["torchvision"]["root"] if isinstance(split, dict) else split for split in splits]
+    data = (*splits, pool.get("manifest"), pool.get("embeddings"))
     data += tuple((entry or {}).get("images") for entry in (config.get("evaluation_sets") or {}).values())
     paths = [(path, Path(path).suffix in (".csv", ".parquet", ".tar")) for path in data if path]
     # Files a config may name beside the data: a subset's file list, the classifier's

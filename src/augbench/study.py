@@ -224,11 +224,30 @@ class Study:
         return shards if Path(shards).is_dir() else sorted(glob.glob(shards))
 
     @property
-    def folder_splits(self) -> list[str]:
-        """Dataset splits given as class-per-folder trees, which a job lists into a manifest
-        (listing a million files while the DAG is built would slow every dry run)."""
+    def listed_splits(self) -> list[str]:
+        """Dataset splits given as class-per-folder trees or torchvision datasets, which a job lists
+        into a manifest (listing a million files while the DAG is built would slow every dry run)."""
         dataset = self.config["dataset"]
-        return [split for split in ("train", "val") if dataset[split] is not None and not is_manifest(dataset[split])]
+        return [
+            split
+            for split in ("train", "val")
+            if dataset[split] is not None and (isinstance(dataset[split], dict) or not is_manifest(dataset[split]))
+        ]
+
+    def dataset_root(self, split: str) -> str:
+        """The folder a listed split is read from: its tree, or the root of its torchvision dataset."""
+        value = self.config["dataset"][split]
+        return value["torchvision"]["root"] if isinstance(value, dict) else value
+
+    def listing_options(self, split: str) -> dict:
+        """augbench.dataset's options for a split read by a torchvision dataset class (none for a tree)."""
+        value = self.config["dataset"][split]
+        if not isinstance(value, dict):
+            return {}
+        layout = value["torchvision"]
+        splits = layout["split"] if isinstance(layout["split"], list) else [layout["split"]]
+        options = [f"{key}={json.dumps(option)}" for key, option in layout["options"].items()]
+        return {"torchvision": layout["name"], "split": splits, "option": options}
 
     def dataset_manifest(self, split: str, results: str | None = None) -> str:
         """The manifest of a split as the subset and evaluation read it: with dataset.split, the
@@ -240,7 +259,7 @@ class Study:
 
     def listed_manifest(self, split: str, results: str | None = None) -> str:
         results = results or self.paths.results
-        if split in self.folder_splits:
+        if split in self.listed_splits:
             return f"{results}/data/{split}.csv"
         return self.config["dataset"][split]
 
@@ -764,8 +783,8 @@ class Study:
         dataset, subset = self.config["dataset"], self.config["subset"]
         paths = {
             "dataset.classes": dataset["classes"],
-            "dataset.train": dataset["train"],
-            "dataset.val": dataset["val"],
+            "dataset.train": self.dataset_root("train"),
+            "dataset.val": self.dataset_root("val"),
             **self.pool_paths(),
         }
         for name, entry in self.evaluation_sets.items():
