@@ -29,11 +29,21 @@ FINE_GRAINED = {"dtd": "DTD", "flowers102": "Flowers102", "aircraft": "FGVCAircr
 STUB_PATHS |= dict.fromkeys(FINE_GRAINED, ["data/torchvision"])
 
 
+# The shifted test sets the ImageNet presets evaluate on (trees read by the evaluation jobs).
+SHIFTED_SETS = {
+    "imagenet_v2": "data/imagenetv2-matched-frequency-format-val",
+    "imagenet_sketch": "data/imagenet-sketch/sketch",
+    "imagenet_r": "data/imagenet-r",
+    "imagenet_a": "data/imagenet-a",
+}
+
+
 def stub_data_root(workdir: Path, preset: str = "imagenet10") -> None:
     """What a dry run needs of the data (python -m augbench.stub), and the shipped class list."""
     made = make_stub(str(REPO / "configs" / f"{preset}.yaml"), str(workdir))
+    shifted = list(SHIFTED_SETS.values()) if preset.startswith("imagenet") else []
     assert sorted(path.relative_to(workdir).as_posix() for path in made) == sorted(
-        STUB_PATHS[preset] + ["data/pool/manifest.csv"]
+        STUB_PATHS[preset] + ["data/pool/manifest.csv"] + shifted
     )
     (workdir / "resources").symlink_to(REPO / "resources")
 
@@ -168,3 +178,37 @@ def test_a_fine_grained_preset_lists_its_official_splits_through_torchvision(pre
     # Every class name is distinct, as prompts and labels need.
     names = (REPO / "resources" / preset / "classes.txt").read_text().splitlines()
     assert len(names) == len(set(names)) == {"dtd": 47, "flowers102": 102, "aircraft": 100, "cars": 196}[preset]
+
+
+def test_the_imagenet_presets_evaluate_every_model_on_the_four_shifted_sets(planned):
+    for preset in ("imagenet10", "imagenet"):
+        sets = yaml.safe_load((REPO / "configs" / f"{preset}.yaml").read_text())["evaluation_sets"]
+        assert {name: entry["images"] for name, entry in sets.items()} == SHIFTED_SETS
+        assert sets["imagenet_sketch"].get("classes") is None  # all 1,000 classes compete on V2 and Sketch
+    commands = re.findall(r"python -m augbench.evaluate .*", planned("configs/imagenet10.yaml"))
+    assert commands
+    for command in commands:
+        for name, images in SHIFTED_SETS.items():
+            assert f"--evaluation-set {name}={images}" in command
+        assert command.count("--evaluation-set-classes") == 3
+
+
+def test_the_shifted_sets_class_lists_name_imagenet_classes(tmp_path):
+    from augbench.evaluate import read_evaluation_set, set_class_labels
+
+    classes = str(REPO / "resources" / "imagenet" / "classes.tsv")
+    folders, labels = set_class_labels(str(REPO / "resources" / "imagenet" / "imagenet_v2_folders.tsv"), classes)
+    assert folders[:3] == ["0", "1", "2"] and folders[-1] == "999" and labels == list(range(1000))
+    # ImageNet-R's 200 start with goldfish (1), great white shark (2), hammerhead (4), stingray (6);
+    # ImageNet-A's with stingray (6), goldfinch (11), junco (13), American robin (15).
+    for name, first in (("imagenet_r_wnids.txt", [1, 2, 4, 6]), ("imagenet_a_wnids.txt", [6, 11, 13, 15])):
+        folders, labels = set_class_labels(str(REPO / "resources" / "imagenet" / name), classes)
+        assert len(set(labels)) == 200 and labels == sorted(labels) and labels[:4] == first
+    # An ImageNet-R tree of two of its classes: its labels are ImageNet's.
+    for wnid in ("n01443537", "n01484850"):
+        (tmp_path / "imagenet-r" / wnid).mkdir(parents=True)
+        (tmp_path / "imagenet-r" / wnid / "a.jpg").write_bytes(b"")
+    r_list = tmp_path / "two.txt"
+    r_list.write_text("n01443537\nn01484850\n")
+    evaluation_set = read_evaluation_set("imagenet_r", str(tmp_path / "imagenet-r"), classes, str(r_list))
+    assert evaluation_set.images.label.tolist() == [1, 2] and evaluation_set.classes == [1, 2]
