@@ -290,9 +290,13 @@ def test_with_diagnostics_enabled_the_summary_and_report_relate_them_to_the_gain
     assert diagnostics.method.tolist() == [method for method in METHODS if method != "baseline"]
     correlation = pd.read_csv(_results(workdir) / "gain_correlation.csv")
     assert "vendi" in correlation.diagnostic.tolist() and "n_added" not in correlation.diagnostic.tolist()
+    # The smoke pool knows its images' true classes: retrieval's label precision is measured.
+    precision = diagnostics.set_index("method").label_precision
+    assert precision[["retrieve_text", "retrieve_image"]].between(0, 1).all()
+    assert precision[["real_upper_bound", "gen_classname"]].isna().all()
     assert correlation.n_methods.between(0, len(METHODS) - 1).all()
     assert "Spearman" in (_results(workdir) / "summary.md").read_text()
-    figures = sorted(path.name for path in (_results(workdir) / "figures" / "gain_vs_diagnostics").iterdir())
+    figures = sorted(path.name for path in (_results(workdir) / "figures" / "gain_vs_diagnostics").glob("*.png"))
     assert figures == sorted(f"{name}.png" for name in correlation.diagnostic)
     snakemake(workdir, "--config", "diagnostics={enabled: true}", "--report", "report_diagnostics.html")
     files = _report_files((workdir / "report_diagnostics.html").read_text())
