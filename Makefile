@@ -77,7 +77,7 @@ test-clip-service: $(INSTALLED) clip-venv
 # run's tests are one file (tests/conftest.py checks it), the unit tests fill the other core
 # meanwhile. test-all adds test-slow.
 test: lint
-	pytest -m "not slow" -q -n 2 --dist loadfile --durations=10
+	pytest -m "not slow" -q -n 2 --dist loadfile --no-loadscope-reorder --durations=10
 
 test-all: test test-slow
 

@@ -29,6 +29,9 @@ def pytest_collection_modifyitems(items):
     ]
     if strays:
         raise pytest.UsageError(f"tests of the shared smoke run belong in tests/{SMOKE_RUN_FILE} or are slow: {strays}")
+    # Its file first (make test keeps this order: --no-loadscope-reorder), so the smoke run, the
+    # longest piece of work, starts at once on the first worker.
+    items.sort(key=lambda item: item.path.name != SMOKE_RUN_FILE)
 
 
 @pytest.fixture(scope="session")

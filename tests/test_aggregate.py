@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from augbench import aggregate
+from augbench import aggregate, gain_correlation
 
 
 def _metrics(tmp_path, method, seed, top1, per_class=None, top5=None, ece=None, **further):
@@ -409,14 +409,14 @@ def test_the_gain_is_rank_correlated_with_each_diagnostic(tmp_path):
             "precision": [0.5, 0.5, 0.5, 0.5],
         }
     )
-    correlation = aggregate.gain_correlation(table, diagnostics).set_index("diagnostic")
+    correlation = gain_correlation.gain_correlation(table, diagnostics).set_index("diagnostic")
     assert list(correlation.index) == ["vendi", "fd_clip_train", "coverage", "precision"]  # not n_added
     assert correlation.loc["vendi", "spearman_rho"] == pytest.approx(1.0)
     assert correlation.loc["fd_clip_train", "spearman_rho"] == pytest.approx(-1.0)
     assert correlation.loc["vendi", "n_methods"] == 4
     assert np.isnan(correlation.loc["coverage", "spearman_rho"]) and correlation.loc["coverage", "n_methods"] == 2
     assert np.isnan(correlation.loc["precision", "spearman_rho"])
-    markdown = aggregate.gain_correlation_markdown(correlation.reset_index())
+    markdown = gain_correlation.gain_correlation_markdown(correlation.reset_index())
     assert "| vendi | +1.00 | 0.000 | 4 |" in markdown and "| coverage | n/a |  | 2 |" in markdown
 
 

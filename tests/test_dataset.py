@@ -2,6 +2,7 @@ import pytest
 from PIL import Image
 
 from augbench import dataset
+from augbench import files as augbench_files
 from augbench.files import read_class_folders, read_classes, read_manifest
 
 
@@ -35,11 +36,11 @@ def test_a_class_list_of_plain_names_names_the_folders_too(tmp_path):
 def test_missing_or_empty_class_folders_are_named(tmp_path):
     _tree(tmp_path / "train", {"cat": ["a.png"], "dog": []})
     with pytest.raises(ValueError, match="no folder for class.*bird"):
-        dataset.list_tree(str(tmp_path / "train"), ["cat", "bird"])
+        augbench_files.list_tree(str(tmp_path / "train"), ["cat", "bird"])
     with pytest.raises(ValueError, match="dog.*holds no images"):
-        dataset.list_tree(str(tmp_path / "train"), ["cat", "dog"])
+        augbench_files.list_tree(str(tmp_path / "train"), ["cat", "dog"])
     with pytest.raises(ValueError, match="does not exist"):
-        dataset.list_tree(str(tmp_path / "nowhere"), ["cat"])
+        augbench_files.list_tree(str(tmp_path / "nowhere"), ["cat"])
 
 
 def test_the_shipped_imagenet_class_list_has_1000_distinct_classes():

@@ -23,44 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-from pathlib import Path
 
 import pandas as pd
 
 from augbench.cli import start_logging
-from augbench.files import read_class_folders, write_manifest
+from augbench.files import list_tree, read_class_folders, write_manifest
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-
-
-def list_tree(root: str, folders: list[str]) -> pd.DataFrame:
-    """Every image file under ``root/<folder>/`` (recursively), labelled by the folder's position."""
-    root_path = Path(root)
-    if not root_path.is_dir():
-        raise ValueError(f"dataset folder {root} does not exist")
-    missing = [folder for folder in folders if not (root_path / folder).is_dir()]
-    if missing:
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise ValueError(f"dataset folder {root} has no folder for class(es) {shown} of the class list")
-    paths, labels = [], []
-    for label, folder in enumerate(folders):
-        found = sorted(
-            os.path.join(directory, name)
-            for directory, _, names in os.walk(root_path / folder)
-            for name in names
-            if name.lower().endswith(IMAGE_SUFFIXES)
-        )
-        if not found:
-            raise ValueError(f"dataset folder {root_path / folder} (class {folder}) holds no images")
-        paths += found
-        labels += [label] * len(found)
-    extra = sorted({entry.name for entry in root_path.iterdir() if entry.is_dir()} - set(folders))
-    if extra:
-        log.info("left out %d folder(s) the class list does not name, e.g. %s", len(extra), extra[0])
-    return pd.DataFrame({"path": paths, "label": labels})
 
 
 def torchvision_samples(dataset) -> tuple[list[str], list[int]]:

@@ -28,8 +28,7 @@ from tqdm import tqdm
 from augbench.calibration import expected_calibration_error
 from augbench.classifier import Recipe, build_model, eval_transform, recipe_path
 from augbench.cli import start_logging, use_threads
-from augbench.dataset import list_tree
-from augbench.files import read_class_folders, read_classes, read_json, read_manifest, write_json
+from augbench.files import list_tree, read_class_folders, read_classes, read_json, read_manifest, write_json
 from augbench.images import ManifestImages, pick_device
 
 log = logging.getLogger(__name__)

@@ -29,9 +29,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from augbench.aggregate import diagnostic_columns, gain_correlation  # noqa: E402
 from augbench.cli import start_logging  # noqa: E402
 from augbench.files import atomic_path, read_classes, read_manifest  # noqa: E402
+from augbench.gain_correlation import diagnostic_columns, gain_correlation  # noqa: E402
 from augbench.images import UnreadableImage, load_rgb  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def plot_top1_vs_added(summary: pd.DataFrame, out: Path) -> None:
 def plot_gain_vs_diagnostics(summary: pd.DataFrame, diagnostics: pd.DataFrame, out_dir: Path) -> list[Path]:
     """Per diagnostic of diagnostics.csv, ``<diagnostic>.png``: each method's Δ top-1 over the baseline
     (with its paired 95% interval where it has one) against the diagnostic, coloured by kind,
-    titled with Spearman's rank correlation (``augbench.aggregate.gain_correlation``)."""
+    titled with Spearman's rank correlation (``augbench.gain_correlation``)."""
     correlation = gain_correlation(summary, diagnostics).set_index("diagnostic")
     rows = summary.merge(diagnostics, on="method", how="inner")
     written = []
