@@ -89,6 +89,10 @@ class Backend:
         pipeline.set_progress_bar_config(disable=True)
         return pipeline
 
+    def image_to_image_options(self, size: int) -> dict:
+        """Options of an image-to-image call for images of ``size`` pixels (the input images' size)."""
+        return {}
+
     @property
     def denoiser(self) -> torch.nn.Module:
         return getattr(self.pipeline, self.denoiser_name)
@@ -101,7 +105,14 @@ class Backend:
 
     def token_pairs(self) -> list[tuple[torch.nn.Module, object]]:
         """The (text encoder, tokenizer) pairs a learned token is added to."""
-        return [(getattr(self.pipeline, encoder), getattr(self.pipeline, tokenizer)) for encoder, tokenizer in self.token_encoders]
+        pipeline = self.pipeline
+        return [
+            (getattr(pipeline, encoder), getattr(pipeline, tokenizer)) for encoder, tokenizer in self.token_encoders
+        ]
+
+    def add_tokens(self, encoder, tokenizer, vectors: list[torch.Tensor], names: list[str]) -> None:
+        """Add tokens (``names``, one ``[vectors, width]`` tensor each) to one text encoder and its tokenizer."""
+        token_loader().load_textual_inversion(vectors, token=names, tokenizer=tokenizer, text_encoder=encoder)
 
     # Conditioning
 
@@ -233,14 +244,16 @@ class StableDiffusion3(FlowBackend):
         "attn.add_v_proj",
         "attn.to_add_out",
     ]
-    token_encoders = (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2"), ("text_encoder_3", "tokenizer_3"))
+    token_encoders = (
+        ("text_encoder", "tokenizer"),
+        ("text_encoder_2", "tokenizer_2"),
+        ("text_encoder_3", "tokenizer_3"),
+    )
 
     def convert_prompts(self, prompts):
         # SD3's pipeline has no textual-inversion loader, so it does not spell out multi-vector
         # tokens itself; the loader's own conversion does (the same token names in every tokenizer).
-        from diffusers.loaders import TextualInversionLoaderMixin
-
-        return TextualInversionLoaderMixin.maybe_convert_prompt(self.pipeline, prompts, self.pipeline.tokenizer)
+        return token_loader().maybe_convert_prompt(prompts, self.pipeline.tokenizer)
 
     def encode(self, prompts):
         pipeline = self.pipeline
@@ -294,6 +307,10 @@ class Flux(FlowBackend):
     def native_size(self):
         return self.pipeline.default_sample_size * self.pipeline.vae_scale_factor
 
+    def image_to_image_options(self, size):
+        # FLUX's image-to-image pipeline makes its native size unless told, not the input's.
+        return {"height": size, "width": size}
+
     @property
     def guidance_distilled(self) -> bool:
         return bool(self.denoiser.config.guidance_embeds)
@@ -328,6 +345,19 @@ class Flux(FlowBackend):
         return FluxPipeline._unpack_latents(prediction, height * factor, width * factor, factor)
 
 
+def token_loader():
+    """diffusers' textual-inversion loader on its own, for any (tokenizer, text encoder) pair: SD3's
+    pipeline lacks it, and the others' would only add to their first encoder unless told each pair."""
+    from diffusers.loaders import TextualInversionLoaderMixin
+
+    class TokenLoader(TextualInversionLoaderMixin):
+        # What the loader looks at to move offloaded models; these encoders are never offloaded.
+        hf_device_map = None
+        components: dict = {}
+
+    return TokenLoader()
+
+
 BACKENDS = {backend.name: backend for backend in (StableDiffusion, StableDiffusionXL, StableDiffusion3, Flux)}
 BACKEND_NAMES = ("auto", *BACKENDS)
 FLOW_BACKENDS = tuple(name for name, backend in BACKENDS.items() if issubclass(backend, FlowBackend))
@@ -342,7 +372,10 @@ def model_index(model: str, revision: str | None = None) -> dict | None:
         raise ValueError(f"diffusion model {model} is a folder without model_index.json, not a diffusers pipeline")
     from huggingface_hub import try_to_load_from_cache
 
-    cached = try_to_load_from_cache(model, "model_index.json", revision=revision or None)
+    try:
+        cached = try_to_load_from_cache(model, "model_index.json", revision=revision or None)
+    except ValueError:  # neither a folder nor a hub id
+        return None
     return json.loads(Path(cached).read_text()) if isinstance(cached, str) else None
 
 
@@ -402,4 +435,6 @@ def load_backend(
         log.warning("dtype %s on CPU is slow or unsupported; using float32", dtype)
         dtype = "float32"
     family = BACKENDS[backend_name(model, revision, backend)]
-    return family.load(model, revision, scheduler or next(iter(family.schedulers)), dtype, device, text_length=text_length)
+    return family.load(
+        model, revision, scheduler or next(iter(family.schedulers)), dtype, device, text_length=text_length
+    )

@@ -380,7 +380,13 @@ def generate(
 def _sample(todo: pd.DataFrame, sampling: Sampling, learned: Personalisation | None, target: Target | None) -> None:
     dev = pick_device(sampling.device)
     backend = load_backend(
-        sampling.model, sampling.revision, sampling.scheduler, sampling.dtype, dev, sampling.backend, sampling.text_length
+        sampling.model,
+        sampling.revision,
+        sampling.scheduler,
+        sampling.dtype,
+        dev,
+        sampling.backend,
+        sampling.text_length,
     )
     if target:
         target.apply(backend, learned)
@@ -388,7 +394,7 @@ def _sample(todo: pd.DataFrame, sampling: Sampling, learned: Personalisation | N
     pipeline = backend.pipeline
     if sampling.strength is not None:
         pipeline = backend.image_to_image()
-        size_options = {"strength": sampling.strength}
+        size_options = {"strength": sampling.strength, **backend.image_to_image_options(size)}
     else:
         size_options = {"height": size, "width": size}
     for start in tqdm(range(0, len(todo), sampling.batch_size), desc="generate batches", mininterval=5):

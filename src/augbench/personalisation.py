@@ -331,7 +331,7 @@ class TokenTarget(Target):
         for index, (encoder, tokenizer) in enumerate(backend.token_pairs()):
             start = sum(widths[:index])
             vectors = [learned.tokens[label][:, start : start + widths[index]].to(encoder.dtype) for label in labels]
-            _load_tokens(backend, encoder, tokenizer, vectors, [token_name(label) for label in labels])
+            backend.add_tokens(encoder, tokenizer, vectors, [token_name(label) for label in labels])
 
     def prompt_names(self, classes):
         return [token_name(label) for label in range(len(classes))]
@@ -492,19 +492,9 @@ def _check_classes(learned: dict, labels: list[int], where: str) -> None:
         raise ValueError(f"personalisation {where} lacks classes {missing[:10]} ({len(missing)} in all)")
 
 
-def _load_tokens(backend: Backend, encoder, tokenizer, vectors: list[torch.Tensor], names: list[str]) -> None:
-    """Add tokens with their input embeddings to one text encoder by diffusers' textual-inversion loader
-    (called on pipelines that lack it too, as SD3's: it only needs the pipeline's components)."""
-    from diffusers.loaders import TextualInversionLoaderMixin
-
-    TextualInversionLoaderMixin.load_textual_inversion(
-        backend.pipeline, vectors, token=names, tokenizer=tokenizer, text_encoder=encoder
-    )
-
-
 def _add_tokens(backend: Backend, labels: list[int], classes: list[str], vectors: int) -> list[dict[int, list[int]]]:
-    """Add each class's token to every text encoder textual inversion extends, started from the
-    class name's mean input embedding in that encoder.
+    """Add each class's token to every text encoder textual inversion extends (diffusers' loader),
+    started from the class name's mean input embedding in that encoder.
 
     Returns, per encoder, the embedding rows of each class.
     """
@@ -516,7 +506,7 @@ def _add_tokens(backend: Backend, labels: list[int], classes: list[str], vectors
         for label in labels:
             ids = tokenizer(classes[label], add_special_tokens=False).input_ids or [tokenizer.eos_token_id]
             starts.append(table[ids].mean(dim=0).repeat(vectors, 1))
-        _load_tokens(backend, encoder, tokenizer, starts, names)
+        backend.add_tokens(encoder, tokenizer, starts, names)
         rows.append(
             {
                 label: tokenizer.convert_tokens_to_ids([name] + [f"{name}_{i}" for i in range(1, vectors)])

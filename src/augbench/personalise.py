@@ -82,9 +82,7 @@ def subset_latents(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Posterior means and stds of the real images' latents as the denoiser takes them, read a
     chunk at a time (a large subset at 512 px would not fit in memory as pixels)."""
-    parts = [
-        backend.latents(subset_pixels(paths[i : i + chunk_size], size)) for i in range(0, len(paths), chunk_size)
-    ]
+    parts = [backend.latents(subset_pixels(paths[i : i + chunk_size], size)) for i in range(0, len(paths), chunk_size)]
     return torch.cat([means for means, _ in parts]), torch.cat([stds for _, stds in parts])
 
 
@@ -237,7 +235,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     start_logging()
     use_threads(getattr(args, "threads", None))
-    job = {key: getattr(args, key) for key in ("shard", "shards", "embeddings", "revision", "device", "backend", "text_length", "image_size") if key in args}
+    job = {
+        key: getattr(args, key)
+        for key in ("shard", "shards", "embeddings", "revision", "device", "backend", "text_length", "image_size")
+        if key in args
+    }
     personalise(args.model, args.classes, args.subset, args.out, settings_from(args, Training), **job)
 
 
