@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from tiny_pipelines import WIDTH
 
 from augbench import backends, generate, personalisation, personalise
 from augbench.files import read_classes, write_classes, write_manifest
-from tiny_pipelines import WIDTH
 
 FAMILIES = ["sdxl", "sd3", "flux"]
 SIZE = 32

@@ -364,7 +364,7 @@ FLOW_BACKENDS = tuple(name for name, backend in BACKENDS.items() if issubclass(b
 
 
 def model_index(model: str, revision: str | None = None) -> dict | None:
-    """A pipeline's model_index.json: from its folder, or a hub id's from the local hub cache; None if neither has it."""
+    """A pipeline's model_index.json: from its folder, or a hub id's from the local hub cache (None if not there)."""
     folder = Path(model)
     if (folder / "model_index.json").is_file():
         return json.loads((folder / "model_index.json").read_text())

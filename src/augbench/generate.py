@@ -49,11 +49,11 @@ import torch
 from safetensors import safe_open
 from tqdm import tqdm
 
+from augbench.backends import BACKEND_NAMES, DTYPES, SCHEDULERS, load_backend
 from augbench.cli import add_settings, setting, settings_from, start_logging, use_threads
 from augbench.files import read_classes, read_manifest, save_image, write_manifest
 from augbench.images import load_rgb, pick_device
 from augbench.methods import TARGETS, check_generation
-from augbench.backends import BACKEND_NAMES, DTYPES, SCHEDULERS, load_backend
 from augbench.personalisation import Personalisation, Target, load_personalisation, make_target
 from augbench.prompts import STYLES, class_prompts, write_prompt
 from augbench.quality import class_thresholds, clip_scores, read_class_features

@@ -40,8 +40,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from augbench.cli import setting
 from augbench.backends import Backend
+from augbench.cli import setting
 from augbench.files import atomic_path
 from augbench.methods import TARGETS
 

@@ -43,8 +43,8 @@ import torch
 from torchvision import transforms
 from tqdm import tqdm
 
-from augbench.cli import add_settings, settings_from, start_logging, use_threads
 from augbench.backends import BACKEND_NAMES, Backend, load_backend
+from augbench.cli import add_settings, settings_from, start_logging, use_threads
 from augbench.files import read_classes, read_manifest
 from augbench.images import load_rgb, pick_device
 from augbench.methods import check_personalisation

@@ -30,8 +30,8 @@ from safetensors.torch import load_file
 from tqdm import tqdm
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from augbench.cli import start_logging, use_threads
 from augbench.backends import StableDiffusion
+from augbench.cli import start_logging, use_threads
 from augbench.diffusion import encode_latents
 from augbench.images import load_captioned_images
 from augbench.miniworld.tokenizer import write_clip_tokenizer
