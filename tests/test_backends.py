@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from tiny_pipelines import WIDTH
 
-from augbench import backends, generate, personalisation, personalise
+from augbench import families, generate, personalisation, personalise
 from augbench.files import read_classes, write_classes, write_manifest
 
 FAMILIES = ["sdxl", "sd3", "flux"]
@@ -69,15 +69,15 @@ def _learn(family, model, subset, out, **options):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_the_family_is_read_from_the_pipeline_folder_and_can_be_named(family, family_pipelines, tmp_path):
     folder = family_pipelines[family]
-    assert backends.backend_name(folder) == family
-    assert backends.backend_name(folder, backend="sd") == "sd"
+    assert families.backend_name(folder) == family
+    assert families.backend_name(folder, backend="sd") == "sd"
     other = tmp_path / "other"
     other.mkdir()
     (other / "model_index.json").write_text(json.dumps({"_class_name": "KandinskyPipeline"}))
     with pytest.raises(ValueError, match="KandinskyPipeline, which augbench has no backend for"):
-        backends.backend_name(str(other))
+        families.backend_name(str(other))
     with pytest.raises(ValueError, match="without model_index.json"):
-        backends.backend_name(str(tmp_path))
+        families.backend_name(str(tmp_path))
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -99,7 +99,7 @@ def test_text_to_image_and_image_to_image_write_images(family, family_pipelines,
 def test_a_scheduler_of_the_other_objective_is_refused(family, family_pipelines, subset, tmp_path):
     wrong = "dpm_solver" if family != "sdxl" else "flow_euler"
     sampling = generate.Sampling(family_pipelines[family], **{**SAMPLING[family], "scheduler": wrong})
-    with pytest.raises(ValueError, match=f"scheduler '{wrong}' cannot sample backend '{family}'"):
+    with pytest.raises(ValueError, match=f"scheduler: '{wrong}' cannot sample backend '{family}'"):
         generate.generate(_classes(subset), subset, str(tmp_path), sampling)
 
 

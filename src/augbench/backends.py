@@ -14,49 +14,41 @@ says, for that family, how to:
   its native image size and the schedulers that can sample it.
 
 The family is read from the pipeline folder's ``model_index.json`` (``_class_name``) unless
-``diffusion.backend`` names it.
+``diffusion.backend`` names it (``augbench.families``, which the config check reads without torch).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 
 import torch
 
 from augbench.diffusion import draw_flow_noise, draw_noise, encode_latents, flow_matching_loss, prediction_loss
+from augbench.families import (
+    BACKEND_NAMES,
+    PIPELINES,
+    SCHEDULERS,
+    backend_name,
+    schedulers_of,
+)
+from augbench.methods import check_backend
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-# Schedulers of noise-prediction models (a UNet's DDPM-style schedule) ...
-UNET_SCHEDULERS = {
-    "ddim": "DDIMScheduler",
-    "dpm_solver": "DPMSolverMultistepScheduler",
-    "euler": "EulerDiscreteScheduler",
-    "pndm": "PNDMScheduler",
-}
-# ... and of flow-matching models, whose pipelines hand the scheduler sigmas and a shift.
-FLOW_SCHEDULERS = {"flow_euler": "FlowMatchEulerDiscreteScheduler"}
-SCHEDULERS = UNET_SCHEDULERS | FLOW_SCHEDULERS
 
 
 class Backend:
     """A model family's adapter around a loaded text-to-image pipeline (``self.pipeline``)."""
 
+    # The family (augbench.families): its text-to-image and image-to-image pipeline classes are PIPELINES[name].
     name: str
-    # The model_index.json class names of the family's pipelines (text-to-image and image-to-image).
-    pipeline_classes: tuple[str, ...]
-    text_to_image: str
-    image_to_image_class: str
     # The pipeline component that denoises, and the prefix its LoRA weights take in load_lora_weights.
     denoiser_name = "unet"
     # The modules diffusers' LoRA training scripts adapt in this family's denoiser.
     lora_modules = ["to_k", "to_q", "to_v", "to_out.0"]
     # (text encoder, tokenizer) components that textual inversion extends with a class's token.
     token_encoders = (("text_encoder", "tokenizer"),)
-    schedulers = UNET_SCHEDULERS
     # Extra options of from_pretrained.
     load_options: dict = {}
 
@@ -71,8 +63,8 @@ class Backend:
     def load(cls, model: str, revision: str | None, scheduler: str, dtype: str, device: torch.device, **options):
         import diffusers
 
-        check_scheduler(cls.name, scheduler)
-        pipeline = getattr(diffusers, cls.text_to_image).from_pretrained(
+        check_backend(cls.name, scheduler)
+        pipeline = getattr(diffusers, PIPELINES[cls.name][0]).from_pretrained(
             model, revision=revision or None, torch_dtype=DTYPES[dtype], **cls.load_options
         )
         scheduler_class = getattr(diffusers, SCHEDULERS[scheduler])
@@ -85,7 +77,7 @@ class Backend:
         """The family's image-to-image pipeline on the same components (weights are shared)."""
         import diffusers
 
-        pipeline = getattr(diffusers, self.image_to_image_class).from_pipe(self.pipeline)
+        pipeline = getattr(diffusers, PIPELINES[self.name][1]).from_pipe(self.pipeline)
         pipeline.set_progress_bar_config(disable=True)
         return pipeline
 
@@ -159,9 +151,6 @@ class StableDiffusion(Backend):
     """Stable Diffusion 1 and 2: a UNet conditioned on one CLIP text encoder's hidden states."""
 
     name = "sd"
-    pipeline_classes = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline")
-    text_to_image = "StableDiffusionPipeline"
-    image_to_image_class = "StableDiffusionImg2ImgPipeline"
     # Images are training data, scored and filtered downstream, never shown to users.
     load_options = {"safety_checker": None, "requires_safety_checker": False}
 
@@ -175,9 +164,6 @@ class StableDiffusionXL(Backend):
     embedding with the image's size and crop ("text_time" added conditioning)."""
 
     name = "sdxl"
-    pipeline_classes = ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline")
-    text_to_image = "StableDiffusionXLPipeline"
-    image_to_image_class = "StableDiffusionXLImg2ImgPipeline"
     token_encoders = (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2"))
 
     def encode(self, prompts):
@@ -199,7 +185,6 @@ class FlowBackend(Backend):
     """Families trained by flow matching with a transformer, as diffusers' DreamBooth LoRA scripts train them."""
 
     denoiser_name = "transformer"
-    schedulers = FLOW_SCHEDULERS
 
     def call_options(self, guidance_scale):
         options = {"guidance_scale": guidance_scale}
@@ -231,9 +216,6 @@ class StableDiffusion3(FlowBackend):
     """SD3 and 3.5: an MMDiT transformer conditioned on two CLIP encoders and T5, trained by flow matching."""
 
     name = "sd3"
-    pipeline_classes = ("StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline")
-    text_to_image = "StableDiffusion3Pipeline"
-    image_to_image_class = "StableDiffusion3Img2ImgPipeline"
     lora_modules = [
         "attn.to_k",
         "attn.to_q",
@@ -283,9 +265,6 @@ class Flux(FlowBackend):
     the guidance-distilled models (dev) take the guidance scale as a model input."""
 
     name = "flux"
-    pipeline_classes = ("FluxPipeline", "FluxImg2ImgPipeline")
-    text_to_image = "FluxPipeline"
-    image_to_image_class = "FluxImg2ImgPipeline"
     lora_modules = [
         "attn.to_k",
         "attn.to_q",
@@ -359,64 +338,7 @@ def token_loader():
 
 
 BACKENDS = {backend.name: backend for backend in (StableDiffusion, StableDiffusionXL, StableDiffusion3, Flux)}
-BACKEND_NAMES = ("auto", *BACKENDS)
-FLOW_BACKENDS = tuple(name for name, backend in BACKENDS.items() if issubclass(backend, FlowBackend))
-
-
-def model_index(model: str, revision: str | None = None) -> dict | None:
-    """A pipeline's model_index.json: from its folder, or a hub id's from the local hub cache (None if not there)."""
-    folder = Path(model)
-    if (folder / "model_index.json").is_file():
-        return json.loads((folder / "model_index.json").read_text())
-    if folder.exists():
-        raise ValueError(f"diffusion model {model} is a folder without model_index.json, not a diffusers pipeline")
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        cached = try_to_load_from_cache(model, "model_index.json", revision=revision or None)
-    except ValueError:  # neither a folder nor a hub id
-        return None
-    return json.loads(Path(cached).read_text()) if isinstance(cached, str) else None
-
-
-def backend_name(model: str, revision: str | None = None, backend: str = "auto", required: bool = True) -> str | None:
-    """The family of a pipeline: ``backend`` where it names one, else read from its model_index.json.
-
-    Where the index cannot be read (a hub id not yet downloaded) this fails when ``required``,
-    else returns None (the config check leaves the rest to the job, which downloads the model).
-    """
-    if backend != "auto":
-        if backend not in BACKENDS:
-            raise ValueError(f"diffusion backend {backend!r} is not one of {list(BACKEND_NAMES)}")
-        return backend
-    index = model_index(model, revision)
-    if index is None:
-        if required:
-            raise ValueError(
-                f"cannot read the model_index.json of diffusion model {model}; set diffusion.backend to one of "
-                f"{list(BACKENDS)}"
-            )
-        return None
-    class_name = index.get("_class_name")
-    for name, family in BACKENDS.items():
-        if class_name in family.pipeline_classes:
-            return name
-    raise ValueError(
-        f"diffusion model {model} is a {class_name}, which augbench has no backend for "
-        f"(it runs {', '.join(cls for family in BACKENDS.values() for cls in family.pipeline_classes[:1])}); "
-        "set diffusion.backend if it is one of these families under another name"
-    )
-
-
-def check_scheduler(backend: str, scheduler: str) -> None:
-    """A sampling scheduler must fit the family's training objective."""
-    family = BACKENDS[backend]
-    if scheduler not in family.schedulers:
-        kind = "flow matching" if issubclass(family, FlowBackend) else "noise prediction"
-        raise ValueError(
-            f"scheduler {scheduler!r} cannot sample backend {backend!r}, which is trained by {kind}; "
-            f"use one of {list(family.schedulers)}"
-        )
+__all__ = ["BACKEND_NAMES", "BACKENDS", "DTYPES", "SCHEDULERS", "Backend", "backend_name", "load_backend"]
 
 
 def load_backend(
@@ -435,6 +357,5 @@ def load_backend(
         log.warning("dtype %s on CPU is slow or unsupported; using float32", dtype)
         dtype = "float32"
     family = BACKENDS[backend_name(model, revision, backend)]
-    return family.load(
-        model, revision, scheduler or next(iter(family.schedulers)), dtype, device, text_length=text_length
-    )
+    scheduler = scheduler or next(iter(schedulers_of(family.name)))
+    return family.load(model, revision, scheduler, dtype, device, text_length=text_length)

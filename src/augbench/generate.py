@@ -51,9 +51,10 @@ from tqdm import tqdm
 
 from augbench.backends import BACKEND_NAMES, DTYPES, SCHEDULERS, load_backend
 from augbench.cli import add_settings, setting, settings_from, start_logging, use_threads
+from augbench.families import backend_name
 from augbench.files import read_classes, read_manifest, save_image, write_manifest
 from augbench.images import load_rgb, pick_device
-from augbench.methods import TARGETS, check_generation
+from augbench.methods import TARGETS, check_backend, check_generation
 from augbench.personalisation import Personalisation, Target, load_personalisation, make_target
 from augbench.prompts import STYLES, class_prompts, write_prompt
 from augbench.quality import class_thresholds, clip_scores, read_class_features
@@ -291,6 +292,8 @@ def generate(
     settings = generation or Generation()
     filters = settings.min_clip_score is not None or settings.min_clip_score_file is not None
     check_generation(settings.prompt, sampling.strength, settings.zero_shot_keep, settings.personalised, filters)
+    family = backend_name(sampling.model, sampling.revision, sampling.backend, required=False)
+    check_backend(family, sampling.scheduler, sampling.guidance_scale)
     out_dir = Path(out_dir)
     classes = read_classes(classes_path)
     subset = read_manifest(subset_manifest)
