@@ -63,7 +63,8 @@ CASES = {
     "unknown scheduler": (
         lambda c: c["methods"]["gen_classname"].update(scheduler="fast"),
         [
-            "config methods.gen_classname.scheduler: 'fast' is not one of ['ddim', 'dpm_solver', 'euler', 'pndm', 'flow_euler']"
+            "config methods.gen_classname.scheduler: 'fast' is not one of "
+            "['ddim', 'dpm_solver', 'euler', 'pndm', 'flow_euler']"
         ],
     ),
     "both subset sizes": (lambda c: c["subset"].update(fraction=0.1), ["subset.per_class and subset.fraction"]),

@@ -548,8 +548,10 @@ class Study:
         if learned:
             uses_tokens = learned["target"] in registry.TOKEN_TARGETS
             checks = {"personalised": learned["target"], "vectors": learned["vectors"] if uses_tokens else None}
+        diffusion = self.config["diffusion"]
         return {
-            **self.config["diffusion"],
+            **diffusion,
+            "backend": None if diffusion["backend"] == "auto" else diffusion["backend"],
             "template": self.config["prompt_template"],
             "per_class": self.added_per_class(method),
             "device": self.config["device"],
