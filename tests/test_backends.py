@@ -96,6 +96,24 @@ def test_text_to_image_and_image_to_image_write_images(family, family_pipelines,
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+def test_template_prompts_and_the_empty_prompt_labelled_by_clip_generate(
+    family, family_pipelines, subset, tiny_clip, tmp_path
+):
+    from augbench.clip_embeddings import embed_texts
+    from augbench.prompts import class_prompts
+
+    model = family_pipelines[family]
+    templates = _generate(family, model, subset, tmp_path / "templates", prompt="clip_templates")
+    assert templates.prompt.nunique() > 1 and all(Path(path).exists() for path in templates.path)
+    prompts = str(tmp_path / "prompts.npy")
+    embed_texts(class_prompts(read_classes(_classes(subset)), "a photo of a {}"), prompts, tiny_clip)
+    zero_shot = dict(prompt="empty", zero_shot_keep=0.5, class_embeddings=prompts, clip_model=tiny_clip)
+    unconditional = _generate(family, model, subset, tmp_path / "empty", **zero_shot)
+    assert len(unconditional) == 8 and set(unconditional.label) <= {0, 1}  # twice the quota, to keep half
+    assert (unconditional.prompt == "").all() and all(Path(path).exists() for path in unconditional.path)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_a_scheduler_of_the_other_objective_is_refused(family, family_pipelines, subset, tmp_path):
     wrong = "dpm_solver" if family != "sdxl" else "flow_euler"
     sampling = generate.Sampling(family_pipelines[family], **{**SAMPLING[family], "scheduler": wrong})

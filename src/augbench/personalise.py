@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -158,7 +159,9 @@ def personalise(
     result = Personalisation(target=target.name)
     target.export(result)
     save_personalisation(out, result, images.labels, training.template, model)
-    log.info("saved %s in %.0f s", out, time.time() - started)
+    # On SD3 and FLUX a learned conditioning is far larger than on SD 1/2 (see diffusion.text_length).
+    megabytes = Path(out).stat().st_size / 2**20
+    log.info("saved %s (%.1f MB) in %.0f s", out, megabytes, time.time() - started)
     return result
 
 
