@@ -4,7 +4,7 @@ widths, attention heads, LoRA target names, memory).
 For each family it builds the components at their real widths and depths with random weights
 (the sample size reduced to 64 px so that a CPU can run them), saves the pipeline with
 ``save_pretrained`` (float16, as checkpoints ship), and runs through the module command lines
-one text-to-image and one image-to-image generation, and for each personalisation target one
+one text-to-image and one image-to-image generation (two steps, one at strength 0.5), and for each personalisation target one
 training step and a generation with what it learned. It prints each command's time and peak
 memory and writes them to ``--out``.
 
@@ -99,7 +99,12 @@ def build_sd15(out: Path) -> None:
         layers_per_block=2,
     )
     scheduler = DDIMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
     )
     pipeline = StableDiffusionPipeline(
         vae=sd_vae(latent_channels=4, scaling_factor=0.18215),
@@ -234,7 +239,7 @@ def check(model: str, scheduler: str, work: Path) -> dict:
     classes, subset = world(work)
     python = [sys.executable, "-m"]
     common = ["--classes", classes, "--subset", subset]
-    sample = ["--model", model, "--scheduler", scheduler, "--steps", "1", "--image-size", str(SIZE)]
+    sample = ["--model", model, "--scheduler", scheduler, "--steps", "2", "--image-size", str(SIZE)]
     sample += ["--device", "cpu", "--batch-size", "4"]
     results = {}
     results["generate text-to-image"] = timed(

@@ -309,6 +309,12 @@ def generate(
         raise ValueError(f"regenerate_rounds must be at least 0, got {settings.regenerate_rounds}")
     if sampling.strength is not None and not 0 < sampling.strength <= 1:
         raise ValueError(f"strength must be in (0, 1], got {sampling.strength}")
+    if sampling.strength is not None and int(sampling.steps * sampling.strength) < 1:
+        # Image-to-image runs the last strength x steps steps of the schedule; none would leave the image as it was.
+        raise ValueError(
+            f"strength {sampling.strength} of {sampling.steps} steps denoises in no step; "
+            "raise steps to at least 1 / strength"
+        )
     if bool(settings.personalisation) != bool(settings.personalised):
         raise ValueError("give --personalised TARGET together with its --personalisation files")
     learned = target = None
