@@ -4,9 +4,9 @@ widths, attention heads, LoRA target names, memory).
 For each family it builds the components at their real widths and depths with random weights
 (the sample size reduced to 64 px so that a CPU can run them), saves the pipeline with
 ``save_pretrained`` (float16, as checkpoints ship), and runs through the module command lines
-one text-to-image and one image-to-image generation (two steps, one at strength 0.5), and for each personalisation target one
-training step and a generation with what it learned. It prints each command's time and peak
-memory and writes them to ``--out``.
+one text-to-image and one image-to-image generation (two steps; one at strength 0.5), and for
+each personalisation target one training step and a generation with what it learned. It
+prints each command's time and peak memory and writes them to ``--out``.
 
     python benchmarks/architectures.py --families sd15 sdxl sd3 --out architectures.json
 
