@@ -167,3 +167,27 @@ def test_each_target_learns_on_each_family_and_changes_what_is_generated(
     if target in ("token", "token_unet"):
         # A class's vectors in every text encoder side by side (tiny_pipelines.WIDTH each).
         assert learned.tokens[0].shape == (options["vectors"], WIDTH * ENCODERS[family])
+
+
+def test_flow_matching_regresses_the_velocity_between_latent_and_noise_at_the_drawn_sigma():
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from augbench import diffusion
+
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    latents = torch.randn(6, 4, 8, 8)
+    noise, timesteps = diffusion.draw_flow_noise(scheduler, latents)
+    sigmas = diffusion.flow_sigmas(scheduler, timesteps, latents.ndim)
+    assert torch.allclose(sigmas.flatten(), timesteps / scheduler.config.num_train_timesteps)
+    seen = {}
+
+    def exact(noisy, steps, conditioning):
+        seen["noisy"] = noisy
+        return noise - latents
+
+    losses = diffusion.flow_matching_loss(exact, scheduler, latents, None, noise, timesteps)
+    assert losses.shape == (6,) and losses.abs().max() < 1e-10
+    assert torch.allclose(seen["noisy"], (1 - sigmas) * latents + sigmas * noise)
+    wrong = diffusion.flow_matching_loss(lambda *_: noise, scheduler, latents, None, noise, timesteps)
+    assert torch.allclose(wrong, (latents**2).mean(dim=(1, 2, 3)))

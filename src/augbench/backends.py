@@ -187,12 +187,10 @@ class FlowBackend(Backend):
     denoiser_name = "transformer"
 
     def call_options(self, guidance_scale):
-        options = {"guidance_scale": guidance_scale}
-        if self.text_length is not None:
-            options["max_sequence_length"] = self.text_length
-        return options
+        return {"guidance_scale": guidance_scale, **self.text_options()}
 
     def text_options(self) -> dict:
+        """The T5 length of prompt encoding, where set."""
         return {} if self.text_length is None else {"max_sequence_length": self.text_length}
 
     def training_scheduler(self):
