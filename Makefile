@@ -1,4 +1,5 @@
-# Two commands: `make demo` runs the study on the embedded mini-world, `make test` checks everything.
+# Two commands: `make demo` runs the study on the embedded mini-world, `make test` checks the code
+# (`make test-all` adds the slow tier: SLURM, faults, other pool layouts).
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
@@ -7,7 +8,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test lint unit e2e bench clean clip-venv test-clip-service test-architectures profiles
+.PHONY: demo test test-all test-slow lint unit e2e bench clean clip-venv test-clip-service test-architectures profiles
 
 # One short line per step; pip's -qq shows errors only (its warnings about index folders this
 # machine lacks would fill pages). pip compiles every module (about a minute of the 2.5):
@@ -50,6 +51,11 @@ unit: $(INSTALLED)
 e2e: $(INSTALLED)
 	pytest -m e2e -q --durations=10
 
+# What runs a workflow of its own (the real SLURM, runs killed and resumed, broken inputs, pool
+# layouts, an own world): about 15 minutes more. CI runs it after `make test`.
+test-slow: $(INSTALLED)
+	pytest -m slow -q --durations=10
+
 # The clip_service retrieval backend and the download step in their own venv (clip-retrieval pins
 # numpy<2); the workflow runs them there with service.python / download.python: .venv-clip/bin/python.
 CLIP_VENV := .venv-clip
@@ -72,7 +78,14 @@ test-clip-service: $(INSTALLED) clip-venv
 test-architectures: $(INSTALLED)
 	mkdir -p benchmarks/runs && python benchmarks/architectures.py --out benchmarks/runs/architectures.json
 
-test: lint unit e2e
+# The team's check, under 10 minutes from a fresh clone on 2 cores: lint, the unit tests and the
+# end-to-end tests of the shared smoke run, on two pytest workers that take whole files: the smoke
+# run's tests are one file (tests/conftest.py checks it), the unit tests fill the other core
+# meanwhile. test-all adds test-slow.
+test: lint
+	pytest -m "not slow" -q -n 2 --dist loadfile --durations=10
+
+test-all: test test-slow
 
 # Each stage against what limits it, as ratios (benchmarks/README.md); writes benchmarks/latest.json.
 bench: $(INSTALLED)

@@ -14,6 +14,23 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+# make test runs two pytest workers that take whole files (--dist loadfile): the smoke run is made once
+# only if every test of make test that uses it is in this file.
+SMOKE_RUN_FILE = "test_workflow.py"
+
+
+def pytest_collection_modifyitems(items):
+    strays = [
+        item.nodeid
+        for item in items
+        if "smoke_run" in getattr(item, "fixturenames", ())
+        and item.get_closest_marker("slow") is None
+        and item.path.name != SMOKE_RUN_FILE
+    ]
+    if strays:
+        raise pytest.UsageError(f"tests of the shared smoke run belong in tests/{SMOKE_RUN_FILE} or are slow: {strays}")
+
+
 @pytest.fixture(scope="session")
 def miniworld(tmp_path_factory) -> Path:
     from augbench.miniworld import data as miniworld_data

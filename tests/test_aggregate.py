@@ -7,11 +7,12 @@ import pytest
 from augbench import aggregate
 
 
-def _metrics(tmp_path, method, seed, top1, per_class=None, top5=None, ece=None):
-    """A per-seed metrics file; without ``ece``, one written before evaluate measured calibration."""
+def _metrics(tmp_path, method, seed, top1, per_class=None, top5=None, ece=None, **further):
+    """A per-seed metrics file; without ``ece``, one written before evaluate measured calibration;
+    ``further`` adds metrics of evaluation sets (``top1_<name>``, ``ece_<name>``)."""
     path = tmp_path / "metrics" / method / f"seed{seed}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    metrics = {"top1": top1, "top5": top5 or top1, "per_class_top1": per_class or {}}
+    metrics = {"top1": top1, "top5": top5 or top1, "per_class_top1": per_class or {}, **further}
     path.write_text(json.dumps(metrics | ({} if ece is None else {"ece": ece})))
     return str(path)
 
@@ -98,6 +99,46 @@ def test_differences_are_paired_by_seed_with_a_t_interval(tmp_path):
     assert row.vs_best_retrieval == pytest.approx(-2.0)
     assert table.attrs["best_retrieval"] == "retr"
     assert table.method.tolist() == ["baseline", "retr", "gen"]  # the registry's order
+
+
+def test_each_evaluation_set_gets_its_mean_std_and_paired_difference(tmp_path):
+    # On "web", retr beats the baseline by 4, 6 and 5 points on seeds 0-2: mean 5, t-interval 5 ± 2.48.
+    paths = [_metrics(tmp_path, "baseline", s, 80.0, ece=1.0, top1_web=50.0 + s, ece_web=9.0) for s in range(3)]
+    paths += [
+        _metrics(tmp_path, "retr", s, 81.0, ece=1.0, top1_web=50.0 + s + (4, 6, 5)[s], ece_web=8.0 + s)
+        for s in range(3)
+    ]
+    (tmp_path / "classes.txt").write_text("a\nb\n")
+    aggregate.main(
+        ["--metrics", *paths, "--method-kinds", "baseline=real", "retr=retrieve"]
+        + ["--classes", str(tmp_path / "classes.txt"), "--out-dir", str(tmp_path)]
+    )
+    table = pd.read_csv(tmp_path / "summary.csv").set_index("method")
+    assert table.loc["baseline", "top1_web_mean"] == pytest.approx(51.0)
+    assert table.loc["baseline", "top1_web_std"] == pytest.approx(1.0)
+    assert table.loc["retr", "top1_web_mean"] == pytest.approx(56.0)
+    assert table.loc["retr", "ece_web_mean"] == pytest.approx(9.0)
+    assert table.loc["retr", "top1_web_vs_baseline"] == pytest.approx(5.0)
+    half = 4.302653 * 1.0 / np.sqrt(3)  # t(0.975, 2) * std of (4, 6, 5) / sqrt(3)
+    assert table.loc["retr", "top1_web_vs_baseline_ci_low"] == pytest.approx(5.0 - half, abs=1e-3)
+    assert table.loc["retr", "top1_web_vs_baseline_ci_high"] == pytest.approx(5.0 + half, abs=1e-3)
+    assert np.isnan(table.loc["baseline", "top1_web_vs_baseline"])
+    assert table.loc["retr", "top1_mean"] == pytest.approx(81.0)  # top-1 on dataset.val is untouched
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| method | web: top-1 % (mean ± std) | web: Δ baseline [95% CI] | web: ECE % |" in summary
+    assert "| retr | 56.00 ± 1.73 | +5.00 [+2.52, +7.48] | 9.00 ± 1.00 |" in summary  # 54, 57, 57
+
+
+def test_no_evaluation_set_no_columns_and_no_table(tmp_path):
+    paths = [_metrics(tmp_path, "baseline", 0, 80.0), _metrics(tmp_path, "retr", 0, 81.0)]
+    table = aggregate.summarise(paths, {"baseline": "real", "retr": "retrieve"}, {})
+    assert [column for column in table if column.startswith(("top1_", "ece_"))] == [
+        "top1_mean",
+        "top1_std",
+        "ece_mean",
+        "ece_std",
+    ]
+    assert aggregate.evaluation_sets_markdown(table) == ""
 
 
 def test_top5_is_reported_beyond_10_classes_only(tmp_path):
@@ -342,3 +383,56 @@ def test_summary_ends_with_what_the_table_supports(tmp_path, capsys):
     last = (tmp_path / "summary.md").read_text().strip().splitlines()[-1]
     assert last.startswith("What the table supports: With one seed the table supports no statement")
     assert capsys.readouterr().out.strip().endswith(last)
+
+
+def _gains(tmp_path, gains: dict[str, list[float]]) -> list[str]:
+    """Metrics of a baseline at 70% on three seeds and of methods ``gains`` points above it per seed."""
+    paths = [_metrics(tmp_path, "baseline", s, 70.0) for s in range(3)]
+    for method, per_seed in gains.items():
+        paths += [_metrics(tmp_path, method, s, 70.0 + gain) for s, gain in enumerate(per_seed)]
+    return paths
+
+
+def test_the_gain_is_rank_correlated_with_each_diagnostic(tmp_path):
+    # Mean gains 1, 2, 3, 4: vendi ranks them the same way (rho +1), fd_clip_train the reverse (-1);
+    # coverage is known for two methods only, and precision is the same for every method.
+    gains = {"m1": [1, 1, 1], "m2": [2, 2, 2], "m3": [3, 2, 4], "m4": [4, 4, 4]}
+    kinds = {"baseline": "real"} | dict.fromkeys(gains, "generate")
+    table = aggregate.summarise(_gains(tmp_path, gains), kinds, {})
+    diagnostics = pd.DataFrame(
+        {
+            "method": ["m1", "m2", "m3", "m4"],
+            "n_added": [10, 10, 10, 10],
+            "vendi": [1.5, 2.0, 7.0, 9.0],
+            "fd_clip_train": [0.9, 0.5, 0.3, 0.1],
+            "coverage": [0.1, np.nan, np.nan, 0.5],
+            "precision": [0.5, 0.5, 0.5, 0.5],
+        }
+    )
+    correlation = aggregate.gain_correlation(table, diagnostics).set_index("diagnostic")
+    assert list(correlation.index) == ["vendi", "fd_clip_train", "coverage", "precision"]  # not n_added
+    assert correlation.loc["vendi", "spearman_rho"] == pytest.approx(1.0)
+    assert correlation.loc["fd_clip_train", "spearman_rho"] == pytest.approx(-1.0)
+    assert correlation.loc["vendi", "n_methods"] == 4
+    assert np.isnan(correlation.loc["coverage", "spearman_rho"]) and correlation.loc["coverage", "n_methods"] == 2
+    assert np.isnan(correlation.loc["precision", "spearman_rho"])
+    markdown = aggregate.gain_correlation_markdown(correlation.reset_index())
+    assert "| vendi | +1.00 | 0.000 | 4 |" in markdown and "| coverage | n/a |  | 2 |" in markdown
+
+
+def test_the_cli_writes_the_correlation_only_with_diagnostics(tmp_path):
+    gains = {"m1": [1, 1, 1], "m2": [3, 2, 2], "m3": [2, 4, 3]}  # means 1, 2.33, 3
+    paths = _gains(tmp_path, gains)
+    (tmp_path / "classes.txt").write_text("a\nb\n")
+    arguments = ["--metrics", *paths, "--method-kinds", "baseline=real", "m1=retrieve", "m2=generate", "m3=generate"]
+    arguments += ["--classes", str(tmp_path / "classes.txt"), "--out-dir", str(tmp_path)]
+    aggregate.main(arguments)
+    assert not (tmp_path / "gain_correlation.csv").exists()
+    assert "Spearman" not in (tmp_path / "summary.md").read_text()
+    pd.DataFrame({"method": ["m1", "m2", "m3"], "n_added": [5, 5, 5], "vendi": [3.0, 2.0, 1.0]}).to_csv(
+        tmp_path / "diagnostics.csv", index=False
+    )
+    aggregate.main(arguments + ["--diagnostics", str(tmp_path / "diagnostics.csv")])
+    written = pd.read_csv(tmp_path / "gain_correlation.csv")
+    assert written.to_dict("records") == [{"diagnostic": "vendi", "spearman_rho": -1.0, "p_value": 0.0, "n_methods": 3}]
+    assert "| vendi | -1.00 | 0.000 | 3 |" in (tmp_path / "summary.md").read_text()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -95,6 +96,7 @@ CASES = {
         lambda c: c.update(
             miniworld={"enabled": False},
             dataset={"classes": str(REPO / "resources/imagenet/classes.tsv"), "train": str(REPO), "val": str(REPO)},
+            evaluation_sets={},  # the smoke config's is the mini-world's
             pool={"manifest": str(REPO / "README.md")},
             clip={"model": "local-dir:/nowhere/clip"},
         ),
@@ -220,6 +222,22 @@ CASES = {
         ),
         ["config methods.gen_unconditional.guidance_scale: on backend 'flux' guidance_scale is an input of the"],
     ),
+    "evaluation set outside the mini-world": (
+        lambda c: c["evaluation_sets"].update(web={"images": "data/web/manifest.csv"}),
+        ["config evaluation_sets.web.images: data/web/manifest.csv is not under miniworld.root"],
+    ),
+    "evaluation set without images": (
+        lambda c: c["evaluation_sets"].update(web={"classes": "resources/miniworld-smoke/classes.txt"}),
+        ["config evaluation_sets.web: 'images' is a required property"],
+    ),
+    "evaluation set named as no column can be": (
+        lambda c: c["evaluation_sets"].update({"Web-R": {"images": "resources/miniworld-smoke/val/manifest.csv"}}),
+        ["config evaluation_sets: 'Web-R' does not match"],
+    ),
+    "missing class list of an evaluation set": (
+        lambda c: c["evaluation_sets"]["web"].update(classes="resources/nowhere.tsv"),
+        ["config evaluation_sets.web.classes: resources/nowhere.tsv does not exist"],
+    ),
     "kNN service without its URL": (
         lambda c: c["methods"]["retrieve_text"].update(backend="clip_service"),
         ["config methods.retrieve_text.service.url: backend clip_service needs the service's kNN endpoint"],
@@ -293,6 +311,21 @@ def test_a_service_method_is_queried_then_downloaded(tmp_path):
     assert "results/smoke/embed/val_images.npy" in screen and "results/smoke/embed/subset_images.npy" in screen
 
 
+def test_diagnostics_enter_the_summary_and_figures_when_enabled(tmp_path):
+    config = broken(lambda c: c.update(diagnostics={"enabled": "true"}))  # as --config hands it over
+    result = dry_run(tmp_path, config, "-p")
+    assert result.returncode == 0, result.stderr[-2000:]
+    adding = [name for name, params in SMOKE["methods"].items() if name != "baseline"]
+    for rule in ("embed_added", "diagnose_added"):
+        assert result.stdout.count(f"rule {rule}:") == len(adding)
+    for module in ("aggregate", "figures"):
+        command = re.search(rf"python -m augbench.{module} .*", result.stdout).group(0)
+        assert "--diagnostics results/smoke/diagnostics.csv" in command
+    assert "results/smoke/gain_correlation.csv" in result.stdout
+    assert "results/smoke/figures/gain_vs_diagnostics" in result.stdout
+    assert "--enabled" not in result.stdout
+
+
 def test_a_method_given_twice_is_refused_with_its_line(tmp_path):
     text = (REPO / "configs" / "smoke.yaml").read_text()
     # A second gen_img2img entry, as a copy-paste leaves it; YAML would keep only the last.
@@ -342,6 +375,7 @@ def real_world(tmp_path: Path, **changes) -> dict:
     config.update(
         miniworld={"enabled": False},
         dataset={"classes": str(REPO / "resources/imagenet/classes.tsv"), "train": str(REPO), "val": str(REPO)},
+        evaluation_sets={},  # the smoke config's is the mini-world's
         pool={"manifest": str(pool)},
         clip={"model": "ViT-L-14", "pretrained": "laion2b_s32b_b82k"},
         diffusion={"model": "CompVis/stable-diffusion-v1-4"},

@@ -63,3 +63,62 @@ def test_the_shipped_caltech256_class_list_names_256_folders_and_not_clutter():
     # Each name is its folder's, without the number, the Caltech-101 mark and hyphens.
     assert names == [re.sub(r"-101$", "", folder[4:]).replace("-", " ") for folder in folders]
     assert (folders[62], names[62]) == ("063.electric-guitar-101", "electric guitar")
+
+
+def _dtd(root, splits: dict[str, list[str]]) -> None:
+    """DTD as torchvision reads it: <root>/dtd/dtd/images/<class>/<file> and labels/<split>1.txt."""
+    data = root / "dtd" / "dtd"
+    for split, entries in splits.items():
+        for entry in entries:
+            (data / "images" / entry).parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (4, 4)).save(data / "images" / entry)
+        (data / "labels").mkdir(parents=True, exist_ok=True)
+        (data / "labels" / f"{split}1.txt").write_text("".join(f"{entry}\n" for entry in entries))
+
+
+def test_an_official_split_is_listed_through_torchvisions_class(tmp_path):
+    _dtd(tmp_path, {"train": ["zigzagged/z1.jpg", "banded/b1.jpg"], "val": ["banded/b2.jpg"], "test": ["woven/w.jpg"]})
+    # The class list orders the classes its own way and leaves "woven" out.
+    (tmp_path / "classes.tsv").write_text("zigzagged\tzigzag\nbanded\n")
+    out = tmp_path / "train.csv"
+    dataset.main(
+        [
+            "--root",
+            str(tmp_path),
+            "--torchvision",
+            "DTD",
+            "--split",
+            "train",
+            "--split",
+            "val",
+            "--option",
+            "partition=1",
+        ]
+        + ["--classes", str(tmp_path / "classes.tsv"), "--out", str(out)]
+    )
+    frame = read_manifest(out)
+    assert [path.split("images/")[1] for path in frame.path] == ["zigzagged/z1.jpg", "banded/b1.jpg", "banded/b2.jpg"]
+    assert frame.label.tolist() == [0, 1, 1]
+    (tmp_path / "typo.tsv").write_text("zigzaged\nbanded\n")
+    with pytest.raises(ValueError, match="has no class 'zigzaged'"):
+        dataset.list_torchvision("DTD", str(tmp_path), ["train"], read_class_folders(tmp_path / "typo.tsv"))
+    with pytest.raises(ValueError, match="is not under .*fetch it first"):
+        dataset.list_torchvision("DTD", str(tmp_path / "nowhere"), ["train"], ["banded"])
+    with pytest.raises(ValueError, match="no dataset class 'Textures'"):
+        dataset.list_torchvision("Textures", str(tmp_path), ["train"], ["banded"])
+
+
+def test_a_dataset_without_class_names_is_labelled_by_position(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    class Unnamed:  # as Flowers102: image files and 0-based labels, no class names
+        def __init__(self, root, split, download):
+            self._image_files = [f"{root}/{split}/{i}.jpg" for i in range(3)]
+            self._labels = [2, 0, 1] if split == "test" else [5]
+
+    monkeypatch.setattr(torchvision.datasets, "Unnamed", Unnamed, raising=False)
+    frame = dataset.list_torchvision("Unnamed", "data", ["test"], ["a", "b", "c"])
+    assert frame.path.tolist() == ["data/test/0.jpg", "data/test/1.jpg", "data/test/2.jpg"]
+    assert frame.label.tolist() == [2, 0, 1]
+    with pytest.raises(ValueError, match="labels up to 5, but the class list has 3 lines"):
+        dataset.list_torchvision("Unnamed", "data", ["train"], ["a", "b", "c"])

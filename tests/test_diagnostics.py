@@ -205,7 +205,8 @@ def test_the_command_line_writes_a_row_of_every_diagnostic(tmp_path):
     assert table.columns.tolist() == diagnostics.COLUMNS
     row = table.iloc[0]
     assert row["method"] == "gen_x" and row["n_added"] == 24
-    assert not table.isna().any().any()
+    assert np.isnan(row["label_precision"])  # no pool with true classes given: a generation method's row
+    assert not table.drop(columns="label_precision").isna().any().any()
     readable, labels = added[0][1:], added[1][1:]
     assert row["label_agreement"] == pytest.approx(diagnostics.label_agreement(readable, labels, prompts))
     assert row["fd_clip_val"] == pytest.approx(diagnostics.frechet_distance(readable, val[0]), rel=1e-4)
@@ -238,6 +239,7 @@ def test_every_diagnostics_setting_of_the_config_reaches_the_command_line():
     """The schema's defaults are the dataclass's (tests/test_settings.py); no key is left unread."""
     schema = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml").read_text())
     keys = {f"diagnostics.{key}" for key in schema["properties"]["diagnostics"]["properties"]}
+    keys.remove("diagnostics.enabled")  # whether the workflow asks for diagnostics at all
     assert {item.metadata["config"] for item in fields(diagnostics.Diagnostics)} == keys
 
 
@@ -246,3 +248,22 @@ def test_a_method_none_of_whose_images_could_be_read_gets_an_empty_row():
     real = diagnostics.Embedded(np.eye(3, dtype=np.float32), np.arange(3))
     row = diagnostics.diagnose(nothing, real, real, np.eye(3), diagnostics.Diagnostics())
     assert set(row) == set(diagnostics.COLUMNS[2:]) and all(np.isnan(value) for value in row.values())
+
+
+def test_label_precision_is_the_share_of_added_pool_images_of_their_true_class(tmp_path):
+    # Four added pool images, three of their true class (the distractor, true class -1, is wrong),
+    # and a generated image the pool does not hold, which does not count.
+    pool = pd.DataFrame(
+        {"path": ["p0.png", "p1.png", "p2.png", "p3.png", "p4.png"], "label": -1, "true_label": [0, 1, 1, -1, 2]}
+    )
+    pool.to_csv(tmp_path / "pool.csv", index=False)
+    added = pd.DataFrame({"path": ["p0.png", "p1.png", "p2.png", "p3.png", "gen.png"], "label": [0, 1, 1, 2, 0]})
+    truth = diagnostics.pool_truth(str(tmp_path / "pool.csv"))
+    assert diagnostics.label_precision(added, truth) == pytest.approx(0.75)
+    pool.to_parquet(tmp_path / "pool.parquet")
+    assert diagnostics.label_precision(added, diagnostics.pool_truth(str(tmp_path / "pool.parquet"))) == 0.75
+    # A web pool knows no true classes; generated images are no pool images.
+    pool.drop(columns="true_label").to_csv(tmp_path / "web.csv", index=False)
+    assert diagnostics.pool_truth(str(tmp_path / "web.csv")) is None
+    assert np.isnan(diagnostics.label_precision(added, None))
+    assert np.isnan(diagnostics.label_precision(added.iloc[4:], truth))

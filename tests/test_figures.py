@@ -99,3 +99,21 @@ def test_figures_draw_error_bars_only_for_methods_with_several_seeds(plot, monke
     bars = _drawn_error_bars(plot, mixed, monkeypatch, tmp_path)
     means_and_halves = sorted((mean, half) for _, mean, half in bars)
     np.testing.assert_allclose(means_and_halves, [(60.0, 1.5), (65.0, 0.5)])
+
+
+def test_a_figure_per_diagnostic_of_the_gain_against_it(tmp_path):
+    summary = pd.DataFrame(
+        {
+            "method": ["baseline", "retr", "gen"],
+            "kind": ["real", "retrieve", "generate"],
+            "vs_baseline": [np.nan, 2.0, -1.0],
+            "vs_baseline_ci_low": [np.nan, 1.0, np.nan],
+            "vs_baseline_ci_high": [np.nan, 3.0, np.nan],
+        }
+    )
+    diagnostics = pd.DataFrame(
+        {"method": ["retr", "gen"], "n_added": [4, 4], "vendi": [2.0, 1.5], "recall": [0.4, 0.1]}
+    )
+    written = figures.plot_gain_vs_diagnostics(summary, diagnostics, tmp_path / "gain")
+    assert sorted(path.name for path in written) == ["recall.png", "vendi.png"]
+    assert all(Image.open(path).size[0] > 100 for path in written)

@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 
 from helpers import snakemake
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 SHAPES = ["circle", "square", "triangle"]
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (40, 60, 220)}

@@ -98,6 +98,7 @@ def _clip_retrieval_folder(folder, pool: pd.DataFrame, images: np.ndarray, capti
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_retrieval_from_webdataset_shards_and_their_clip_retrieval_folder(tmp_path):
     workdir = tmp_path / "run"
     workdir.mkdir()

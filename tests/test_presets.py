@@ -24,14 +24,27 @@ STUB_PATHS = {
     "imagenet": ["data/imagenet/train", "data/imagenet/val"],
     "caltech256": ["data/caltech256/256_ObjectCategories"],
 }
+# The datasets unmet-promise (Geng et al. 2024) used besides ImageNet, read through torchvision.
+FINE_GRAINED = {"dtd": "DTD", "flowers102": "Flowers102", "aircraft": "FGVCAircraft", "cars": "StanfordCars"}
+STUB_PATHS |= dict.fromkeys(FINE_GRAINED, ["data/torchvision"])
+
+
+# The shifted test sets the ImageNet presets evaluate on (trees read by the evaluation jobs).
+SHIFTED_SETS = {
+    "imagenet_v2": "data/imagenetv2-matched-frequency-format-val",
+    "imagenet_sketch": "data/imagenet-sketch/sketch",
+    "imagenet_r": "data/imagenet-r",
+    "imagenet_a": "data/imagenet-a",
+}
 
 
 def stub_data_root(workdir: Path, preset: str = "imagenet10") -> None:
     """What a dry run needs of the data (python -m augbench.stub), and the shipped class list."""
     made = make_stub(str(REPO / "configs" / f"{preset}.yaml"), str(workdir))
-    assert sorted(path.relative_to(workdir).as_posix() for path in made) == STUB_PATHS[preset] + [
-        "data/pool/manifest.csv"
-    ]
+    shifted = list(SHIFTED_SETS.values()) if preset.startswith("imagenet") else []
+    assert sorted(path.relative_to(workdir).as_posix() for path in made) == sorted(
+        STUB_PATHS[preset] + ["data/pool/manifest.csv"] + shifted
+    )
     (workdir / "resources").symlink_to(REPO / "resources")
 
 
@@ -136,3 +149,66 @@ def test_the_cost_table_reads_the_benchmark_of_every_job_that_writes_one(plan, p
     assert {"embed_pool", "embed_subset", "embed_val", "screen_pool"} <= shared
     if plan == "service":
         assert any("/screen_downloads/retrieve_image/" in path for path in written)
+
+
+def test_the_demo_evaluates_on_its_shifted_set_and_leaves_diagnostics_to_a_request(planned):
+    output = planned("config.yaml")
+    for command in re.findall(r"python -m augbench.evaluate .*", output):
+        assert "--evaluation-set web=resources/miniworld/val_web/manifest.csv" in command
+    assert "rule embed_added:" not in output and "--diagnostics" not in output
+
+
+@pytest.mark.parametrize("preset", FINE_GRAINED)
+def test_a_fine_grained_preset_lists_its_official_splits_through_torchvision(preset, tmp_path):
+    configfile = REPO / "configs" / f"{preset}.yaml"
+    config = yaml.safe_load(configfile.read_text())
+    methods = registry_of(config)
+    stub_data_root(tmp_path, preset)
+    output = snakemake(tmp_path, "-n", "-p", profile=None, configfile=configfile).stdout
+    counts = _job_counts(output)
+    assert counts["train"] == counts["evaluate"] == len(methods) * len(config["seeds"]) == 13 * 3
+    listings = re.findall(r"python -m augbench.dataset .*", output)
+    assert len(listings) == counts["list_dataset"] == 2
+    for listing in listings:
+        assert (
+            f"--root data/torchvision --classes resources/{preset}/classes.txt --torchvision {FINE_GRAINED[preset]}"
+            in listing
+        )
+    assert any("--split test" in listing for listing in listings)
+    # Every class name is distinct, as prompts and labels need.
+    names = (REPO / "resources" / preset / "classes.txt").read_text().splitlines()
+    assert len(names) == len(set(names)) == {"dtd": 47, "flowers102": 102, "aircraft": 100, "cars": 196}[preset]
+
+
+def test_the_imagenet_presets_evaluate_every_model_on_the_four_shifted_sets(planned):
+    for preset in ("imagenet10", "imagenet"):
+        sets = yaml.safe_load((REPO / "configs" / f"{preset}.yaml").read_text())["evaluation_sets"]
+        assert {name: entry["images"] for name, entry in sets.items()} == SHIFTED_SETS
+        assert sets["imagenet_sketch"].get("classes") is None  # all 1,000 classes compete on V2 and Sketch
+    commands = re.findall(r"python -m augbench.evaluate .*", planned("configs/imagenet10.yaml"))
+    assert commands
+    for command in commands:
+        for name, images in SHIFTED_SETS.items():
+            assert f"--evaluation-set {name}={images}" in command
+        assert command.count("--evaluation-set-classes") == 3
+
+
+def test_the_shifted_sets_class_lists_name_imagenet_classes(tmp_path):
+    from augbench.evaluate import read_evaluation_set, set_class_labels
+
+    classes = str(REPO / "resources" / "imagenet" / "classes.tsv")
+    folders, labels = set_class_labels(str(REPO / "resources" / "imagenet" / "imagenet_v2_folders.tsv"), classes)
+    assert folders[:3] == ["0", "1", "2"] and folders[-1] == "999" and labels == list(range(1000))
+    # ImageNet-R's 200 start with goldfish (1), great white shark (2), hammerhead (4), stingray (6);
+    # ImageNet-A's with stingray (6), goldfinch (11), junco (13), American robin (15).
+    for name, first in (("imagenet_r_wnids.txt", [1, 2, 4, 6]), ("imagenet_a_wnids.txt", [6, 11, 13, 15])):
+        folders, labels = set_class_labels(str(REPO / "resources" / "imagenet" / name), classes)
+        assert len(set(labels)) == 200 and labels == sorted(labels) and labels[:4] == first
+    # An ImageNet-R tree of two of its classes: its labels are ImageNet's.
+    for wnid in ("n01443537", "n01484850"):
+        (tmp_path / "imagenet-r" / wnid).mkdir(parents=True)
+        (tmp_path / "imagenet-r" / wnid / "a.jpg").write_bytes(b"")
+    r_list = tmp_path / "two.txt"
+    r_list.write_text("n01443537\nn01484850\n")
+    evaluation_set = read_evaluation_set("imagenet_r", str(tmp_path / "imagenet-r"), classes, str(r_list))
+    assert evaluation_set.images.label.tolist() == [1, 2] and evaluation_set.classes == [1, 2]

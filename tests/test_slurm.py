@@ -17,7 +17,7 @@ import yaml
 
 from helpers import REPO, snakemake
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.slurm]
 
 SCRIPT = REPO / "tests" / "slurm" / "single_node.sh"
 # A real rule, a retrieval and a personalised generation: every kind of job, CPU and GPU.

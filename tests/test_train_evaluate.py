@@ -67,6 +67,54 @@ def test_evaluate_measures_calibration_from_the_softmax(miniworld, tmp_path):
     assert json.loads((tmp_path / "m.json").read_text())["ece"] == pytest.approx(15.0, abs=1e-4)
 
 
+def constant_model(tmp_path, biases: list[float]):
+    """Weights of a classifier that ignores its input: its logits are ``biases``."""
+    model = classifier.build_model(RECIPE.arch, len(biases))
+    with torch.no_grad():
+        model.fc.weight.zero_()
+        model.fc.bias.copy_(torch.tensor(biases))
+    weights = tmp_path / "constant.safetensors"
+    save_file(model.state_dict(), weights)
+    write_json(classifier.recipe_path(weights), {"recipe": dataclasses.asdict(RECIPE), "seed": 0, "n_train_images": 0})
+    return str(weights)
+
+
+def test_evaluation_sets_are_scored_on_their_own_classes(miniworld, tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    # Logits log 3 for class 0, log 1.5 for class 2, 0 for the rest.
+    weights = constant_model(tmp_path, [math.log(3.0), 0.0, math.log(1.5)] + [0.0] * 7)
+    val, classes = str(miniworld / "val" / "manifest.csv"), str(miniworld / "classes.txt")
+    # A set of the digits one and two in folders "a" and "b", with one broken file: restricted to
+    # these two classes the model says "two" with probability 1.5 / 2.5 = 0.6 and is right on half.
+    frame = pd.read_csv(val)
+    for folder, label in (("a", 1), ("b", 2)):
+        (tmp_path / "tree" / folder).mkdir(parents=True)
+        for path in frame[frame.label == label].path:
+            shutil.copy(path, tmp_path / "tree" / folder)
+    (tmp_path / "tree" / "a" / "broken.png").write_bytes(b"not an image")
+    (tmp_path / "two.tsv").write_text("a\tone\nb\ttwo\n")
+    sets = [
+        evaluate.read_evaluation_set("same", val, classes),
+        evaluate.read_evaluation_set("pair", str(tmp_path / "tree"), classes, str(tmp_path / "two.tsv")),
+    ]
+    assert sets[1].classes == [1, 2] and sorted(set(sets[1].images.label)) == [1, 2]
+    metrics = evaluate.evaluate(weights, val, classes, str(tmp_path / "m.json"), num_workers=0, evaluation_sets=sets)
+    assert metrics["top1"] == metrics["top1_same"] == pytest.approx(10.0)  # always "zero": right on 5 of 50
+    assert metrics["ece_same"] == pytest.approx(metrics["ece"])
+    assert metrics["top1_pair"] == pytest.approx(50.0)
+    assert metrics["ece_pair"] == pytest.approx(10.0, abs=1e-4)
+    assert metrics["n_images_pair"] == 10 and metrics["n_unreadable_pair"] == 1
+    written = json.loads((tmp_path / "m.json").read_text())
+    assert written["top1_pair"] == metrics["top1_pair"]
+
+    (tmp_path / "odd.tsv").write_text("a\tone\nb\televen\n")
+    with pytest.raises(ValueError, match="names 1 class.* lacks, e.g. 'eleven'"):
+        evaluate.read_evaluation_set("odd", str(tmp_path / "tree"), classes, str(tmp_path / "odd.tsv"))
+
+
 def test_same_seed_same_metrics(miniworld, tmp_path):
     classes = str(miniworld / "classes.txt")
     results = []
@@ -160,7 +208,7 @@ def test_killed_training_resumes_from_its_last_epoch_and_ends_as_an_uninterrupte
     manifest, classes = str(miniworld / "train" / "manifest.csv"), str(miniworld / "classes.txt")
     weights = tmp_path / "model.safetensors"
     command = [sys.executable, "-m", "augbench.train", "--manifest", manifest, "--classes", classes]
-    command += ["--out", str(weights), "--seed", "3", "--threads", "1"]
+    command += ["--out", str(weights), "--seed", "3", "--threads", "1", "--checkpoint-minutes", "0"]
     for field, value in dataclasses.asdict(recipe).items():
         if value is None:  # an unset option (init_weights) is left out, as the rule leaves it out
             continue
@@ -184,6 +232,22 @@ def test_killed_training_resumes_from_its_last_epoch_and_ends_as_an_uninterrupte
     assert train.train([manifest], classes, str(reference), recipe, seed=3, threads=1)["resumed_after_epoch"] == 0
     resumed, uninterrupted = load_file(str(weights)), load_file(str(reference))
     assert all((resumed[name] == uninterrupted[name]).all() for name in uninterrupted)
+
+
+@pytest.mark.parametrize(
+    "minutes, keep, epochs_saved",
+    [(0, False, [1, 2]), (0, True, [1, 2, 3]), (60, False, []), (60, True, [3])],
+)
+def test_checkpoints_are_written_at_most_once_per_interval_and_last_only_when_kept(
+    miniworld, tmp_path, monkeypatch, minutes, keep, epochs_saved
+):
+    saved = []
+    monkeypatch.setattr(train, "save_checkpoint", lambda folder, epoch, *rest: saved.append(epoch))
+    manifest, classes = str(miniworld / "train" / "manifest.csv"), str(miniworld / "classes.txt")
+    recipe = dataclasses.replace(RECIPE, arch="small_cnn", epochs=3)
+    out = str(tmp_path / "model.safetensors")
+    train.train([manifest], classes, out, recipe, seed=0, threads=1, keep_checkpoint=keep, checkpoint_minutes=minutes)
+    assert saved == epochs_saved
 
 
 def test_a_checkpoint_of_other_settings_is_not_resumed(miniworld, tmp_path):

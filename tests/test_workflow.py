@@ -14,6 +14,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from conftest import HUB_TOKEN
 from helpers import SMOKE, snakemake
 
 pytestmark = pytest.mark.e2e
@@ -57,6 +58,9 @@ def test_summary_lists_every_method_with_its_seeds(smoke_run):
     assert summary.columns.tolist() == [
         *["method", "kind", "n_seeds", "top1_mean", "top1_std", "ece_mean", "ece_std", "n_added_per_class"],
         *differences,
+        # The mini-world's shifted evaluation set (evaluation_sets.web).
+        *["top1_web_mean", "top1_web_std", "ece_web_mean", "ece_web_std"],
+        *["top1_web_vs_baseline", "top1_web_vs_baseline_ci_low", "top1_web_vs_baseline_ci_high"],
         *["gpu_hours", "cpu_hours", "gpu_hours_per_1k_added"],
     ]
     assert summary.method.tolist() == list(METHODS)
@@ -69,7 +73,10 @@ def test_summary_lists_every_method_with_its_seeds(smoke_run):
     # Zero-shot labelling keeps at most the quota per class; every other method meets it.
     assert 0 < added.pop("gen_unconditional") <= 3
     assert set(added.values()) == {3}
-    assert (_results(workdir) / "metrics" / "baseline" / "seed0.json").exists()
+    assert summary.top1_web_mean.between(0, 100).all()
+    metrics = json.loads((_results(workdir) / "metrics" / "baseline" / "seed0.json").read_text())
+    assert metrics["n_images_web"] == metrics["n_val_images"] == 100  # the validation digits, shifted
+    assert "web: top-1 % (mean ± std)" in (_results(workdir) / "summary.md").read_text()
     # The run prints the table at the end, with no spread for its one seed, and says what one seed supports.
     printed = result.stdout + result.stderr
     assert "| retrieve_text | retrieve | 1 |" in printed and "± 0.00" not in printed
@@ -274,3 +281,36 @@ def test_diagnostics_of_added_images_are_a_row_per_method(smoke_run):
         assert row["fd_clip_train"] >= 0 and row["fd_clip_val"] >= 0
         assert all(0 <= row[name] <= 1 for name in ("precision", "recall", "coverage")) and row["density"] >= 0
         assert row["vendi"] >= 1
+
+
+def test_a_hub_token_in_the_environment_is_never_written_down(smoke_run):
+    workdir, _ = smoke_run
+    leaks = [
+        path
+        for path in workdir.rglob("*")
+        if path.is_file() and path.stat().st_size < 50_000_000 and HUB_TOKEN.encode() in path.read_bytes()
+    ]
+    assert not leaks, f"the hub token was written to {leaks}"
+    assert len(list(workdir.rglob("*.log"))) > 20  # the logs were there to search
+
+
+@pytest.mark.slow  # diagnostics of all 13 methods: 26 jobs more
+def test_with_diagnostics_enabled_the_summary_and_report_relate_them_to_the_gain(smoke_run):
+    """diagnostics.enabled (off in the smoke and demo configs) adds diagnostics.csv to the run."""
+    workdir, _ = smoke_run
+    snakemake(workdir, "--config", "diagnostics={enabled: true}")
+    diagnostics = pd.read_csv(_results(workdir) / "diagnostics.csv")
+    assert diagnostics.method.tolist() == [method for method in METHODS if method != "baseline"]
+    correlation = pd.read_csv(_results(workdir) / "gain_correlation.csv")
+    assert "vendi" in correlation.diagnostic.tolist() and "n_added" not in correlation.diagnostic.tolist()
+    # The smoke pool knows its images' true classes: retrieval's label precision is measured.
+    precision = diagnostics.set_index("method").label_precision
+    assert precision[["retrieve_text", "retrieve_image"]].between(0, 1).all()
+    assert precision[["real_upper_bound", "gen_classname"]].isna().all()
+    assert correlation.n_methods.between(0, len(METHODS) - 1).all()
+    assert "Spearman" in (_results(workdir) / "summary.md").read_text()
+    figures = sorted(path.name for path in (_results(workdir) / "figures" / "gain_vs_diagnostics").glob("*.png"))
+    assert figures == sorted(f"{name}.png" for name in correlation.diagnostic)
+    snakemake(workdir, "--config", "diagnostics={enabled: true}", "--report", "report_diagnostics.html")
+    files = _report_files((workdir / "report_diagnostics.html").read_text())
+    assert "gain_correlation.csv" in files and "vendi.png" in files

@@ -12,8 +12,10 @@ Writes into ``--out-dir``:
   std over seeds (``ece_mean``, ``ece_std``; empty in the csv and ``n/a`` in the markdown where
   a seed's metrics predate it), the difference to ``baseline`` and to the best retrieval method
   with a 95% confidence interval over paired seeds, images added per class, and the GPU
-  and CPU hours of the method's own jobs; ``summary.md`` ends with one sentence on what
-  the table supports (``conclusion``);
+  and CPU hours of the method's own jobs; per further evaluation set (config ``evaluation_sets``)
+  ``top1_<name>_mean``/``_std``, ``ece_<name>_mean``/``_std`` and ``top1_<name>_vs_baseline``
+  with its interval (a table of their own in ``summary.md``); ``summary.md`` ends with one
+  sentence on what the table supports (``conclusion``);
 - ``per_class.csv``: per-class top-1 of every method (mean over seeds); ``summary.md``
   names the classes where the best generation and the best retrieval method differ most;
 - ``cost.csv``: jobs and hours per method and per shared rule (``augbench.cost``);
@@ -24,6 +26,8 @@ Writes into ``--out-dir``:
   safety tags; ``augbench.exclude``), with the image matched (counted per reason in ``summary.md``);
 - in ``summary.md``, the failed downloads of methods whose results were URLs, and the downloaded
   images their screening left out (``augbench.screen_downloads``);
+- with ``--diagnostics`` (diagnostics.csv), ``gain_correlation.csv`` and its table in ``summary.md``:
+  per diagnostic, Spearman's rank correlation over methods with the Δ top-1 over baseline;
 - ``provenance.json``: what produced the rows: resolved method configs, model ids and
   revisions, package versions, the project's git commit.
 """
@@ -99,6 +103,35 @@ def calibration(seeds: dict[int, dict]) -> tuple[float, float]:
     return (float(np.mean(values)), spread(values))
 
 
+def evaluation_set_names(runs: dict[str, dict[int, dict]]) -> list[str]:
+    """The further evaluation sets the metrics hold (``top1_<name>``), in the order first met."""
+    names = {}
+    for seeds in runs.values():
+        for metrics in seeds.values():
+            names.update({key.removeprefix("top1_"): None for key in metrics if key.startswith("top1_")})
+    return list(names)
+
+
+def evaluation_set_columns(runs: dict[str, dict[int, dict]], method: str, name: str, baseline: str | None) -> dict:
+    """A method's columns for one evaluation set: top-1 and ECE mean and std over seeds, and the
+    paired difference in top-1 to the baseline; NaN where a seed was not evaluated on the set."""
+    seeds = runs[method]
+    columns = {}
+    for metric in ("top1", "ece"):
+        values = [m.get(f"{metric}_{name}") for m in seeds.values()]
+        known = None not in values
+        columns[f"{metric}_{name}_mean"] = float(np.mean(values)) if known else np.nan
+        columns[f"{metric}_{name}_std"] = spread(values) if known else np.nan
+    difference = (np.nan,) * 3
+    if baseline is not None and baseline != method:
+        top1 = {seed: m[f"top1_{name}"] for seed, m in seeds.items() if f"top1_{name}" in m}
+        reference = {seed: m[f"top1_{name}"] for seed, m in runs[baseline].items() if f"top1_{name}" in m}
+        difference = paired_difference(top1, reference)
+    key = f"top1_{name}_vs_baseline"
+    columns[key], columns[f"{key}_ci_low"], columns[f"{key}_ci_high"] = difference
+    return columns
+
+
 def best_of_kind(top1: dict[str, dict[int, float]], kinds: dict[str, str], kind: str) -> str | None:
     """The method of a kind with the highest mean top-1 over its seeds; None if the run has none."""
     candidates = [method for method in top1 if kinds[method] == kind]
@@ -116,6 +149,7 @@ def summarise(
     top1 = {method: {seed: m["top1"] for seed, m in seeds.items()} for method, seeds in runs.items()}
     best_retrieval = best_of_kind(top1, kinds, "retrieve")
     best_generation = best_of_kind(top1, kinds, "generate")
+    set_names = evaluation_set_names(runs)
     rows = []
     for method in [m for m in kinds if m in runs]:
         values = list(top1[method].values())
@@ -138,8 +172,11 @@ def summarise(
             compared = reference is not None and reference != method
             difference = paired_difference(top1[method], top1[reference]) if compared else (np.nan,) * 3
             row[f"vs_{name}"], row[f"vs_{name}_ci_low"], row[f"vs_{name}_ci_high"] = difference
+        for name in set_names:
+            row.update(evaluation_set_columns(runs, method, name, references["baseline"]))
         rows.append(row)
     table = pd.DataFrame(rows)
+    table.attrs["evaluation_sets"] = set_names
     table.attrs["best_retrieval"] = best_retrieval
     table.attrs["best_generation"] = best_generation
     if best_retrieval and best_generation:
@@ -228,6 +265,76 @@ def to_markdown(table: pd.DataFrame) -> str:
         "over 15 confidence bins (0: confidence matches accuracy; n/a where a seed's metrics predate it)."
     )
     return "\n".join(lines) + "\n"
+
+
+def evaluation_sets_markdown(table: pd.DataFrame) -> str:
+    """Accuracy on each further evaluation set (evaluation_sets), as the summary's table gives it on
+    dataset.val: top-1 mean ± std, its paired difference to the baseline, ECE."""
+    names = table.attrs.get("evaluation_sets") or [
+        column.removeprefix("top1_").removesuffix("_vs_baseline")
+        for column in table.columns
+        if column.startswith("top1_") and column.endswith("_vs_baseline")
+    ]
+    if not names:
+        return ""
+    headers = ["method"]
+    for name in names:
+        headers += [f"{name}: top-1 % (mean ± std)", f"{name}: Δ baseline [95% CI]", f"{name}: ECE %"]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for row in table.to_dict("records"):
+        cells = [row["method"]]
+        for name in names:
+            key = f"top1_{name}_vs_baseline"
+            cells.append(_mean_and_spread(row[f"top1_{name}_mean"], row[f"top1_{name}_std"]))
+            cells.append(_interval(row[key], row[f"{key}_ci_low"], row[f"{key}_ci_high"]))
+            cells.append(_mean_and_spread(row[f"ece_{name}_mean"], row[f"ece_{name}_std"]))
+        lines.append("| " + " | ".join(cells) + " |")
+    return (
+        f"\nThe same models on the further evaluation set(s) {', '.join(names)} (config evaluation_sets; "
+        "top1_<name> columns of summary.csv), with the same statistics:\n\n" + "\n".join(lines) + "\n"
+    )
+
+
+def diagnostic_columns(diagnostics: pd.DataFrame) -> list[str]:
+    """The diagnostics of diagnostics.csv (every numeric column but the count of images added)."""
+    return [
+        column
+        for column in diagnostics.columns
+        if column not in ("method", "n_added") and pd.api.types.is_numeric_dtype(diagnostics[column])
+    ]
+
+
+def gain_correlation(summary: pd.DataFrame, diagnostics: pd.DataFrame) -> pd.DataFrame:
+    """Per diagnostic, Spearman's rank correlation over methods between it and the method's Δ top-1
+    over the baseline (``vs_baseline``), with the methods that have both (``n_methods``) and the
+    two-sided p-value; rho is NaN under three methods or where either side is constant."""
+    gains = summary.set_index("method").vs_baseline
+    rows = []
+    for column in diagnostic_columns(diagnostics):
+        pairs = pd.DataFrame({"value": diagnostics.set_index("method")[column], "gain": gains}).dropna()
+        rho = p_value = np.nan
+        if len(pairs) >= 3 and pairs.value.nunique() > 1 and pairs.gain.nunique() > 1:
+            rho, p_value = stats.spearmanr(pairs.value, pairs.gain)
+        rows.append(
+            {"diagnostic": column, "spearman_rho": float(rho), "p_value": float(p_value), "n_methods": len(pairs)}
+        )
+    return pd.DataFrame(rows, columns=["diagnostic", "spearman_rho", "p_value", "n_methods"])
+
+
+def gain_correlation_markdown(correlation: pd.DataFrame) -> str:
+    if correlation.empty:
+        return ""
+    lines = ["| diagnostic | Spearman ρ with Δ top-1 | p | methods |", "|---|---|---|---|"]
+    for row in correlation.itertuples():
+        known = not np.isnan(row.spearman_rho)
+        rho, p_value = (f"{row.spearman_rho:+.2f}", f"{row.p_value:.3f}") if known else ("n/a", "")
+        lines.append(f"| {row.diagnostic} | {rho} | {p_value} | {row.n_methods} |")
+    return (
+        "\nWhich diagnostic of the added images (diagnostics.csv) tracks the gain: Spearman's rank correlation, "
+        "over the methods, between the diagnostic and the method's Δ top-1 over the baseline (mean over shared "
+        "seeds; n/a under three methods or where a side is constant). With a handful of methods only a "
+        "strong correlation is distinguishable from chance (p).\n\n" + "\n".join(lines) + "\n"
+    )
 
 
 def _names(methods: list[str]) -> str:
@@ -462,6 +569,10 @@ def main(argv: list[str] | None = None) -> None:
         metavar="METHOD=CSV",
         help="the downloaded images of a method that screening left out (augbench.screen_downloads); repeat for each",
     )
+    parser.add_argument(
+        "--diagnostics",
+        help="diagnostics.csv (augbench.diagnostics): writes gain_correlation.csv and its table in summary.md",
+    )
     parser.add_argument("--settings", default="{}", help="JSON of the config that produced the run, for provenance")
     parser.add_argument("--out-dir", required=True)
     args = parser.parse_args(argv)
@@ -506,6 +617,7 @@ def main(argv: list[str] | None = None) -> None:
         table.to_csv(tmp, index=False, float_format="%.4f")
     report = (
         to_markdown(table)
+        + evaluation_sets_markdown(table)
         + cost_markdown(costs)
         + largest_differences(per_class, table)
         + unreadable_markdown(unreadable, [stage for stage, _ in lists])
@@ -516,6 +628,11 @@ def main(argv: list[str] | None = None) -> None:
             [tuple(item.split("=", 1)) for item in args.download_excluded],
         )
     )
+    if args.diagnostics:
+        correlation = gain_correlation(table, pd.read_csv(args.diagnostics))
+        with atomic_path(out_dir / "gain_correlation.csv") as tmp:
+            correlation.to_csv(tmp, index=False, float_format="%.4f")
+        report += gain_correlation_markdown(correlation)
     # The run's closing line: what the numbers above do and do not show.
     supported = conclusion(table)
     report += f"\nWhat the table supports: {supported}\n" if supported else ""

@@ -16,8 +16,10 @@ one text embedding per class. A zero row is an image the embedding could not rea
 The row's columns:
 
 - ``label_agreement``: the share of added images whose CLIP zero-shot class (the class prompt
-  of highest cosine) is the class they were added to; ``clip_score``: their mean cosine with
-  their class's prompt.
+  of highest cosine) is the class they were added to; ``label_precision``: with ``--pool`` a
+  pool manifest with hidden true classes (the mini-world's ``true_label``), the share of the
+  added pool images whose true class is that class (empty for other methods and pools);
+  ``clip_score``: their mean cosine with their class's prompt.
 - ``fd_clip_train``, ``fd_clip_val``: the Fréchet distance between Gaussians fitted to the added
   images and to the real training subset (the validation images), all classes together;
   ``fd_clip_train_per_class``, ``fd_clip_val_per_class``: the same per class, averaged over the
@@ -56,6 +58,7 @@ COLUMNS = [
     "method",
     "n_added",
     "label_agreement",
+    "label_precision",
     "clip_score",
     "fd_clip_train",
     "fd_clip_val",
@@ -102,6 +105,39 @@ def label_agreement(image_embeddings: np.ndarray, labels, class_text_embeddings:
     """The share of images whose zero-shot class is their label."""
     labels = np.asarray(labels, dtype=int)
     return float(np.mean(zero_shot_classes(image_embeddings, class_text_embeddings) == labels))
+
+
+# The pool manifest's column of hidden true classes, which the mini-world knows (and a web pool does not).
+TRUE_LABEL = "true_label"
+
+
+def pool_truth(pool_manifest: str) -> pd.Series | None:
+    """path -> true class of a pool with a ``true_label`` column; None for a pool without one (its
+    header alone is read, so a web pool of millions of rows costs nothing)."""
+    if pool_manifest.endswith(".parquet"):
+        import pyarrow.parquet
+
+        if TRUE_LABEL not in pyarrow.parquet.read_schema(pool_manifest).names:
+            return None
+        pool = pd.read_parquet(pool_manifest, columns=["path", TRUE_LABEL])
+    else:
+        if TRUE_LABEL not in pd.read_csv(pool_manifest, nrows=0).columns:
+            return None
+        pool = pd.read_csv(pool_manifest, usecols=["path", TRUE_LABEL], keep_default_na=False)
+    return pool.drop_duplicates("path").set_index("path")[TRUE_LABEL].astype(int)
+
+
+def label_precision(added: pd.DataFrame, truth: pd.Series | None) -> float:
+    """The share of added pool images whose true class is the class they were added to (the pool's
+    distractors, true class -1, count as wrong): how well ``label_agreement``, the CLIP proxy,
+    tracks the truth. NaN without a known truth, or where no added image is a pool image."""
+    if truth is None:
+        return np.nan
+    true_labels = added.path.map(truth)
+    known = true_labels.notna()
+    if not known.any():
+        return np.nan
+    return float(np.mean(true_labels[known].astype(int).to_numpy() == added.label[known].to_numpy()))
 
 
 def clip_score(image_embeddings: np.ndarray, labels, class_text_embeddings: np.ndarray) -> float:
@@ -312,6 +348,9 @@ def main(argv: list[str] | None = None) -> None:
     method.add_argument("--val", required=True, help="the validation images' manifest")
     method.add_argument("--val-embeddings", required=True, help=".npy of their CLIP embeddings")
     method.add_argument("--class-prompts", required=True, help=".npy of the class prompts' CLIP text embeddings")
+    method.add_argument(
+        "--pool", help="the pool manifest retrieval searched; with a true_label column, label_precision is measured"
+    )
     method.add_argument("--out", required=True, help="CSV to write, one row")
     add_settings(method, Diagnostics)
     join = commands.add_parser("join", help="the methods' rows in one table")
@@ -331,9 +370,10 @@ def main(argv: list[str] | None = None) -> None:
         np.load(args.class_prompts).astype(np.float32),
         settings,
     )
+    added = read_manifest(args.added)
+    row["label_precision"] = label_precision(added, pool_truth(args.pool) if args.pool else None)
     # Every image the method added counts, the unreadable ones (left out of the diagnostics) too.
-    n_added = len(read_manifest(args.added))
-    table = write_diagnostics(args.out, [{"method": args.method, "n_added": n_added, **row}])
+    table = write_diagnostics(args.out, [{"method": args.method, "n_added": len(added), **row}])
     log.info("diagnostics of %s:\n%s", args.method, table.to_string(index=False))
 
 

@@ -6,7 +6,8 @@
 Writes ``top1.png`` (top-1 per method, grouped by kind, the baseline as a line),
 ``top1_vs_cost.png`` (top-1 against each method's own GPU hours),
 ``top1_vs_added.png`` (top-1 against images added per class, where entries of the
-registry that differ only in ``per_class`` sweep the amount) and,
+registry that differ only in ``per_class`` sweep the amount), with ``--diagnostics`` one figure per
+diagnostic under ``gain_vs_diagnostics/`` (each method's Δ top-1 over baseline against it) and,
 under ``grids/``, one image grid per chosen class: a row of the class's real images,
 then a row of what each method added for it.
 
@@ -28,6 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from augbench.aggregate import diagnostic_columns, gain_correlation  # noqa: E402
 from augbench.cli import start_logging  # noqa: E402
 from augbench.files import atomic_path, read_classes, read_manifest  # noqa: E402
 from augbench.images import UnreadableImage, load_rgb  # noqa: E402
@@ -102,6 +104,38 @@ def plot_top1_vs_added(summary: pd.DataFrame, out: Path) -> None:
     _save(figure, out)
 
 
+def plot_gain_vs_diagnostics(summary: pd.DataFrame, diagnostics: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Per diagnostic of diagnostics.csv, ``<diagnostic>.png``: each method's Δ top-1 over the baseline
+    (with its paired 95% interval where it has one) against the diagnostic, coloured by kind,
+    titled with Spearman's rank correlation (``augbench.aggregate.gain_correlation``)."""
+    correlation = gain_correlation(summary, diagnostics).set_index("diagnostic")
+    rows = summary.merge(diagnostics, on="method", how="inner")
+    written = []
+    for column in diagnostic_columns(diagnostics):
+        points = rows[rows[column].notna() & rows.vs_baseline.notna()]
+        figure, axes = plt.subplots(figsize=(6, 4))
+        for row in points.itertuples():
+            low, high = row.vs_baseline_ci_low, row.vs_baseline_ci_high
+            yerr = None if np.isnan(low) else [[row.vs_baseline - low], [high - row.vs_baseline]]
+            value = getattr(row, column)
+            axes.errorbar(value, row.vs_baseline, yerr=yerr, fmt="o", color=COLOURS.get(row.kind, "grey"), capsize=3)
+            axes.annotate(row.method, (value, row.vs_baseline), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        axes.axhline(0.0, color="black", linestyle="--", linewidth=1)
+        handles = [
+            plt.Line2D([], [], marker="o", linestyle="", color=COLOURS[k]) for k in KINDS if k in set(points.kind)
+        ]
+        if handles:
+            axes.legend(handles, [k for k in KINDS if k in set(points.kind)], title="kind", fontsize=7)
+        axes.set_xlabel(column)
+        axes.set_ylabel("Δ top-1 over baseline (points)")
+        rho, n = correlation.loc[column, "spearman_rho"], int(correlation.loc[column, "n_methods"])
+        axes.set_title(f"Gain against {column}: Spearman ρ {'n/a' if np.isnan(rho) else f'{rho:+.2f}'}, {n} methods")
+        path = out_dir / f"{column}.png"
+        _save(figure, path)
+        written.append(path)
+    return written
+
+
 def plot_grid(rows: dict[str, list[str]], title: str, out: Path, size: int = 64) -> None:
     """A grid: one row per entry (its label, then its images), blank where a row has fewer."""
     columns = max(1, max(len(paths) for paths in rows.values()))
@@ -143,6 +177,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--added", nargs="*", default=[], metavar="METHOD=MANIFEST")
     parser.add_argument("--grid-classes", type=int, default=3, help="classes shown as image grids")
     parser.add_argument("--grid-images", type=int, default=8, help="images per row of a grid")
+    parser.add_argument(
+        "--diagnostics", help="diagnostics.csv: a figure per diagnostic, Δ top-1 against it, in gain_vs_diagnostics/"
+    )
     parser.add_argument("--out-dir", required=True)
     args = parser.parse_args(argv)
     start_logging()
@@ -151,6 +188,8 @@ def main(argv: list[str] | None = None) -> None:
     plot_top1(summary, out / "top1.png")
     plot_top1_vs_cost(summary, out / "top1_vs_cost.png")
     plot_top1_vs_added(summary, out / "top1_vs_added.png")
+    if args.diagnostics:
+        plot_gain_vs_diagnostics(summary, pd.read_csv(args.diagnostics), out / "gain_vs_diagnostics")
     classes = read_classes(args.classes)
     subset = read_manifest(args.subset)
     added = {method: read_manifest(path) for method, path in (item.split("=", 1) for item in args.added)}

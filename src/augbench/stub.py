@@ -2,7 +2,7 @@
 
     python -m augbench.stub configs/imagenet10.yaml [--root .]
 
-A dry run (``snakemake -n``) and ``--rulegraph`` only need the dataset and pool paths a
+A dry run (``snakemake -n``) and ``--rulegraph`` only need the dataset, evaluation-set and pool paths a
 config names to exist: this makes each missing one under ``--root`` (the working
 directory), an empty folder for a class-per-folder tree or a clip-retrieval folder, and
 an empty file for a manifest, a pool shard, a subset's file list, the classifier's
@@ -23,7 +23,11 @@ def data_paths(config: dict) -> list[tuple[str, bool]]:
     """(path, whether it is a file) of every data path the config names."""
     dataset, pool = config.get("dataset", {}), config.get("pool", {})
     # A tree or a clip-retrieval folder is a folder unless it is named as a manifest or shard.
-    data = (dataset.get("train"), dataset.get("val"), pool.get("manifest"), pool.get("embeddings"))
+    splits = [dataset.get("train"), dataset.get("val")]
+    # A torchvision dataset stands in as its root folder (the listing job, not the dry run, reads it).
+    splits = [split["torchvision"]["root"] if isinstance(split, dict) else split for split in splits]
+    data = (*splits, pool.get("manifest"), pool.get("embeddings"))
+    data += tuple((entry or {}).get("images") for entry in (config.get("evaluation_sets") or {}).values())
     paths = [(path, Path(path).suffix in (".csv", ".parquet", ".tar")) for path in data if path]
     # Files a config may name beside the data: a subset's file list, the classifier's
     # starting weights, a method's per-class CLIP-score thresholds.

@@ -167,6 +167,8 @@ class Study:
     def __init__(self, config: dict):
         """Check ``config`` (a dict as Snakemake holds it; defaults are filled in, in place)."""
         self.config = resolve(config)
+        diagnostics = config["diagnostics"]
+        diagnostics["enabled"] = str(diagnostics["enabled"]).lower() == "true"
         self.methods: dict[str, dict] = config["methods"]
         self.miniworld: dict = config["miniworld"]
         self.seeds = [int(seed) for seed in config["seeds"]]
@@ -223,11 +225,30 @@ class Study:
         return shards if Path(shards).is_dir() else sorted(glob.glob(shards))
 
     @property
-    def folder_splits(self) -> list[str]:
-        """Dataset splits given as class-per-folder trees, which a job lists into a manifest
-        (listing a million files while the DAG is built would slow every dry run)."""
+    def listed_splits(self) -> list[str]:
+        """Dataset splits given as class-per-folder trees or torchvision datasets, which a job lists
+        into a manifest (listing a million files while the DAG is built would slow every dry run)."""
         dataset = self.config["dataset"]
-        return [split for split in ("train", "val") if dataset[split] is not None and not is_manifest(dataset[split])]
+        return [
+            split
+            for split in ("train", "val")
+            if dataset[split] is not None and (isinstance(dataset[split], dict) or not is_manifest(dataset[split]))
+        ]
+
+    def dataset_root(self, split: str) -> str:
+        """The folder a listed split is read from: its tree, or the root of its torchvision dataset."""
+        value = self.config["dataset"][split]
+        return value["torchvision"]["root"] if isinstance(value, dict) else value
+
+    def listing_options(self, split: str) -> dict:
+        """augbench.dataset's options for a split read by a torchvision dataset class (none for a tree)."""
+        value = self.config["dataset"][split]
+        if not isinstance(value, dict):
+            return {}
+        layout = value["torchvision"]
+        splits = layout["split"] if isinstance(layout["split"], list) else [layout["split"]]
+        options = [f"{key}={json.dumps(option)}" for key, option in layout["options"].items()]
+        return {"torchvision": layout["name"], "split": splits, "option": options}
 
     def dataset_manifest(self, split: str, results: str | None = None) -> str:
         """The manifest of a split as the subset and evaluation read it: with dataset.split, the
@@ -239,12 +260,30 @@ class Study:
 
     def listed_manifest(self, split: str, results: str | None = None) -> str:
         results = results or self.paths.results
-        if split in self.folder_splits:
+        if split in self.listed_splits:
             return f"{results}/data/{split}.csv"
         return self.config["dataset"][split]
 
     def added_manifest(self, method: str) -> str:
         return f"{self.paths.results}/added/{method}/manifest.csv"
+
+    @property
+    def evaluation_sets(self) -> dict[str, dict]:
+        return self.config["evaluation_sets"]
+
+    def evaluation_set_inputs(self) -> list[str]:
+        """What the evaluation sets read (images and class lists), so that a change reruns evaluation."""
+        paths = [entry["images"] for entry in self.evaluation_sets.values()]
+        return paths + [entry["classes"] for entry in self.evaluation_sets.values() if entry["classes"]]
+
+    def evaluation_set_options(self) -> dict:
+        """augbench.evaluate's options naming every evaluation set and the class list of each that has one."""
+        return {
+            "evaluation_set": [f"{name}={entry['images']}" for name, entry in self.evaluation_sets.items()],
+            "evaluation_set_classes": [
+                f"{name}={entry['classes']}" for name, entry in self.evaluation_sets.items() if entry["classes"]
+            ],
+        }
 
     def benchmark(self, rule: str, job: str, root: str | None = None) -> str:
         """Where a job's Snakemake benchmark goes: <root>/<rule>/[<method>/]<job>.tsv, as augbench.cost reads it."""
@@ -627,6 +666,7 @@ class Study:
         return {
             "experiment": config["experiment"],
             "dataset": config["dataset"],
+            "evaluation_sets": config["evaluation_sets"],
             "clip": {key: config["clip"][key] for key in ("model", "pretrained")},
             "diffusion": {
                 key: config["diffusion"][key] for key in ("model", "revision", "backend", "text_length", "dtype")
@@ -764,10 +804,15 @@ class Study:
         dataset, subset = self.config["dataset"], self.config["subset"]
         paths = {
             "dataset.classes": dataset["classes"],
-            "dataset.train": dataset["train"],
-            "dataset.val": dataset["val"],
+            "dataset.train": self.dataset_root("train"),
+            "dataset.val": self.dataset_root("val"),
             **self.pool_paths(),
         }
+        for name, entry in self.evaluation_sets.items():
+            paths[f"evaluation_sets.{name}.images"] = entry["images"]
+            if entry["classes"] is not None and not Path(entry["classes"]).is_file():
+                # A class list ships with the project (resources/), not with the data.
+                raise ConfigError(f"config evaluation_sets.{name}.classes: {entry['classes']} does not exist")
         paths = {key: path for key, path in paths.items() if path is not None}
         if subset["file_list"] is not None and not Path(subset["file_list"]).is_file():
             raise ConfigError(f"config subset.file_list: {subset['file_list']} does not exist")

@@ -6,12 +6,15 @@
 The weights go to ``--out`` (safetensors); the recipe that produced them, which
 ``augbench.evaluate`` needs to rebuild the model, goes beside it as JSON.
 
-After every epoch a checkpoint goes beside the output (``<out>.checkpoint/``: weights
+After an epoch that ends at least ``--checkpoint-minutes`` after the last checkpoint (0:
+after every epoch) a checkpoint goes beside the output (``<out>.checkpoint/``: weights
 as safetensors, optimiser, schedule and random states for ``torch.load(...,
 weights_only=True)``). A restarted job (SLURM requeue after preemption, Snakemake
-``--retries``, a rerun after a crash) resumes from it, so at most one epoch is
-recomputed, and finishes with the weights an uninterrupted run gives. A checkpoint
+``--retries``, a rerun after a crash) resumes from it, so at most that long and one epoch
+are recomputed, and finishes with the weights an uninterrupted run gives. A checkpoint
 of other inputs or settings is ignored. It is removed once the weights are written.
+(Epochs of a fraction of a second, as in the mini-world, would spend a tenth of the
+training writing checkpoints.)
 
 Several seeds in one job (``--seed 0 --out a.safetensors --seed 1 --out b.safetensors``)
 train in turn and pay Python's and torch's start-up once. Each seed's last checkpoint
@@ -33,6 +36,7 @@ import logging
 import os
 import random
 import shutil
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -151,10 +155,12 @@ def train(
     device: str = "auto",
     threads: int | None = None,
     keep_checkpoint: bool = False,
+    checkpoint_minutes: float = 0,
 ) -> dict:
-    """Train and write the weights to ``out``; return a short training record. With
-    ``keep_checkpoint`` the last checkpoint stays (a later call with the same inputs resumes
-    it as complete) and the caller removes it."""
+    """Train and write the weights to ``out``; return a short training record. A checkpoint is
+    written after each epoch that ends ``checkpoint_minutes`` or more after the last one. With
+    ``keep_checkpoint`` the last epoch's checkpoint is written and stays (a later call with the
+    same inputs resumes it as complete) and the caller removes it."""
     use_threads(threads)
     classes = read_classes(classes_path)
     frame = combined_training_set(manifests, len(classes))
@@ -204,6 +210,7 @@ def train(
     if done and rank:
         seed_everything(seed + 1_000_003 * rank + done)  # the checkpoint holds process 0's random state
     model.train()
+    last_checkpoint = time.monotonic()
     for epoch in tqdm(range(done, recipe.epochs), desc="train epochs", mininterval=5, disable=rank > 0):
         if sampler is not None:
             sampler.set_epoch(epoch)
@@ -224,8 +231,12 @@ def train(
             total, count = sums.tolist()
         last_loss = total / count
         log.info("epoch %d of %d: loss %.4f", epoch + 1, recipe.epochs, last_loss)
-        if rank == 0:
+        last_epoch = epoch + 1 == recipe.epochs
+        due = time.monotonic() - last_checkpoint >= checkpoint_minutes * 60
+        # The last epoch's checkpoint is only needed by a caller that keeps it: the weights follow at once.
+        if rank == 0 and (keep_checkpoint if last_epoch else due):
             save_checkpoint(checkpoint, epoch + 1, last_loss, fingerprint, core, optimizer, schedule, generator)
+            last_checkpoint = time.monotonic()
     record = {
         "recipe": asdict(recipe),
         "seed": seed,
@@ -254,6 +265,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", action="append", required=True, help="weights file (.safetensors) of each --seed")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--checkpoint-minutes", type=float, default=0, help="least time between checkpoints (0: after every epoch)"
+    )
     for field, default in asdict(Recipe()).items():
         flag = "--" + field.replace("_", "-")
         if isinstance(default, bool):
@@ -269,7 +283,9 @@ def main(argv: list[str] | None = None) -> None:
     recipe = Recipe(**{field: getattr(args, field) for field in asdict(Recipe())})
     several = len(args.seed) > 1
     for seed, out in zip(args.seed, args.out):
-        record = train(args.manifest, args.classes, out, recipe, seed, args.device, args.threads, several)
+        record = train(
+            args.manifest, args.classes, out, recipe, seed, args.device, args.threads, several, args.checkpoint_minutes
+        )
         log.info(
             "seed %d: trained %s on %d images, final loss %.4f",
             seed,

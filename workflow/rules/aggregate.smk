@@ -1,3 +1,9 @@
+# With diagnostics.enabled, the summary and the figures relate each method's gain to the
+# diagnostics of its added images (diagnostics.csv, made by the rules of diagnostics.smk).
+DIAGNOSED = config["diagnostics"]["enabled"]
+DIAGNOSTICS = [f"{RESULTS}/diagnostics.csv"] if DIAGNOSED else []
+
+
 rule aggregate:
     input:
         metrics=expand(
@@ -18,7 +24,19 @@ rule aggregate:
         download_failures=list(STUDY.download_failure_lists().values()),
         download_excluded=list(STUDY.download_exclusion_lists().values()),
         classes=CLASSES,
+        diagnostics=DIAGNOSTICS,
     output:
+        **(
+            {
+                "correlation": report(
+                    f"{RESULTS}/gain_correlation.csv",
+                    caption="../report/gain_correlation.rst",
+                    category="1. Results",
+                )
+            }
+            if DIAGNOSED
+            else {}
+        ),
         csv=report(
             f"{RESULTS}/summary.csv",
             caption="../report/summary.rst",
@@ -88,6 +106,7 @@ rule aggregate:
                 "seeds": SEEDS,
                 "benchmark_root": PRETRAIN_BENCHMARKS,
                 "benchmarks_if_present": STUDY.pretrain_benchmarks() or None,
+                "diagnostics": DIAGNOSTICS,
                 "settings": json.dumps(STUDY.provenance(), sort_keys=True),
             }
         ),
@@ -108,7 +127,21 @@ rule figures:
         subset=rules.subset.output.subset,
         added=rules.aggregate.input.added,
         classes=CLASSES,
+        diagnostics=DIAGNOSTICS,
     output:
+        **(
+            {
+                "gain": report(
+                    directory(f"{RESULTS}/figures/gain_vs_diagnostics"),
+                    patterns=["{name}.png"],
+                    caption="../report/gain_vs_diagnostics.rst",
+                    category="2. Figures",
+                    subcategory="Gain against diagnostics",
+                )
+            }
+            if DIAGNOSED
+            else {}
+        ),
         top1=report(
             f"{RESULTS}/figures/top1.png",
             caption="../report/top1.rst",
@@ -144,7 +177,7 @@ rule figures:
         added=lambda wildcards, input: [
             f"{Path(path).parent.name}={path}" for path in input.added
         ],
-        options=cli_options(config["report"]),
+        options=cli_options({**config["report"], "diagnostics": DIAGNOSTICS}),
     shell:
         "python -m augbench.figures --summary {input.summary} --subset {input.subset}"
         " --classes {input.classes} --added {params.added} {params.options}"

@@ -36,6 +36,12 @@ rule diagnose_added:
         val=PATHS.val_manifest,
         val_embeddings=PATHS.val_embeddings,
         class_prompts=PATHS.class_prompts,
+        # The pool a method retrieved from: where it knows true classes, label_precision.
+        pool=lambda wildcards: (
+            [PATHS.pool_manifest]
+            if wildcards.method in STUDY.local_retrieval_methods()
+            else []
+        ),
     output:
         f"{RESULTS}/diagnostics/{{method}}.csv",
     log:
@@ -49,13 +55,21 @@ rule diagnose_added:
         mem_mb=grows(8000),
         runtime=grows(60),
     params:
-        options=cli_options(config["diagnostics"]),
+        pool=lambda wildcards, input: cli_options({"pool": list(input.pool)}),
+        options=cli_options(
+            {
+                key: value
+                for key, value in config["diagnostics"].items()
+                if key != "enabled"
+            }
+        ),
     shell:
         "python -m augbench.diagnostics method --method {wildcards.method}"
         " --added {input.added} --added-embeddings {input.added_embeddings}"
         " --subset {input.subset} --subset-embeddings {input.subset_embeddings}"
         " --val {input.val} --val-embeddings {input.val_embeddings}"
-        " --class-prompts {input.class_prompts} --out {output} {params.options} > {log} 2>&1"
+        " --class-prompts {input.class_prompts} {params.pool} --out {output}"
+        " {params.options} > {log} 2>&1"
 
 
 rule diagnostics:

@@ -4,6 +4,8 @@ rule evaluate:
         recipe=rules.train.output.recipe,
         val=PATHS.val_manifest,
         classes=CLASSES,
+        # Further evaluation sets (evaluation_sets), read by the same job: no job per set.
+        evaluation_sets=STUDY.evaluation_set_inputs(),
     output:
         each_seed(f"{RESULTS}/metrics/{{method}}/seed{{seed}}.json"),
     log:
@@ -24,6 +26,7 @@ rule evaluate:
             {
                 "device": config["device"],
                 "num_workers": config["classifier"]["num_workers"],
+                **STUDY.evaluation_set_options(),
             }
         ),
     shell:

@@ -13,6 +13,8 @@ if MINIWORLD["enabled"]:
             val=config["dataset"]["val"],
             # The mini-world writes its pool here; pool.manifest may name shards made from it.
             pool=f"{Path(config['dataset']['classes']).parent}/pool/manifest.csv",
+            # A shifted evaluation set: the validation digits with the pool's perturbations.
+            val_web=f"{Path(config['dataset']['classes']).parent}/val_web/manifest.csv",
         log:
             f"{LOGS}/miniworld/data.log",
         conda:

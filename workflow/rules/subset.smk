@@ -1,22 +1,25 @@
 rule list_dataset:
     input:
-        root=lambda wildcards: config["dataset"][wildcards.split],
+        root=lambda wildcards: STUDY.dataset_root(wildcards.split),
         classes=CLASSES,
     output:
         f"{RESULTS}/data/{{split}}.csv",
     log:
         f"{LOGS}/data/{{split}}.log",
     wildcard_constraints:
-        split=alternation(STUDY.folder_splits),
+        split=alternation(STUDY.listed_splits),
     conda:
         ENV
     threads: 1
     resources:
         mem_mb=grows(4000),
         runtime=grows(30),
+    params:
+        # A torchvision dataset: its class and official split(s); a tree needs none.
+        options=lambda wildcards: cli_options(STUDY.listing_options(wildcards.split)),
     shell:
         "python -m augbench.dataset --root {input.root} --classes {input.classes}"
-        " --out {output} > {log} 2>&1"
+        " {params.options} --out {output} > {log} 2>&1"
 
 
 if config["dataset"]["split"] is not None:

@@ -1,5 +1,6 @@
 """Build the mini-world's data: scikit-learn's scanned digits as target dataset,
-validation set and a noisy captioned pool that stands in for LAION.
+validation set and a noisy captioned pool that stands in for LAION, and a shifted
+evaluation set (``val_web``): the validation digits with the pool's web-like perturbations.
 
 Every image is a real scan from ``sklearn.datasets.load_digits``. The split is
 stratified and seeded: validation images never enter the pool, the target's
@@ -141,7 +142,7 @@ def build(
     distractor_rate: float = 0.1,
     seed: int = 0,
 ) -> dict[str, int]:
-    """Write ``classes.txt`` and the ``train``, ``val`` and ``pool`` manifests under ``out``.
+    """Write ``classes.txt`` and the ``train``, ``val``, ``pool`` and ``val_web`` manifests under ``out``.
 
     The pool's ``true_label`` column is hidden ground truth for measuring retrieval
     precision; no method reads it.
@@ -177,6 +178,18 @@ def build(
     order = rng.permutation(len(rows))
     write_manifest(out / "pool" / "manifest.csv", pd.DataFrame(rows).iloc[order])
     counts["pool"] = len(rows)
+
+    # The validation scans as the pool shows digits: a shift from the clean scans the classifier
+    # is trained and validated on. Its own random stream, so the pool is what it was without it.
+    web_rng = np.random.default_rng([seed, 1])
+    scans, labels = parts["val"]
+    rows = []
+    for i, (scan, label) in enumerate(zip(scans, labels)):
+        path = out / "val_web" / "images" / f"{i:05d}.png"
+        save_image(path, render_web(scan, image_size, web_rng))
+        rows.append({"path": str(path), "label": int(label)})
+    write_manifest(out / "val_web" / "manifest.csv", pd.DataFrame(rows))
+    counts["val_web"] = len(rows)
     write_classes(out / "classes.txt", CLASS_NAMES)
     return counts
 
