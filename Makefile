@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test test-all test-slow lint unit e2e bench clean clip-venv test-clip-service profiles
+.PHONY: demo test test-all test-slow lint unit e2e bench clean clip-venv test-clip-service test-architectures profiles
 
 # One short line per step; pip's -qq shows errors only (its warnings about index folders this
 # machine lacks would fill pages). pip compiles every module (about a minute of the 2.5):
@@ -71,6 +71,12 @@ clip-venv: $(CLIP_VENV)/.installed
 # A real clip-retrieval back and img2dataset on loopback (tests/test_clip_service.py; about 4 minutes).
 test-clip-service: $(INSTALLED) clip-venv
 	pytest -m clip_service -q
+
+# Real-size SD 1.5, SDXL and SD3-medium architectures with random weights at 64 px on CPU, one
+# generation and personalisation step of each method through the module command lines
+# (benchmarks/architectures.py; opt-in: SDXL alone holds 3.5 billion parameters).
+test-architectures: $(INSTALLED)
+	mkdir -p benchmarks/runs && python benchmarks/architectures.py --out benchmarks/runs/architectures.json
 
 # The team's check, under 10 minutes from a fresh clone on 2 cores: lint, the unit tests and the
 # end-to-end tests of the shared smoke run, on two pytest workers that take whole files: the smoke

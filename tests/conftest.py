@@ -65,6 +65,19 @@ def tiny_pipeline(miniworld, tiny_clip, tmp_path_factory) -> str:
     return str(out)
 
 
+@pytest.fixture(scope="session")
+def family_pipelines(miniworld, tmp_path_factory) -> dict[str, str]:
+    """Tiny random SDXL, SD3 and FLUX pipeline folders by backend name (``tests/tiny_pipelines.py``),
+    loadable with ``from_pretrained``; their T5 tokenizers know the mini-world's class names."""
+    import tiny_pipelines
+
+    from augbench.files import read_classes
+
+    words = ["a", "photo", "of", *read_classes(miniworld / "classes.txt")]
+    root = tmp_path_factory.mktemp("families")
+    return {name: str(build(root / name, words)) for name, build in tiny_pipelines.BUILDERS.items()}
+
+
 # Set for the smoke run as a user would set their hub token; nothing may write it down.
 HUB_TOKEN = "hf_augbenchTestTokenThatMustNeverBeWritten"
 

@@ -63,7 +63,10 @@ CASES = {
     "empty seed list": (lambda c: c.update(seeds=[]), ["config seeds: [] should be non-empty"]),
     "unknown scheduler": (
         lambda c: c["methods"]["gen_classname"].update(scheduler="fast"),
-        ["config methods.gen_classname.scheduler: 'fast' is not one of ['ddim', 'dpm_solver', 'euler', 'pndm']"],
+        [
+            "config methods.gen_classname.scheduler: 'fast' is not one of "
+            "['ddim', 'dpm_solver', 'euler', 'pndm', 'flow_euler']"
+        ],
     ),
     "both subset sizes": (lambda c: c["subset"].update(fraction=0.1), ["subset.per_class and subset.fraction"]),
     "data outside the mini-world": (
@@ -202,6 +205,23 @@ CASES = {
         lambda c: c["pool"].update(drop_safety_values="NSFW"),
         ["config pool.drop_safety_values: 'NSFW' is not of type 'array'"],
     ),
+    "a UNet scheduler on a flow-matching model": (
+        lambda c: c["diffusion"].update(backend="sd3"),
+        [
+            "config methods.gen_classname.scheduler: 'dpm_solver' cannot sample backend 'sd3', which is trained by "
+            "flow matching; use one of ['flow_euler']"
+        ],
+    ),
+    "no guidance on FLUX": (
+        lambda c: (
+            c["diffusion"].update(backend="flux"),
+            c["methods"].update(
+                gen_unconditional={"kind": "generate", "prompt": "empty", "guidance_scale": 1.0, "zero_shot_keep": 0.5}
+            ),
+            [entry.update(scheduler="flow_euler") for entry in c["methods"].values() if entry["kind"] == "generate"],
+        ),
+        ["config methods.gen_unconditional.guidance_scale: on backend 'flux' guidance_scale is an input of the"],
+    ),
     "evaluation set outside the mini-world": (
         lambda c: c["evaluation_sets"].update(web={"images": "data/web/manifest.csv"}),
         ["config evaluation_sets.web.images: data/web/manifest.csv is not under miniworld.root"],
@@ -246,6 +266,17 @@ def test_broken_config_is_refused_with_the_key_named(case, tmp_path, monkeypatch
     assert "\n" not in message  # one line that names the key
     for text in expected:
         assert text in message, message
+
+
+def test_the_backend_is_read_from_the_pipeline_folder_the_config_names(tmp_path, monkeypatch):
+    folder = tmp_path / "flux"
+    folder.mkdir()
+    (folder / "model_index.json").write_text('{"_class_name": "FluxPipeline"}')
+    config = broken(lambda c: c["diffusion"].update(model=str(folder)))
+    with pytest.raises(study.ConfigError, match="gen_classname.scheduler: 'dpm_solver' cannot sample backend 'flux'"):
+        read(config, tmp_path, monkeypatch)
+    (folder / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    assert read(config, tmp_path, monkeypatch).diffusion_backend == "sd"
 
 
 def test_a_broken_config_stops_snakemake_before_any_job(tmp_path):

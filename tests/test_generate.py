@@ -249,3 +249,10 @@ def test_an_artefact_learned_again_with_the_same_results_keeps_its_images(tmp_pa
         {"token.0": torch.arange(6.0).reshape(2, 3) + 1}, str(changed), metadata={"target": "token", "vectors": "1"}
     )
     assert settings_folder(tmp_path, settings, [str(changed)]) != settings_folder(tmp_path, settings, [str(first)])
+
+
+def test_image_to_image_with_no_step_to_run_is_refused_before_the_model_loads(tmp_path):
+    subset = _subset(tmp_path, [0])
+    (tmp_path / "classes.txt").write_text("zero\n")
+    with pytest.raises(ValueError, match="strength 0.5 of 1 steps denoises in no step"):
+        _generate("no-model", str(tmp_path / "classes.txt"), subset, str(tmp_path / "g"), steps=1, strength=0.5)

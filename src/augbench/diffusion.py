@@ -1,14 +1,22 @@
-"""Pieces of diffusion training shared by pre-training and personalisation.
+"""Pieces of diffusion training shared by pre-training and personalisation, for every model family.
 
-Both train with Stable Diffusion's objective: noise a VAE latent to a random
-timestep and regress the UNet's prediction (noise, or velocity for v-prediction
-models) given the text conditioning.
+UNets (Stable Diffusion 1/2, SDXL) train with the denoising objective: noise a latent to a
+random timestep and regress the prediction (noise, or velocity for v-prediction models).
+Flow-matching transformers (SD3, FLUX) train as diffusers' DreamBooth scripts train them:
+interpolate between latent and noise at a sigma drawn by diffusers' timestep sampling and
+regress the velocity ``noise - latent``. ``augbench.backends`` says per family how the
+denoiser is called; these functions take that call as ``predict``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
+
+# diffusers' scripts sample flow timesteps uniformly and weight the loss evenly by default.
+FLOW_WEIGHTING = "none"
 
 
 def draw_noise(noise_scheduler, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -16,6 +24,24 @@ def draw_noise(noise_scheduler, latents: torch.Tensor) -> tuple[torch.Tensor, to
     noise = torch.randn_like(latents)
     timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(latents),), device=latents.device)
     return noise, timesteps
+
+
+def prediction_loss(
+    predict: Callable,
+    noise_scheduler,
+    latents: torch.Tensor,
+    conditioning,
+    noise: torch.Tensor,
+    timesteps: torch.Tensor,
+) -> torch.Tensor:
+    """Per-sample denoising loss (shape ``[batch]``) of ``predict(noisy, timesteps, conditioning)``."""
+    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+    if noise_scheduler.config.prediction_type == "v_prediction":
+        target = noise_scheduler.get_velocity(latents, noise, timesteps)
+    else:
+        target = noise
+    prediction = predict(noisy, timesteps, conditioning)
+    return F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
 
 
 def denoising_loss(
@@ -26,20 +52,56 @@ def denoising_loss(
     noise: torch.Tensor | None = None,
     timesteps: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Per-sample diffusion loss (shape ``[batch]``), so callers can weight samples or groups.
+    """Per-sample diffusion loss of a UNet conditioned on text hidden states (Stable Diffusion 1/2).
 
     Noise and timesteps are drawn here unless given (a step split into micro-batches
     draws them for the whole batch, so the split does not change them).
     """
     if noise is None or timesteps is None:
         noise, timesteps = draw_noise(noise_scheduler, latents)
-    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-    if noise_scheduler.config.prediction_type == "v_prediction":
-        target = noise_scheduler.get_velocity(latents, noise, timesteps)
-    else:
-        target = noise
-    prediction = unet(noisy, timesteps, conditioning).sample
-    return F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+
+    def predict(noisy, steps, embeds):
+        return unet(noisy, steps, embeds).sample
+
+    return prediction_loss(predict, noise_scheduler, latents, conditioning, noise, timesteps)
+
+
+def draw_flow_noise(noise_scheduler, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise and timesteps of a flow-matching step, drawn with diffusers' timestep sampling."""
+    from diffusers.training_utils import compute_density_for_timestep_sampling
+
+    noise = torch.randn_like(latents)
+    density = compute_density_for_timestep_sampling(FLOW_WEIGHTING, len(latents), 0.0, 1.0, 1.29)
+    indices = (density * noise_scheduler.config.num_train_timesteps).long()
+    timesteps = noise_scheduler.timesteps[indices].to(latents.device)
+    return noise, timesteps
+
+
+def flow_sigmas(noise_scheduler, timesteps: torch.Tensor, dims: int) -> torch.Tensor:
+    """Each timestep's sigma, shaped to broadcast over latents of ``dims`` dimensions."""
+    schedule = noise_scheduler.timesteps.to(timesteps.device)
+    indices = torch.stack([(schedule == t).nonzero()[0, 0] for t in timesteps])
+    sigmas = noise_scheduler.sigmas.to(timesteps.device)[indices]
+    return sigmas.reshape(-1, *[1] * (dims - 1))
+
+
+def flow_matching_loss(
+    predict: Callable,
+    noise_scheduler,
+    latents: torch.Tensor,
+    conditioning,
+    noise: torch.Tensor,
+    timesteps: torch.Tensor,
+) -> torch.Tensor:
+    """Per-sample flow-matching loss (shape ``[batch]``) of ``predict(noisy, timesteps, conditioning)``."""
+    from diffusers.training_utils import compute_loss_weighting_for_sd3
+
+    sigmas = flow_sigmas(noise_scheduler, timesteps, latents.ndim).to(latents.dtype)
+    noisy = (1.0 - sigmas) * latents + sigmas * noise
+    prediction = predict(noisy, timesteps, conditioning)
+    weighting = compute_loss_weighting_for_sd3(FLOW_WEIGHTING, sigmas)
+    squared = weighting.float() * (prediction.float() - (noise - latents).float()) ** 2
+    return squared.reshape(len(latents), -1).mean(dim=1)
 
 
 @torch.no_grad()
@@ -51,16 +113,3 @@ def encode_latents(vae, pixels: torch.Tensor, chunk_size: int = 64) -> tuple[tor
         means.append(posterior.mean.float())
         stds.append(posterior.std.float())
     return torch.cat(means), torch.cat(stds)
-
-
-def tokenize(tokenizer, prompts: list[str]) -> torch.Tensor:
-    """Token ids padded to the text encoder's context, as Stable Diffusion's pipelines do."""
-    return tokenizer(
-        prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-    ).input_ids
-
-
-def encode_prompts(text_encoder, tokenizer, prompts: list[str]) -> torch.Tensor:
-    """The conditioning the UNet attends to: the text encoder's last hidden states."""
-    ids = tokenize(tokenizer, prompts).to(text_encoder.device)
-    return text_encoder(ids)[0]

@@ -1,4 +1,4 @@
-"""Generate extra training images with a Stable Diffusion pipeline.
+"""Generate extra training images with a diffusion pipeline (Stable Diffusion 1/2, SDXL, SD3, FLUX).
 
     python -m augbench.generate --model CompVis/stable-diffusion-v1-4 --classes classes.txt \
         --subset subset.csv --out-dir added/gen_classname --steps 25 --guidance-scale 7.5
@@ -49,11 +49,12 @@ import torch
 from safetensors import safe_open
 from tqdm import tqdm
 
+from augbench.backends import BACKEND_NAMES, DTYPES, SCHEDULERS, load_backend
 from augbench.cli import add_settings, setting, settings_from, start_logging, use_threads
+from augbench.families import backend_name
 from augbench.files import read_classes, read_manifest, save_image, write_manifest
 from augbench.images import load_rgb, pick_device
-from augbench.methods import TARGETS, check_generation
-from augbench.models import DTYPES, SCHEDULERS, load_pipeline
+from augbench.methods import TARGETS, check_backend, check_generation
 from augbench.personalisation import Personalisation, Target, load_personalisation, make_target
 from augbench.prompts import STYLES, class_prompts, write_prompt
 from augbench.quality import class_thresholds, clip_scores, read_class_features
@@ -69,6 +70,9 @@ class Sampling:
 
     model: str = setting(help="hub id or local pipeline folder")
     revision: str | None = setting(None, help="hub revision", config="diffusion.revision")
+    backend: str = setting(
+        "auto", help="model family (auto: from its model_index.json)", choices=BACKEND_NAMES, config="diffusion.backend"
+    )
     scheduler: str = setting(
         "dpm_solver", help="sampling scheduler", choices=tuple(SCHEDULERS), config="methods.*.scheduler"
     )
@@ -79,6 +83,9 @@ class Sampling:
     )
     image_size: int | None = setting(
         None, help="side of the images (None: the pipeline's native size)", config="diffusion.image_size"
+    )
+    text_length: int | None = setting(
+        None, help="T5 tokens per prompt (SD3, FLUX; None: the pipeline's)", config="diffusion.text_length"
     )
     batch_size: int = setting(8, help="images per pipeline call", config="diffusion.batch_size")
     dtype: str = setting("float16", help="weights dtype on GPU", choices=tuple(DTYPES), config="diffusion.dtype")
@@ -113,6 +120,11 @@ class Generation:
     class_embeddings: str | None = setting(None, help="CLIP embeddings of the class prompts (.npy)")
     clip_model: str | None = setting(None, help="CLIP that embeds generated images (zero-shot labels, scores)")
     clip_pretrained: str | None = setting(None, help="its open_clip pretrained tag or weights file")
+
+
+def later_settings(sampling: Sampling) -> dict:
+    """Sampling settings that enter the images' folder only where set (see settings_folder)."""
+    return {"backend": None if sampling.backend == "auto" else sampling.backend, "text_length": sampling.text_length}
 
 
 def image_seed(seed: int, label: int, index: int) -> int:
@@ -280,6 +292,8 @@ def generate(
     settings = generation or Generation()
     filters = settings.min_clip_score is not None or settings.min_clip_score_file is not None
     check_generation(settings.prompt, sampling.strength, settings.zero_shot_keep, settings.personalised, filters)
+    family = backend_name(sampling.model, sampling.revision, sampling.backend, required=False)
+    check_backend(family, sampling.scheduler, sampling.guidance_scale)
     out_dir = Path(out_dir)
     classes = read_classes(classes_path)
     subset = read_manifest(subset_manifest)
@@ -295,6 +309,12 @@ def generate(
         raise ValueError(f"regenerate_rounds must be at least 0, got {settings.regenerate_rounds}")
     if sampling.strength is not None and not 0 < sampling.strength <= 1:
         raise ValueError(f"strength must be in (0, 1], got {sampling.strength}")
+    if sampling.strength is not None and int(sampling.steps * sampling.strength) < 1:
+        # Image-to-image runs the last strength x steps steps of the schedule; none would leave the image as it was.
+        raise ValueError(
+            f"strength {sampling.strength} of {sampling.steps} steps denoises in no step; "
+            "raise steps to at least 1 / strength"
+        )
     if bool(settings.personalisation) != bool(settings.personalised):
         raise ValueError("give --personalised TARGET together with its --personalisation files")
     learned = target = None
@@ -318,6 +338,8 @@ def generate(
         strength=sampling.strength,
         personalised=settings.personalised,
     )
+    # Settings added later enter only where set, so the images of earlier runs are still found.
+    folder_settings |= {key: value for key, value in later_settings(sampling).items() if value is not None}
     inputs = list(settings.personalisation or []) + ([subset_manifest] if sampling.strength is not None else [])
     images_dir = settings_folder(out_dir, folder_settings, inputs)
     planned = quotas if keep is None else [math.ceil(q / keep) for q in quotas]
@@ -366,29 +388,35 @@ def generate(
 
 def _sample(todo: pd.DataFrame, sampling: Sampling, learned: Personalisation | None, target: Target | None) -> None:
     dev = pick_device(sampling.device)
-    pipeline = load_pipeline(sampling.model, sampling.revision, sampling.scheduler, sampling.dtype, dev)
+    backend = load_backend(
+        sampling.model,
+        sampling.revision,
+        sampling.scheduler,
+        sampling.dtype,
+        dev,
+        sampling.backend,
+        sampling.text_length,
+    )
     if target:
-        target.apply(pipeline, learned)
-    size = sampling.image_size or pipeline.unet.config.sample_size * pipeline.vae_scale_factor
+        target.apply(backend, learned)
+    size = sampling.image_size or backend.native_size()
+    pipeline = backend.pipeline
     if sampling.strength is not None:
-        from diffusers import StableDiffusionImg2ImgPipeline
-
-        pipeline = StableDiffusionImg2ImgPipeline(**pipeline.components, requires_safety_checker=False)
-        pipeline.set_progress_bar_config(disable=True)
-        size_options = {"strength": sampling.strength}
+        pipeline = backend.image_to_image()
+        size_options = {"strength": sampling.strength, **backend.image_to_image_options(size)}
     else:
         size_options = {"height": size, "width": size}
     for start in tqdm(range(0, len(todo), sampling.batch_size), desc="generate batches", mininterval=5):
         batch = todo.iloc[start : start + sampling.batch_size]
         generators = [torch.Generator(dev).manual_seed(int(s)) for s in batch.seed]
-        text = target.text_inputs(pipeline, learned, batch) if target else {"prompt": batch.prompt.tolist()}
+        text = target.text_inputs(backend, learned, batch) if target else {"prompt": batch.prompt.tolist()}
         if sampling.strength is not None:
             size_options["image"] = [load_rgb(path).resize((size, size)) for path in batch.source]
         images = pipeline(
             **text,
             num_inference_steps=sampling.steps,
-            guidance_scale=sampling.guidance_scale,
             generator=generators,
+            **backend.call_options(sampling.guidance_scale),
             **size_options,
         ).images
         for path, image in zip(batch.path, images):

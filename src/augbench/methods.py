@@ -9,6 +9,8 @@ registry entry (``prompt``, ``personalise.clusters``).
 
 from __future__ import annotations
 
+from augbench.families import FLOW_FAMILIES, GUIDANCE_AS_MODEL_INPUT, schedulers_of
+
 # What a personalisation learns: a token per class, a conditioning per class (or cluster of a
 # class), one UNet for all classes, or tokens and a UNet together.
 TARGETS = ("token", "conditioning", "unet", "token_unet")
@@ -63,6 +65,28 @@ def check_generation(
     if target == "conditioning" and prompt != "classname":
         raise SettingError("prompt", "a learned conditioning replaces the prompt; only 'classname' is allowed")
     check_clip_filter(zero_shot_keep, filters_by_clip_score)
+
+
+def check_backend(backend: str | None, scheduler: str | None = None, guidance_scale: float | None = None) -> None:
+    """What a model family (``augbench.families``; None: not known yet) can sample: its schedulers,
+    and guidance that means what the registry means by it."""
+    if backend is None:
+        return
+    if scheduler is not None and scheduler not in schedulers_of(backend):
+        kind = "flow matching" if backend in FLOW_FAMILIES else "noise prediction"
+        raise SettingError(
+            "scheduler",
+            f"{scheduler!r} cannot sample backend {backend!r}, which is trained by {kind}; "
+            f"use one of {list(schedulers_of(backend))}",
+        )
+    if backend in GUIDANCE_AS_MODEL_INPUT and guidance_scale is not None and guidance_scale <= 1:
+        raise SettingError(
+            "guidance_scale",
+            f"on backend {backend!r} guidance_scale is an input of the guidance-distilled model (FLUX.1-dev; "
+            f"schnell ignores it), not classifier-free guidance, so {guidance_scale} does not turn prompt guidance "
+            "off; the pipeline samples without classifier-free guidance anyway: give the guidance the model was "
+            "distilled for (3.5 for FLUX.1-dev)",
+        )
 
 
 def check_clip_filter(zero_shot_keep: float | None, filters_by_clip_score: bool) -> None:

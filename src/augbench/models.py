@@ -3,24 +3,17 @@
 CLIP: ``open_clip.create_model_and_transforms(name, pretrained=tag_or_path)``, where
 ``name`` is an open_clip model name (``ViT-L-14``), ``hf-hub:org/repo`` or
 ``local-dir:<folder>`` (the mini-world's CLIP).
-Diffusion: ``StableDiffusionPipeline.from_pretrained(hub_id_or_folder, revision=...)``.
+Diffusion: the family's pipeline class ``.from_pretrained(hub_id_or_folder, revision=...)``
+(``augbench.backends``: Stable Diffusion 1/2, SDXL, SD3, FLUX).
 """
 
 from __future__ import annotations
 
-import logging
-
 import torch
 
-log = logging.getLogger(__name__)
+from augbench.backends import DTYPES, SCHEDULERS, load_backend
 
-SCHEDULERS = {
-    "ddim": "DDIMScheduler",
-    "dpm_solver": "DPMSolverMultistepScheduler",
-    "euler": "EulerDiscreteScheduler",
-    "pndm": "PNDMScheduler",
-}
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+__all__ = ["DTYPES", "SCHEDULERS", "load_clip", "load_pipeline"]
 
 
 def load_clip(name: str, pretrained: str | None, device: torch.device):
@@ -32,23 +25,8 @@ def load_clip(name: str, pretrained: str | None, device: torch.device):
     return model, preprocess, open_clip.get_tokenizer(name)
 
 
-def load_pipeline(model: str, revision: str | None, scheduler: str, dtype: str, device: torch.device):
-    """A StableDiffusionPipeline with the named scheduler, without the safety checker
-    (images are training data, scored and filtered downstream, never shown to users)."""
-    import diffusers
-
-    if scheduler not in SCHEDULERS:
-        raise ValueError(f"scheduler {scheduler!r} is not one of {sorted(SCHEDULERS)}")
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r} is not one of {sorted(DTYPES)}")
-    if device.type == "cpu" and dtype != "float32":
-        log.warning("dtype %s on CPU is slow or unsupported; using float32", dtype)
-        dtype = "float32"
-    pipeline = diffusers.StableDiffusionPipeline.from_pretrained(
-        model, revision=revision or None, torch_dtype=DTYPES[dtype], safety_checker=None, requires_safety_checker=False
-    )
-    scheduler_class = getattr(diffusers, SCHEDULERS[scheduler])
-    options = {"algorithm_type": "dpmsolver++"} if scheduler == "dpm_solver" else {}
-    pipeline.scheduler = scheduler_class.from_config(pipeline.scheduler.config, **options)
-    pipeline.set_progress_bar_config(disable=True)
-    return pipeline.to(device)
+def load_pipeline(
+    model: str, revision: str | None, scheduler: str, dtype: str, device: torch.device, backend: str = "auto"
+):
+    """A text-to-image pipeline of the model's family (``augbench.backends``) with the named scheduler."""
+    return load_backend(model, revision, scheduler, dtype, device, backend).pipeline

@@ -6,20 +6,26 @@ Both go through this module, not through each other.
 A target is one thing that can be learned, a small class with the same few methods:
 
 - training: :meth:`Target.setup` makes its trainable parameters (with their learning rates),
-  :meth:`Target.conditioning` gives the UNet's prompt embeddings for a batch of training images,
+  :meth:`Target.conditioning` gives the denoiser's conditioning for a batch of training images,
   :meth:`Target.export` puts what it learned into a :class:`Personalisation`;
 - generation: :meth:`Target.check` refuses an artefact that does not fit, :meth:`Target.apply`
   loads it into a pipeline, :meth:`Target.prompt_names`, :meth:`Target.plan` and
   :meth:`Target.text_inputs` say what each image's prompt becomes.
 
-``token`` (textual inversion) learns a token per class; ``conditioning`` the text encoder's
-output per class or per cluster of a class; ``unet`` the UNet, full or LoRA (peft);
-``token_unet`` is the token and UNet targets together.
+Targets work through the model family's adapter (``augbench.backends``), so every target runs
+on Stable Diffusion 1/2, SDXL, SD3 and FLUX alike.
 
-The artefact is one safetensors file per shard: ``token.<label>`` [vectors, dim],
-``conditioning.<label>`` [clusters, length, dim] with ``cluster_sizes.<label>``, and
-``unet.<name>`` (the full UNet's weights, or the LoRA weights in the layout
-``pipeline.load_lora_weights`` reads); what it holds is in its metadata.
+``token`` (textual inversion) learns a token per class in every text encoder of the family;
+``conditioning`` the text encoders' output per class or per cluster of a class; ``unet`` the
+denoiser (a UNet, or SD3's and FLUX's transformer), full or LoRA (peft); ``token_unet`` is
+the token and UNet targets together.
+
+The artefact is one safetensors file per shard: ``token.<label>`` [vectors, dim] (the widths
+of the family's text encoders side by side), ``conditioning.<label>`` [clusters, length, dim]
+with ``cluster_sizes.<label>`` and, where the family has a pooled embedding,
+``pooled.<label>`` [clusters, dim], and ``unet.<name>`` (the full denoiser's weights, or the
+LoRA weights in the layout ``pipeline.load_lora_weights`` reads, less its component prefix);
+what it holds is in its metadata.
 """
 
 from __future__ import annotations
@@ -34,8 +40,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from augbench.backends import Backend
 from augbench.cli import setting
-from augbench.diffusion import encode_prompts
 from augbench.files import atomic_path
 from augbench.methods import TARGETS
 
@@ -112,6 +118,8 @@ class Personalisation:
     tokens: dict[int, torch.Tensor] = field(default_factory=dict)
     conditionings: dict[int, torch.Tensor] = field(default_factory=dict)
     cluster_sizes: dict[int, torch.Tensor] = field(default_factory=dict)
+    # The pooled text embedding of each conditioning, where the family has one (SDXL, SD3, FLUX).
+    pooled: dict[int, torch.Tensor] = field(default_factory=dict)
     unet: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def check(self, target: str, labels: list[int], vectors: int | None, sources: list[str]) -> None:
@@ -139,7 +147,12 @@ def load_personalisation(paths: list[str]) -> Personalisation:
                 unet_mode=meta.get("unet_mode") or None,
                 vectors=int(meta["vectors"]) if meta.get("vectors") else None,
             )
-            tables = {"token": part.tokens, "conditioning": part.conditionings, "cluster_sizes": part.cluster_sizes}
+            tables = {
+                "token": part.tokens,
+                "conditioning": part.conditionings,
+                "cluster_sizes": part.cluster_sizes,
+                "pooled": part.pooled,
+            }
             for key in handle.keys():
                 kind, _, name = key.partition(".")
                 if kind == "unet":
@@ -151,7 +164,7 @@ def load_personalisation(paths: list[str]) -> Personalisation:
             continue
         if (part.target, part.unet_mode, part.vectors) != (merged.target, merged.unet_mode, merged.vectors):
             raise ValueError(f"personalisation artefacts {paths} were made with different settings")
-        for name in ("tokens", "conditionings", "cluster_sizes", "unet"):
+        for name in ("tokens", "conditionings", "cluster_sizes", "pooled", "unet"):
             getattr(merged, name).update(getattr(part, name))
     return merged
 
@@ -160,6 +173,7 @@ def save_personalisation(out: str, result: Personalisation, labels: list[int], t
     tensors = {f"token.{label}": value for label, value in result.tokens.items()}
     tensors |= {f"conditioning.{label}": value for label, value in result.conditionings.items()}
     tensors |= {f"cluster_sizes.{label}": value for label, value in result.cluster_sizes.items()}
+    tensors |= {f"pooled.{label}": value for label, value in result.pooled.items()}
     tensors |= {f"unet.{name}": value for name, value in result.unet.items()}
     metadata = {
         "target": result.target,
@@ -173,9 +187,9 @@ def save_personalisation(out: str, result: Personalisation, labels: list[int], t
         save_file({key: value.contiguous() for key, value in tensors.items()}, str(tmp), metadata=metadata)
 
 
-def apply_personalisation(pipeline, learned: Personalisation) -> None:
+def apply_personalisation(backend: Backend, learned: Personalisation) -> None:
     """Load learned tokens and UNet weights into a pipeline; conditionings are passed per call."""
-    make_target(learned.target).apply(pipeline, learned)
+    make_target(learned.target).apply(backend, learned)
 
 
 def assign_clusters(plan: pd.DataFrame, cluster_sizes: dict[int, torch.Tensor]) -> np.ndarray:
@@ -197,21 +211,28 @@ def cluster_images(embeddings: np.ndarray, clusters: int, seed: int) -> np.ndarr
     return KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(embeddings)
 
 
-def trainable_unet_parameters(unet, mode: str, lora_rank: int) -> list[torch.nn.Parameter]:
-    """Make the UNet's weights (``full``) or new LoRA adapters on its attention projections trainable."""
+def trainable_unet_parameters(
+    unet, mode: str, lora_rank: int, target_modules: list[str] | None = None
+) -> list[torch.nn.Parameter]:
+    """Make the denoiser's weights (``full``) or new LoRA adapters on ``target_modules`` (default:
+    a UNet's attention projections) trainable."""
     if mode == "full":
         unet.requires_grad_(True)
     else:
         from peft import LoraConfig
 
+        modules = target_modules or LORA_MODULES
         unet.add_adapter(
-            LoraConfig(r=lora_rank, lora_alpha=lora_rank, init_lora_weights="gaussian", target_modules=LORA_MODULES)
+            LoraConfig(r=lora_rank, lora_alpha=lora_rank, init_lora_weights="gaussian", target_modules=modules)
         )
     return [p for p in unet.parameters() if p.requires_grad]
 
 
 class Target:
-    """One thing personalisation can learn; the training loop and generation drive every target alike."""
+    """One thing personalisation can learn; the training loop and generation drive every target alike.
+
+    ``backend`` is the model family's adapter (``augbench.backends``) around the loaded pipeline.
+    """
 
     name: str
     # Learned per class (each step takes images of every class, a shard holds some classes)
@@ -220,12 +241,13 @@ class Target:
 
     # Training
 
-    def setup(self, pipeline, images: TrainingImages, training: Training) -> list[dict]:
+    def setup(self, backend: Backend, images: TrainingImages, training: Training) -> list[dict]:
         """Make the parameters to learn; return them as the optimiser's parameter groups."""
         raise NotImplementedError
 
-    def conditioning(self, picks: np.ndarray) -> torch.Tensor:
-        """The prompt embeddings the UNet is conditioned on for the training images ``picks`` (rows)."""
+    def conditioning(self, picks: np.ndarray) -> dict[str, torch.Tensor]:
+        """The conditioning of the denoiser (``prompt_embeds``, and ``pooled_prompt_embeds`` where
+        the family has them) for the training images ``picks`` (rows)."""
         raise NotImplementedError
 
     def clip_gradients(self) -> None:
@@ -240,7 +262,7 @@ class Target:
     def check(self, learned: Personalisation, labels: list[int], vectors: int | None, where: str) -> None:
         """Refuse an artefact that lacks what generation needs of this target."""
 
-    def apply(self, pipeline, learned: Personalisation) -> None:
+    def apply(self, backend: Backend, learned: Personalisation) -> None:
         """Load what was learned into the pipeline."""
 
     def prompt_names(self, classes: list[str]) -> list[str] | None:
@@ -251,38 +273,44 @@ class Target:
         """The planned images, with what this target adds to each."""
         return plan
 
-    def text_inputs(self, pipeline, learned: Personalisation, batch: pd.DataFrame) -> dict:
+    def text_inputs(self, backend: Backend, learned: Personalisation, batch: pd.DataFrame) -> dict:
         """The pipeline's text arguments for a batch of planned images."""
-        return {"prompt": batch.prompt.tolist()}
+        return {"prompt": backend.convert_prompts(batch.prompt.tolist())}
 
 
 class TokenTarget(Target):
-    """Textual inversion: a new token per class, ``vectors`` input embeddings of the text encoder,
-    started from the class name's; prompts say "a photo of a <class-3>"."""
+    """Textual inversion: a new token per class, ``vectors`` input embeddings of each text encoder
+    the family has (SDXL two, SD3 three, FLUX two), started from the class name's; prompts say
+    "a photo of a <class-3>". The artefact holds a class's vectors of all encoders side by side."""
 
     name = "token"
     per_class = True
 
-    def setup(self, pipeline, images, training):
-        self.text_encoder, self.tokenizer = pipeline.text_encoder, pipeline.tokenizer
+    def setup(self, backend, images, training):
+        self.backend = backend
         self.labels, self.vectors = images.labels, training.vectors
-        self.rows, mask = _add_tokens(pipeline, images.labels, images.classes, training.vectors)
-        embedding = self.text_encoder.get_input_embeddings().weight
-        embedding.requires_grad_(True)
-        # Only the new rows learn: every other row's gradient is zeroed (no weight decay, so Adam leaves them).
-        embedding.register_hook(lambda grad: grad * mask.to(grad.dtype)[:, None])
-        prompts = [training.template.format(token_name(int(label))) for label in images.rows.label]
-        self.prompts = [pipeline.maybe_convert_prompt(prompt, self.tokenizer) for prompt in prompts]
-        return [{"params": [embedding], "lr": training.lr, "weight_decay": 0.0}]
+        self.encoders = [encoder for encoder, _ in backend.token_pairs()]
+        self.rows = _add_tokens(backend, images.labels, images.classes, training.vectors)
+        parameters = []
+        for encoder, rows in zip(self.encoders, self.rows):
+            embedding = encoder.get_input_embeddings().weight
+            embedding.requires_grad_(True)
+            mask = torch.zeros(embedding.shape[0], dtype=torch.bool, device=embedding.device)
+            mask[[row for ids in rows.values() for row in ids]] = True
+            # Only the new rows learn: every other row's gradient is zeroed (no weight decay, so Adam leaves them).
+            embedding.register_hook(lambda grad, mask=mask: grad * mask.to(grad.dtype)[:, None])
+            parameters.append(embedding)
+        self.prompts = [training.template.format(token_name(int(label))) for label in images.rows.label]
+        return [{"params": parameters, "lr": training.lr, "weight_decay": 0.0}]
 
     def conditioning(self, picks):
-        return encode_prompts(self.text_encoder, self.tokenizer, [self.prompts[i] for i in picks])
+        return self.backend.encode([self.prompts[i] for i in picks])
 
     def export(self, result):
         result.vectors = self.vectors
-        weights = self.text_encoder.get_input_embeddings().weight.detach().cpu()
+        tables = [encoder.get_input_embeddings().weight.detach().cpu() for encoder in self.encoders]
         for label in self.labels:
-            result.tokens[label] = weights[self.rows[label]].clone()
+            result.tokens[label] = torch.cat([table[rows[label]] for table, rows in zip(tables, self.rows)], dim=1)
 
     def check(self, learned, labels, vectors, where):
         _check_classes(learned.tokens, labels, where)
@@ -291,25 +319,33 @@ class TokenTarget(Target):
                 f"personalisation {where} has {learned.vectors} vector(s) per token, the method asks for {vectors}"
             )
 
-    def apply(self, pipeline, learned):
+    def apply(self, backend, learned):
         labels = sorted(learned.tokens)
-        dtype = pipeline.text_encoder.dtype
-        pipeline.load_textual_inversion(
-            [learned.tokens[label].to(dtype) for label in labels], token=[token_name(label) for label in labels]
-        )
+        widths = [encoder.get_input_embeddings().weight.shape[1] for encoder, _ in backend.token_pairs()]
+        width = next(iter(learned.tokens.values())).shape[1]
+        if width != sum(widths):
+            raise ValueError(
+                f"the learned tokens are {width} wide, the text encoders of this {backend.name} model take "
+                f"{' + '.join(map(str, widths))}: they were learned on another model"
+            )
+        for index, (encoder, tokenizer) in enumerate(backend.token_pairs()):
+            start = sum(widths[:index])
+            vectors = [learned.tokens[label][:, start : start + widths[index]].to(encoder.dtype) for label in labels]
+            backend.add_tokens(encoder, tokenizer, vectors, [token_name(label) for label in labels])
 
     def prompt_names(self, classes):
         return [token_name(label) for label in range(len(classes))]
 
 
 class ConditioningTarget(Target):
-    """The text encoder's output sequence itself (what the UNet attends to), one per class, or one
-    per k-means cluster of a class's CLIP image embeddings; started from the class prompt's."""
+    """The text encoders' output itself (what the denoiser attends to, and the pooled embedding
+    where the family has one), one per class, or one per k-means cluster of a class's CLIP image
+    embeddings; started from the class prompt's."""
 
     name = "conditioning"
     per_class = True
 
-    def setup(self, pipeline, images, training):
+    def setup(self, backend, images, training):
         rows = images.rows
         self.labels = images.labels
         self.cluster_of = np.zeros(len(rows), dtype=int)
@@ -321,21 +357,25 @@ class ConditioningTarget(Target):
         index_of = {key: i for i, key in enumerate(self.keys)}
         prompts = [training.template.format(images.classes[label]) for label, _ in self.keys]
         with torch.no_grad():
-            start = encode_prompts(pipeline.text_encoder, pipeline.tokenizer, prompts)
-        self.learned = torch.nn.Parameter(start.clone())
+            start = backend.encode(prompts)
+        self.learned = {key: torch.nn.Parameter(value.detach().clone()) for key, value in start.items()}
         self.row_conditioning = torch.tensor(
             [index_of[(int(label), int(c))] for label, c in zip(rows.label, self.cluster_of)]
         )
-        return [{"params": [self.learned], "lr": training.lr, "weight_decay": 0.0}]
+        return [{"params": list(self.learned.values()), "lr": training.lr, "weight_decay": 0.0}]
 
     def conditioning(self, picks):
-        return self.learned[self.row_conditioning[torch.from_numpy(picks)]]
+        index = self.row_conditioning[torch.from_numpy(picks)]
+        return {key: value[index] for key, value in self.learned.items()}
 
     def export(self, result):
-        values = self.learned.detach().cpu()
+        embeds = self.learned["prompt_embeds"].detach().cpu()
+        pooled = self.learned.get("pooled_prompt_embeds")
         for label in self.labels:
             keys = [(i, cluster) for i, (key_label, cluster) in enumerate(self.keys) if key_label == label]
-            result.conditionings[label] = values[[i for i, _ in keys]].clone()
+            result.conditionings[label] = embeds[[i for i, _ in keys]].clone()
+            if pooled is not None:
+                result.pooled[label] = pooled.detach().cpu()[[i for i, _ in keys]].clone()
             sizes = [int(np.sum((self.row_labels == label) & (self.cluster_of == cluster))) for _, cluster in keys]
             result.cluster_sizes[label] = torch.tensor(sizes)
 
@@ -347,35 +387,35 @@ class ConditioningTarget(Target):
         plan["prompt"] = [f"<learned conditioning {label}.{c}>" for label, c in zip(plan.label, plan.cluster)]
         return plan
 
-    def text_inputs(self, pipeline, learned, batch):
-        dtype = pipeline.text_encoder.dtype
-        with torch.no_grad():
-            unconditional = encode_prompts(pipeline.text_encoder, pipeline.tokenizer, [""])
-        embeds = torch.stack([learned.conditionings[int(lb)][int(c)] for lb, c in zip(batch.label, batch.cluster)])
-        return {
-            "prompt_embeds": embeds.to(pipeline.device, dtype),
-            "negative_prompt_embeds": unconditional.expand(len(batch), -1, -1).to(dtype),
-        }
+    def text_inputs(self, backend, learned, batch):
+        pipeline = backend.pipeline
+        dtype, device = backend.denoiser.dtype, pipeline.device
+        pairs = list(zip(batch.label.astype(int), batch.cluster.astype(int)))
+        inputs = {"prompt_embeds": torch.stack([learned.conditionings[lb][c] for lb, c in pairs]).to(device, dtype)}
+        if learned.pooled:
+            inputs["pooled_prompt_embeds"] = torch.stack([learned.pooled[lb][c] for lb, c in pairs]).to(device, dtype)
+        # The pipeline encodes the empty prompt for the unconditional branch of guidance itself.
+        return inputs
 
 
 class UNetTarget(Target):
-    """The UNet, fine-tuned with class prompts: every weight (``full``) or LoRA adapters on the
-    attention projections (``lora``, peft, as diffusers' LoRA training does)."""
+    """The denoiser (a UNet, or the transformer of SD3 and FLUX), fine-tuned with class prompts: every
+    weight (``full``) or LoRA adapters on the modules diffusers' LoRA training adapts (``lora``, peft)."""
 
     name = "unet"
     per_class = False
 
-    def setup(self, pipeline, images, training):
-        self.text_encoder, self.tokenizer, self.unet = pipeline.text_encoder, pipeline.tokenizer, pipeline.unet
+    def setup(self, backend, images, training):
+        self.backend, self.unet = backend, backend.denoiser
         self.mode = training.unet
-        self.trainable = trainable_unet_parameters(self.unet, training.unet, training.lora_rank)
+        self.trainable = trainable_unet_parameters(self.unet, training.unet, training.lora_rank, backend.lora_modules)
         self.unet.train()
         self.prompts = [training.template.format(images.classes[int(label)]) for label in images.rows.label]
         return [{"params": self.trainable, "lr": training.unet_lr, "weight_decay": 1e-2}]
 
     def conditioning(self, picks):
         with torch.no_grad():
-            return encode_prompts(self.text_encoder, self.tokenizer, [self.prompts[i] for i in picks])
+            return self.backend.encode([self.prompts[i] for i in picks])
 
     def clip_gradients(self):
         torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)
@@ -395,11 +435,12 @@ class UNetTarget(Target):
         if not learned.unet:
             raise ValueError(f"personalisation {where} holds no UNet weights")
 
-    def apply(self, pipeline, learned):
+    def apply(self, backend, learned):
         if learned.unet_mode == "full":
-            pipeline.unet.load_state_dict(learned.unet, strict=True)
+            backend.denoiser.load_state_dict(learned.unet, strict=True)
         elif learned.unet_mode == "lora":
-            pipeline.load_lora_weights({f"unet.{name}": value for name, value in learned.unet.items()})
+            prefix = backend.denoiser_name
+            backend.pipeline.load_lora_weights({f"{prefix}.{name}": value for name, value in learned.unet.items()})
 
 
 class TokenUNetTarget(Target):
@@ -411,8 +452,8 @@ class TokenUNetTarget(Target):
     def __init__(self):
         self.token, self.unet = TokenTarget(), UNetTarget()
 
-    def setup(self, pipeline, images, training):
-        return self.token.setup(pipeline, images, training) + self.unet.setup(pipeline, images, training)
+    def setup(self, backend, images, training):
+        return self.token.setup(backend, images, training) + self.unet.setup(backend, images, training)
 
     def conditioning(self, picks):
         return self.token.conditioning(picks)
@@ -428,9 +469,9 @@ class TokenUNetTarget(Target):
         self.token.check(learned, labels, vectors, where)
         self.unet.check(learned, labels, vectors, where)
 
-    def apply(self, pipeline, learned):
-        self.unet.apply(pipeline, learned)
-        self.token.apply(pipeline, learned)
+    def apply(self, backend, learned):
+        self.unet.apply(backend, learned)
+        self.token.apply(backend, learned)
 
     def prompt_names(self, classes):
         return self.token.prompt_names(classes)
@@ -451,22 +492,25 @@ def _check_classes(learned: dict, labels: list[int], where: str) -> None:
         raise ValueError(f"personalisation {where} lacks classes {missing[:10]} ({len(missing)} in all)")
 
 
-def _add_tokens(pipeline, labels: list[int], classes: list[str], vectors: int):
-    """Add each class's token through diffusers' textual-inversion loader, started from the class name.
+def _add_tokens(backend: Backend, labels: list[int], classes: list[str], vectors: int) -> list[dict[int, list[int]]]:
+    """Add each class's token to every text encoder textual inversion extends (diffusers' loader),
+    started from the class name's mean input embedding in that encoder.
 
-    Returns the embedding rows of each class and a mask of every learnable row.
+    Returns, per encoder, the embedding rows of each class.
     """
-    text_encoder, tokenizer = pipeline.text_encoder, pipeline.tokenizer
-    table = text_encoder.get_input_embeddings().weight.detach()
-    starts = []
-    for label in labels:
-        name_ids = tokenizer(classes[label], add_special_tokens=False).input_ids or [tokenizer.eos_token_id]
-        starts.append(table[name_ids].mean(dim=0).repeat(vectors, 1))
-    pipeline.load_textual_inversion(starts, token=[token_name(label) for label in labels])
-    rows = {}
-    for label in labels:
-        names = [token_name(label)] + [f"{token_name(label)}_{i}" for i in range(1, vectors)]
-        rows[label] = tokenizer.convert_tokens_to_ids(names)
-    mask = torch.zeros(text_encoder.get_input_embeddings().weight.shape[0], dtype=torch.bool)
-    mask[[row for ids in rows.values() for row in ids]] = True
-    return rows, mask.to(text_encoder.device)
+    names = [token_name(label) for label in labels]
+    rows = []
+    for encoder, tokenizer in backend.token_pairs():
+        table = encoder.get_input_embeddings().weight.detach()
+        starts = []
+        for label in labels:
+            ids = tokenizer(classes[label], add_special_tokens=False).input_ids or [tokenizer.eos_token_id]
+            starts.append(table[ids].mean(dim=0).repeat(vectors, 1))
+        backend.add_tokens(encoder, tokenizer, starts, names)
+        rows.append(
+            {
+                label: tokenizer.convert_tokens_to_ids([name] + [f"{name}_{i}" for i in range(1, vectors)])
+                for label, name in zip(labels, names)
+            }
+        )
+    return rows

@@ -3,7 +3,8 @@
     python -m augbench.personalise --model CompVis/stable-diffusion-v1-4 --classes classes.txt \
         --subset subset.csv --target token --vectors 1 --shard 0 --shards 20 --out shard0.safetensors
 
-Targets (what is learned, by Stable Diffusion's denoising loss on the real images):
+Targets (what is learned, by the model's own training loss on the real images: denoising for
+Stable Diffusion 1/2 and SDXL, flow matching for SD3 and FLUX; ``augbench.backends``):
 
 - ``token`` (textual inversion): a new token per class, ``--vectors`` input embeddings
   of the text encoder, started from the class name's; prompt "a photo of a <class-3>".
@@ -36,18 +37,18 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from torchvision import transforms
 from tqdm import tqdm
 
+from augbench.backends import BACKEND_NAMES, Backend, load_backend
 from augbench.cli import add_settings, settings_from, start_logging, use_threads
-from augbench.diffusion import denoising_loss, draw_noise, encode_latents
 from augbench.files import read_classes, read_manifest
 from augbench.images import load_rgb, pick_device
 from augbench.methods import check_personalisation
-from augbench.models import load_pipeline
 from augbench.optim import warmup_cosine
 from augbench.personalisation import (
     PRECISIONS,
@@ -77,12 +78,12 @@ def subset_pixels(paths: list[str], size: int) -> torch.Tensor:
     return torch.stack([transform(load_rgb(path)) for path in paths])
 
 
-def subset_latents(vae, paths: list[str], size: int, chunk_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posterior means and stds of the real images, read a chunk at a time (a large subset
-    at 512 px would not fit in memory as pixels)."""
-    parts = [
-        encode_latents(vae, subset_pixels(paths[i : i + chunk_size], size)) for i in range(0, len(paths), chunk_size)
-    ]
+def subset_latents(
+    backend: Backend, paths: list[str], size: int, chunk_size: int = 64
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior means and stds of the real images' latents as the denoiser takes them, read a
+    chunk at a time (a large subset at 512 px would not fit in memory as pixels)."""
+    parts = [backend.latents(subset_pixels(paths[i : i + chunk_size], size)) for i in range(0, len(paths), chunk_size)]
     return torch.cat([means for means, _ in parts]), torch.cat([stds for _, stds in parts])
 
 
@@ -124,6 +125,9 @@ def personalise(
     embeddings: str | None = None,
     revision: str | None = None,
     device: str = "auto",
+    backend: str = "auto",
+    text_length: int | None = None,
+    image_size: int | None = None,
 ) -> Personalisation:
     """Learn ``training.target`` from the subset's images of this shard's classes; write the artefact to ``out``."""
     check_personalisation(training.target, training.clusters, shards)
@@ -141,45 +145,44 @@ def personalise(
     images = read_images(classes_path, subset_manifest, shard, shards, embeddings if training.clusters > 1 else None)
 
     # Training runs in float32 whatever the generation dtype.
-    pipeline = load_pipeline(model, revision, "ddim", "float32", dev)
-    for module in (pipeline.unet, pipeline.text_encoder, pipeline.vae):
+    adapter = load_backend(model, revision, None, "float32", dev, backend, text_length)
+    for module in adapter.modules():
         module.requires_grad_(False)
     if training.gradient_checkpointing:
-        pipeline.unet.enable_gradient_checkpointing()
-    size = pipeline.unet.config.sample_size * pipeline.vae_scale_factor
-    means, stds = subset_latents(pipeline.vae, images.rows.path.tolist(), size)
-    scale = pipeline.vae.config.scaling_factor
+        adapter.denoiser.enable_gradient_checkpointing()
+    size = image_size or adapter.native_size()
+    posteriors = subset_latents(adapter, images.rows.path.tolist(), size)
     target = make_target(training.target)
-    loss = learn(target, pipeline, images, (means * scale, stds * scale), training, rng)
+    loss = learn(target, adapter, images, posteriors, training, rng)
     log.info("personalised %s for %d classes; last loss %.4f", target.name, len(images.labels), loss)
 
     result = Personalisation(target=target.name)
     target.export(result)
     save_personalisation(out, result, images.labels, training.template, model)
-    log.info("saved %s in %.0f s", out, time.time() - started)
+    # On SD3 and FLUX a learned conditioning is far larger than on SD 1/2 (see diffusion.text_length).
+    megabytes = Path(out).stat().st_size / 2**20
+    log.info("saved %s (%.1f MB) in %.0f s", out, megabytes, time.time() - started)
     return result
 
 
 def learn(
     target: Target,
-    pipeline,
+    backend: Backend,
     images: TrainingImages,
     posteriors: tuple[torch.Tensor, torch.Tensor],
     training: Training,
     rng: np.random.Generator,
 ) -> float:
-    """Train the target by Stable Diffusion's denoising loss on the real images (``posteriors``:
-    their latents' means and stds); return the last step's loss.
+    """Train the target by the model family's training loss (denoising, or flow matching) on the
+    real images (``posteriors``: their latents' means and stds); return the last step's loss.
 
     Per-class targets take ``batch_size`` images of every class a step and sum the per-class
     mean losses, so each class's parameters see only their own images; others draw
     ``batch_size`` images of all.
     """
-    from diffusers import DDPMScheduler
-
-    noise_scheduler = DDPMScheduler.from_config(pipeline.scheduler.config)
-    batch_size, means, stds, dev = training.batch_size, *posteriors, pipeline.device
-    optimizer = torch.optim.AdamW(target.setup(pipeline, images, training))
+    noise_scheduler = backend.training_scheduler()
+    batch_size, means, stds, dev = training.batch_size, *posteriors, backend.pipeline.device
+    optimizer = torch.optim.AdamW(target.setup(backend, images, training))
     schedule = warmup_cosine(optimizer, training.steps)
     members = images.members()
     loss = 0.0
@@ -190,16 +193,14 @@ def learn(
             picks = rng.integers(len(images.rows), size=batch_size)
         index = torch.from_numpy(picks)
         latents = (means[index] + stds[index] * torch.randn_like(means[index])).to(dev)
-        noise, timesteps = draw_noise(noise_scheduler, latents)
+        noise, timesteps = backend.draw_noise(noise_scheduler, latents)
         parts = micro_batches(len(picks), training.micro_batch)
         optimizer.zero_grad(set_to_none=True)
         loss = 0.0
         for part in parts:
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=training.precision == "bfloat16"):
                 conditioning = target.conditioning(picks[part])
-                losses = denoising_loss(
-                    pipeline.unet, noise_scheduler, latents[part], conditioning, noise[part], timesteps[part]
-                )
+                losses = backend.loss(noise_scheduler, latents[part], conditioning, noise[part], timesteps[part])
             if len(parts) > 1:
                 # Either loss below is the sum of per-image losses over batch_size; so is the sum of these.
                 part_loss = losses.sum() / batch_size
@@ -229,12 +230,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shards", type=int, help="blocks the classes are split into")
     parser.add_argument("--embeddings", help="CLIP image embeddings of the subset (.npy, rows as --subset)")
     parser.add_argument("--device")
+    parser.add_argument("--backend", choices=BACKEND_NAMES, help="model family (default: from its model_index.json)")
+    parser.add_argument("--text-length", type=int, help="T5 tokens per prompt (SD3, FLUX; default: the pipeline's)")
+    parser.add_argument("--image-size", type=int, help="side of the training images (default: the pipeline's native)")
     parser.add_argument("--threads", type=int)
     add_settings(parser, Training)
     args = parser.parse_args(argv)
     start_logging()
     use_threads(getattr(args, "threads", None))
-    job = {key: getattr(args, key) for key in ("shard", "shards", "embeddings", "revision", "device") if key in args}
+    job = {
+        key: getattr(args, key)
+        for key in ("shard", "shards", "embeddings", "revision", "device", "backend", "text_length", "image_size")
+        if key in args
+    }
     personalise(args.model, args.classes, args.subset, args.out, settings_from(args, Training), **job)
 
 

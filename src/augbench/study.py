@@ -32,6 +32,7 @@ import jsonschema
 import yaml
 
 from augbench import methods as registry
+from augbench.families import backend_name
 from augbench.pretraining_sizes import check_sizes
 from augbench.small_cnn import SMALL_CNNS
 
@@ -496,6 +497,16 @@ class Study:
         references = (self.config["clip"]["model"], self.config["clip"]["pretrained"])
         return [path for path in map(self.local_model, references) if path]
 
+    @functools.cached_property
+    def diffusion_backend(self) -> str | None:
+        """The diffusion model's family (diffusion.backend, or its model_index.json where it can be read
+        now); None until the pre-training rules or the jobs' download make the pipeline."""
+        diffusion = self.config["diffusion"]
+        try:
+            return backend_name(diffusion["model"], diffusion["revision"], diffusion["backend"], required=False)
+        except ValueError as error:
+            raise ConfigError(f"config diffusion.model: {error}") from None
+
     def diffusion_files(self) -> list[str]:
         path = self.local_model(self.config["diffusion"]["model"])
         return [path] if path else []
@@ -549,9 +560,14 @@ class Study:
         """A method's personalise entry as its job's options."""
         learned = self.personalisation_of(method)
         defaults = schema()["$defs"]["personalisation"]["properties"]
+        diffusion = self.config["diffusion"]
         return {
-            "model": self.config["diffusion"]["model"],
-            "revision": self.config["diffusion"]["revision"],
+            "model": diffusion["model"],
+            "revision": diffusion["revision"],
+            # Left out where not set, so the jobs of configs from before these settings stay as they were.
+            "backend": None if diffusion["backend"] == "auto" else diffusion["backend"],
+            "text_length": diffusion["text_length"],
+            "image_size": diffusion["image_size"],
             "template": self.config["prompt_template"],
             "device": self.config["device"],
             "embeddings": self.paths.subset_embeddings if learned["clusters"] > 1 else None,
@@ -571,8 +587,10 @@ class Study:
         if learned:
             uses_tokens = learned["target"] in registry.TOKEN_TARGETS
             checks = {"personalised": learned["target"], "vectors": learned["vectors"] if uses_tokens else None}
+        diffusion = self.config["diffusion"]
         return {
-            **self.config["diffusion"],
+            **diffusion,
+            "backend": None if diffusion["backend"] == "auto" else diffusion["backend"],
             "template": self.config["prompt_template"],
             "per_class": self.added_per_class(method),
             "device": self.config["device"],
@@ -650,7 +668,9 @@ class Study:
             "dataset": config["dataset"],
             "evaluation_sets": config["evaluation_sets"],
             "clip": {key: config["clip"][key] for key in ("model", "pretrained")},
-            "diffusion": {key: config["diffusion"][key] for key in ("model", "revision", "dtype")},
+            "diffusion": {
+                key: config["diffusion"][key] for key in ("model", "revision", "backend", "text_length", "dtype")
+            },
             "classifier": config["classifier"],
             "subset": config["subset"],
             "augment": config["augment"],
@@ -699,6 +719,7 @@ class Study:
                     learned.get("target"),
                     self.filters_by_clip_score(name),
                 )
+                registry.check_backend(self.diffusion_backend, params["scheduler"], params["guidance_scale"])
         except registry.SettingError as error:
             raise ConfigError(f"{key}.{error.key}: {error.message}") from None
         if params["kind"] in ("retrieve", "generate"):

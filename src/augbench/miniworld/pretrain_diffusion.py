@@ -25,13 +25,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from safetensors.torch import load_file
 from tqdm import tqdm
 from transformers import CLIPTextConfig, CLIPTextModel
 
+from augbench.backends import StableDiffusion
 from augbench.cli import start_logging, use_threads
-from augbench.diffusion import denoising_loss, encode_latents, tokenize
+from augbench.diffusion import encode_latents
 from augbench.images import load_captioned_images
 from augbench.miniworld.tokenizer import write_clip_tokenizer
 from augbench.optim import warmup_cosine
@@ -148,15 +149,16 @@ def train_vae(vae: AutoencoderKL, pixels: torch.Tensor, steps: int, batch_size: 
     vae.eval()
 
 
-def train_unet(
-    unet, text_encoder, tokenizer, latents_mean, latents_std, captions, steps, batch_size, lr, caption_dropout, rng
-):
-    noise_scheduler = DDPMScheduler(**NOISE_SCHEDULE)
-    tokens = tokenize(tokenizer, captions + [""])
+def train_unet(backend, latents_mean, latents_std, captions, steps, batch_size, lr, caption_dropout, rng):
+    """Train the pipeline's denoiser by its family's loss (``backend``, an ``augbench.backends`` adapter)."""
+    noise_scheduler = backend.training_scheduler()
     empty = len(captions)
     # As in SD, the text encoder is frozen: its conditioning for every caption is computed once.
+    texts = captions + [""]
     with torch.no_grad():
-        conditionings = torch.cat([text_encoder(chunk)[0] for chunk in tokens.split(512)])
+        parts = [backend.encode(texts[i : i + 512]) for i in range(0, len(texts), 512)]
+    conditionings = {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+    unet = backend.denoiser
     parameters = list(unet.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=1e-2)
     schedule = warmup_cosine(optimizer, steps)
@@ -165,8 +167,9 @@ def train_unet(
         index = torch.from_numpy(rng.integers(len(captions), size=batch_size))
         latents = latents_mean[index] + latents_std[index] * torch.randn_like(latents_mean[index])
         drop = torch.from_numpy(rng.random(batch_size) < caption_dropout)
-        conditioning = conditionings[torch.where(drop, empty, index)]
-        loss = denoising_loss(unet, noise_scheduler, latents, conditioning).mean()
+        rows = torch.where(drop, empty, index)
+        conditioning = {key: value[rows] for key, value in conditionings.items()}
+        loss = backend.loss(noise_scheduler, latents, conditioning).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
@@ -211,19 +214,6 @@ def pretrain(
     # As SD does: scale latents to unit variance; the pipeline divides by it again.
     scaling = float(1.0 / latents_mean.std())
     vae.register_to_config(scaling_factor=scaling)
-    train_unet(
-        unet,
-        text_encoder,
-        tokenizer,
-        latents_mean * scaling,
-        latents_std * scaling,
-        captions,
-        unet_steps,
-        batch_size,
-        lr,
-        caption_dropout,
-        rng,
-    )
     pipeline = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
@@ -233,6 +223,19 @@ def pretrain(
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
+    )
+    pipeline.set_progress_bar_config(disable=True)
+    backend = StableDiffusion(pipeline)
+    train_unet(
+        backend,
+        latents_mean * scaling,
+        latents_std * scaling,
+        captions,
+        unet_steps,
+        batch_size,
+        lr,
+        caption_dropout,
+        rng,
     )
     save_small(pipeline, staging)
     shutil.rmtree(out, ignore_errors=True)
