@@ -1,0 +1,475 @@
+"""Retrieval from a pool in shards: a search per shard (map), then a merge of their candidates (reduce).
+
+    python -m augbench.sharded_retrieval search --pool pool.csv --shard 3 --shards 8 \
+        --pool-embeddings shard3.npy [--image-embeddings shard3_images.npy] --exclude shard3_excluded.csv \
+        --queries prompts.npy --subset subset.csv --classes classes.txt --round 0 --out round0/shard3.npz
+    python -m augbench.sharded_retrieval merge --pool pool.csv --candidates round0/shard*.npz \
+        --subset subset.csv --classes classes.txt --out-dir round0/merged
+
+No job reads more than one shard's vectors. A shard search returns, for every query, its
+best ``depth`` rows (global pool rows, scores, the image fingerprint that tells identical
+images, and whether the CLIP-score filter passes the row for the query's class). The
+depth is generous: ``DEPTH_GROWTH`` times the first search ``augbench.retrieve`` would
+make in round 0, and ``DEPTH_GROWTH`` times more each later round.
+
+The merge applies ``augbench.retrieve``'s rules to the union: a quota per class, an image
+that several classes want goes to the closest class with room, identical images once (the
+best-scoring copy; ties to the lowest row), widening a short class's depth until its quota
+is met. It only uses the part of each query's merged list that is exact: a shard that
+was cut off at depth d could still hold rows scoring up to its d-th score, so only
+candidates scoring above every cut-off shard's last score are known to be the pool's
+best. When a short class needs deeper lists than that, the merge writes ``status.json``
+naming the shards whose cut-off could hide a better candidate, and a next round searches
+only those shards, deeper (Snakemake: the merge is a checkpoint, see workflow/rules/retrieve.smk).
+Ranking is by (score, pool row), so with exact search any split of the pool into shards
+gives the same manifest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from augbench.cli import add_settings, settings_from, start_logging
+from augbench.copies import excluded_rows
+from augbench.files import atomic_path, read_classes, read_manifest, write_manifest
+from augbench.quality import class_thresholds, read_class_features, write_quality
+from augbench.quotas import candidate_quotas, class_quotas
+from augbench.retrieve import Retrieval, searchable_rows
+from augbench.search import build_index, release_pages
+from augbench.shards import shard_block
+
+log = logging.getLogger(__name__)
+
+DEPTH_GROWTH = 4  # each round returns this many times more candidates per query than the last
+NO_ROW = np.iinfo(np.int64).max  # pads a query's list; sorts after every real row
+
+
+def fingerprint_digests(vectors: np.ndarray, rows: np.ndarray, decimals: int = 3) -> np.ndarray:
+    """The fingerprint of each of ``rows`` (``augbench.retrieve.searchable_rows``'s: a digest of the
+    rounded image embedding), as two uint64 per row, so identical images match across shards."""
+    out = np.zeros((len(rows), 2), dtype=np.uint64)
+    for i, row in enumerate(np.asarray(rows).tolist()):
+        key = np.round(np.asarray(vectors[row], dtype=np.float32), decimals) + 0.0
+        out[i] = np.frombuffer(hashlib.blake2b(key.tobytes(), digest_size=16).digest(), dtype=np.uint64)
+    return out
+
+
+def query_plan(
+    subset_manifest: str, n_classes: int, n_queries: int, settings: Retrieval, query_manifest: str | None = None
+) -> tuple[list[int], np.ndarray, list[int], int]:
+    """(quota per class, class of each query, each class's share per query, the first search's depth)."""
+    quotas = class_quotas(read_manifest(subset_manifest), n_classes, settings.per_class)
+    if settings.candidate_factor is not None:
+        quotas = candidate_quotas(quotas, settings.candidate_factor)
+    labels = np.arange(n_queries) if query_manifest is None else read_manifest(query_manifest).label.to_numpy()
+    labels = np.asarray(labels, dtype=int)
+    if len(labels) != n_queries:
+        raise ValueError(f"{n_queries} queries but {len(labels)} query labels")
+    per_class = np.bincount(labels, minlength=n_classes)[:n_classes]
+    asked = [c for c in range(n_classes) if quotas[c] > 0 and per_class[c] == 0]
+    if asked:
+        raise ValueError(f"class(es) {asked} have a quota but no query")
+    share = [int(np.ceil(quotas[c] / max(1, per_class[c]))) for c in range(n_classes)]
+    first = max(1, int(np.ceil(max(share, default=1) * settings.overfetch)))
+    return quotas, labels, share, first
+
+
+def round_depth(first: int, round_: int) -> int:
+    return first * DEPTH_GROWTH ** (round_ + 1)
+
+
+def search_shard(
+    pool_manifest: str,
+    shard: int,
+    shards: int,
+    pool_embeddings: str,
+    queries_path: str,
+    subset_manifest: str,
+    classes_path: str,
+    out: str,
+    settings: Retrieval | None = None,
+    *,
+    round_: int = 0,
+    query_manifest: str | None = None,
+    image_embeddings: str | None = None,
+    class_prompts: str | None = None,
+    exclude: str | None = None,
+) -> dict[str, np.ndarray]:
+    """Search one shard (the ``shard``-th of ``shards`` blocks of the pool's rows) and write its candidates."""
+    settings = settings or Retrieval()
+    classes = read_classes(classes_path)
+    pool = read_manifest(pool_manifest, labelled=False)
+    block = shard_block(len(pool), shard, shards)
+    offset = int(block[0]) if len(block) else 0
+    embeddings = np.load(pool_embeddings, mmap_mode="r")
+    fingerprints = np.load(image_embeddings, mmap_mode="r") if image_embeddings else embeddings
+    for name, array in ((pool_embeddings, embeddings), (image_embeddings, fingerprints)):
+        if len(array) != len(block):
+            raise ValueError(
+                f"{name} has {len(array)} rows but shard {shard} of {shards} of {pool_manifest} has {len(block)}"
+            )
+    queries = np.ascontiguousarray(np.load(queries_path), dtype=np.float32)
+    _, labels, _, first = query_plan(subset_manifest, len(classes), len(queries), settings, query_manifest)
+    excluded = None
+    if exclude:
+        rows = excluded_rows(exclude, pool)
+        excluded = rows[(rows >= offset) & (rows < offset + len(block))] - offset
+    # Identical images are told apart in the merge (they may lie in different shards), so none is dropped here.
+    searched = searchable_rows(fingerprints, dedup=False, excluded=excluded)
+    depth = min(len(searched), round_depth(first, round_))
+    rows = np.full((len(queries), depth), -1, dtype=np.int64)
+    scores = np.full((len(queries), depth), -np.inf, dtype=np.float32)
+    if depth:
+        index = build_index(embeddings, searched, settings.search, settings.index_memory_gb * 1e9, settings.nprobe)
+        scores, ids = index.search(queries, depth)
+        rows = np.where(ids >= 0, searched[np.maximum(ids, 0)], -1)
+        scores = np.where(ids >= 0, scores, -np.inf).astype(np.float32)
+    found = rows >= 0
+    unique = np.unique(rows[found])
+    digests = np.zeros(rows.shape + (2,), dtype=np.uint64)
+    passes = np.ones(rows.shape, dtype=bool)
+    if len(unique):
+        digests[found] = fingerprint_digests(fingerprints, unique)[np.searchsorted(unique, rows[found])]
+        thresholds = class_thresholds(classes_path, settings.min_clip_score, settings.min_clip_score_file)
+        if thresholds is not None:
+            if not class_prompts:
+                raise ValueError("a min_clip_score needs the class prompts' CLIP embeddings (--class-prompts)")
+            features = read_class_features(class_prompts, classes)
+            vectors = np.asarray(fingerprints[unique], dtype=np.float32)
+            release_pages(fingerprints)
+            where = np.searchsorted(unique, rows[found])
+            query_class = np.broadcast_to(labels[:, None], rows.shape)[found]
+            similarity = np.einsum("ij,ij->i", vectors[where], features[query_class])
+            passes[found] = similarity >= np.asarray(thresholds)[query_class]
+    result = {
+        "rows": np.where(found, rows + offset, -1),
+        "scores": scores,
+        "digests": digests,
+        "passes": passes,
+        "searchable": np.int64(len(searched)),
+        "depth": np.int64(depth),
+        "shard": np.int64(shard),
+        "round": np.int64(round_),
+    }
+    with atomic_path(out) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **result)
+    log.info("shard %d of %d: %d searchable rows, %d candidates per query", shard, shards, len(searched), depth)
+    return result
+
+
+class Candidates:
+    """Every query's best candidates over the shards read, ranked by (score desc, row asc), and what
+    the shards' cut-offs leave unknown."""
+
+    def __init__(self, files: list[str]):
+        self.files = list(files)
+        headers = [np.load(path) for path in self.files]
+        self.searchable = sum(int(header["searchable"]) for header in headers)
+        self.shards = [int(header["shard"]) for header in headers]
+        # Whole lists of the shards searched to the end, and twice the deepest list of the others
+        # (the widening looks twice as deep; dropping more is what a cut-off does, see _add).
+        whole = sum(int(header["depth"]) for header in headers if int(header["depth"]) >= int(header["searchable"]))
+        cut = [int(header["depth"]) for header in headers if int(header["depth"]) < int(header["searchable"])]
+        keep = whole + 2 * max(cut, default=0)
+        self.rows = self.scores = self.digests = self.passes = None
+        self.cutoff = None  # per query, the highest last score of a shard that was cut off
+        for header in headers:
+            self._add(header, keep)
+
+    def _add(self, header, keep: int) -> None:
+        rows, scores = header["rows"], header["scores"]
+        cut = int(header["depth"]) < int(header["searchable"])
+        last = scores[:, -1] if cut and scores.shape[1] else np.full(len(scores), -np.inf, np.float32)
+        if self.rows is None:
+            self.rows, self.scores = rows, scores
+            self.digests, self.passes, self.cutoff = header["digests"], header["passes"], last
+        else:
+            self.rows = np.concatenate([self.rows, rows], axis=1)
+            self.scores = np.concatenate([self.scores, scores], axis=1)
+            self.digests = np.concatenate([self.digests, header["digests"]], axis=1)
+            self.passes = np.concatenate([self.passes, header["passes"]], axis=1)
+            self.cutoff = np.maximum(self.cutoff, last)
+        order = np.lexsort((np.where(self.rows >= 0, self.rows, NO_ROW), -self.scores), axis=1)
+        if order.shape[1] > keep:  # the candidates dropped are unknown from now on, as a cut-off shard's
+            dropped = np.take_along_axis(self.scores, order[:, keep : keep + 1], axis=1)[:, 0]
+            self.cutoff = np.maximum(self.cutoff, dropped)
+            order = order[:, :keep]
+        for name in ("rows", "scores", "passes"):
+            setattr(self, name, np.take_along_axis(getattr(self, name), order, axis=1))
+        self.digests = np.take_along_axis(self.digests, order[:, :, None], axis=1)
+
+    def exact_depth(self) -> np.ndarray:
+        """Per query, how many of its best candidates are surely the pool's best (scored above every cut-off)."""
+        return ((self.scores > self.cutoff[:, None]) & (self.rows >= 0)).sum(axis=1)
+
+    def shards_to_deepen(self, queries: np.ndarray, wanted: dict[int, int]) -> list[int]:
+        """Shards cut off at or above the ``wanted[q]``-th best known score of some query q (deeper, they may
+        hold better rows)."""
+        needed = set()
+        for path, shard in zip(self.files, self.shards):
+            header = np.load(path)
+            if int(header["depth"]) >= int(header["searchable"]) or header["scores"].shape[1] == 0:
+                continue
+            last = header["scores"][:, -1]
+            for query in queries.tolist():
+                known = self.scores[query]
+                bar = known[wanted[query] - 1] if wanted[query] <= len(known) else -np.inf
+                if last[query] >= bar:
+                    needed.add(shard)
+                    break
+        return sorted(needed)
+
+
+def merge(
+    candidates: Candidates,
+    quotas: list[int],
+    labels: np.ndarray,
+    share: list[int],
+    first: int,
+    dedup: bool = True,
+    class_names: list[str] | None = None,
+    filtered: bool = False,
+) -> tuple[list[tuple[int, int, float]] | None, list[int], list[int]]:
+    """(class, pool row, score) triples, each class's refusals by the CLIP-score filter, and the shards to deepen
+    (then the triples are None: the candidates are not deep enough yet)."""
+    n_classes = len(quotas)
+    depth = np.full(n_classes, first)
+    exact = candidates.exact_depth()
+    n_pool = candidates.searchable
+    while True:
+        # Each query's list must be known exact as deep as its class looks, else a shard searches deeper.
+        unsure = np.flatnonzero((depth[labels] > exact) & (candidates.cutoff > -np.inf))
+        if len(unsure):
+            wanted = {int(query): int(depth[labels[query]]) for query in unsure}
+            deeper = candidates.shards_to_deepen(unsure, wanted)
+            if deeper:
+                return None, [0] * n_classes, deeper
+            exact[unsure] = depth[labels[unsure]]  # no cut-off shard can hold a better row
+        limit = np.minimum(depth[labels], exact)
+        query_of, rank_of = np.nonzero(np.arange(candidates.rows.shape[1])[None, :] < limit[:, None])
+        scores = candidates.scores[query_of, rank_of]
+        rows = candidates.rows[query_of, rank_of]
+        order = np.lexsort((rows, query_of, -scores))
+        room = list(quotas)
+        query_room = [share[label] for label in labels]
+        taken: set = set()
+        refused: list[set[int]] = [set() for _ in range(n_classes)]
+        chosen = []
+        for at in order.tolist():
+            query, rank = int(query_of[at]), int(rank_of[at])
+            row, label = int(rows[at]), int(labels[query])
+            if row < 0 or room[label] == 0 or query_room[query] == 0:
+                continue
+            digest = candidates.digests[query, rank]
+            key = (int(digest[0]), int(digest[1])) if dedup else row
+            if key in taken:
+                continue
+            if not candidates.passes[query, rank]:
+                refused[label].add(row)
+                continue
+            taken.add(key)
+            room[label] -= 1
+            query_room[query] -= 1
+            chosen.append((label, row, float(scores[at])))
+        short = [label for label, left in enumerate(room) if left > 0 and depth[label] < n_pool]
+        if not short:
+            break
+        # A short class looks twice as deep (augbench.retrieve's widening, class by class).
+        depth[short] = np.minimum(n_pool, depth[short] * 2)
+    short = [label for label, left in enumerate(room) if left > 0]
+    if short:
+        named = f" ({', '.join(class_names[c] for c in short)})" if class_names else ""
+        with_filter = " with images whose CLIP score reaches the class's min_clip_score" if filtered else ""
+        remedy = "lower min_clip_score, " if filtered else ""
+        raise ValueError(
+            f"the pool of {n_pool} images cannot fill the quota of class(es) {short}{named}{with_filter}: "
+            f"{remedy}lower augment.per_class or use a larger pool"
+        )
+    chosen = sorted(chosen, key=lambda item: (item[0], -item[2], item[1]))
+    return chosen, [len(rows_refused) for rows_refused in refused], []
+
+
+def merge_shards(
+    pool_manifest: str,
+    candidate_files: list[str],
+    queries_path: str,
+    subset_manifest: str,
+    classes_path: str,
+    out_dir: str,
+    settings: Retrieval | None = None,
+    *,
+    query_manifest: str | None = None,
+) -> dict:
+    """Merge shard candidates into ``out_dir``: ``status.json`` always; with ``"done": true`` also
+    ``added.csv`` and ``quality.csv``, else ``"deepen"`` lists the shards a next round searches deeper."""
+    settings = settings or Retrieval()
+    classes = read_classes(classes_path)
+    n_queries = len(np.load(queries_path, mmap_mode="r"))
+    quotas, labels, share, first = query_plan(subset_manifest, len(classes), n_queries, settings, query_manifest)
+    thresholds = class_thresholds(classes_path, settings.min_clip_score, settings.min_clip_score_file)
+    candidates = Candidates(candidate_files)
+    if candidates.rows is None or len(candidates.rows) != n_queries:
+        raise ValueError(f"the candidates {candidate_files[:3]} are not for the {n_queries} queries of {queries_path}")
+    chosen, refused, deeper = merge(
+        candidates, quotas, labels, share, first, settings.dedup, classes, filtered=thresholds is not None
+    )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    status = {"done": chosen is not None, "deepen": deeper}
+    if chosen is not None:
+        pool = read_manifest(pool_manifest, labelled=False)
+        rows = [row for _, row, _ in chosen]
+        added = pd.DataFrame(
+            {
+                "path": pool.path.to_numpy()[rows],
+                "label": [label for label, _, _ in chosen],
+                "score": [score for _, _, score in chosen],
+                "pool_row": rows,
+            }
+        )
+        for column in ("caption", "url"):
+            if column in pool:
+                added[column] = pool[column].to_numpy()[rows]
+        write_manifest(str(out / "added.csv"), added)
+        kept = np.bincount(added.label.to_numpy(dtype=int), minlength=len(classes))
+        write_quality(str(out / "quality.csv"), classes, thresholds, kept, refused)
+        log.info("merged %d shards: %d images added", len(candidate_files), len(added))
+    else:
+        log.info("merged %d shards: shards %s must be searched deeper", len(candidate_files), deeper)
+    with atomic_path(str(out / "status.json")) as tmp:
+        Path(tmp).write_text(json.dumps(status))
+    return status
+
+
+def latest_rounds(shards: int, deepened: list[list[int]]) -> list[int]:
+    """The round whose candidates each shard's merge reads: round 0 for all, then the last round
+    that deepened it (``deepened[r]``: the shards round r's merge asked round r+1 to search)."""
+    latest = [0] * shards
+    for round_, asked in enumerate(deepened):
+        for shard in asked:
+            latest[shard] = round_ + 1
+    return latest
+
+
+def retrieve_sharded(
+    pool_manifest: str,
+    shard_embeddings: list[str],
+    queries_path: str,
+    subset_manifest: str,
+    classes_path: str,
+    work_dir: str,
+    settings: Retrieval | None = None,
+    *,
+    shard_image_embeddings: list[str] | None = None,
+    shard_excluded: list[str] | None = None,
+    query_manifest: str | None = None,
+    class_prompts: str | None = None,
+    max_rounds: int = 10,
+) -> pd.DataFrame:
+    """The map and reduce in one process, round after round, as the workflow runs them; the added manifest."""
+    shards = len(shard_embeddings)
+    work = Path(work_dir)
+    deepened: list[list[int]] = []
+    for round_ in range(max_rounds):
+        asked = range(shards) if round_ == 0 else deepened[-1]
+        for shard in asked:
+            search_shard(
+                pool_manifest,
+                shard,
+                shards,
+                shard_embeddings[shard],
+                queries_path,
+                subset_manifest,
+                classes_path,
+                str(work / f"round{round_}/shard{shard}.npz"),
+                settings,
+                round_=round_,
+                query_manifest=query_manifest,
+                image_embeddings=shard_image_embeddings[shard] if shard_image_embeddings else None,
+                class_prompts=class_prompts,
+                exclude=shard_excluded[shard] if shard_excluded else None,
+            )
+        latest = latest_rounds(shards, deepened)
+        files = [str(work / f"round{latest[shard]}/shard{shard}.npz") for shard in range(shards)]
+        merged = work / f"round{round_}/merged"
+        status = merge_shards(
+            pool_manifest,
+            files,
+            queries_path,
+            subset_manifest,
+            classes_path,
+            str(merged),
+            settings,
+            query_manifest=query_manifest,
+        )
+        if status["done"]:
+            return read_manifest(str(merged / "added.csv"))
+        deepened.append(status["deepen"])
+    raise RuntimeError(f"the merge still asked for deeper shard searches after {max_rounds} rounds")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    search = commands.add_parser("search", help="search one shard of the pool")
+    search.add_argument("--shard", type=int, required=True)
+    search.add_argument("--shards", type=int, required=True, help="blocks the pool's rows are split into")
+    search.add_argument("--pool-embeddings", required=True, help=".npy of the shard's image or caption embeddings")
+    search.add_argument("--image-embeddings", help="the shard's image embeddings (default: --pool-embeddings)")
+    search.add_argument("--exclude", help="table of pool rows to leave out (augbench.exclude)")
+    search.add_argument("--class-prompts", help=".npy of the class prompts' CLIP text embeddings")
+    search.add_argument("--round", type=int, default=0, help="round of the search (deeper each round)")
+    search.add_argument("--out", required=True, help=".npz of the shard's candidates")
+    merged = commands.add_parser("merge", help="merge the shards' candidates into the added manifest")
+    merged.add_argument("--candidates", nargs="+", required=True, help="each shard's latest candidates (.npz)")
+    merged.add_argument("--out-dir", required=True, help="gets status.json, and added.csv and quality.csv when done")
+    for sub in (search, merged):
+        sub.add_argument("--pool", required=True, help="pool manifest")
+        sub.add_argument("--queries", required=True, help=".npy of query embeddings")
+        sub.add_argument("--query-manifest", help="manifest whose labels give each query's class (image queries)")
+        sub.add_argument("--subset", required=True, help="the real subset, which sets the per-class quota")
+        sub.add_argument("--classes", required=True)
+        add_settings(sub, Retrieval)
+    args = parser.parse_args(argv)
+    start_logging()
+    settings = settings_from(args, Retrieval)
+    if args.command == "search":
+        search_shard(
+            args.pool,
+            args.shard,
+            args.shards,
+            args.pool_embeddings,
+            args.queries,
+            args.subset,
+            args.classes,
+            args.out,
+            settings,
+            round_=args.round,
+            query_manifest=args.query_manifest,
+            image_embeddings=args.image_embeddings,
+            class_prompts=args.class_prompts,
+            exclude=args.exclude,
+        )
+    else:
+        merge_shards(
+            args.pool,
+            args.candidates,
+            args.queries,
+            args.subset,
+            args.classes,
+            args.out_dir,
+            settings,
+            query_manifest=args.query_manifest,
+        )
+
+
+if __name__ == "__main__":
+    main()
