@@ -39,6 +39,7 @@ from augbench.copies import (
     write_table,
 )
 from augbench.files import read_manifest
+from augbench.shards import shard_block
 
 log = logging.getLogger(__name__)
 
@@ -106,19 +107,29 @@ def exclusions(
     eval_embeddings: str | None = None,
     train_manifest: str | None = None,
     train_embeddings: str | None = None,
+    shard: int = 0,
+    shards: int = 1,
 ) -> pd.DataFrame:
     """Write the table of pool rows to leave out: copies of the evaluation and training images
-    (the files named) for each threshold ``checks`` sets, and the rows ``safety`` tags."""
+    (the files named) for each threshold ``checks`` sets, and the rows ``safety`` tags.
+
+    With ``shards`` > 1, only the ``shard``-th block of the pool's rows, whose embeddings
+    ``pool_embeddings`` holds; the table's pool rows are the pool's."""
     checks, safety = checks or CopyChecks(), safety or SafetyTags()
-    pool = read_manifest(pool_manifest, labelled=False)
+    whole = read_manifest(pool_manifest, labelled=False)
+    block = shard_block(len(whole), shard, shards)
+    pool = whole.iloc[block].reset_index(drop=True)
     embeddings = np.load(pool_embeddings, mmap_mode="r")
     if len(embeddings) != len(pool):
-        raise ValueError(f"{pool_embeddings} has {len(embeddings)} rows but {pool_manifest} lists {len(pool)} images")
+        where = f"shard {shard} of {shards} of {pool_manifest}" if shards > 1 else pool_manifest
+        raise ValueError(f"{pool_embeddings} has {len(embeddings)} rows but {where} lists {len(pool)} images")
     found = [
         safety_tagged(pool, safety.safety_column, list(safety.drop_safety_values), f"pool manifest {pool_manifest}")
     ]
     turned_on = copy_checks(checks, eval_manifest, eval_embeddings, train_manifest, train_embeddings)
     found += [copies(pool, embeddings, check, checks.index_memory_gb) for check in turned_on]
+    offset = int(block[0]) if len(block) else 0
+    found = [frame.assign(pool_row=frame.pool_row.astype(np.int64) + offset) for frame in found]
     return write_table(out, found, "pool images")
 
 
@@ -127,6 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pool", required=True, help="pool manifest")
     parser.add_argument("--pool-embeddings", required=True, help=".npy of the pool's CLIP image embeddings")
     parser.add_argument("--out", required=True, help="CSV of the pool rows to leave out, and why")
+    parser.add_argument("--shard", type=int, default=0, help="which block of the pool's rows --pool-embeddings holds")
+    parser.add_argument("--shards", type=int, default=1, help="blocks the pool's rows are split into")
     add_copy_check_arguments(parser)
     add_settings(parser, SafetyTags)
     args = parser.parse_args(argv)
@@ -138,6 +151,8 @@ def main(argv: list[str] | None = None) -> None:
         settings_from(args, CopyChecks),
         settings_from(args, SafetyTags),
         **reference_files(args),
+        shard=args.shard,
+        shards=args.shards,
     )
     log.info("%d pool images left out of retrieval, listed in %s", table.pool_row.nunique(), args.out)
 

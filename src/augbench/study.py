@@ -111,8 +111,23 @@ def resolve(config: dict) -> dict:
     against the schema and its defaults filled in (data, models and names are the Study's checks)."""
     if config.get("methods_file"):
         config["methods"] = merge_registry(read_registry(config["methods_file"]), config.get("methods") or {})
+    check_renamed_keys(config)
     check_schema(config)
     return fill_defaults(config)
+
+
+# Keys a config of an older augbench may still use: old -> new.
+RENAMED_KEYS = {"pool.embed_shards": "pool.shards"}
+
+
+def check_renamed_keys(config: dict) -> None:
+    for old, new in RENAMED_KEYS.items():
+        section, key = old.split(".")
+        if isinstance(config.get(section), dict) and key in config[section]:
+            raise ConfigError(
+                f"config {old} was renamed {new} (the pool is now embedded, screened and searched "
+                f"in {new} shards): write {new}: {config[section][key]}"
+            )
 
 
 def is_manifest(path: str) -> bool:
@@ -215,6 +230,24 @@ class Study:
     @property
     def pool_clip_retrieval(self) -> str | None:
         return self.config["pool"]["embeddings"]
+
+    @property
+    def pool_shard_count(self) -> int:
+        """The blocks of rows the pool is embedded, screened and searched in (pool.shards)."""
+        return self.config["pool"]["shards"]
+
+    def pool_shard_embeddings(self, kind: str, shard) -> str:
+        """One shard's image or caption embeddings (a clip-retrieval folder's are joined: one shard)."""
+        if self.pool_clip_retrieval:
+            return self.paths.pool_image_embeddings if kind == "images" else self.paths.pool_caption_embeddings
+        return f"{self.paths.results}/embed/pool_{kind}/shard{shard}.npy"
+
+    def pool_shard_excluded(self, shard) -> str:
+        return f"{self.paths.results}/pool/excluded/shard{shard}.csv"
+
+    def retrieval_round(self, method: str, round_) -> str:
+        """The folder of a retrieval method's search round: each shard's candidates, and the merge."""
+        return f"{self.paths.results}/retrieve/{method}/round{round_}"
 
     def pool_shard_files(self) -> list[str] | str:
         """A folder of shards is one input; a glob pattern is the tars it matches."""
@@ -405,7 +438,7 @@ class Study:
         elif self.local_retrieval_methods():
             lists["pool"] = [
                 f"{results}/embed/pool_images/shard{shard}.unreadable.csv"
-                for shard in range(self.config["pool"]["embed_shards"])
+                for shard in range(self.pool_shard_count)
             ]
         return lists
 
@@ -546,9 +579,10 @@ class Study:
             **self.clip_filter_options(method),
         }
 
-    def retrieval_options(self, method: str) -> dict:
+    def retrieval_options(self, method: str, stage: str = "search") -> dict:
+        """Options of a method's shard searches (``stage`` "search") or of their merge ("merge")."""
         params = self.methods[method]
-        return {
+        options = {
             "per_class": self.added_per_class(method),
             "overfetch": params["overfetch"],
             "dedup": params["dedup"],
@@ -557,11 +591,13 @@ class Study:
             "index_memory_gb": self.config["pool"]["index_memory_gb"],
             # A pool of URLs: candidates for the download step, more than the quota.
             "candidate_factor": params["download"]["factor"] if self.downloads(method) else None,
-            "image_embeddings": self.paths.pool_image_embeddings,
             # Image queries take their class from the subset's rows.
             "query_manifest": self.paths.subset if params["query"] == "image" else None,
             **self.clip_filter_options(method),
         }
+        if stage == "merge":  # the shards' searches tell which rows pass the CLIP-score filter
+            options.pop("class_prompts", None)
+        return options
 
     def service_options(self, method: str) -> dict:
         params = self.methods[method]
@@ -639,6 +675,11 @@ class Study:
             self.check_pretraining()
         self.check_paths()
         check_safety_column(config["pool"]["manifest"], config["pool"]["safety_column"])
+        if self.pool_clip_retrieval and self.pool_shard_count > 1:
+            raise ConfigError(
+                "config pool.shards: a clip-retrieval folder (pool.embeddings) is searched as one shard for now; "
+                "set pool.shards: 1"
+            )
         self.check_models()
         weights = config["classifier"]["init_weights"]
         if weights and not Path(weights).is_file():

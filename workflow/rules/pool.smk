@@ -25,9 +25,7 @@ if STUDY.pool_shards:
 
 if STUDY.pool_clip_retrieval:
 
-    # The clip-retrieval folder stands in for embedding the pool (embed_pool and its merge).
-    ruleorder: pool_from_clip_retrieval > merge_pool_embeddings
-
+    # The clip-retrieval folder stands in for embedding the pool (embed_pool): one shard.
     rule pool_from_clip_retrieval:
         input:
             folder=STUDY.pool_clip_retrieval,

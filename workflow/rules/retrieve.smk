@@ -1,14 +1,22 @@
+# The pool in pool.shards blocks of rows: each is screened and searched by its own jobs (none
+# reads another shard's vectors); a merge per method joins the shards' candidates.
+
+
 rule screen_pool:
     input:
         unpack(copy_references),
         pool=PATHS.pool_manifest,
-        pool_embeddings=PATHS.pool_image_embeddings,
+        pool_embeddings=lambda wildcards: STUDY.pool_shard_embeddings(
+            "images", wildcards.shard
+        ),
     output:
-        excluded=PATHS.pool_excluded,
+        excluded=STUDY.pool_shard_excluded("{shard}"),
     log:
-        f"{LOGS}/retrieve/screen_pool.log",
+        f"{LOGS}/retrieve/screen_pool/shard{{shard}}.log",
     benchmark:
-        benchmark_of("screen_pool", "screen_pool")
+        benchmark_of("screen_pool", "shard{shard}")
+    wildcard_constraints:
+        shard=r"\d+",
     conda:
         ENV
     # faiss searches on every thread the job has.
@@ -24,42 +32,107 @@ rule screen_pool:
                 "safety_column": config["pool"]["safety_column"],
                 "drop_safety_values": ",".join(config["pool"]["drop_safety_values"]),
                 "index_memory_gb": config["pool"]["index_memory_gb"],
+                "shards": STUDY.pool_shard_count,
             }
         ),
     shell:
         "python -m augbench.exclude --pool {input.pool}"
         " --pool-embeddings {input.pool_embeddings} --out {output.excluded}"
-        " {params.references} {params.options} > {log} 2>&1"
+        " --shard {wildcards.shard} {params.references} {params.options} > {log} 2>&1"
 
 
-rule retrieve:
+rule merge_pool_exclusions:
+    input:
+        [STUDY.pool_shard_excluded(shard) for shard in range(STUDY.pool_shard_count)],
+    output:
+        PATHS.pool_excluded,
+    log:
+        f"{LOGS}/retrieve/merge_pool_exclusions.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=grows(4000),
+        runtime=grows(30),
+    params:
+        parts=lambda wildcards, input: cli_options({"part": list(input)}),
+    shell:
+        "python -m augbench.collect exclusions {params.parts} --out {output} > {log} 2>&1"
+
+
+def searched_embeddings(wildcards):
+    kind = "captions" if METHODS[wildcards.method]["index"] == "caption" else "images"
+    return STUDY.pool_shard_embeddings(kind, wildcards.shard)
+
+
+def query_embeddings(wildcards):
+    if METHODS[wildcards.method]["query"] == "image":
+        return PATHS.subset_embeddings
+    return PATHS.class_prompts
+
+
+def deepened_shards(method, rounds):
+    """The shards each of the first ``rounds`` merges asked to search deeper (read once they ran)."""
+    asked = []
+    for round_ in range(rounds):
+        merged = checkpoints.merge_pool_shards.get(method=method, round=round_).output[
+            0
+        ]
+        asked.append(json.loads((Path(merged) / "status.json").read_text())["deepen"])
+    return asked
+
+
+def shard_candidates(wildcards):
+    """Each shard's latest candidates as of a round: round 0's, or a later round's that searched it deeper."""
+    from augbench.sharded_retrieval import latest_rounds
+
+    asked = deepened_shards(wildcards.method, int(wildcards.round))
+    latest = latest_rounds(STUDY.pool_shard_count, asked)
+    return [
+        f"{STUDY.retrieval_round(wildcards.method, latest[shard])}/shard{shard}.npz"
+        for shard in range(STUDY.pool_shard_count)
+    ]
+
+
+def final_merge(wildcards):
+    """The merge of the first round whose candidates were deep enough."""
+    round_ = 0
+    while True:
+        merged = checkpoints.merge_pool_shards.get(
+            method=wildcards.method, round=round_
+        ).output[0]
+        if json.loads((Path(merged) / "status.json").read_text())["done"]:
+            return merged
+        round_ += 1
+
+
+LOCAL_RETRIEVAL = STUDY.retrieval_methods("local", download=False)
+LOCAL_RETRIEVAL += STUDY.retrieval_methods("local", download=True)
+
+
+rule search_pool_shard:
     input:
         unpack(clip_filter_inputs),
         pool=PATHS.pool_manifest,
-        pool_embeddings=lambda wildcards: (
-            PATHS.pool_caption_embeddings
-            if METHODS[wildcards.method]["index"] == "caption"
-            else PATHS.pool_image_embeddings
-        ),
-        queries=lambda wildcards: (
-            PATHS.subset_embeddings
-            if METHODS[wildcards.method]["query"] == "image"
-            else PATHS.class_prompts
-        ),
+        pool_embeddings=searched_embeddings,
+        queries=query_embeddings,
         # Unreadable and identical pool images are told by their image embeddings, whatever is searched.
-        image_embeddings=PATHS.pool_image_embeddings,
-        excluded=PATHS.pool_excluded,
+        image_embeddings=lambda wildcards: STUDY.pool_shard_embeddings(
+            "images", wildcards.shard
+        ),
+        excluded=lambda wildcards: STUDY.pool_shard_excluded(wildcards.shard),
         subset=rules.subset.output.subset,
         classes=CLASSES,
     output:
-        manifest=STUDY.added_manifest("{method}"),
-        quality=f"{RESULTS}/added/{{method}}/quality.csv",
+        f"{RESULTS}/retrieve/{{method}}/round{{round}}/shard{{shard}}.npz",
     log:
-        f"{LOGS}/retrieve/{{method}}.log",
+        f"{LOGS}/retrieve/{{method}}/round{{round}}/shard{{shard}}.log",
     benchmark:
-        benchmark_of("retrieve", "{method}/retrieve")
+        benchmark_of("search_pool_shard", "{method}/round{round}_shard{shard}")
     wildcard_constraints:
-        method=alternation(STUDY.retrieval_methods("local", download=False)),
+        method=alternation(LOCAL_RETRIEVAL),
+        round=r"\d+",
+        shard=r"\d+",
     conda:
         ENV
     threads: 1
@@ -68,12 +141,63 @@ rule retrieve:
         runtime=grows(30),
     params:
         options=method_options(STUDY.retrieval_options),
+        shards=STUDY.pool_shard_count,
     shell:
-        "python -m augbench.retrieve --pool {input.pool}"
-        " --pool-embeddings {input.pool_embeddings} --queries {input.queries}"
-        " --subset {input.subset} --classes {input.classes}"
-        " --exclude {input.excluded} --out {output.manifest} --quality {output.quality}"
-        " {params.options} > {log} 2>&1"
+        "python -m augbench.sharded_retrieval search --pool {input.pool}"
+        " --shard {wildcards.shard} --shards {params.shards} --round {wildcards.round}"
+        " --pool-embeddings {input.pool_embeddings} --image-embeddings {input.image_embeddings}"
+        " --exclude {input.excluded} --queries {input.queries} --subset {input.subset}"
+        " --classes {input.classes} --out {output} {params.options} > {log} 2>&1"
+
+
+# A checkpoint: when a class needs deeper lists than the shards gave, the merge names the shards
+# to search deeper, and the next round searches only those (see augbench.sharded_retrieval).
+checkpoint merge_pool_shards:
+    input:
+        candidates=shard_candidates,
+        pool=PATHS.pool_manifest,
+        queries=query_embeddings,
+        subset=rules.subset.output.subset,
+        classes=CLASSES,
+    output:
+        directory(f"{RESULTS}/retrieve/{{method}}/round{{round}}/merged"),
+    log:
+        f"{LOGS}/retrieve/{{method}}/round{{round}}/merge.log",
+    benchmark:
+        benchmark_of("merge_pool_shards", "{method}/round{round}")
+    wildcard_constraints:
+        method=alternation(LOCAL_RETRIEVAL),
+        round=r"\d+",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=grows(8000),
+        runtime=grows(30),
+    params:
+        options=lambda wildcards: cli_options(
+            STUDY.retrieval_options(wildcards.method, "merge")
+        ),
+    shell:
+        "python -m augbench.sharded_retrieval merge --pool {input.pool}"
+        " --candidates {input.candidates} --queries {input.queries} --subset {input.subset}"
+        " --classes {input.classes} --out-dir {output} {params.options} > {log} 2>&1"
+
+
+rule retrieve:
+    input:
+        merged=final_merge,
+    output:
+        manifest=STUDY.added_manifest("{method}"),
+        quality=f"{RESULTS}/added/{{method}}/quality.csv",
+    log:
+        f"{LOGS}/retrieve/{{method}}.log",
+    wildcard_constraints:
+        method=alternation(STUDY.retrieval_methods("local", download=False)),
+    localrule: True
+    shell:
+        "cp {input.merged}/added.csv {output.manifest} && cp {input.merged}/quality.csv {output.quality}"
+        " > {log} 2>&1"
 
 
 # A pool of URLs (a url column): the local search writes candidates, which are downloaded.
