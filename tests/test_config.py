@@ -200,6 +200,10 @@ CASES = {
         lambda c: c["pool"].update(drop_safety_values="NSFW"),
         ["config pool.drop_safety_values: 'NSFW' is not of type 'array'"],
     ),
+    "the old name of pool.shards": (
+        lambda c: c["pool"].update(embed_shards=4),
+        ["config pool.embed_shards was renamed pool.shards", "write pool.shards: 4"],
+    ),
     "kNN service without its URL": (
         lambda c: c["methods"]["retrieve_text"].update(backend="clip_service"),
         ["config methods.retrieve_text.service.url: backend clip_service needs the service's kNN endpoint"],

@@ -437,8 +437,7 @@ class Study:
             lists["pool"] = [self.paths.pool_clip_retrieval_unreadable]
         elif self.local_retrieval_methods():
             lists["pool"] = [
-                f"{results}/embed/pool_images/shard{shard}.unreadable.csv"
-                for shard in range(self.pool_shard_count)
+                f"{results}/embed/pool_images/shard{shard}.unreadable.csv" for shard in range(self.pool_shard_count)
             ]
         return lists
 
