@@ -17,21 +17,21 @@ from augbench.stub import make_stub
 
 from helpers import REPO, snakemake
 
-PRESETS = ["imagenet10", "imagenet", "caltech256"]
+PRESETS = ["imagenet10", "imagenet", "caltech256", "imagenet10-relaion"]
 # What each preset reads: the dataset's trees (Caltech-256 is one tree that a job splits).
 STUB_PATHS = {
     "imagenet10": ["data/imagenet/train", "data/imagenet/val"],
     "imagenet": ["data/imagenet/train", "data/imagenet/val"],
     "caltech256": ["data/caltech256/256_ObjectCategories"],
+    "imagenet10-relaion": ["data/imagenet/train", "data/imagenet/val", "data/relaion2b-en/shards"],
 }
 
 
 def stub_data_root(workdir: Path, preset: str = "imagenet10") -> None:
     """What a dry run needs of the data (python -m augbench.stub), and the shipped class list."""
     made = make_stub(str(REPO / "configs" / f"{preset}.yaml"), str(workdir))
-    assert sorted(path.relative_to(workdir).as_posix() for path in made) == STUB_PATHS[preset] + [
-        "data/pool/manifest.csv"
-    ]
+    pool = [] if "relaion" in preset else ["data/pool/manifest.csv"]
+    assert sorted(path.relative_to(workdir).as_posix() for path in made) == sorted(STUB_PATHS[preset] + pool)
     (workdir / "resources").symlink_to(REPO / "resources")
 
 
@@ -59,10 +59,22 @@ def test_preset_dry_run_through_the_slurm_profile_needs_no_data(preset, tmp_path
     generated = [params for params in methods.values() if params["kind"] == "generate"]
     assert counts["generate"] == sum(params["shards"] for params in generated)
     # Trees are listed (and one tree split) by jobs, not while the DAG is built.
-    assert counts["list_dataset"] == len(STUB_PATHS[preset])
+    assert counts["list_dataset"] == len(
+        [path for path in STUB_PATHS[preset] if "/imagenet/" in path or "caltech" in path]
+    )
     assert counts.get("split_dataset", 0) == (config["dataset"].get("split") is not None)
     # Sharded by config: hundreds to a few thousand jobs for 1,000 classes, not tens of thousands.
     assert 300 <= counts["total"] <= 3000
+    # The pool: each stage runs a job per block of pool.shards_per_job shards (a round of search per method).
+    pool = config["pool"]
+    jobs = pool["shards"] // pool.get("shards_per_job", 1)
+    assert counts["embed_pool"] == counts["screen_pool"] == jobs
+    local = [
+        params
+        for params in methods.values()
+        if params["kind"] == "retrieve" and params.get("backend") != "clip_service"
+    ]
+    assert counts["search_pool_shard"] == jobs * len(local) and counts["merge_pool_shards"] == len(local)
 
 
 @pytest.mark.parametrize("preset", ["imagenet10", "caltech256"])

@@ -55,7 +55,7 @@ METHODS = {  # searched embeddings, queries, query manifest
 }
 
 
-def _sharded(root, method, shards, tmp_path, settings=None):
+def _sharded(root, method, shards, tmp_path, settings=None, parts=1):
     searched, queries, query_manifest = METHODS[method]
     return sharded_retrieval.retrieve_sharded(
         str(root / "pool.csv"),
@@ -68,6 +68,7 @@ def _sharded(root, method, shards, tmp_path, settings=None):
         shard_image_embeddings=_split(root, "images", shards),
         shard_excluded=[str(root / "excluded.csv")] * shards,
         query_manifest=str(root / query_manifest) if query_manifest else None,
+        parts=parts,
     )
 
 
@@ -82,6 +83,12 @@ def test_exact_search_gives_the_same_manifest_at_1_3_and_8_shards(pool, method, 
     images = np.load(pool / "images.npy")
     fingerprints = {np.round(images[row], 3).tobytes() for row in added.pool_row}
     assert len(fingerprints) == len(added)  # identical images once
+
+
+def test_a_job_that_searches_its_shards_one_after_another_gives_the_same_manifest(pool, tmp_path):
+    # pool.shards: 8 with pool.shards_per_job: 4, as two jobs of four shards each.
+    one = _sharded(pool, "image", 1, tmp_path)
+    pd.testing.assert_frame_equal(one, _sharded(pool, "image", 2, tmp_path / "blocks", parts=4))
 
 
 def test_a_merge_that_needs_deeper_lists_has_shards_search_deeper_in_a_next_round(pool, tmp_path):

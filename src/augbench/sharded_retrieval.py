@@ -101,8 +101,10 @@ def search_shard(
     image_embeddings: str | None = None,
     class_prompts: str | None = None,
     exclude: str | None = None,
+    parts: int = 1,
 ) -> dict[str, np.ndarray]:
-    """Search one shard (the ``shard``-th of ``shards`` blocks of the pool's rows) and write its candidates."""
+    """Search one shard (the ``shard``-th of ``shards`` blocks of the pool's rows) and write its candidates;
+    with ``parts`` > 1 the block is that many shards, indexed one after another, whose lists are joined."""
     settings = settings or Retrieval()
     classes = read_classes(classes_path)
     pool = read_manifest(pool_manifest, labelled=False)
@@ -124,13 +126,22 @@ def search_shard(
     # Identical images are told apart in the merge (they may lie in different shards), so none is dropped here.
     searched = searchable_rows(fingerprints, dedup=False, excluded=excluded)
     depth = min(len(searched), round_depth(first, round_))
-    rows = np.full((len(queries), depth), -1, dtype=np.int64)
-    scores = np.full((len(queries), depth), -np.inf, dtype=np.float32)
-    if depth:
-        index = build_index(embeddings, searched, settings.search, settings.index_memory_gb * 1e9, settings.nprobe)
-        scores, ids = index.search(queries, depth)
-        rows = np.where(ids >= 0, searched[np.maximum(ids, 0)], -1)
-        scores = np.where(ids >= 0, scores, -np.inf).astype(np.float32)
+    rows = np.full((len(queries), 0), -1, dtype=np.int64)
+    scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+    # A job may hold several shards (pool.shards_per_job): each is indexed and searched in turn, so
+    # one shard's index is in memory at a time, and their lists are joined as one shard's would be.
+    for part in range(parts):
+        span = shard_block(len(block), part, parts)
+        inside = searched[(searched >= span[0]) & (searched <= span[-1])] if len(span) else searched[:0]
+        if depth == 0 or len(inside) == 0:
+            continue
+        index = build_index(embeddings, inside, settings.search, settings.index_memory_gb * 1e9, settings.nprobe)
+        part_scores, ids = index.search(queries, min(depth, len(inside)))
+        del index
+        rows = np.concatenate([rows, np.where(ids >= 0, inside[np.maximum(ids, 0)], -1)], axis=1)
+        scores = np.concatenate([scores, np.where(ids >= 0, part_scores, -np.inf).astype(np.float32)], axis=1)
+        order = np.lexsort((np.where(rows >= 0, rows, NO_ROW), -scores), axis=1)[:, :depth]
+        rows, scores = np.take_along_axis(rows, order, axis=1), np.take_along_axis(scores, order, axis=1)
     found = rows >= 0
     unique = np.unique(rows[found])
     digests = np.zeros(rows.shape + (2,), dtype=np.uint64)
@@ -372,6 +383,7 @@ def retrieve_sharded(
     shard_excluded: list[str] | None = None,
     query_manifest: str | None = None,
     class_prompts: str | None = None,
+    parts: int = 1,
     max_rounds: int = 10,
 ) -> pd.DataFrame:
     """The map and reduce in one process, round after round, as the workflow runs them; the added manifest."""
@@ -396,6 +408,7 @@ def retrieve_sharded(
                 image_embeddings=shard_image_embeddings[shard] if shard_image_embeddings else None,
                 class_prompts=class_prompts,
                 exclude=shard_excluded[shard] if shard_excluded else None,
+                parts=parts,
             )
         latest = latest_rounds(shards, deepened)
         files = [str(work / f"round{latest[shard]}/shard{shard}.npz") for shard in range(shards)]
@@ -427,6 +440,7 @@ def main(argv: list[str] | None = None) -> None:
     search.add_argument("--exclude", help="table of pool rows to leave out (augbench.exclude)")
     search.add_argument("--class-prompts", help=".npy of the class prompts' CLIP text embeddings")
     search.add_argument("--round", type=int, default=0, help="round of the search (deeper each round)")
+    search.add_argument("--parts", type=int, default=1, help="shards in the block, indexed one at a time")
     search.add_argument("--out", required=True, help=".npz of the shard's candidates")
     merged = commands.add_parser("merge", help="merge the shards' candidates into the added manifest")
     merged.add_argument("--candidates", nargs="+", required=True, help="each shard's latest candidates (.npz)")
@@ -457,6 +471,7 @@ def main(argv: list[str] | None = None) -> None:
             image_embeddings=args.image_embeddings,
             class_prompts=args.class_prompts,
             exclude=args.exclude,
+            parts=args.parts,
         )
     else:
         merge_shards(

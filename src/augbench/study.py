@@ -232,9 +232,10 @@ class Study:
         return self.config["pool"]["embeddings"]
 
     @property
-    def pool_shard_count(self) -> int:
-        """The blocks of rows the pool is embedded, screened and searched in (pool.shards)."""
-        return self.config["pool"]["shards"]
+    def pool_jobs(self) -> int:
+        """The jobs the pool is embedded, screened and searched in, each a block of rows of
+        pool.shards_per_job shards (a search indexes them one after another)."""
+        return self.config["pool"]["shards"] // self.config["pool"]["shards_per_job"]
 
     def pool_shard_embeddings(self, kind: str, shard) -> str:
         """One shard's image or caption embeddings (a clip-retrieval folder's are joined: one shard)."""
@@ -437,7 +438,7 @@ class Study:
             lists["pool"] = [self.paths.pool_clip_retrieval_unreadable]
         elif self.local_retrieval_methods():
             lists["pool"] = [
-                f"{results}/embed/pool_images/shard{shard}.unreadable.csv" for shard in range(self.pool_shard_count)
+                f"{results}/embed/pool_images/shard{shard}.unreadable.csv" for shard in range(self.pool_jobs)
             ]
         return lists
 
@@ -674,7 +675,12 @@ class Study:
             self.check_pretraining()
         self.check_paths()
         check_safety_column(config["pool"]["manifest"], config["pool"]["safety_column"])
-        if self.pool_clip_retrieval and self.pool_shard_count > 1:
+        pool = config["pool"]
+        if pool["shards"] % pool["shards_per_job"]:
+            raise ConfigError(
+                f"config pool.shards_per_job: {pool['shards_per_job']} does not divide pool.shards ({pool['shards']})"
+            )
+        if self.pool_clip_retrieval and pool["shards"] > 1:
             raise ConfigError(
                 "config pool.shards: a clip-retrieval folder (pool.embeddings) is searched as one shard for now; "
                 "set pool.shards: 1"

@@ -107,10 +107,10 @@ def shard_candidates(wildcards):
     from augbench.sharded_retrieval import latest_rounds
 
     asked = deepened_shards(wildcards.method, int(wildcards.round))
-    latest = latest_rounds(STUDY.pool_shard_count, asked)
+    latest = latest_rounds(STUDY.pool_jobs, asked)
     return [
         f"{STUDY.retrieval_round(wildcards.method, latest[shard])}/shard{shard}.npz"
-        for shard in range(STUDY.pool_shard_count)
+        for shard in range(STUDY.pool_jobs)
     ]
 
 

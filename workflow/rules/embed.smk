@@ -23,7 +23,7 @@ rule embed_pool:
             {
                 **config["clip"],
                 "device": config["device"],
-                "shards": STUDY.pool_shard_count,
+                "shards": STUDY.pool_jobs,
             }
         ),
     shell:
@@ -85,7 +85,7 @@ rule embed_pool_captions:
                 "model": config["clip"]["model"],
                 "pretrained": config["clip"]["pretrained"],
                 "device": config["device"],
-                "shards": STUDY.pool_shard_count,
+                "shards": STUDY.pool_jobs,
             }
         ),
     shell:

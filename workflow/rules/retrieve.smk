@@ -32,7 +32,7 @@ rule screen_pool:
                 "safety_column": config["pool"]["safety_column"],
                 "drop_safety_values": ",".join(config["pool"]["drop_safety_values"]),
                 "index_memory_gb": config["pool"]["index_memory_gb"],
-                "shards": STUDY.pool_shard_count,
+                "shards": STUDY.pool_jobs,
             }
         ),
     shell:
@@ -43,7 +43,7 @@ rule screen_pool:
 
 rule merge_pool_exclusions:
     input:
-        [STUDY.pool_shard_excluded(shard) for shard in range(STUDY.pool_shard_count)],
+        [STUDY.pool_shard_excluded(shard) for shard in range(STUDY.pool_jobs)],
     output:
         PATHS.pool_excluded,
     log:
@@ -91,10 +91,11 @@ rule search_pool_shard:
         runtime=grows(30),
     params:
         options=method_options(STUDY.retrieval_options),
-        shards=STUDY.pool_shard_count,
+        shards=STUDY.pool_jobs,
+        parts=config["pool"]["shards_per_job"],
     shell:
         "python -m augbench.sharded_retrieval search --pool {input.pool}"
-        " --shard {wildcards.shard} --shards {params.shards} --round {wildcards.round}"
+        " --shard {wildcards.shard} --shards {params.shards} --parts {params.parts} --round {wildcards.round}"
         " --pool-embeddings {input.pool_embeddings} --image-embeddings {input.image_embeddings}"
         " --exclude {input.excluded} --queries {input.queries} --subset {input.subset}"
         " --classes {input.classes} --out {output} {params.options} > {log} 2>&1"
