@@ -37,8 +37,8 @@ import numpy as np
 import pandas as pd
 
 from augbench.cli import add_settings, settings_from, start_logging
-from augbench.copies import excluded_rows
 from augbench.files import atomic_path, read_classes, read_manifest, write_manifest
+from augbench.precomputed import check_unit_rows, open_embeddings, part_manifest, read_shard_table
 from augbench.quality import class_thresholds, read_class_features, write_quality
 from augbench.quotas import candidate_quotas, class_quotas
 from augbench.retrieve import Retrieval, searchable_rows
@@ -102,27 +102,23 @@ def search_shard(
     class_prompts: str | None = None,
     exclude: str | None = None,
     parts: int = 1,
+    shard_table: str | None = None,
 ) -> dict[str, np.ndarray]:
     """Search one shard (the ``shard``-th of ``shards`` blocks of the pool's rows) and write its candidates;
     with ``parts`` > 1 the block is that many shards, indexed one after another, whose lists are joined."""
     settings = settings or Retrieval()
     classes = read_classes(classes_path)
-    pool = read_manifest(pool_manifest, labelled=False)
-    block = shard_block(len(pool), shard, shards)
-    offset = int(block[0]) if len(block) else 0
-    embeddings = np.load(pool_embeddings, mmap_mode="r")
-    fingerprints = np.load(image_embeddings, mmap_mode="r") if image_embeddings else embeddings
-    for name, array in ((pool_embeddings, embeddings), (image_embeddings, fingerprints)):
-        if len(array) != len(block):
-            raise ValueError(
-                f"{name} has {len(array)} rows but shard {shard} of {shards} of {pool_manifest} has {len(block)}"
-            )
+    rows_of_shard, offset = shard_manifest(pool_manifest, shard, shards, shard_table)
+    embeddings = open_embeddings(pool_embeddings)
+    fingerprints = open_embeddings(image_embeddings) if image_embeddings else embeddings
+    for name, array in ((pool_embeddings, embeddings), (image_embeddings or pool_embeddings, fingerprints)):
+        if len(array) != len(rows_of_shard):
+            raise ValueError(f"{name} has {len(array)} rows but shard {shard} of the pool has {len(rows_of_shard)}")
+        check_unit_rows(array, name)
+    block = np.arange(len(rows_of_shard))
     queries = np.ascontiguousarray(np.load(queries_path), dtype=np.float32)
     _, labels, _, first = query_plan(subset_manifest, len(classes), len(queries), settings, query_manifest)
-    excluded = None
-    if exclude:
-        rows = excluded_rows(exclude, pool)
-        excluded = rows[(rows >= offset) & (rows < offset + len(block))] - offset
+    excluded = excluded_in_shard(exclude, rows_of_shard, offset) if exclude else None
     # Identical images are told apart in the merge (they may lie in different shards), so none is dropped here.
     searched = searchable_rows(fingerprints, dedup=False, excluded=excluded)
     depth = min(len(searched), round_depth(first, round_))
@@ -174,6 +170,52 @@ def search_shard(
             np.savez(handle, **result)
     log.info("shard %d of %d: %d searchable rows, %d candidates per query", shard, shards, len(searched), depth)
     return result
+
+
+def shard_manifest(
+    pool_manifest: str | None, shard: int, shards: int, shard_table: str | None = None
+) -> tuple[pd.DataFrame, int]:
+    """A shard's manifest rows and the pool row of its first: the ``shard``-th of ``shards`` blocks of
+    the pool manifest, or the part a shard table (``augbench.precomputed``) lists, read alone."""
+    if shard_table:
+        entry = read_shard_table(shard_table).iloc[shard]
+        frame = part_manifest(entry.metadata)
+        if len(frame) != int(entry.rows):
+            raise ValueError(f"{entry.metadata} has {len(frame)} rows but {shard_table} lists {entry.rows}")
+        return frame, int(entry.offset)
+    pool = read_manifest(pool_manifest, labelled=False)
+    block = shard_block(len(pool), shard, shards)
+    return pool.iloc[block].reset_index(drop=True), int(block[0]) if len(block) else 0
+
+
+def excluded_in_shard(exclude: str, rows_of_shard: pd.DataFrame, offset: int) -> np.ndarray:
+    """The rows of a shard (counted from its first) that an exclusion table lists, checked against its paths."""
+    table = pd.read_csv(exclude, keep_default_na=False)
+    rows = table.pool_row.to_numpy(dtype=np.int64)
+    inside = (rows >= offset) & (rows < offset + len(rows_of_shard))
+    local = rows[inside] - offset
+    moved = np.flatnonzero(rows_of_shard.path.to_numpy()[local] != table.path.to_numpy()[inside])
+    if len(moved):
+        row = int(local[moved[0]]) + offset
+        raise ValueError(
+            f"exclusion table {exclude} lists pool row {row} under another path: it was made for another pool"
+        )
+    return np.unique(local)
+
+
+def chosen_rows_manifest(pool_manifest: str | None, shard_table: str | None, rows: list[int]) -> pd.DataFrame:
+    """The manifest rows of the pool rows chosen (from the shards they lie in, with a shard table)."""
+    if not shard_table:
+        return read_manifest(pool_manifest, labelled=False).iloc[rows].reset_index(drop=True)
+    table = read_shard_table(shard_table)
+    rows = np.asarray(rows, dtype=np.int64)
+    shard_of = np.searchsorted(table.offset.to_numpy(), rows, side="right") - 1
+    pieces = {}
+    for shard in np.unique(shard_of).tolist():
+        entry = table.iloc[shard]
+        pieces[shard] = part_manifest(entry.metadata)
+    frames = [pieces[shard].iloc[[row - int(table.offset.iloc[shard])]] for shard, row in zip(shard_of, rows)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["path", "label"])
 
 
 class Candidates:
@@ -318,6 +360,7 @@ def merge_shards(
     settings: Retrieval | None = None,
     *,
     query_manifest: str | None = None,
+    shard_table: str | None = None,
 ) -> dict:
     """Merge shard candidates into ``out_dir``: ``status.json`` always; with ``"done": true`` also
     ``added.csv`` and ``quality.csv``, else ``"deepen"`` lists the shards a next round searches deeper."""
@@ -336,11 +379,11 @@ def merge_shards(
     out.mkdir(parents=True, exist_ok=True)
     status = {"done": chosen is not None, "deepen": deeper}
     if chosen is not None:
-        pool = read_manifest(pool_manifest, labelled=False)
         rows = [row for _, row, _ in chosen]
+        pool = chosen_rows_manifest(pool_manifest, shard_table, rows)
         added = pd.DataFrame(
             {
-                "path": pool.path.to_numpy()[rows],
+                "path": pool.path.to_numpy(),
                 "label": [label for label, _, _ in chosen],
                 "score": [score for _, _, score in chosen],
                 "pool_row": rows,
@@ -348,7 +391,7 @@ def merge_shards(
         )
         for column in ("caption", "url"):
             if column in pool:
-                added[column] = pool[column].to_numpy()[rows]
+                added[column] = pool[column].to_numpy()
         write_manifest(str(out / "added.csv"), added)
         kept = np.bincount(added.label.to_numpy(dtype=int), minlength=len(classes))
         write_quality(str(out / "quality.csv"), classes, thresholds, kept, refused)
@@ -384,6 +427,7 @@ def retrieve_sharded(
     query_manifest: str | None = None,
     class_prompts: str | None = None,
     parts: int = 1,
+    shard_table: str | None = None,
     max_rounds: int = 10,
 ) -> pd.DataFrame:
     """The map and reduce in one process, round after round, as the workflow runs them; the added manifest."""
@@ -409,6 +453,7 @@ def retrieve_sharded(
                 class_prompts=class_prompts,
                 exclude=shard_excluded[shard] if shard_excluded else None,
                 parts=parts,
+                shard_table=shard_table,
             )
         latest = latest_rounds(shards, deepened)
         files = [str(work / f"round{latest[shard]}/shard{shard}.npz") for shard in range(shards)]
@@ -422,6 +467,7 @@ def retrieve_sharded(
             str(merged),
             settings,
             query_manifest=query_manifest,
+            shard_table=shard_table,
         )
         if status["done"]:
             return read_manifest(str(merged / "added.csv"))
@@ -446,7 +492,9 @@ def main(argv: list[str] | None = None) -> None:
     merged.add_argument("--candidates", nargs="+", required=True, help="each shard's latest candidates (.npz)")
     merged.add_argument("--out-dir", required=True, help="gets status.json, and added.csv and quality.csv when done")
     for sub in (search, merged):
-        sub.add_argument("--pool", required=True, help="pool manifest")
+        pool = sub.add_mutually_exclusive_group(required=True)
+        pool.add_argument("--pool", help="pool manifest (a shard is a block of its rows)")
+        pool.add_argument("--shard-table", help="the pool's parts as shards (augbench.precomputed)")
         sub.add_argument("--queries", required=True, help=".npy of query embeddings")
         sub.add_argument("--query-manifest", help="manifest whose labels give each query's class (image queries)")
         sub.add_argument("--subset", required=True, help="the real subset, which sets the per-class quota")
@@ -472,6 +520,7 @@ def main(argv: list[str] | None = None) -> None:
             class_prompts=args.class_prompts,
             exclude=args.exclude,
             parts=args.parts,
+            shard_table=args.shard_table,
         )
     else:
         merge_shards(
@@ -483,6 +532,7 @@ def main(argv: list[str] | None = None) -> None:
             args.out_dir,
             settings,
             query_manifest=args.query_manifest,
+            shard_table=args.shard_table,
         )
 
 
