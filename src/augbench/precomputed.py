@@ -144,11 +144,13 @@ def shard_table(
     shards: int | None = None,
     caption_column: str | None = None,
     n_captions: int = 8,
+    check_against_model: bool = True,
 ) -> pd.DataFrame:
     """Write the table of a folder's parts as pool shards (rows, first pool row, files), checked.
 
-    ``shards``, where given, is the count the config expects (pool.shards). With ``model``, the
-    widths and a few captions' embeddings are checked against it (see the module's doc).
+    ``shards``, where given, is the count the config expects (pool.shards). ``model`` picks
+    DataComp's arrays, and the widths and a few captions' embeddings are checked against it
+    (see the module's doc) unless ``check_against_model`` is False.
     """
     parts = layout_parts(folder, layout, model)
     if shards is not None and len(parts) != shards:
@@ -167,7 +169,7 @@ def shard_table(
         rows.append(count)
     if len(widths) != 1:
         raise ValueError(f"the embeddings in {folder} differ in width: {sorted(widths)}")
-    if model:
+    if model and check_against_model:
         check_model(parts[0], widths.pop(), model, pretrained, folder, caption_column, n_captions)
     table = pd.DataFrame(
         {
