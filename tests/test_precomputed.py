@@ -3,9 +3,8 @@ import pandas as pd
 import pytest
 from test_pool import _metadata, write_clip_retrieval
 
-from augbench import precomputed, retrieve, sharded_retrieval
+from augbench import pool_parts, precomputed, retrieve, sharded_retrieval
 from augbench.files import write_classes, write_manifest
-
 
 # DataComp's ViT-L/14 arrays, without loading that CLIP to check them (the check is tested on a tiny one below).
 L14 = {"model": "ViT-L-14", "check_against_model": False}
@@ -36,7 +35,7 @@ def test_datacomp_parts_become_shards_read_where_they_lie(tmp_path):
     assert table.rows.tolist() == [5, 7, 3] and table.offset.tolist() == [0, 5, 12]
     spec = table.images.iloc[1]
     assert spec.endswith("00000001.npz::l14_img")
-    mapped = precomputed.open_embeddings(spec)
+    mapped = pool_parts.open_embeddings(spec)
     assert isinstance(mapped, np.memmap)  # mapped in place, not read into memory
     np.testing.assert_array_equal(mapped, np.load(tmp_path / "dc" / "00000001.npz")["l14_img"])
     with pytest.raises(ValueError, match="holds 3 parts .*set pool.shards: 3"):
@@ -47,7 +46,7 @@ def test_a_compressed_npz_is_read_and_a_part_that_does_not_correspond_is_refused
     write_datacomp(tmp_path / "dc", [4, 2], compressed=True)
     spec = f"{tmp_path / 'dc' / '00000000.npz'}::l14_txt"
     np.testing.assert_array_equal(
-        precomputed.open_embeddings(spec), np.load(tmp_path / "dc" / "00000000.npz")["l14_txt"]
+        pool_parts.open_embeddings(spec), np.load(tmp_path / "dc" / "00000000.npz")["l14_txt"]
     )
     np.savez(tmp_path / "dc" / "00000001.npz", l14_img=_unit(3, 16, 0), l14_txt=_unit(2, 16, 1))
     with pytest.raises(ValueError, match="l14_img has 3 rows but .*00000001.parquet has 2"):
@@ -74,9 +73,9 @@ def test_retrieval_from_datacomp_shards_equals_retrieval_from_the_joined_pool(tm
     sizes = [40, 25, 35]
     write_datacomp(tmp_path / "dc", sizes)
     table = precomputed.shard_table(str(tmp_path / "dc"), "datacomp", str(tmp_path / "shards.csv"), **L14)
-    joined = pd.concat([precomputed.part_manifest(path) for path in table.metadata], ignore_index=True)
+    joined = pd.concat([pool_parts.part_manifest(path) for path in table.metadata], ignore_index=True)
     write_manifest(tmp_path / "pool.csv", joined)
-    np.save(tmp_path / "pool.npy", np.concatenate([precomputed.open_embeddings(s) for s in table.images]))
+    np.save(tmp_path / "pool.npy", np.concatenate([pool_parts.open_embeddings(s) for s in table.images]))
     np.save(tmp_path / "prompts.npy", _unit(3, 16, 7).astype(np.float32))
     write_manifest(tmp_path / "subset.csv", pd.DataFrame({"path": list("abc"), "label": [0, 1, 2]}))
     write_classes(tmp_path / "classes.txt", ["x", "y", "z"])

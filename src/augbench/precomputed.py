@@ -31,8 +31,6 @@ from __future__ import annotations
 import argparse
 import logging
 import re
-import struct
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -40,68 +38,19 @@ import pandas as pd
 
 from augbench.cli import start_logging
 from augbench.files import atomic_path
-from augbench.search import release_pages
+from augbench.pool_parts import CAPTION_COLUMNS, TABLE_COLUMNS, clip_dimension, clip_retrieval_parts, open_embeddings
 
 log = logging.getLogger(__name__)
 
 LAYOUTS = ("clip-retrieval", "datacomp")
 # DataComp's arrays per CLIP: image and caption embeddings.
 DATACOMP_ARRAYS = {"ViT-L-14": ("l14_img", "l14_txt"), "ViT-B-32": ("b32_img", "b32_txt")}
-TABLE_COLUMNS = ["shard", "rows", "offset", "metadata", "images", "captions"]
-ZIP_LOCAL_HEADER = 30  # bytes before a member's name in a zip's local file header
-
-
-def open_embeddings(spec: str) -> np.ndarray:
-    """The embeddings a spec names, memory-mapped: ``file.npy`` or ``file.npz::array``."""
-    path, _, member = spec.partition("::")
-    if not member:
-        return np.load(path, mmap_mode="r")
-    with zipfile.ZipFile(path) as archive:
-        try:
-            info = archive.getinfo(f"{member}.npy")
-        except KeyError:
-            names = [name.removesuffix(".npy") for name in archive.namelist()]
-            raise ValueError(f"{path} has no array {member!r} (it has {names})") from None
-        if info.compress_type != zipfile.ZIP_STORED:
-            # Compressed (numpy.savez_compressed): read whole, which is one shard's vectors.
-            log.info("%s is compressed: reading %s into memory", path, member)
-            with archive.open(info) as handle:
-                return np.load(handle)
-    with open(path, "rb") as handle:
-        handle.seek(info.header_offset)
-        header = handle.read(ZIP_LOCAL_HEADER)
-        name_length, extra_length = struct.unpack("<HH", header[26:30])
-        handle.seek(info.header_offset + ZIP_LOCAL_HEADER + name_length + extra_length)
-        version = np.lib.format.read_magic(handle)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read_header(handle)
-        offset = handle.tell()
-    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
-
-
-def check_unit_rows(array: np.ndarray, name: str, chunk: int = 1 << 16) -> np.ndarray:
-    """The rows that are zero (images the embedder could not use); any other row must have unit
-    length, as inner-product search takes them to."""
-    zero = []
-    for start in range(0, len(array), chunk):
-        norms = np.linalg.norm(np.asarray(array[start : start + chunk], dtype=np.float32), axis=1)
-        release_pages(array)
-        off = np.flatnonzero((norms > 1e-6) & (np.abs(norms - 1) > 1e-2))
-        if len(off):
-            raise ValueError(
-                f"{name} row {start + off[0]} has length {norms[off[0]]:.3f}, not 1: "
-                "the embeddings must be L2-normalised"
-            )
-        zero += (start + np.flatnonzero(norms <= 1e-6)).tolist()
-    return np.asarray(zero, dtype=np.int64)
 
 
 def layout_parts(folder: str, layout: str, model: str | None = None) -> list[dict[str, str]]:
     """Each part of a folder in part order: {metadata, images, captions} (embedding specs)."""
     root = Path(folder)
     if layout == "clip-retrieval":
-        from augbench.pool import clip_retrieval_parts
-
         return [
             {"metadata": str(part["metadata"]), "images": str(part["img_emb"]), "captions": str(part["text_emb"])}
             for part in clip_retrieval_parts(folder)
@@ -187,13 +136,8 @@ def shard_table(
     return table
 
 
-CAPTION_COLUMNS = ("caption", "text", "TEXT")  # clip-retrieval's, DataComp's, LAION's
-
-
 def check_model(part, width, model, pretrained, folder, caption_column=None, n_captions: int = 8) -> None:
     """The width of ``model``, and the first captions of ``part`` embedded by it against the stored ones."""
-    from augbench.pool import clip_dimension
-
     expected, encode = clip_dimension(model, pretrained)
     if width != expected:
         raise ValueError(
@@ -213,35 +157,6 @@ def check_model(part, width, model, pretrained, folder, caption_column=None, n_c
             f"the caption embeddings in {folder} do not match clip.model {model} "
             f"(median cosine {agreement:.2f} over {count} captions): they were made with another CLIP"
         )
-
-
-def read_shard_table(path: str) -> pd.DataFrame:
-    table = pd.read_csv(path, keep_default_na=False)
-    missing = set(TABLE_COLUMNS) - set(table.columns)
-    if missing:
-        raise ValueError(f"shard table {path} lacks column(s) {sorted(missing)} (python -m augbench.precomputed)")
-    return table
-
-
-def part_manifest(metadata: str) -> pd.DataFrame:
-    """A part's metadata as manifest rows: ``path`` is its image file (clip-retrieval's image_path), else
-    its URL (downloaded once retrieved), else its uid; ``caption`` its caption or text."""
-    frame = pd.read_parquet(metadata)
-    for name in ("image_path", "url", "URL", "uid"):
-        if name in frame:
-            path = frame[name].astype(str)
-            break
-    else:
-        raise ValueError(f"{metadata} has none of image_path, url, uid to name its images by")
-    manifest = pd.DataFrame({"path": path.to_numpy(), "label": -1})
-    caption = next((name for name in CAPTION_COLUMNS if name in frame), None)
-    if caption:
-        manifest["caption"] = frame[caption].fillna("").astype(str).to_numpy()
-    for name in ("url", "URL"):
-        if name in frame:
-            manifest["url"] = frame[name].astype(str).to_numpy()
-            break
-    return manifest
 
 
 def main(argv: list[str] | None = None) -> None:

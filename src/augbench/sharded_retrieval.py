@@ -38,7 +38,15 @@ import pandas as pd
 
 from augbench.cli import add_settings, settings_from, start_logging
 from augbench.files import atomic_path, read_classes, read_manifest, write_manifest
-from augbench.precomputed import check_unit_rows, open_embeddings, part_manifest, read_shard_table
+from augbench.pool_parts import (
+    check_unit_rows,
+    chosen_rows_manifest,
+    excluded_in_shard,
+    open_embeddings,
+    part_manifest,
+    read_shard_table,
+    shard_manifest,
+)
 from augbench.quality import class_thresholds, read_class_features, write_quality
 from augbench.quotas import candidate_quotas, class_quotas
 from augbench.retrieve import Retrieval, searchable_rows
@@ -86,10 +94,10 @@ def round_depth(first: int, round_: int) -> int:
 
 
 def search_shard(
-    pool_manifest: str,
+    pool_manifest: str | None,
     shard: int,
     shards: int,
-    pool_embeddings: str,
+    pool_embeddings: str | None,
     queries_path: str,
     subset_manifest: str,
     classes_path: str,
@@ -103,64 +111,81 @@ def search_shard(
     exclude: str | None = None,
     parts: int = 1,
     shard_table: str | None = None,
+    index: str = "images",
 ) -> dict[str, np.ndarray]:
-    """Search one shard (the ``shard``-th of ``shards`` blocks of the pool's rows) and write its candidates;
-    with ``parts`` > 1 the block is that many shards, indexed one after another, whose lists are joined."""
+    """Search one job's block of the pool and write its candidates: the ``shard``-th of ``shards`` blocks
+    of the pool manifest's rows (``pool_embeddings`` and ``image_embeddings`` hold its rows), or, with a
+    shard table, its ``shard``-th block of ``parts`` parts (their ``index`` embeddings searched).
+
+    A block of ``parts`` shards is indexed one shard after another (one index in memory at a time),
+    and their lists are joined as one shard's would be."""
     settings = settings or Retrieval()
     classes = read_classes(classes_path)
-    rows_of_shard, offset = shard_manifest(pool_manifest, shard, shards, shard_table)
-    embeddings = open_embeddings(pool_embeddings)
-    fingerprints = open_embeddings(image_embeddings) if image_embeddings else embeddings
-    for name, array in ((pool_embeddings, embeddings), (image_embeddings or pool_embeddings, fingerprints)):
-        if len(array) != len(rows_of_shard):
-            raise ValueError(f"{name} has {len(array)} rows but shard {shard} of the pool has {len(rows_of_shard)}")
-        check_unit_rows(array, name)
-    block = np.arange(len(rows_of_shard))
     queries = np.ascontiguousarray(np.load(queries_path), dtype=np.float32)
     _, labels, _, first = query_plan(subset_manifest, len(classes), len(queries), settings, query_manifest)
-    excluded = excluded_in_shard(exclude, rows_of_shard, offset) if exclude else None
-    # Identical images are told apart in the merge (they may lie in different shards), so none is dropped here.
-    searched = searchable_rows(fingerprints, dedup=False, excluded=excluded)
-    depth = min(len(searched), round_depth(first, round_))
-    rows = np.full((len(queries), 0), -1, dtype=np.int64)
-    scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
-    # A job may hold several shards (pool.shards_per_job): each is indexed and searched in turn, so
-    # one shard's index is in memory at a time, and their lists are joined as one shard's would be.
-    for part in range(parts):
-        span = shard_block(len(block), part, parts)
-        inside = searched[(searched >= span[0]) & (searched <= span[-1])] if len(span) else searched[:0]
-        if depth == 0 or len(inside) == 0:
+    thresholds = class_thresholds(classes_path, settings.min_clip_score, settings.min_clip_score_file)
+    features = None
+    if thresholds is not None:
+        if not class_prompts:
+            raise ValueError("a min_clip_score needs the class prompts' CLIP embeddings (--class-prompts)")
+        features = read_class_features(class_prompts, classes)
+    wanted = round_depth(first, round_)
+    lists = {
+        "rows": np.full((len(queries), 0), -1, dtype=np.int64),
+        "scores": np.full((len(queries), 0), -np.inf, dtype=np.float32),
+        "digests": np.zeros((len(queries), 0, 2), dtype=np.uint64),
+        "passes": np.ones((len(queries), 0), dtype=bool),
+    }
+    searchable = 0
+    for piece in block_pieces(
+        pool_manifest, shard, shards, parts, shard_table, pool_embeddings, image_embeddings, index
+    ):
+        frame, offset, embeddings, fingerprints, name = piece
+        for array in (embeddings, fingerprints):
+            if len(array) != len(frame):
+                raise ValueError(f"{name} has {len(array)} rows but its part of the pool has {len(frame)}")
+            check_unit_rows(array, name)
+        excluded = excluded_in_shard(exclude, frame, offset) if exclude else None
+        # Identical images are told apart in the merge (they may lie in different shards): none is dropped here.
+        searched = searchable_rows(fingerprints, dedup=False, excluded=excluded)
+        searchable += len(searched)
+        if len(searched) == 0:
             continue
-        index = build_index(embeddings, inside, settings.search, settings.index_memory_gb * 1e9, settings.nprobe)
-        part_scores, ids = index.search(queries, min(depth, len(inside)))
-        del index
-        rows = np.concatenate([rows, np.where(ids >= 0, inside[np.maximum(ids, 0)], -1)], axis=1)
-        scores = np.concatenate([scores, np.where(ids >= 0, part_scores, -np.inf).astype(np.float32)], axis=1)
-        order = np.lexsort((np.where(rows >= 0, rows, NO_ROW), -scores), axis=1)[:, :depth]
-        rows, scores = np.take_along_axis(rows, order, axis=1), np.take_along_axis(scores, order, axis=1)
-    found = rows >= 0
-    unique = np.unique(rows[found])
-    digests = np.zeros(rows.shape + (2,), dtype=np.uint64)
-    passes = np.ones(rows.shape, dtype=bool)
-    if len(unique):
-        digests[found] = fingerprint_digests(fingerprints, unique)[np.searchsorted(unique, rows[found])]
-        thresholds = class_thresholds(classes_path, settings.min_clip_score, settings.min_clip_score_file)
-        if thresholds is not None:
-            if not class_prompts:
-                raise ValueError("a min_clip_score needs the class prompts' CLIP embeddings (--class-prompts)")
-            features = read_class_features(class_prompts, classes)
+        found_index = build_index(
+            embeddings, searched, settings.search, settings.index_memory_gb * 1e9, settings.nprobe
+        )
+        scores, ids = found_index.search(queries, min(wanted, len(searched)))
+        del found_index
+        local = np.where(ids >= 0, searched[np.maximum(ids, 0)], -1)
+        found = local >= 0
+        digests = np.zeros(local.shape + (2,), dtype=np.uint64)
+        passes = np.ones(local.shape, dtype=bool)
+        unique = np.unique(local[found])
+        where = np.searchsorted(unique, local[found])
+        digests[found] = fingerprint_digests(fingerprints, unique)[where]
+        if features is not None:
             vectors = np.asarray(fingerprints[unique], dtype=np.float32)
             release_pages(fingerprints)
-            where = np.searchsorted(unique, rows[found])
-            query_class = np.broadcast_to(labels[:, None], rows.shape)[found]
+            query_class = np.broadcast_to(labels[:, None], local.shape)[found]
             similarity = np.einsum("ij,ij->i", vectors[where], features[query_class])
             passes[found] = similarity >= np.asarray(thresholds)[query_class]
-    result = {
-        "rows": np.where(found, rows + offset, -1),
-        "scores": scores,
-        "digests": digests,
-        "passes": passes,
-        "searchable": np.int64(len(searched)),
+        piece_lists = {
+            "rows": np.where(found, local + offset, -1),
+            "scores": np.where(found, scores, -np.inf).astype(np.float32),
+            "digests": digests,
+            "passes": passes,
+        }
+        lists = {key: np.concatenate([lists[key], piece_lists[key]], axis=1) for key in lists}
+        order = np.lexsort((np.where(lists["rows"] >= 0, lists["rows"], NO_ROW), -lists["scores"]), axis=1)
+        order = order[:, :wanted]
+        lists = {
+            key: np.take_along_axis(value, order[:, :, None] if value.ndim == 3 else order, axis=1)
+            for key, value in lists.items()
+        }
+    depth = min(searchable, wanted)
+    result = {key: value[:, :depth] for key, value in lists.items()}
+    result |= {
+        "searchable": np.int64(searchable),
         "depth": np.int64(depth),
         "shard": np.int64(shard),
         "round": np.int64(round_),
@@ -168,54 +193,35 @@ def search_shard(
     with atomic_path(out) as tmp:
         with open(tmp, "wb") as handle:
             np.savez(handle, **result)
-    log.info("shard %d of %d: %d searchable rows, %d candidates per query", shard, shards, len(searched), depth)
+    log.info("block %d of %d: %d searchable rows, %d candidates per query", shard, shards, searchable, depth)
     return result
 
 
-def shard_manifest(
-    pool_manifest: str | None, shard: int, shards: int, shard_table: str | None = None
-) -> tuple[pd.DataFrame, int]:
-    """A shard's manifest rows and the pool row of its first: the ``shard``-th of ``shards`` blocks of
-    the pool manifest, or the part a shard table (``augbench.precomputed``) lists, read alone."""
+def block_pieces(pool_manifest, shard, shards, parts, shard_table, pool_embeddings, image_embeddings, index):
+    """(manifest rows, pool row of the first, searched embeddings, image embeddings, name) of each shard
+    of a job's block, opened one at a time (memory-mapped, nothing read yet)."""
     if shard_table:
-        entry = read_shard_table(shard_table).iloc[shard]
-        frame = part_manifest(entry.metadata)
-        if len(frame) != int(entry.rows):
-            raise ValueError(f"{entry.metadata} has {len(frame)} rows but {shard_table} lists {entry.rows}")
-        return frame, int(entry.offset)
-    pool = read_manifest(pool_manifest, labelled=False)
-    block = shard_block(len(pool), shard, shards)
-    return pool.iloc[block].reset_index(drop=True), int(block[0]) if len(block) else 0
-
-
-def excluded_in_shard(exclude: str, rows_of_shard: pd.DataFrame, offset: int) -> np.ndarray:
-    """The rows of a shard (counted from its first) that an exclusion table lists, checked against its paths."""
-    table = pd.read_csv(exclude, keep_default_na=False)
-    rows = table.pool_row.to_numpy(dtype=np.int64)
-    inside = (rows >= offset) & (rows < offset + len(rows_of_shard))
-    local = rows[inside] - offset
-    moved = np.flatnonzero(rows_of_shard.path.to_numpy()[local] != table.path.to_numpy()[inside])
-    if len(moved):
-        row = int(local[moved[0]]) + offset
-        raise ValueError(
-            f"exclusion table {exclude} lists pool row {row} under another path: it was made for another pool"
-        )
-    return np.unique(local)
-
-
-def chosen_rows_manifest(pool_manifest: str | None, shard_table: str | None, rows: list[int]) -> pd.DataFrame:
-    """The manifest rows of the pool rows chosen (from the shards they lie in, with a shard table)."""
-    if not shard_table:
-        return read_manifest(pool_manifest, labelled=False).iloc[rows].reset_index(drop=True)
-    table = read_shard_table(shard_table)
-    rows = np.asarray(rows, dtype=np.int64)
-    shard_of = np.searchsorted(table.offset.to_numpy(), rows, side="right") - 1
-    pieces = {}
-    for shard in np.unique(shard_of).tolist():
-        entry = table.iloc[shard]
-        pieces[shard] = part_manifest(entry.metadata)
-    frames = [pieces[shard].iloc[[row - int(table.offset.iloc[shard])]] for shard, row in zip(shard_of, rows)]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["path", "label"])
+        table = read_shard_table(shard_table)
+        for entry in table.iloc[shard * parts : (shard + 1) * parts].itertuples():
+            frame = part_manifest(entry.metadata)
+            if len(frame) != int(entry.rows):
+                raise ValueError(f"{entry.metadata} has {len(frame)} rows but {shard_table} lists {entry.rows}")
+            searched = getattr(entry, index)
+            yield frame, int(entry.offset), open_embeddings(searched), open_embeddings(entry.images), searched
+        return
+    frame, offset = shard_manifest(pool_manifest, shard, shards)
+    embeddings = open_embeddings(pool_embeddings)
+    fingerprints = open_embeddings(image_embeddings) if image_embeddings else embeddings
+    for array, name in ((embeddings, pool_embeddings), (fingerprints, image_embeddings or pool_embeddings)):
+        if len(array) != len(frame):
+            raise ValueError(f"{name} has {len(array)} rows but block {shard} of {shards} of the pool has {len(frame)}")
+    for part in range(parts):
+        span = shard_block(len(frame), part, parts)
+        if len(span) == 0:
+            continue
+        lo, hi = int(span[0]), int(span[-1]) + 1
+        name = f"{pool_embeddings} rows {lo}..{hi - 1}"
+        yield frame.iloc[lo:hi].reset_index(drop=True), offset + lo, embeddings[lo:hi], fingerprints[lo:hi], name
 
 
 class Candidates:
@@ -481,7 +487,10 @@ def main(argv: list[str] | None = None) -> None:
     search = commands.add_parser("search", help="search one shard of the pool")
     search.add_argument("--shard", type=int, required=True)
     search.add_argument("--shards", type=int, required=True, help="blocks the pool's rows are split into")
-    search.add_argument("--pool-embeddings", required=True, help=".npy of the shard's image or caption embeddings")
+    search.add_argument("--pool-embeddings", help=".npy of the block's image or caption embeddings (with --pool)")
+    search.add_argument(
+        "--index", choices=("images", "captions"), default="images", help="what a shard table's parts search"
+    )
     search.add_argument("--image-embeddings", help="the shard's image embeddings (default: --pool-embeddings)")
     search.add_argument("--exclude", help="table of pool rows to leave out (augbench.exclude)")
     search.add_argument("--class-prompts", help=".npy of the class prompts' CLIP text embeddings")
@@ -521,6 +530,7 @@ def main(argv: list[str] | None = None) -> None:
             exclude=args.exclude,
             parts=args.parts,
             shard_table=args.shard_table,
+            index=args.index,
         )
     else:
         merge_shards(
