@@ -39,19 +39,15 @@ import pandas as pd
 from augbench.cli import add_settings, settings_from, start_logging
 from augbench.files import atomic_path, read_classes, read_manifest, write_manifest
 from augbench.pool_parts import (
+    block_pieces,
     check_unit_rows,
     chosen_rows_manifest,
     excluded_in_shard,
-    open_embeddings,
-    part_manifest,
-    read_shard_table,
-    shard_manifest,
 )
 from augbench.quality import class_thresholds, read_class_features, write_quality
 from augbench.quotas import candidate_quotas, class_quotas
 from augbench.retrieve import Retrieval, searchable_rows
 from augbench.search import build_index, release_pages
-from augbench.shards import shard_block
 
 log = logging.getLogger(__name__)
 
@@ -195,33 +191,6 @@ def search_shard(
             np.savez(handle, **result)
     log.info("block %d of %d: %d searchable rows, %d candidates per query", shard, shards, searchable, depth)
     return result
-
-
-def block_pieces(pool_manifest, shard, shards, parts, shard_table, pool_embeddings, image_embeddings, index):
-    """(manifest rows, pool row of the first, searched embeddings, image embeddings, name) of each shard
-    of a job's block, opened one at a time (memory-mapped, nothing read yet)."""
-    if shard_table:
-        table = read_shard_table(shard_table)
-        for entry in table.iloc[shard * parts : (shard + 1) * parts].itertuples():
-            frame = part_manifest(entry.metadata)
-            if len(frame) != int(entry.rows):
-                raise ValueError(f"{entry.metadata} has {len(frame)} rows but {shard_table} lists {entry.rows}")
-            searched = getattr(entry, index)
-            yield frame, int(entry.offset), open_embeddings(searched), open_embeddings(entry.images), searched
-        return
-    frame, offset = shard_manifest(pool_manifest, shard, shards)
-    embeddings = open_embeddings(pool_embeddings)
-    fingerprints = open_embeddings(image_embeddings) if image_embeddings else embeddings
-    for array, name in ((embeddings, pool_embeddings), (fingerprints, image_embeddings or pool_embeddings)):
-        if len(array) != len(frame):
-            raise ValueError(f"{name} has {len(array)} rows but block {shard} of {shards} of the pool has {len(frame)}")
-    for part in range(parts):
-        span = shard_block(len(frame), part, parts)
-        if len(span) == 0:
-            continue
-        lo, hi = int(span[0]), int(span[-1]) + 1
-        name = f"{pool_embeddings} rows {lo}..{hi - 1}"
-        yield frame.iloc[lo:hi].reset_index(drop=True), offset + lo, embeddings[lo:hi], fingerprints[lo:hi], name
 
 
 class Candidates:
