@@ -17,20 +17,21 @@ from augbench.stub import make_stub
 
 from helpers import REPO, snakemake
 
-PRESETS = ["imagenet10", "imagenet", "caltech256", "imagenet10-relaion"]
+PRESETS = ["imagenet10", "imagenet", "caltech256", "imagenet10-relaion", "imagenet10-datacomp"]
 # What each preset reads: the dataset's trees (Caltech-256 is one tree that a job splits).
 STUB_PATHS = {
     "imagenet10": ["data/imagenet/train", "data/imagenet/val"],
     "imagenet": ["data/imagenet/train", "data/imagenet/val"],
     "caltech256": ["data/caltech256/256_ObjectCategories"],
     "imagenet10-relaion": ["data/imagenet/train", "data/imagenet/val", "data/relaion2b-en/shards"],
+    "imagenet10-datacomp": ["data/datacomp1b/metadata", "data/imagenet/train", "data/imagenet/val"],
 }
 
 
 def stub_data_root(workdir: Path, preset: str = "imagenet10") -> None:
     """What a dry run needs of the data (python -m augbench.stub), and the shipped class list."""
     made = make_stub(str(REPO / "configs" / f"{preset}.yaml"), str(workdir))
-    pool = [] if "relaion" in preset else ["data/pool/manifest.csv"]
+    pool = [] if "-" in preset else ["data/pool/manifest.csv"]  # the pools that exist name their own
     assert sorted(path.relative_to(workdir).as_posix() for path in made) == sorted(STUB_PATHS[preset] + pool)
     (workdir / "resources").symlink_to(REPO / "resources")
 
@@ -68,7 +69,9 @@ def test_preset_dry_run_through_the_slurm_profile_needs_no_data(preset, tmp_path
     # The pool: each stage runs a job per block of pool.shards_per_job shards (a round of search per method).
     pool = config["pool"]
     jobs = pool["shards"] // pool.get("shards_per_job", 1)
-    assert counts["embed_pool"] == counts["screen_pool"] == jobs
+    assert counts["screen_pool"] == jobs
+    # A pool whose embeddings ship with it is read part by part, not embedded.
+    assert counts.get("embed_pool", 0) == (0 if pool.get("embeddings") else jobs)
     local = [
         params
         for params in methods.values()
@@ -107,6 +110,7 @@ def test_rulegraph_of_a_preset_draws_every_stage_without_data(tmp_path):
 # planned): the presets, the smoke config, the demo config, and the smoke config with a
 # kNN-service method.
 PLANS = ["configs/imagenet10.yaml", "configs/caltech256.yaml", "configs/smoke.yaml", "config.yaml", "service"]
+PLANS += ["configs/imagenet10-datacomp.yaml"]  # a pool read part by part where it lies
 
 
 def dry_run_plan(workdir: Path, plan: str) -> str:
@@ -145,6 +149,7 @@ def test_the_cost_table_reads_the_benchmark_of_every_job_that_writes_one(plan, p
     found = cost.experiment_benchmarks(tmp_path / root, methods, seeds)
     assert written and {str(Path(path).relative_to(tmp_path)) for path in found} | pretraining == written
     shared = {path.split("/")[3] for path in written if len(path.split("/")) == 5}
-    assert {"embed_pool", "embed_subset", "embed_val", "screen_pool"} <= shared
+    assert {"embed_subset", "embed_val", "screen_pool"} <= shared
+    assert ("embed_pool" in shared) == ("datacomp" not in plan)  # DataComp's pool ships embedded
     if plan == "service":
         assert any("/screen_downloads/retrieve_image/" in path for path in written)

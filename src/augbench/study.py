@@ -237,11 +237,30 @@ class Study:
         pool.shards_per_job shards (a search indexes them one after another)."""
         return self.config["pool"]["shards"] // self.config["pool"]["shards_per_job"]
 
-    def pool_shard_embeddings(self, kind: str, shard) -> str:
-        """One shard's image or caption embeddings (a clip-retrieval folder's are joined: one shard)."""
+    @property
+    def pool_parts_table(self) -> str | None:
+        """Where a pool whose embeddings ship with it in parts (pool.embeddings) is listed as shards,
+        read part by part where they lie: a DataComp folder, or a clip-retrieval folder in pool.shards
+        parts. None where the pool is embedded here, or a one-part clip-retrieval folder is joined."""
+        pool = self.config["pool"]
+        if pool["embeddings"] and (pool["embeddings_layout"] == "datacomp" or pool["shards"] > 1):
+            return f"{self.paths.results}/pool/shards.csv"
+        return None
+
+    def pool_input(self) -> dict[str, str]:
+        """The option and file that name the pool to a shard's job: the manifest, or the parts' table."""
+        if self.pool_parts_table:
+            return {"flag": "--shard-table", "path": self.pool_parts_table}
+        return {"flag": "--pool", "path": self.paths.pool_manifest}
+
+    def pool_shard_embeddings(self, kind: str, shard) -> list[str]:
+        """A job's block of image or caption embeddings: none to name where a shard table lists the
+        parts, the joined file of a one-part clip-retrieval folder, else what embed_pool wrote."""
+        if self.pool_parts_table:
+            return []
         if self.pool_clip_retrieval:
-            return self.paths.pool_image_embeddings if kind == "images" else self.paths.pool_caption_embeddings
-        return f"{self.paths.results}/embed/pool_{kind}/shard{shard}.npy"
+            return [self.paths.pool_image_embeddings if kind == "images" else self.paths.pool_caption_embeddings]
+        return [f"{self.paths.results}/embed/pool_{kind}/shard{shard}.npy"]
 
     def pool_shard_excluded(self, shard) -> str:
         return f"{self.paths.results}/pool/excluded/shard{shard}.csv"
@@ -434,7 +453,9 @@ class Study:
         for method in self.methods_of("real"):
             if self.adds_images(method):
                 lists[f"real extras of {method}"] = [f"{results}/added/{method}/unreadable.csv"]
-        if self.local_retrieval_methods() and self.pool_clip_retrieval:
+        if self.local_retrieval_methods() and self.pool_parts_table:
+            pass  # a part's zero rows are left out by each search; no job lists them
+        elif self.local_retrieval_methods() and self.pool_clip_retrieval:
             lists["pool"] = [self.paths.pool_clip_retrieval_unreadable]
         elif self.local_retrieval_methods():
             lists["pool"] = [
@@ -680,10 +701,17 @@ class Study:
             raise ConfigError(
                 f"config pool.shards_per_job: {pool['shards_per_job']} does not divide pool.shards ({pool['shards']})"
             )
-        if self.pool_clip_retrieval and pool["shards"] > 1:
+        if (
+            pool["embeddings_layout"] == "datacomp"
+            and pool["embeddings"]
+            and config["clip"]["model"]
+            not in (
+                "ViT-L-14",
+                "ViT-B-32",
+            )
+        ):
             raise ConfigError(
-                "config pool.shards: a clip-retrieval folder (pool.embeddings) is searched as one shard for now; "
-                "set pool.shards: 1"
+                f"config clip.model: DataComp ships ViT-L-14 and ViT-B-32 embeddings, not {config['clip']['model']}'s"
             )
         self.check_models()
         weights = config["classifier"]["init_weights"]

@@ -80,9 +80,12 @@ def copy_references(wildcards=None):
 
 
 # Retrieval from the pool's shards (workflow/rules/retrieve.smk).
+def searched_kind(wildcards):
+    return "captions" if METHODS[wildcards.method]["index"] == "caption" else "images"
+
+
 def searched_embeddings(wildcards):
-    kind = "captions" if METHODS[wildcards.method]["index"] == "caption" else "images"
-    return STUDY.pool_shard_embeddings(kind, wildcards.shard)
+    return STUDY.pool_shard_embeddings(searched_kind(wildcards), wildcards.shard)
 
 
 def query_embeddings(wildcards):

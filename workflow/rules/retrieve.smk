@@ -5,7 +5,7 @@
 rule screen_pool:
     input:
         unpack(copy_references),
-        pool=PATHS.pool_manifest,
+        pool=STUDY.pool_input()["path"],
         pool_embeddings=lambda wildcards: STUDY.pool_shard_embeddings(
             "images", wildcards.shard
         ),
@@ -33,12 +33,17 @@ rule screen_pool:
                 "drop_safety_values": ",".join(config["pool"]["drop_safety_values"]),
                 "index_memory_gb": config["pool"]["index_memory_gb"],
                 "shards": STUDY.pool_jobs,
+                "parts": config["pool"]["shards_per_job"],
             }
         ),
+        pool=STUDY.pool_input()["flag"],
+        embeddings=lambda wildcards, input: cli_options(
+            {"pool_embeddings": list(input.pool_embeddings)}
+        ),
     shell:
-        "python -m augbench.exclude --pool {input.pool}"
-        " --pool-embeddings {input.pool_embeddings} --out {output.excluded}"
-        " --shard {wildcards.shard} {params.references} {params.options} > {log} 2>&1"
+        "python -m augbench.exclude {params.pool} {input.pool} {params.embeddings}"
+        " --out {output.excluded} --shard {wildcards.shard}"
+        " {params.references} {params.options} > {log} 2>&1"
 
 
 rule merge_pool_exclusions:
@@ -63,7 +68,7 @@ rule merge_pool_exclusions:
 rule search_pool_shard:
     input:
         unpack(clip_filter_inputs),
-        pool=PATHS.pool_manifest,
+        pool=STUDY.pool_input()["path"],
         pool_embeddings=searched_embeddings,
         queries=query_embeddings,
         # Unreadable and identical pool images are told by their image embeddings, whatever is searched.
@@ -93,11 +98,18 @@ rule search_pool_shard:
         options=method_options(STUDY.retrieval_options),
         shards=STUDY.pool_jobs,
         parts=config["pool"]["shards_per_job"],
+        pool=STUDY.pool_input()["flag"],
+        embeddings=lambda wildcards, input: cli_options(
+            {
+                "pool_embeddings": list(input.pool_embeddings),
+                "image_embeddings": list(input.image_embeddings),
+                "index": searched_kind(wildcards),
+            }
+        ),
     shell:
-        "python -m augbench.sharded_retrieval search --pool {input.pool}"
+        "python -m augbench.sharded_retrieval search {params.pool} {input.pool}"
         " --shard {wildcards.shard} --shards {params.shards} --parts {params.parts} --round {wildcards.round}"
-        " --pool-embeddings {input.pool_embeddings} --image-embeddings {input.image_embeddings}"
-        " --exclude {input.excluded} --queries {input.queries} --subset {input.subset}"
+        " {params.embeddings} --exclude {input.excluded} --queries {input.queries} --subset {input.subset}"
         " --classes {input.classes} --out {output} {params.options} > {log} 2>&1"
 
 
@@ -106,7 +118,7 @@ rule search_pool_shard:
 checkpoint merge_pool_shards:
     input:
         candidates=shard_candidates,
-        pool=PATHS.pool_manifest,
+        pool=STUDY.pool_input()["path"],
         queries=query_embeddings,
         subset=rules.subset.output.subset,
         classes=CLASSES,
@@ -129,8 +141,9 @@ checkpoint merge_pool_shards:
         options=lambda wildcards: cli_options(
             STUDY.retrieval_options(wildcards.method, "merge")
         ),
+        pool=STUDY.pool_input()["flag"],
     shell:
-        "python -m augbench.sharded_retrieval merge --pool {input.pool}"
+        "python -m augbench.sharded_retrieval merge {params.pool} {input.pool}"
         " --candidates {input.candidates} --queries {input.queries} --subset {input.subset}"
         " --classes {input.classes} --out-dir {output} {params.options} > {log} 2>&1"
 
