@@ -210,26 +210,37 @@ class Candidates:
         self.rows = self.scores = self.digests = self.passes = None
         self.cutoff = None  # per query, the highest last score of a shard that was cut off
         for header in headers:
-            self._add(header, keep)
+            self._add(header)
+            if self.scores.shape[1] > 4 * keep:  # sorting once per few shards, not at every one
+                self._rank(keep)
+        if self.rows is not None:
+            self._rank(keep)
 
-    def _add(self, header, keep: int) -> None:
+    def _add(self, header) -> None:
         rows, scores = header["rows"], header["scores"]
         cut = int(header["depth"]) < int(header["searchable"])
         last = scores[:, -1] if cut and scores.shape[1] else np.full(len(scores), -np.inf, np.float32)
         if self.rows is None:
             self.rows, self.scores = rows, scores
             self.digests, self.passes, self.cutoff = header["digests"], header["passes"], last
-        else:
-            self.rows = np.concatenate([self.rows, rows], axis=1)
-            self.scores = np.concatenate([self.scores, scores], axis=1)
-            self.digests = np.concatenate([self.digests, header["digests"]], axis=1)
-            self.passes = np.concatenate([self.passes, header["passes"]], axis=1)
-            self.cutoff = np.maximum(self.cutoff, last)
-        order = np.lexsort((np.where(self.rows >= 0, self.rows, NO_ROW), -self.scores), axis=1)
-        if order.shape[1] > keep:  # the candidates dropped are unknown from now on, as a cut-off shard's
-            dropped = np.take_along_axis(self.scores, order[:, keep : keep + 1], axis=1)[:, 0]
+            return
+        self.rows = np.concatenate([self.rows, rows], axis=1)
+        self.scores = np.concatenate([self.scores, scores], axis=1)
+        self.digests = np.concatenate([self.digests, header["digests"]], axis=1)
+        self.passes = np.concatenate([self.passes, header["passes"]], axis=1)
+        self.cutoff = np.maximum(self.cutoff, last)
+
+    def _rank(self, keep: int) -> None:
+        """Rank each query's candidates by (score desc, row asc) and keep the best ``keep``."""
+        if self.scores.shape[1] > keep:
+            # The candidates dropped are unknown from now on, as a cut-off shard's.
+            part = np.argpartition(-self.scores, keep - 1, axis=1)
+            dropped = np.take_along_axis(self.scores, part[:, keep:], axis=1).max(axis=1)
             self.cutoff = np.maximum(self.cutoff, dropped)
-            order = order[:, :keep]
+            self._take(part[:, :keep])
+        self._take(np.lexsort((np.where(self.rows >= 0, self.rows, NO_ROW), -self.scores), axis=1))
+
+    def _take(self, order: np.ndarray) -> None:
         for name in ("rows", "scores", "passes"):
             setattr(self, name, np.take_along_axis(getattr(self, name), order, axis=1))
         self.digests = np.take_along_axis(self.digests, order[:, :, None], axis=1)
@@ -286,27 +297,35 @@ def merge(
         scores = candidates.scores[query_of, rank_of]
         rows = candidates.rows[query_of, rank_of]
         order = np.lexsort((rows, query_of, -scores))
+        # Python lists, walked once: indexing numpy arrays element by element is slow.
+        ordered_queries = query_of[order].tolist()
+        ordered_rows = rows[order].tolist()
+        ordered_scores = scores[order].tolist()
+        ordered_passes = candidates.passes[query_of[order], rank_of[order]].tolist()
+        if dedup:
+            digests = candidates.digests[query_of[order], rank_of[order]]
+            ordered_keys = list(zip(digests[:, 0].tolist(), digests[:, 1].tolist()))
+        else:
+            ordered_keys = ordered_rows
+        label_of = labels.tolist()
         room = list(quotas)
-        query_room = [share[label] for label in labels]
+        query_room = [share[label] for label in label_of]
         taken: set = set()
         refused: list[set[int]] = [set() for _ in range(n_classes)]
         chosen = []
-        for at in order.tolist():
-            query, rank = int(query_of[at]), int(rank_of[at])
-            row, label = int(rows[at]), int(labels[query])
-            if row < 0 or room[label] == 0 or query_room[query] == 0:
+        for query, row, score, passes, key in zip(
+            ordered_queries, ordered_rows, ordered_scores, ordered_passes, ordered_keys
+        ):
+            label = label_of[query]
+            if row < 0 or room[label] == 0 or query_room[query] == 0 or key in taken:
                 continue
-            digest = candidates.digests[query, rank]
-            key = (int(digest[0]), int(digest[1])) if dedup else row
-            if key in taken:
-                continue
-            if not candidates.passes[query, rank]:
+            if not passes:
                 refused[label].add(row)
                 continue
             taken.add(key)
             room[label] -= 1
             query_room[query] -= 1
-            chosen.append((label, row, float(scores[at])))
+            chosen.append((label, row, score))
         short = [label for label, left in enumerate(room) if left > 0 and depth[label] < n_pool]
         if not short:
             break
