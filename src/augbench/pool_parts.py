@@ -142,12 +142,16 @@ def chosen_rows_manifest(pool_manifest: str | None, shard_table: str | None, row
     table = read_shard_table(shard_table)
     rows = np.asarray(rows, dtype=np.int64)
     shard_of = np.searchsorted(table.offset.to_numpy(), rows, side="right") - 1
-    pieces = {}
+    frames, positions = [], []
     for shard in np.unique(shard_of).tolist():
-        entry = table.iloc[shard]
-        pieces[shard] = part_manifest(entry.metadata)
-    frames = [pieces[shard].iloc[[row - int(table.offset.iloc[shard])]] for shard, row in zip(shard_of, rows)]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["path", "label"])
+        inside = np.flatnonzero(shard_of == shard)
+        part = part_manifest(table.metadata.iloc[shard])
+        frames.append(part.iloc[rows[inside] - int(table.offset.iloc[shard])])
+        positions.append(inside)
+    if not frames:
+        return pd.DataFrame(columns=["path", "label"])
+    joined = pd.concat(frames, ignore_index=True)
+    return joined.iloc[np.argsort(np.concatenate(positions), kind="stable")].reset_index(drop=True)
 
 
 def clip_retrieval_parts(folder: str, captions: bool = True) -> list[dict[str, Path]]:
