@@ -55,13 +55,16 @@ DEPTH_GROWTH = 4  # each round returns this many times more candidates per query
 NO_ROW = np.iinfo(np.int64).max  # pads a query's list; sorts after every real row
 
 
-def fingerprint_digests(vectors: np.ndarray, rows: np.ndarray, decimals: int = 3) -> np.ndarray:
+def fingerprint_digests(vectors: np.ndarray, rows: np.ndarray, decimals: int = 3, chunk: int = 1 << 14) -> np.ndarray:
     """The fingerprint of each of ``rows`` (``augbench.retrieve.searchable_rows``'s: a digest of the
     rounded image embedding), as two uint64 per row, so identical images match across shards."""
+    rows = np.asarray(rows)
     out = np.zeros((len(rows), 2), dtype=np.uint64)
-    for i, row in enumerate(np.asarray(rows).tolist()):
-        key = np.round(np.asarray(vectors[row], dtype=np.float32), decimals) + 0.0
-        out[i] = np.frombuffer(hashlib.blake2b(key.tobytes(), digest_size=16).digest(), dtype=np.uint64)
+    for start in range(0, len(rows), chunk):
+        block = np.round(np.asarray(vectors[rows[start : start + chunk]], dtype=np.float32), decimals) + 0.0
+        release_pages(vectors)
+        digests = b"".join(hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in block)
+        out[start : start + len(block)] = np.frombuffer(digests, dtype=np.uint64).reshape(-1, 2)
     return out
 
 
