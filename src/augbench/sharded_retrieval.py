@@ -255,18 +255,19 @@ class Candidates:
     def shards_to_deepen(self, queries: np.ndarray, wanted: dict[int, int]) -> list[int]:
         """Shards cut off at or above the ``wanted[q]``-th best known score of some query q (deeper, they may
         hold better rows)."""
-        needed = set()
+        queries = np.asarray(queries, dtype=np.int64)
+        ranks = np.array([wanted[int(query)] for query in queries], dtype=np.int64)
+        known = self.scores.shape[1]
+        bars = np.full(len(queries), -np.inf, dtype=np.float32)
+        within = ranks <= known
+        bars[within] = self.scores[queries[within], ranks[within] - 1]
+        needed = []
         for path, shard in zip(self.files, self.shards):
             header = np.load(path)
             if int(header["depth"]) >= int(header["searchable"]) or header["scores"].shape[1] == 0:
                 continue
-            last = header["scores"][:, -1]
-            for query in queries.tolist():
-                known = self.scores[query]
-                bar = known[wanted[query] - 1] if wanted[query] <= len(known) else -np.inf
-                if last[query] >= bar:
-                    needed.add(shard)
-                    break
+            if (header["scores"][queries, -1] >= bars).any():
+                needed.append(shard)
         return sorted(needed)
 
 
