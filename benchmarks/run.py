@@ -26,6 +26,7 @@ import bench_embed  # noqa: E402
 import bench_generate  # noqa: E402
 import bench_retrieve  # noqa: E402
 import bench_search  # noqa: E402
+import bench_sharded  # noqa: E402
 import bench_train_loader  # noqa: E402
 
 BENCHMARKS = {
@@ -33,6 +34,7 @@ BENCHMARKS = {
     "embed": bench_embed.measure,
     "search": bench_search.measure,
     "retrieve": bench_retrieve.measure,
+    "sharded": bench_sharded.measure,
     "train_loader": bench_train_loader.measure,
     "generate": bench_generate.measure,
     "demo": bench_demo.measure,
@@ -48,6 +50,10 @@ BARS = {
     # Issue 5's budget: 1M pool embeddings, 1,000 class queries, k = 1,000.
     "retrieve_1m_seconds": ("<=", 60.0),
     "retrieve_1m_peak_rss_mb": ("<=", 4096.0),
+    # Issue 18's: a pool of 10M x 768 in 10 shards, searched shard by shard and merged.
+    "sharded_pool_rows": (">=", 10_000_000),
+    "sharded_search_peak_rss_mb": ("<=", 4000.0),
+    "sharded_recall_at_k": (">=", 0.95),
     "train_loader_ratio": (">=", 0.9),
     "gen_overhead_ratio": (">=", 0.9),
     "demo_seconds": ("<=", 600.0),

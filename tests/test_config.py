@@ -238,6 +238,10 @@ CASES = {
         lambda c: c["evaluation_sets"]["web"].update(classes="resources/nowhere.tsv"),
         ["config evaluation_sets.web.classes: resources/nowhere.tsv does not exist"],
     ),
+    "the old name of pool.shards": (
+        lambda c: c["pool"].update(embed_shards=4),
+        ["config pool.embed_shards was renamed pool.shards", "write pool.shards: 4"],
+    ),
     "kNN service without its URL": (
         lambda c: c["methods"]["retrieve_text"].update(backend="clip_service"),
         ["config methods.retrieve_text.service.url: backend clip_service needs the service's kNN endpoint"],

@@ -252,3 +252,30 @@ def test_a_pool_excluded_whole_is_named_rather_than_searched(tmp_path):
     pd.DataFrame({"pool_row": [0, 1], "path": ["p0", "p1"]}).to_csv(tmp_path / "all.csv", index=False)
     with pytest.raises(ValueError, match=r"no image of the pool.s 2 is left to search: .* \(check contamination"):
         retrieve.retrieve(*inputs, str(tmp_path / "added.csv"), exclude=str(tmp_path / "all.csv"))
+
+
+def test_a_pool_screened_shard_by_shard_lists_what_one_job_lists(tmp_path):
+    # Three shards of a pool with safety tags and a copy of a validation image, screened by a job
+    # each and joined (collect exclusions), list the same pool rows as one job over the whole pool.
+    from augbench import collect
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(9, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    tags = ["UNLIKELY", "NSFW", "UNLIKELY", "UNSURE", "UNLIKELY", "UNLIKELY", "UNLIKELY", "NSFW", "UNLIKELY"]
+    pool = _manifest(tmp_path / "pool.csv", [f"p{i}" for i in range(9)], NSFW=tags)
+    np.save(tmp_path / "pool.npy", vectors)
+    val = _manifest(tmp_path / "val.csv", ["v0"], label=[0])
+    np.save(tmp_path / "val.npy", vectors[[5]])
+    checks = copies.CopyChecks(eval_threshold=0.99)
+    files = {"eval_manifest": val, "eval_embeddings": str(tmp_path / "val.npy")}
+    whole = exclude.exclusions(pool, str(tmp_path / "pool.npy"), str(tmp_path / "whole.csv"), checks, **files)
+    parts = []
+    for shard, rows in enumerate(np.array_split(np.arange(9), 3)):
+        np.save(tmp_path / f"shard{shard}.npy", vectors[rows])
+        parts += ["--part", str(tmp_path / f"excluded{shard}.csv")]
+        exclude.exclusions(pool, str(tmp_path / f"shard{shard}.npy"), parts[-1], checks, **files, shard=shard, shards=3)
+    collect.main(["exclusions", *parts, "--out", str(tmp_path / "joined.csv")])
+    joined = pd.read_csv(tmp_path / "joined.csv")
+    assert joined[["pool_row", "path", "reason"]].equals(whole[["pool_row", "path", "reason"]])
+    assert sorted(joined.pool_row.unique()) == [1, 3, 5, 7]

@@ -175,7 +175,7 @@ def test_broken_files_in_dataset_and_pool_are_converted_or_skipped_and_counted(s
             "val": str(tmp_path / "val.csv"),
         },
         evaluation_sets={},  # the smoke config's is the mini-world's
-        pool={"manifest": str(tmp_path / "pool.csv"), "embed_shards": 2},
+        pool={"manifest": str(tmp_path / "pool.csv"), "shards": 2},
         subset={"per_class": 8, "seed": 0},
         methods={"baseline": {"kind": "real"}, "retrieve_caption": {"kind": "retrieve", "index": "caption"}},
     )

@@ -35,7 +35,7 @@ def _config(**pool) -> dict:
 def test_a_clip_retrieval_folder_replaces_embedding_the_pool(tmp_path):
     (tmp_path / ROOT / "shards").mkdir(parents=True)
     (tmp_path / ROOT / "clip_retrieval").mkdir()
-    config = _config(manifest=f"{ROOT}/shards", embeddings=f"{ROOT}/clip_retrieval")
+    config = _config(manifest=f"{ROOT}/shards", embeddings=f"{ROOT}/clip_retrieval", shards=1)
     result = dry_run(tmp_path, config)
     assert result.returncode == 0, result.stderr[-2000:]
     jobs = _jobs(result.stdout)
@@ -125,13 +125,13 @@ def test_retrieval_from_webdataset_shards_and_their_clip_retrieval_folder(tmp_pa
 
     # The same shards as embedded by clip-retrieval: the workflow reads that folder instead of
     # embedding the pool, and retrieves what it retrieved from its own embeddings.
-    images = np.load(results / "embed" / "pool_images.npy")
-    captions = np.load(results / "embed" / "pool_captions.npy")
+    images = np.concatenate([np.load(results / "embed" / f"pool_images/shard{shard}.npy") for shard in (0, 1)])
+    captions = np.concatenate([np.load(results / "embed" / f"pool_captions/shard{shard}.npy") for shard in (0, 1)])
     by_caption = pd.read_csv(workdir / caption_target)
     never_retrieved = sorted(set(range(len(pool))) - set(added.pool_row) - set(by_caption.pool_row))[0]
     images[never_retrieved] = 0  # an image clip-retrieval could not use
     _clip_retrieval_folder(workdir / ROOT / "clip_retrieval", pool, images, captions)
-    config = _config(manifest=f"{ROOT}/shards", embeddings=f"{ROOT}/clip_retrieval")
+    config = _config(manifest=f"{ROOT}/shards", embeddings=f"{ROOT}/clip_retrieval", shards=1)
     config["experiment"] = "smoke_cr"
     config["methods"] = {name: config["methods"][name] for name in ("baseline", "retrieve_text", "retrieve_caption")}
     (workdir / "config_cr.yaml").write_text(yaml.safe_dump(config))

@@ -17,12 +17,14 @@ from augbench.stub import make_stub
 
 from helpers import REPO, snakemake
 
-PRESETS = ["imagenet10", "imagenet", "caltech256"]
+PRESETS = ["imagenet10", "imagenet", "caltech256", "imagenet10-relaion", "imagenet10-datacomp"]
 # What each preset reads: the dataset's trees (Caltech-256 is one tree that a job splits).
 STUB_PATHS = {
     "imagenet10": ["data/imagenet/train", "data/imagenet/val"],
     "imagenet": ["data/imagenet/train", "data/imagenet/val"],
     "caltech256": ["data/caltech256/256_ObjectCategories"],
+    "imagenet10-relaion": ["data/imagenet/train", "data/imagenet/val", "data/relaion2b-en/shards"],
+    "imagenet10-datacomp": ["data/datacomp1b/metadata", "data/imagenet/train", "data/imagenet/val"],
 }
 # The datasets unmet-promise (Geng et al. 2024) used besides ImageNet, read through torchvision.
 FINE_GRAINED = {"dtd": "DTD", "flowers102": "Flowers102", "aircraft": "FGVCAircraft", "cars": "StanfordCars"}
@@ -41,10 +43,9 @@ SHIFTED_SETS = {
 def stub_data_root(workdir: Path, preset: str = "imagenet10") -> None:
     """What a dry run needs of the data (python -m augbench.stub), and the shipped class list."""
     made = make_stub(str(REPO / "configs" / f"{preset}.yaml"), str(workdir))
-    shifted = list(SHIFTED_SETS.values()) if preset.startswith("imagenet") else []
-    assert sorted(path.relative_to(workdir).as_posix() for path in made) == sorted(
-        STUB_PATHS[preset] + ["data/pool/manifest.csv"] + shifted
-    )
+    shifted = list(SHIFTED_SETS.values()) if preset in ("imagenet10", "imagenet") else []
+    pool = [] if "-" in preset else ["data/pool/manifest.csv"]  # the pools that exist name their own
+    assert sorted(path.relative_to(workdir).as_posix() for path in made) == sorted(STUB_PATHS[preset] + pool + shifted)
     (workdir / "resources").symlink_to(REPO / "resources")
 
 
@@ -72,10 +73,24 @@ def test_preset_dry_run_through_the_slurm_profile_needs_no_data(preset, tmp_path
     generated = [params for params in methods.values() if params["kind"] == "generate"]
     assert counts["generate"] == sum(params["shards"] for params in generated)
     # Trees are listed (and one tree split) by jobs, not while the DAG is built.
-    assert counts["list_dataset"] == len(STUB_PATHS[preset])
+    assert counts["list_dataset"] == len(
+        [path for path in STUB_PATHS[preset] if "/imagenet/" in path or "caltech" in path]
+    )
     assert counts.get("split_dataset", 0) == (config["dataset"].get("split") is not None)
     # Sharded by config: hundreds to a few thousand jobs for 1,000 classes, not tens of thousands.
     assert 300 <= counts["total"] <= 3000
+    # The pool: each stage runs a job per block of pool.shards_per_job shards (a round of search per method).
+    pool = config["pool"]
+    jobs = pool["shards"] // pool.get("shards_per_job", 1)
+    assert counts["screen_pool"] == jobs
+    # A pool whose embeddings ship with it is read part by part, not embedded.
+    assert counts.get("embed_pool", 0) == (0 if pool.get("embeddings") else jobs)
+    local = [
+        params
+        for params in methods.values()
+        if params["kind"] == "retrieve" and params.get("backend") != "clip_service"
+    ]
+    assert counts["search_pool_shard"] == jobs * len(local) and counts["merge_pool_shards"] == len(local)
 
 
 @pytest.mark.parametrize("preset", ["imagenet10", "caltech256"])
@@ -108,6 +123,7 @@ def test_rulegraph_of_a_preset_draws_every_stage_without_data(tmp_path):
 # planned): the presets, the smoke config, the demo config, and the smoke config with a
 # kNN-service method.
 PLANS = ["configs/imagenet10.yaml", "configs/caltech256.yaml", "configs/smoke.yaml", "config.yaml", "service"]
+PLANS += ["configs/imagenet10-datacomp.yaml"]  # a pool read part by part where it lies
 
 
 def dry_run_plan(workdir: Path, plan: str) -> str:
@@ -146,7 +162,8 @@ def test_the_cost_table_reads_the_benchmark_of_every_job_that_writes_one(plan, p
     found = cost.experiment_benchmarks(tmp_path / root, methods, seeds)
     assert written and {str(Path(path).relative_to(tmp_path)) for path in found} | pretraining == written
     shared = {path.split("/")[3] for path in written if len(path.split("/")) == 5}
-    assert {"embed_pool", "embed_subset", "embed_val", "screen_pool"} <= shared
+    assert {"embed_subset", "embed_val", "screen_pool"} <= shared
+    assert ("embed_pool" in shared) == ("datacomp" not in plan)  # DataComp's pool ships embedded
     if plan == "service":
         assert any("/screen_downloads/retrieve_image/" in path for path in written)
 

@@ -262,7 +262,10 @@ def test_the_screening_and_embedding_command_lines_reach_their_settings(monkeypa
     exclude.main(options)
     (*paths, checks, safety), files = calls.pop()
     assert (paths, checks, safety) == (["p", "e", "o"], copies.CopyChecks(), exclude.SafetyTags())
-    assert files == dict.fromkeys(copies.REFERENCE_FILES)
+    assert files == dict.fromkeys(copies.REFERENCE_FILES) | {"shard": 0, "shards": 1, "shard_table": None, "parts": 1}
+    exclude.main(options + ["--shard", "2", "--shards", "4"])
+    _, files = calls.pop()
+    assert (files["shard"], files["shards"]) == (2, 4)
     # The safety values are one comma-separated word, as the rule joins the config's list; "" drops none.
     exclude.main(options + ["--eval-threshold", "0.9", "--eval-manifest", "v", "--eval-embeddings", "ve"])
     (*_, checks, _), files = calls.pop()

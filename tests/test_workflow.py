@@ -102,10 +102,14 @@ def test_retrieval_adds_pool_images_with_class_labels(smoke_run, method):
     assert added.label.value_counts().sort_index().tolist() == [3] * 10
     assert added.path.is_unique
     assert set(added.path) <= set(pool.path)
-    # The pool was embedded by two jobs and joined in order, one row per pool image.
-    embeddings = _results(workdir) / "embed"
-    assert sorted(path.name for path in (embeddings / "pool_images").glob("*.npy")) == ["shard0.npy", "shard1.npy"]
-    assert len(np.load(embeddings / "pool_images.npy")) == len(pool)
+    # The pool is two shards (pool.shards: 2): embedded, screened and searched by a job each, one row per
+    # pool image; a merge joined the two searches' candidates.
+    results = _results(workdir)
+    shards = sorted((results / "embed" / "pool_images").glob("*.npy"))
+    assert [path.name for path in shards] == ["shard0.npy", "shard1.npy"]
+    assert sum(len(np.load(path)) for path in shards) == len(pool)
+    searched = sorted(path.name for path in (results / "retrieve" / method / "round0").glob("shard*.npz"))
+    assert searched == ["shard0.npz", "shard1.npz"]
 
 
 @pytest.mark.parametrize("method", [name for name, kind in METHODS.items() if kind == "generate"])

@@ -3,6 +3,7 @@
     python -m augbench.collect manifests --shard s0.csv --shard s1.csv --subset subset.csv \
         --classes classes.txt --out added/gen_classname/manifest.csv [--zero-shot-keep 0.5]
     python -m augbench.collect embeddings --part shard0.npy --part shard1.npy --out pool_images.npy
+    python -m augbench.collect exclusions --part shard0.csv --part shard1.csv --out excluded.csv
 
 Embedding blocks are joined in the order given, chunk by chunk into a memory-mapped
 file, so a pool's embeddings never have to fit in memory.
@@ -21,6 +22,7 @@ import math
 import pandas as pd
 
 from augbench.cli import start_logging
+from augbench.copies import write_table
 from augbench.embedding_files import merge_parts
 from augbench.files import read_classes, read_manifest, write_manifest
 from augbench.quality import quality_of_generated, write_quality
@@ -83,8 +85,16 @@ def main(argv: list[str] | None = None) -> None:
     embeddings = commands.add_parser("embeddings", help="join blocks of embeddings, in order")
     embeddings.add_argument("--part", action="append", required=True, help="a block's .npy; repeat, in order")
     embeddings.add_argument("--out", required=True)
+    exclusions = commands.add_parser("exclusions", help="join the pool shards' tables of rows left out")
+    exclusions.add_argument("--part", action="append", required=True, help="a shard's table; repeat")
+    exclusions.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     start_logging()
+    if args.command == "exclusions":
+        tables = [pd.read_csv(part, keep_default_na=False, na_values=[""]) for part in args.part]
+        table = write_table(args.out, tables, "pool images")
+        log.info("joined %d tables, %d rows left out, into %s", len(args.part), len(table), args.out)
+        return
     if args.command == "embeddings":
         rows = merge_parts(args.part, args.out)
         log.info("joined %d parts, %d rows, into %s", len(args.part), rows, args.out)

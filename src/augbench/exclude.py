@@ -38,7 +38,7 @@ from augbench.copies import (
     reference_files,
     write_table,
 )
-from augbench.files import read_manifest
+from augbench.pool_parts import block_pieces
 
 log = logging.getLogger(__name__)
 
@@ -106,27 +106,41 @@ def exclusions(
     eval_embeddings: str | None = None,
     train_manifest: str | None = None,
     train_embeddings: str | None = None,
+    shard: int = 0,
+    shards: int = 1,
+    shard_table: str | None = None,
+    parts: int = 1,
 ) -> pd.DataFrame:
     """Write the table of pool rows to leave out: copies of the evaluation and training images
-    (the files named) for each threshold ``checks`` sets, and the rows ``safety`` tags."""
+    (the files named) for each threshold ``checks`` sets, and the rows ``safety`` tags.
+
+    With ``shards`` > 1, only the ``shard``-th block of the pool manifest's rows, whose embeddings
+    ``pool_embeddings`` holds; with a shard table (``augbench.precomputed``), its ``shard``-th block
+    of ``parts`` parts. The table's pool rows are the pool's."""
     checks, safety = checks or CopyChecks(), safety or SafetyTags()
-    pool = read_manifest(pool_manifest, labelled=False)
-    embeddings = np.load(pool_embeddings, mmap_mode="r")
-    if len(embeddings) != len(pool):
-        raise ValueError(f"{pool_embeddings} has {len(embeddings)} rows but {pool_manifest} lists {len(pool)} images")
-    found = [
-        safety_tagged(pool, safety.safety_column, list(safety.drop_safety_values), f"pool manifest {pool_manifest}")
-    ]
     turned_on = copy_checks(checks, eval_manifest, eval_embeddings, train_manifest, train_embeddings)
-    found += [copies(pool, embeddings, check, checks.index_memory_gb) for check in turned_on]
+    found = []
+    pieces = block_pieces(pool_manifest, shard, shards, parts, shard_table, pool_embeddings, None, "images")
+    for pool, offset, embeddings, _, name in pieces:
+        if len(embeddings) != len(pool):
+            raise ValueError(f"{name} has {len(embeddings)} rows but its part of the pool lists {len(pool)} images")
+        where = f"pool manifest {pool_manifest}" if pool_manifest else f"pool part {name}"
+        piece = [safety_tagged(pool, safety.safety_column, list(safety.drop_safety_values), where)]
+        piece += [copies(pool, embeddings, check, checks.index_memory_gb) for check in turned_on]
+        found += [frame.assign(pool_row=frame.pool_row.astype(np.int64) + offset) for frame in piece]
     return write_table(out, found, "pool images")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pool", required=True, help="pool manifest")
-    parser.add_argument("--pool-embeddings", required=True, help=".npy of the pool's CLIP image embeddings")
+    pool = parser.add_mutually_exclusive_group(required=True)
+    pool.add_argument("--pool", help="pool manifest")
+    pool.add_argument("--shard-table", help="the pool's parts as shards (augbench.precomputed)")
+    parser.add_argument("--pool-embeddings", help=".npy of the pool's CLIP image embeddings (with --pool)")
+    parser.add_argument("--parts", type=int, default=1, help="parts of a shard table per block")
     parser.add_argument("--out", required=True, help="CSV of the pool rows to leave out, and why")
+    parser.add_argument("--shard", type=int, default=0, help="which block of the pool's rows --pool-embeddings holds")
+    parser.add_argument("--shards", type=int, default=1, help="blocks the pool's rows are split into")
     add_copy_check_arguments(parser)
     add_settings(parser, SafetyTags)
     args = parser.parse_args(argv)
@@ -138,6 +152,10 @@ def main(argv: list[str] | None = None) -> None:
         settings_from(args, CopyChecks),
         settings_from(args, SafetyTags),
         **reference_files(args),
+        shard=args.shard,
+        shards=args.shards,
+        shard_table=args.shard_table,
+        parts=args.parts,
     )
     log.info("%d pool images left out of retrieval, listed in %s", table.pool_row.nunique(), args.out)
 

@@ -25,7 +25,6 @@ import argparse
 import glob
 import json
 import logging
-import re
 import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -37,6 +36,7 @@ from augbench.cli import start_logging
 from augbench.embedding_files import merge_parts
 from augbench.files import atomic_path, write_manifest
 from augbench.images import tar_member_path
+from augbench.pool_parts import clip_dimension, clip_retrieval_parts
 from augbench.unreadable import write_unreadable
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 # json fields of img2dataset that are bookkeeping, not facts about the image.
 SKIPPED_FIELDS = {"exif", "status", "error_message", "key", "label"}
-PARTS = {"img_emb": "img_emb_{}.npy", "text_emb": "text_emb_{}.npy", "metadata": "metadata_{}.parquet"}
 
 
 def shard_files(shards: str) -> list[str]:
@@ -126,36 +125,6 @@ def list_webdataset(shards: str, out: str, threads: int = 1) -> pd.DataFrame:
     frame.insert(1, "label", -1)
     write_manifest(out, frame)
     return frame
-
-
-def clip_retrieval_parts(folder: str, captions: bool = True) -> list[dict[str, Path]]:
-    """The parts of a clip-retrieval folder in part order, each {kind: file}; every kind must have every part."""
-    root = Path(folder)
-    kinds = [kind for kind in PARTS if captions or kind != "text_emb"]
-    numbers = {}
-    for kind in kinds:
-        pattern = re.compile(re.escape(PARTS[kind]).replace(r"\{\}", r"(\d+)") + "$")
-        found = [pattern.match(path.name) for path in sorted((root / kind).glob("*"))]
-        numbers[kind] = {int(match[1]): root / kind / match[0] for match in found if match}
-        if not numbers[kind]:
-            raise ValueError(f"clip-retrieval folder {folder} has no {kind}/{PARTS[kind].format('<i>')}")
-    every = sorted(set().union(*(set(parts) for parts in numbers.values())))
-    for kind in kinds:
-        missing = [number for number in every if number not in numbers[kind]]
-        if missing:
-            names = [PARTS[kind].format(number) for number in missing[:5]]
-            raise ValueError(f"clip-retrieval folder {folder} lacks {kind}/ part(s) {names}")
-    return [{kind: numbers[kind][number] for kind in kinds} for number in every]
-
-
-def clip_dimension(model: str, pretrained: str | None) -> tuple[int, object]:
-    """The embedding width of a CLIP model, and a function embedding texts with it."""
-    from augbench.clip_embeddings import embed_texts
-
-    def encode(texts: list[str]) -> np.ndarray:
-        return embed_texts(texts, None, model, pretrained, "cpu")
-
-    return encode(["a photo"]).shape[1], encode
 
 
 def _check_unit_rows(path: str, name: str, chunk: int = 1 << 16) -> np.ndarray:

@@ -112,8 +112,23 @@ def resolve(config: dict) -> dict:
     against the schema and its defaults filled in (data, models and names are the Study's checks)."""
     if config.get("methods_file"):
         config["methods"] = merge_registry(read_registry(config["methods_file"]), config.get("methods") or {})
+    check_renamed_keys(config)
     check_schema(config)
     return fill_defaults(config)
+
+
+# Keys a config of an older augbench may still use: old -> new.
+RENAMED_KEYS = {"pool.embed_shards": "pool.shards"}
+
+
+def check_renamed_keys(config: dict) -> None:
+    for old, new in RENAMED_KEYS.items():
+        section, key = old.split(".")
+        if isinstance(config.get(section), dict) and key in config[section]:
+            raise ConfigError(
+                f"config {old} was renamed {new} (the pool is now embedded, screened and searched "
+                f"in {new} shards): write {new}: {config[section][key]}"
+            )
 
 
 def is_manifest(path: str) -> bool:
@@ -218,6 +233,44 @@ class Study:
     @property
     def pool_clip_retrieval(self) -> str | None:
         return self.config["pool"]["embeddings"]
+
+    @property
+    def pool_jobs(self) -> int:
+        """The jobs the pool is embedded, screened and searched in, each a block of rows of
+        pool.shards_per_job shards (a search indexes them one after another)."""
+        return self.config["pool"]["shards"] // self.config["pool"]["shards_per_job"]
+
+    @property
+    def pool_parts_table(self) -> str | None:
+        """Where a pool whose embeddings ship with it in parts (pool.embeddings) is listed as shards,
+        read part by part where they lie: a DataComp folder, or a clip-retrieval folder in pool.shards
+        parts. None where the pool is embedded here, or a one-part clip-retrieval folder is joined."""
+        pool = self.config["pool"]
+        if pool["embeddings"] and (pool["embeddings_layout"] == "datacomp" or pool["shards"] > 1):
+            return f"{self.paths.results}/pool/shards.csv"
+        return None
+
+    def pool_input(self) -> dict[str, str]:
+        """The option and file that name the pool to a shard's job: the manifest, or the parts' table."""
+        if self.pool_parts_table:
+            return {"flag": "--shard-table", "path": self.pool_parts_table}
+        return {"flag": "--pool", "path": self.paths.pool_manifest}
+
+    def pool_shard_embeddings(self, kind: str, shard) -> list[str]:
+        """A job's block of image or caption embeddings: none to name where a shard table lists the
+        parts, the joined file of a one-part clip-retrieval folder, else what embed_pool wrote."""
+        if self.pool_parts_table:
+            return []
+        if self.pool_clip_retrieval:
+            return [self.paths.pool_image_embeddings if kind == "images" else self.paths.pool_caption_embeddings]
+        return [f"{self.paths.results}/embed/pool_{kind}/shard{shard}.npy"]
+
+    def pool_shard_excluded(self, shard) -> str:
+        return f"{self.paths.results}/pool/excluded/shard{shard}.csv"
+
+    def retrieval_round(self, method: str, round_) -> str:
+        """The folder of a retrieval method's search round: each shard's candidates, and the merge."""
+        return f"{self.paths.results}/retrieve/{method}/round{round_}"
 
     def pool_shard_files(self) -> list[str] | str:
         """A folder of shards is one input; a glob pattern is the tars it matches."""
@@ -440,12 +493,13 @@ class Study:
         for method in self.methods_of("real"):
             if self.adds_images(method):
                 lists[f"real extras of {method}"] = [f"{results}/added/{method}/unreadable.csv"]
-        if self.local_retrieval_methods() and self.pool_clip_retrieval:
+        if self.local_retrieval_methods() and self.pool_parts_table:
+            pass  # a part's zero rows are left out by each search; no job lists them
+        elif self.local_retrieval_methods() and self.pool_clip_retrieval:
             lists["pool"] = [self.paths.pool_clip_retrieval_unreadable]
         elif self.local_retrieval_methods():
             lists["pool"] = [
-                f"{results}/embed/pool_images/shard{shard}.unreadable.csv"
-                for shard in range(self.config["pool"]["embed_shards"])
+                f"{results}/embed/pool_images/shard{shard}.unreadable.csv" for shard in range(self.pool_jobs)
             ]
         return lists
 
@@ -603,9 +657,10 @@ class Study:
             **self.clip_filter_options(method),
         }
 
-    def retrieval_options(self, method: str) -> dict:
+    def retrieval_options(self, method: str, stage: str = "search") -> dict:
+        """Options of a method's shard searches (``stage`` "search") or of their merge ("merge")."""
         params = self.methods[method]
-        return {
+        options = {
             "per_class": self.added_per_class(method),
             "overfetch": params["overfetch"],
             "dedup": params["dedup"],
@@ -614,11 +669,13 @@ class Study:
             "index_memory_gb": self.config["pool"]["index_memory_gb"],
             # A pool of URLs: candidates for the download step, more than the quota.
             "candidate_factor": params["download"]["factor"] if self.downloads(method) else None,
-            "image_embeddings": self.paths.pool_image_embeddings,
             # Image queries take their class from the subset's rows.
             "query_manifest": self.paths.subset if params["query"] == "image" else None,
             **self.clip_filter_options(method),
         }
+        if stage == "merge":  # the shards' searches tell which rows pass the CLIP-score filter
+            options.pop("class_prompts", None)
+        return options
 
     def service_options(self, method: str) -> dict:
         params = self.methods[method]
@@ -699,6 +756,23 @@ class Study:
             self.check_pretraining()
         self.check_paths()
         check_safety_column(config["pool"]["manifest"], config["pool"]["safety_column"])
+        pool = config["pool"]
+        if pool["shards"] % pool["shards_per_job"]:
+            raise ConfigError(
+                f"config pool.shards_per_job: {pool['shards_per_job']} does not divide pool.shards ({pool['shards']})"
+            )
+        if (
+            pool["embeddings_layout"] == "datacomp"
+            and pool["embeddings"]
+            and config["clip"]["model"]
+            not in (
+                "ViT-L-14",
+                "ViT-B-32",
+            )
+        ):
+            raise ConfigError(
+                f"config clip.model: DataComp ships ViT-L-14 and ViT-B-32 embeddings, not {config['clip']['model']}'s"
+            )
         self.check_models()
         weights = config["classifier"]["init_weights"]
         if weights and not Path(weights).is_file():

@@ -79,6 +79,60 @@ def copy_references(wildcards=None):
     return STUDY.copy_references()
 
 
+# Retrieval from the pool's shards (workflow/rules/retrieve.smk).
+def searched_kind(wildcards):
+    return "captions" if METHODS[wildcards.method]["index"] == "caption" else "images"
+
+
+def searched_embeddings(wildcards):
+    return STUDY.pool_shard_embeddings(searched_kind(wildcards), wildcards.shard)
+
+
+def query_embeddings(wildcards):
+    if METHODS[wildcards.method]["query"] == "image":
+        return PATHS.subset_embeddings
+    return PATHS.class_prompts
+
+
+def deepened_shards(method, rounds):
+    """The shards each of the first ``rounds`` merges asked to search deeper (read once they ran)."""
+    asked = []
+    for round_ in range(rounds):
+        merged = checkpoints.merge_pool_shards.get(method=method, round=round_).output[
+            0
+        ]
+        asked.append(json.loads((Path(merged) / "status.json").read_text())["deepen"])
+    return asked
+
+
+def shard_candidates(wildcards):
+    """Each shard's latest candidates as of a round: round 0's, or a later round's that searched it deeper."""
+    from augbench.sharded_retrieval import latest_rounds
+
+    asked = deepened_shards(wildcards.method, int(wildcards.round))
+    latest = latest_rounds(STUDY.pool_jobs, asked)
+    return [
+        f"{STUDY.retrieval_round(wildcards.method, latest[shard])}/shard{shard}.npz"
+        for shard in range(STUDY.pool_jobs)
+    ]
+
+
+def final_merge(wildcards):
+    """The merge of the first round whose candidates were deep enough."""
+    round_ = 0
+    while True:
+        merged = checkpoints.merge_pool_shards.get(
+            method=wildcards.method, round=round_
+        ).output[0]
+        if json.loads((Path(merged) / "status.json").read_text())["done"]:
+            return merged
+        round_ += 1
+
+
+LOCAL_RETRIEVAL = STUDY.retrieval_methods("local", download=False)
+LOCAL_RETRIEVAL += STUDY.retrieval_methods("local", download=True)
+
+
 def method_options(options):
     """Params of a method's job: its options as a command line, from wildcards only (not input),
     so Snakemake records them and reruns a job when they change."""

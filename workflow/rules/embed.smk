@@ -23,37 +23,13 @@ rule embed_pool:
             {
                 **config["clip"],
                 "device": config["device"],
-                "shards": config["pool"]["embed_shards"],
+                "shards": STUDY.pool_jobs,
             }
         ),
     shell:
         "python -m augbench.embed images --manifest {input.manifest} --out {output.embeddings}"
         " --unreadable {output.unreadable} --shard {wildcards.shard} {params.options}"
         " --threads {threads} > {log} 2>&1"
-
-
-rule merge_pool_embeddings:
-    input:
-        lambda wildcards: [
-            f"{RESULTS}/embed/pool_{wildcards.kind}/shard{shard}.npy"
-            for shard in range(config["pool"]["embed_shards"])
-        ],
-    output:
-        f"{RESULTS}/embed/pool_{{kind}}.npy",
-    log:
-        f"{LOGS}/embed/pool_{{kind}}/merge.log",
-    wildcard_constraints:
-        kind="images|captions",
-    conda:
-        ENV
-    threads: 1
-    resources:
-        mem_mb=grows(4000),
-        runtime=grows(60),
-    params:
-        parts=lambda wildcards, input: cli_options({"part": list(input)}),
-    shell:
-        "python -m augbench.collect embeddings {params.parts} --out {output} > {log} 2>&1"
 
 
 rule embed_prompts:
@@ -109,7 +85,7 @@ rule embed_pool_captions:
                 "model": config["clip"]["model"],
                 "pretrained": config["clip"]["pretrained"],
                 "device": config["device"],
-                "shards": config["pool"]["embed_shards"],
+                "shards": STUDY.pool_jobs,
             }
         ),
     shell:

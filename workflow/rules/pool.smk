@@ -23,11 +23,40 @@ if STUDY.pool_shards:
             " --threads {threads} > {log} 2>&1"
 
 
-if STUDY.pool_clip_retrieval:
+if STUDY.pool_parts_table:
 
-    # The clip-retrieval folder stands in for embedding the pool (embed_pool and its merge).
-    ruleorder: pool_from_clip_retrieval > merge_pool_embeddings
+    # A pool whose embeddings ship in parts (pool.embeddings): each part is a shard, read where it lies.
+    rule list_pool_parts:
+        input:
+            folder=STUDY.pool_clip_retrieval,
+            model=clip_inputs,
+        output:
+            STUDY.pool_parts_table,
+        log:
+            f"{LOGS}/data/pool_parts.log",
+        conda:
+            ENV
+        threads: 2
+        resources:
+            mem_mb=grows(8000),
+            runtime=grows(120),
+        params:
+            options=cli_options(
+                {
+                    "layout": config["pool"]["embeddings_layout"],
+                    "model": config["clip"]["model"],
+                    "pretrained": config["clip"]["pretrained"],
+                    "shards": config["pool"]["shards"],
+                }
+            ),
+        shell:
+            "python -m augbench.precomputed --folder {input.folder} --out {output}"
+            " {params.options} > {log} 2>&1"
 
+
+if STUDY.pool_clip_retrieval and not STUDY.pool_parts_table:
+
+    # The clip-retrieval folder stands in for embedding the pool (embed_pool): one shard.
     rule pool_from_clip_retrieval:
         input:
             folder=STUDY.pool_clip_retrieval,

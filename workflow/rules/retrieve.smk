@@ -1,14 +1,22 @@
+# The pool in pool.shards blocks of rows: each is screened and searched by its own jobs (none
+# reads another shard's vectors); a merge per method joins the shards' candidates.
+
+
 rule screen_pool:
     input:
         unpack(copy_references),
-        pool=PATHS.pool_manifest,
-        pool_embeddings=PATHS.pool_image_embeddings,
+        pool=STUDY.pool_input()["path"],
+        pool_embeddings=lambda wildcards: STUDY.pool_shard_embeddings(
+            "images", wildcards.shard
+        ),
     output:
-        excluded=PATHS.pool_excluded,
+        excluded=STUDY.pool_shard_excluded("{shard}"),
     log:
-        f"{LOGS}/retrieve/screen_pool.log",
+        f"{LOGS}/retrieve/screen_pool/shard{{shard}}.log",
     benchmark:
-        benchmark_of("screen_pool", "screen_pool")
+        benchmark_of("screen_pool", "shard{shard}")
+    wildcard_constraints:
+        shard=r"\d+",
     conda:
         ENV
     # faiss searches on every thread the job has.
@@ -24,42 +32,62 @@ rule screen_pool:
                 "safety_column": config["pool"]["safety_column"],
                 "drop_safety_values": ",".join(config["pool"]["drop_safety_values"]),
                 "index_memory_gb": config["pool"]["index_memory_gb"],
+                "shards": STUDY.pool_jobs,
+                "parts": config["pool"]["shards_per_job"],
             }
         ),
+        pool=STUDY.pool_input()["flag"],
+        embeddings=lambda wildcards, input: cli_options(
+            {"pool_embeddings": list(input.pool_embeddings)}
+        ),
     shell:
-        "python -m augbench.exclude --pool {input.pool}"
-        " --pool-embeddings {input.pool_embeddings} --out {output.excluded}"
+        "python -m augbench.exclude {params.pool} {input.pool} {params.embeddings}"
+        " --out {output.excluded} --shard {wildcards.shard}"
         " {params.references} {params.options} > {log} 2>&1"
 
 
-rule retrieve:
+rule merge_pool_exclusions:
+    input:
+        [STUDY.pool_shard_excluded(shard) for shard in range(STUDY.pool_jobs)],
+    output:
+        PATHS.pool_excluded,
+    log:
+        f"{LOGS}/retrieve/merge_pool_exclusions.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=grows(4000),
+        runtime=grows(30),
+    params:
+        parts=lambda wildcards, input: cli_options({"part": list(input)}),
+    shell:
+        "python -m augbench.collect exclusions {params.parts} --out {output} > {log} 2>&1"
+
+
+rule search_pool_shard:
     input:
         unpack(clip_filter_inputs),
-        pool=PATHS.pool_manifest,
-        pool_embeddings=lambda wildcards: (
-            PATHS.pool_caption_embeddings
-            if METHODS[wildcards.method]["index"] == "caption"
-            else PATHS.pool_image_embeddings
-        ),
-        queries=lambda wildcards: (
-            PATHS.subset_embeddings
-            if METHODS[wildcards.method]["query"] == "image"
-            else PATHS.class_prompts
-        ),
+        pool=STUDY.pool_input()["path"],
+        pool_embeddings=searched_embeddings,
+        queries=query_embeddings,
         # Unreadable and identical pool images are told by their image embeddings, whatever is searched.
-        image_embeddings=PATHS.pool_image_embeddings,
-        excluded=PATHS.pool_excluded,
+        image_embeddings=lambda wildcards: STUDY.pool_shard_embeddings(
+            "images", wildcards.shard
+        ),
+        excluded=lambda wildcards: STUDY.pool_shard_excluded(wildcards.shard),
         subset=rules.subset.output.subset,
         classes=CLASSES,
     output:
-        manifest=STUDY.added_manifest("{method}"),
-        quality=f"{RESULTS}/added/{{method}}/quality.csv",
+        f"{RESULTS}/retrieve/{{method}}/round{{round}}/shard{{shard}}.npz",
     log:
-        f"{LOGS}/retrieve/{{method}}.log",
+        f"{LOGS}/retrieve/{{method}}/round{{round}}/shard{{shard}}.log",
     benchmark:
-        benchmark_of("retrieve", "{method}/retrieve")
+        benchmark_of("search_pool_shard", "{method}/round{round}_shard{shard}")
     wildcard_constraints:
-        method=alternation(STUDY.retrieval_methods("local", download=False)),
+        method=alternation(LOCAL_RETRIEVAL),
+        round=r"\d+",
+        shard=r"\d+",
     conda:
         ENV
     threads: 1
@@ -68,12 +96,74 @@ rule retrieve:
         runtime=grows(30),
     params:
         options=method_options(STUDY.retrieval_options),
+        shards=STUDY.pool_jobs,
+        parts=config["pool"]["shards_per_job"],
+        pool=STUDY.pool_input()["flag"],
+        embeddings=lambda wildcards, input: cli_options(
+            {
+                "pool_embeddings": list(input.pool_embeddings),
+                "image_embeddings": list(input.image_embeddings),
+                "index": searched_kind(wildcards),
+            }
+        ),
     shell:
-        "python -m augbench.retrieve --pool {input.pool}"
-        " --pool-embeddings {input.pool_embeddings} --queries {input.queries}"
-        " --subset {input.subset} --classes {input.classes}"
-        " --exclude {input.excluded} --out {output.manifest} --quality {output.quality}"
-        " {params.options} > {log} 2>&1"
+        "python -m augbench.sharded_retrieval search {params.pool} {input.pool}"
+        " --shard {wildcards.shard} --shards {params.shards} --parts {params.parts} --round {wildcards.round}"
+        " {params.embeddings} --exclude {input.excluded} --queries {input.queries} --subset {input.subset}"
+        " --classes {input.classes} --out {output} {params.options} > {log} 2>&1"
+
+
+# A checkpoint: when a class needs deeper lists than the shards gave, the merge names the shards
+# to search deeper, and the next round searches only those (see augbench.sharded_retrieval).
+checkpoint merge_pool_shards:
+    input:
+        candidates=shard_candidates,
+        pool=STUDY.pool_input()["path"],
+        queries=query_embeddings,
+        subset=rules.subset.output.subset,
+        classes=CLASSES,
+    output:
+        directory(f"{RESULTS}/retrieve/{{method}}/round{{round}}/merged"),
+    log:
+        f"{LOGS}/retrieve/{{method}}/round{{round}}/merge.log",
+    benchmark:
+        benchmark_of("merge_pool_shards", "{method}/round{round}")
+    wildcard_constraints:
+        method=alternation(LOCAL_RETRIEVAL),
+        round=r"\d+",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=grows(8000),
+        runtime=grows(30),
+    params:
+        options=lambda wildcards: cli_options(
+            STUDY.retrieval_options(wildcards.method, "merge")
+        ),
+        pool=STUDY.pool_input()["flag"],
+    shell:
+        "python -m augbench.sharded_retrieval merge {params.pool} {input.pool}"
+        " --candidates {input.candidates} --queries {input.queries} --subset {input.subset}"
+        " --classes {input.classes} --out-dir {output} {params.options} > {log} 2>&1"
+
+
+rule retrieve:
+    input:
+        merged=final_merge,
+    output:
+        manifest=STUDY.added_manifest("{method}"),
+        quality=f"{RESULTS}/added/{{method}}/quality.csv",
+    log:
+        f"{LOGS}/retrieve/{{method}}.log",
+    wildcard_constraints:
+        method=alternation(STUDY.retrieval_methods("local", download=False)),
+    localrule: True
+    conda:
+        ENV
+    shell:
+        "cp {input.merged}/added.csv {output.manifest} && cp {input.merged}/quality.csv {output.quality}"
+        " > {log} 2>&1"
 
 
 # A pool of URLs (a url column): the local search writes candidates, which are downloaded.
