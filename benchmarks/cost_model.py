@@ -14,7 +14,7 @@ images/s:
 - personalisation: steps x batch images of UNet forward and backward, per class for the
   token and conditioning targets, / T_personalise (or T_lora for UNet targets);
 - shared: pool, subset and validation embedding / T_embed (ViT-L/14).
-Retrieval itself runs on CPU.
+Retrieval (pool screening and shard search) is costed apart: see `pool` below.
 
     python benchmarks/cost_model.py pool --config configs/imagenet10-relaion.yaml --rows 2.1e9
 
