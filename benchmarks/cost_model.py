@@ -242,6 +242,14 @@ def gpu_rates(gpu: dict | None) -> dict[str, tuple[float, str]]:
         if gpu.get("search_faiss_gpus"):
             pairs = 1000 * gpu["search_vectors"] / gpu["search_flat_1k_queries_seconds"]
             rates["flat_pairs_per_gpu_s"] = (pairs, f"gpu.py's exact faiss search on {card}")
+        shard_index = gpu.get("search_shard_index", "")
+        if gpu.get("search_shard_gpus") and shard_index.startswith("IVF"):
+            nlist = int(re.match(r"IVF(\d+)", shard_index).group(1))
+            scanned = 1000 * gpu["search_shard_nprobe"] * gpu["search_vectors"] / nlist
+            rates["ivf_pairs_per_gpu_s"] = (
+                scanned / gpu["search_shard_1k_queries_seconds"],
+                f"gpu.py's shard search ({shard_index}, k = {gpu['search_shard_depth']}) on {card}",
+            )
     return rates
 
 
@@ -273,8 +281,9 @@ def pool_plan(
       Q x nprobe x n / lists inner products per shard (Q x n where the shard's index is exact); Q is
       a query per class for text, per real image for image queries, and D 4 x the first search's
       depth for the mean class's quota (augbench.sharded_retrieval.query_plan takes the largest);
-      GPU hours, where gpu.sh's figures are given, are exact search of the same queries on the GPU
-      (an upper bound for an IVF index; its building stays on the CPU, see augbench.search);
+      GPU hours, where gpu.sh's figures are given, scale its shard search (IVF) by the lists
+      scanned, else are exact search of the same queries on the GPU (an upper bound); the index's
+      building stays on the CPU (augbench.search), in the CPU hours;
       candidate files of J x Q x D x 29 bytes; no index is stored: each job builds its own;
     - merge, per method: one job holding at most about 9 x D candidates per query;
     - every job pays the start-up (job_start_s) on one core.
@@ -371,7 +380,10 @@ def pool_plan(
         lists = 3 * queries * depth * CANDIDATE_BYTES
         memory = index_bytes(shard_rows, dim, factory) + sample + BLOCK_ROWS * dim * 4.0 + lists
         cpu = start + shards * (build + scanned / rate) / 3600
-        gpu = shards * queries * shard_rows / on_gpu / 3600  # exact on the GPU: an upper bound for IVF
+        if nlist > 1 and "ivf_pairs_per_gpu_s" in rates:
+            gpu = shards * scanned / rates["ivf_pairs_per_gpu_s"] / 3600
+        else:
+            gpu = shards * queries * shard_rows / on_gpu / 3600  # exact on the GPU: an upper bound for IVF
         stage(
             f"search {name}",
             jobs,

@@ -142,3 +142,26 @@ def test_the_pool_plan_prints_a_table_with_its_sources(capsys):
     out = capsys.readouterr().out
     assert "| screen | 128 |" in out and "| search retrieve_image | 128 |" in out
     assert "search_build_seconds" in out and "embed_images_per_gpu_s = 1,000: assumed" in out
+
+
+def test_gpu_figures_give_the_search_and_screening_gpu_hours():
+    figures = {
+        "device": "Planted card",
+        "embed_ViT_L_14_images_per_s": 2000,
+        "search_faiss_gpus": 1,
+        "search_vectors": 1_000_000,
+        "search_flat_1k_queries_seconds": 1.0,  # 1e9 exact inner products a second
+        "search_shard_index": "IVF1024,SQfp16",
+        "search_shard_nprobe": 10,
+        "search_shard_gpus": 1,
+        "search_shard_depth": 1024,
+        "search_shard_1k_queries_seconds": 0.01,  # 1,000 x 10 lists of 1M / 1,024 rows in 0.01 s
+    }
+    rates = POOL_RATES | {name: value for name, (value, _) in cost_model.gpu_rates(figures).items()}
+    config = cost_model.resolved_config(str(REPO / "configs" / "imagenet10-relaion.yaml"))
+    stages, _ = cost_model.pool_plan(config, 2_048_000_000, rates, train_images=1_000_000, val_images=50_000)
+    stages = {stage["stage"]: stage for stage in stages}
+    assert stages["embed images"]["gpu_hours"] == pytest.approx(2.048e9 / 2000 / 3600)
+    assert stages["screen"]["gpu_hours"] == pytest.approx(2.048e9 * 150_000 / 1e9 / 3600)
+    per_shard = 1000 * 10 * 1e6 / 1024  # inner products of a text search of one shard
+    assert stages["search retrieve_text"]["gpu_hours"] == pytest.approx(2048 * per_shard / (per_shard / 0.01) / 3600)
