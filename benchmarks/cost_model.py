@@ -287,9 +287,11 @@ def pool_plan(
       candidate files of J x Q x D x 29 bytes; no index is stored: each job builds its own;
     - merge, per method: one job holding at most about 9 x D candidates per query;
     - every job pays the start-up (job_start_s) on one core.
-    Memory per job: the shard's index, its training sample and a block of float32 rows (at most one
-    shard's at a time), the candidate lists, and the manifest the job reads: the whole pool manifest
-    where shards are blocks of its rows, one part's metadata where a shard table lists parts.
+    Memory per job: an embedding job's whole block of float32 vectors, twice (in chunks, then
+    joined); a search job's shard index, its training sample and a block of float32 rows (at most
+    one shard's at a time) and the candidate lists; and the manifest each job reads: the whole
+    pool manifest where shards are blocks of its rows, one part's metadata where a shard table
+    lists parts.
     """
     from augbench.search import choose_factory, default_nprobe
 
@@ -331,12 +333,14 @@ def pool_plan(
         )
 
     methods = {name: m for name, m in config["methods"].items() if m["kind"] == "retrieve" and m["backend"] == "local"}
+    # augbench.embed holds a job's whole block of vectors, in chunks and then joined (twice the bytes).
+    embedded_block = 2 * shard_rows * per_job * dim * 4.0
     if not precomputed:
         stage(
             "embed images",
             jobs,
             shard_rows * per_job,
-            0.0,
+            embedded_block,
             rows * dim * 4.0,
             start,
             rows / rates["embed_images_per_gpu_s"] / 3600,
@@ -347,7 +351,7 @@ def pool_plan(
                 "embed captions",
                 jobs,
                 shard_rows * per_job,
-                0.0,
+                embedded_block,
                 rows * dim * 4.0,
                 start,
                 rows / rates["embed_captions_per_gpu_s"] / 3600,

@@ -108,6 +108,8 @@ def test_a_pool_in_shards_is_planned_from_its_rates():
     # 2.048e9 images at 1,000 a second on the GPU; float32 vectors of 768
     assert stages["embed images"]["gpu_hours"] == pytest.approx(2.048e9 / 1000 / 3600)
     assert stages["embed images"]["disk_gb"] == pytest.approx(2.048e9 * 768 * 4 / 1e9)
+    # an embedding job holds its block of 16 shards' float32 vectors, in chunks and joined
+    assert stages["embed images"]["memory_gb"] == pytest.approx(2 * 16 * 1e6 * 768 * 4 / 1e9)
     assert disk["embeddings_fp16_gb"] == pytest.approx(2 * 2.048e9 * 768 * 2 / 1e9)  # images and captions
     start = 128 * 36 / 3600  # every job's start-up
     # screening: every pool row against 50,000 validation and 100,000 subset images, exact
