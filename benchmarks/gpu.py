@@ -6,7 +6,8 @@
   the bare UNet + VAE steps (benchmarks/bench_generate.py);
 - training: ResNet-50 from scratch at 224 px, AMP and channels-last, from in-memory tensors;
 - embedding: a ViT-L/14-sized open_clip image tower at 224 px, fp16;
-- search: faiss on the GPU (when faiss has GPU support) for 1M x 768 vectors, k = 100;
+- search: faiss on the GPU (when faiss has GPU support) for 1M x 768 vectors, k = 100, exact;
+  and as a pool shard's search builds and searches it (augbench.search), k = 1,024;
 - personalisation: SD-1.5-sized UNet training steps at 512 px as augbench.personalise runs
   them (float32), to conditioning vectors and to LoRA weights, batch 4.
 
@@ -199,7 +200,30 @@ def search(device: torch.device, smoke: bool) -> dict:
     if gpus:
         index = faiss.index_cpu_to_all_gpus(index)
     seconds = _timed(lambda: index.search(queries, 100), device, 3)
-    return {"search_faiss_gpus": gpus, "search_flat_1k_queries_seconds": seconds, "search_vectors": n}
+    results = {"search_faiss_gpus": gpus, "search_flat_1k_queries_seconds": seconds, "search_vectors": n}
+    return results | shard_search(pool, queries, device)
+
+
+def shard_search(pool, queries, device: torch.device) -> dict:
+    """One pool shard as augbench.sharded_retrieval searches it: the index augbench.search chooses,
+    trained and filled on the CPU, searched on the GPUs where faiss has them, to a text query's
+    round-0 depth at 10% of ImageNet (4 x overfetch 2 x 128 images a class)."""
+    from augbench.search import build_index, choose_factory, default_nprobe, gpu_count, search_index
+
+    factory = choose_factory(len(pool), pool.shape[1], 8e9)
+    start = time.perf_counter()
+    index = build_index(pool, factory=factory)
+    build = time.perf_counter() - start
+    depth = min(1024, len(pool))
+    seconds = _timed(lambda: search_index(index, queries, depth), device, 3)
+    return {
+        "search_shard_index": factory,
+        "search_shard_nprobe": default_nprobe(factory),
+        "search_shard_gpus": gpu_count(),
+        "search_shard_build_seconds": build,
+        "search_shard_depth": depth,
+        "search_shard_1k_queries_seconds": seconds,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

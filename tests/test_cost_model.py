@@ -75,3 +75,95 @@ def test_smoke_figures_are_refused(tmp_path):
     (tmp_path / "gpu.json").write_text(json.dumps({"smoke": True}))
     with pytest.raises(SystemExit):
         cost_model.main(["--gpu", str(tmp_path / "gpu.json")])
+
+
+# -- A pool in shards, on paper (cost_model.py pool) --------------------------------------------
+
+# Round rates, so that each figure below can be checked by hand.
+POOL_RATES = {
+    "index_core_s_per_1m_rows": 100.0,
+    "flat_pairs_per_core_s": 1e8,
+    "ivf_pairs_per_core_s": 1e7,
+    "job_start_s": 36.0,
+    "embed_images_per_gpu_s": 1000.0,
+    "embed_captions_per_gpu_s": 4000.0,
+    "manifest_bytes_per_row": 300.0,
+    "metadata_bytes_per_row": 150.0,
+}
+
+
+def _plan(preset: str, rows: int, **pool):
+    config = cost_model.resolved_config(str(REPO / "configs" / preset))
+    config["pool"].update(pool)
+    # 1,000,000 training images: a subset of 100,000 (10%), 100 a class; 50,000 validation images
+    stages, disk = cost_model.pool_plan(config, rows, POOL_RATES, train_images=1_000_000, val_images=50_000)
+    return {stage["stage"]: stage for stage in stages}, disk
+
+
+def test_a_pool_in_shards_is_planned_from_its_rates():
+    # Re-LAION's preset: 2,048 shards of 1,000,000 rows, 16 a job, ViT-L/14 (768 wide)
+    stages, disk = _plan("imagenet10-relaion.yaml", 2_048_000_000)
+    assert {stage["jobs"] for name, stage in stages.items() if not name.startswith("merge")} == {128}
+    assert disk["index"] == "IVF1024,SQfp16" and disk["shard_rows"] == 1_000_000
+    # 2.048e9 images at 1,000 a second on the GPU; float32 vectors of 768
+    assert stages["embed images"]["gpu_hours"] == pytest.approx(2.048e9 / 1000 / 3600)
+    assert stages["embed images"]["disk_gb"] == pytest.approx(2.048e9 * 768 * 4 / 1e9)
+    # an embedding job holds its block of 16 shards' float32 vectors, in chunks and joined
+    assert stages["embed images"]["memory_gb"] == pytest.approx(2 * 16 * 1e6 * 768 * 4 / 1e9)
+    assert disk["embeddings_fp16_gb"] == pytest.approx(2 * 2.048e9 * 768 * 2 / 1e9)  # images and captions
+    start = 128 * 36 / 3600  # every job's start-up
+    # screening: every pool row against 50,000 validation and 100,000 subset images, exact
+    assert stages["screen"]["cpu_hours"] == pytest.approx(2.048e9 * 150_000 / 1e8 / 3600 + start)
+    # text search per shard: an index build of 100 s, and 1,000 queries x 10 of 1,024 lists of 1M rows
+    text = stages["search retrieve_text"]
+    assert text["cpu_hours"] == pytest.approx(2048 * (100 + 1000 * 10 * 1e6 / 1024 / 1e7) / 3600 + start)
+    # 100 a class, overfetch 2: a first depth of 200, round 0 four times that; 29 bytes a candidate
+    assert text["disk_gb"] == pytest.approx(128 * 1000 * 800 * 29 / 1e9)
+    # one shard's index in memory: fp16 codes and 8-byte ids, 1,024 float32 centroids
+    assert disk["index_per_shard_gb"] == pytest.approx((1e6 * (2 * 768 + 8) + 1024 * 768 * 4) / 1e9)
+    # the pool manifest is read whole by each job of a pool split into blocks of its rows
+    assert text["manifest_gb"] == pytest.approx(2.048e9 * 300 * 2 / 1e9)
+    assert stages["search retrieve_image"]["note"].startswith("100,000 queries, depth 8")
+
+
+def test_a_job_holds_one_shard_whatever_the_shards_per_job():
+    few, _ = _plan("imagenet10-datacomp.yaml", 1_024_000_000, shards=1024, shards_per_job=8)
+    many, _ = _plan("imagenet10-datacomp.yaml", 1_024_000_000, shards=1024, shards_per_job=32)
+    assert few["search retrieve_text"]["jobs"] == 4 * many["search retrieve_text"]["jobs"] == 128
+    assert few["search retrieve_text"]["memory_gb"] == many["search retrieve_text"]["memory_gb"]
+    assert few["search retrieve_text"]["cpu_hours"] > many["search retrieve_text"]["cpu_hours"]  # more start-ups
+    # DataComp ships its embeddings and metadata per part: nothing is embedded, a job reads one part at a time
+    assert not any(name.startswith("embed") for name in few)
+    assert few["screen"]["manifest_gb"] == pytest.approx(1_000_000 * 300 * 2 / 1e9)
+    smaller, _ = _plan("imagenet10-datacomp.yaml", 1_024_000_000, shards=4096, shards_per_job=32)
+    assert smaller["search retrieve_text"]["memory_gb"] < few["search retrieve_text"]["memory_gb"] / 2
+
+
+def test_the_pool_plan_prints_a_table_with_its_sources(capsys):
+    cost_model.main(["pool", "--config", str(REPO / "configs" / "imagenet10-datacomp.yaml"), "--rows", "1.4e9"])
+    out = capsys.readouterr().out
+    assert "| screen | 128 |" in out and "| search retrieve_image | 128 |" in out
+    assert "search_build_seconds" in out and "embed_images_per_gpu_s = 1,000: assumed" in out
+
+
+def test_gpu_figures_give_the_search_and_screening_gpu_hours():
+    figures = {
+        "device": "Planted card",
+        "embed_ViT_L_14_images_per_s": 2000,
+        "search_faiss_gpus": 1,
+        "search_vectors": 1_000_000,
+        "search_flat_1k_queries_seconds": 1.0,  # 1e9 exact inner products a second
+        "search_shard_index": "IVF1024,SQfp16",
+        "search_shard_nprobe": 10,
+        "search_shard_gpus": 1,
+        "search_shard_depth": 1024,
+        "search_shard_1k_queries_seconds": 0.01,  # 1,000 x 10 lists of 1M / 1,024 rows in 0.01 s
+    }
+    rates = POOL_RATES | {name: value for name, (value, _) in cost_model.gpu_rates(figures).items()}
+    config = cost_model.resolved_config(str(REPO / "configs" / "imagenet10-relaion.yaml"))
+    stages, _ = cost_model.pool_plan(config, 2_048_000_000, rates, train_images=1_000_000, val_images=50_000)
+    stages = {stage["stage"]: stage for stage in stages}
+    assert stages["embed images"]["gpu_hours"] == pytest.approx(2.048e9 / 2000 / 3600)
+    assert stages["screen"]["gpu_hours"] == pytest.approx(2.048e9 * 150_000 / 1e9 / 3600)
+    per_shard = 1000 * 10 * 1e6 / 1024  # inner products of a text search of one shard
+    assert stages["search retrieve_text"]["gpu_hours"] == pytest.approx(2048 * per_shard / (per_shard / 0.01) / 3600)

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from augbench import retrieve
+from augbench import retrieve, search
 from augbench.files import write_classes, write_manifest
 from augbench.search import build_index
 
@@ -206,6 +206,66 @@ def test_ivf_index_finds_nearly_all_exact_neighbours_on_clustered_embeddings():
     recall = np.mean([len(set(a) & set(b)) / 20 for a, b in zip(found, expected)])
     assert recall >= 0.95
     assert exact.shape == (100, 20) and found.max() < len(rows)
+
+
+# faiss on the GPU (a GPU build of faiss, a GPU in the job), played here by a stand-in with
+# faiss-gpu's limit: it returns at most GPU_MAX_K neighbours a query.
+
+
+class _GpuStandIn:
+    def __init__(self, index):
+        self.index, self.ntotal, self.searches = index, index.ntotal, 0
+
+    def search(self, queries, k):
+        if k > search.GPU_MAX_K:
+            raise RuntimeError(f"k = {k} is above the GPU's {search.GPU_MAX_K}")
+        self.searches += 1
+        return self.index.search(queries, k)
+
+
+@pytest.fixture
+def one_gpu(tmp_path, monkeypatch):
+    driver = tmp_path / "nvidia-version"
+    driver.write_text("NVRM version: stand-in")
+    monkeypatch.setattr(search, "NVIDIA_DRIVER", driver)
+    monkeypatch.setattr(search.faiss, "get_num_gpus", lambda: 1, raising=False)
+    monkeypatch.setattr(search.faiss, "index_cpu_to_all_gpus", _GpuStandIn, raising=False)
+
+
+def test_a_gpu_index_searches_on_the_gpu_and_deeper_than_it_can_on_the_cpu(one_gpu):
+    rng = np.random.default_rng(0)
+    pool = _unit(rng.normal(size=(3000, 8)))
+    queries = _unit(rng.normal(size=(2, 8)))
+    index = build_index(pool)
+    assert isinstance(index, _GpuStandIn)
+    shallow = retrieve.assign_nearest(index, queries, [5, 5])
+    assert index.searches == 1
+    # 2,500 images for one class: a search deeper than the GPU returns, answered by the CPU copy
+    deep = retrieve.assign_nearest(index, queries, [2500, 0])
+    assert len(deep) == 2500 and len({row for _, row, _ in deep}) == 2500
+    assert deep == retrieve.assign_nearest(build_index(pool).cpu_index, queries, [2500, 0])
+    assert shallow == retrieve.assign_nearest(index.cpu_index, queries, [5, 5])
+
+
+def test_faiss_is_not_asked_for_gpus_on_a_node_without_the_driver(one_gpu, tmp_path, monkeypatch):
+    pool = _unit(np.random.default_rng(0).normal(size=(100, 8)))
+    monkeypatch.setattr(search, "NVIDIA_DRIVER", tmp_path / "absent")
+
+    def abort():  # what an older faiss-gpu does on a node without the driver
+        raise AssertionError("faiss asked CUDA for GPUs")
+
+    monkeypatch.setattr(search.faiss, "get_num_gpus", abort, raising=False)
+    assert not isinstance(build_index(pool), _GpuStandIn)
+
+
+def test_an_index_the_gpu_cannot_hold_stays_on_the_cpu(one_gpu, monkeypatch):
+    def refuse(index):
+        raise RuntimeError("this PQ code size is not implemented on the GPU")
+
+    monkeypatch.setattr(search.faiss, "index_cpu_to_all_gpus", refuse, raising=False)
+    pool = _unit(np.random.default_rng(0).normal(size=(100, 8)))
+    index = build_index(pool)
+    assert index.search(pool[:1], 1)[1][0, 0] == 0
 
 
 def _caption_pool(tmp_path):

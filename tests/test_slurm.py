@@ -27,6 +27,9 @@ GPU_RULES = {"pretrain_clip", "pretrain_diffusion", "embed_pool", "embed_subset"
     "personalise",
     "generate",
     "train",
+    # faiss's rules: the pool's screening and each shard's search
+    "screen_pool",
+    "search_pool_shard",
 }
 
 

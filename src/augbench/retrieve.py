@@ -34,7 +34,7 @@ from augbench.copies import excluded_rows
 from augbench.files import read_classes, read_manifest, write_manifest
 from augbench.quality import class_thresholds, pool_filter, read_class_features, write_quality
 from augbench.quotas import candidate_quotas, class_quotas
-from augbench.search import build_index, release_pages
+from augbench.search import build_index, release_pages, search_index
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def assign_filtered(
     n_pool = index.ntotal
     k = min(n_pool, max(1, int(np.ceil(max(share) * overfetch))))
     while True:
-        scores, rows = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        scores, rows = search_index(index, queries, k)
         order = np.argsort(-scores, axis=None, kind="stable")
         query_of, rank_of = np.unravel_index(order, scores.shape)
         room = list(quotas)

@@ -7,7 +7,13 @@ the memory of float32, and on 1M clustered embeddings recall@100 0.9996 against 
 searching twice as fast), or with product-quantised codes
 (``IVF<nlist>,PQ<m>``) when the vectors themselves do not fit the budget. A config can
 name any faiss factory string instead. Vectors are added in blocks, so a memory-mapped
-pool is never read whole; with faiss-gpu and a GPU present the index moves to the GPUs.
+pool is never read whole.
+
+With a GPU build of faiss (faiss-gpu-cu12, as the cluster's envs/augbench.yaml installs)
+and a GPU in the job, the index is trained and filled on the CPU and then searched on the
+GPUs. faiss's GPU search returns at most ``GPU_MAX_K`` neighbours (and visits at most that
+many lists) per query, so ``search_index`` answers deeper searches from the CPU copy, which stays
+in memory; an index the GPU cannot hold (some PQ code sizes) stays on the CPU.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import logging
 import mmap
 import re
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -24,6 +31,8 @@ log = logging.getLogger(__name__)
 EXACT_UP_TO = 200_000
 TRAINING_POINTS_PER_LIST = 40  # faiss warns below 39 per centroid
 BLOCK = 1 << 16
+GPU_MAX_K = 2048  # faiss-gpu's largest k and nprobe (GPU_MAX_SELECTION_K)
+NVIDIA_DRIVER = Path("/proc/driver/nvidia/version")  # present where the NVIDIA kernel driver is loaded
 
 
 def release_pages(array: np.ndarray) -> None:
@@ -87,6 +96,29 @@ def build_index(
     if "IVF" in factory:
         faiss.extract_index_ivf(index).nprobe = nprobe or default_nprobe(factory)
     log.info("index %s over %d vectors", factory, index.ntotal)
-    if getattr(faiss, "get_num_gpus", lambda: 0)() > 0:
-        index = faiss.index_cpu_to_all_gpus(index)
-    return index
+    probes = faiss.extract_index_ivf(index).nprobe if "IVF" in factory else 0
+    if gpu_count() == 0 or probes > GPU_MAX_K:
+        return index
+    try:
+        on_gpus = faiss.index_cpu_to_all_gpus(index)
+    except RuntimeError as error:  # e.g. a PQ code size the GPU kernels lack
+        log.warning("index %s stays on the CPU: %s", factory, error)
+        return index
+    on_gpus.cpu_index = index  # for searches deeper than the GPU's GPU_MAX_K (see search_index)
+    log.info("index %s searched on %d GPU(s)", factory, gpu_count())
+    return on_gpus
+
+
+def gpu_count() -> int:
+    """The GPUs faiss can search on: none with faiss-cpu, nor on a node without the NVIDIA driver
+    (asking CUDA there aborts some faiss-gpu versions instead of answering 0)."""
+    if not NVIDIA_DRIVER.exists():
+        return 0
+    return getattr(faiss, "get_num_gpus", lambda: 0)()
+
+
+def search_index(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``index.search``, from the CPU copy of an index on the GPUs where k is deeper than they search."""
+    if k > GPU_MAX_K and hasattr(index, "cpu_index"):
+        index = index.cpu_index
+    return index.search(np.ascontiguousarray(queries, dtype=np.float32), k)

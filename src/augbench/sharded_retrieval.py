@@ -47,7 +47,7 @@ from augbench.pool_parts import (
 from augbench.quality import class_thresholds, read_class_features, write_quality
 from augbench.quotas import candidate_quotas, class_quotas
 from augbench.retrieve import Retrieval, searchable_rows
-from augbench.search import build_index, release_pages
+from augbench.search import build_index, release_pages, search_index
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def search_shard(
         found_index = build_index(
             embeddings, searched, settings.search, settings.index_memory_gb * 1e9, settings.nprobe
         )
-        scores, ids = found_index.search(queries, min(wanted, len(searched)))
+        scores, ids = search_index(found_index, queries, min(wanted, len(searched)))
         del found_index
         local = np.where(ids >= 0, searched[np.maximum(ids, 0)], -1)
         found = local >= 0

@@ -512,6 +512,8 @@ class Study:
         table counts GPU hours with them."""
         one = ["pretrain_clip", "pretrain_diffusion", "embed_pool", "embed_pool_captions", "embed_subset"]
         one += ["embed_val", "embed_added", "screen_downloads", "personalise", "generate"]
+        # faiss's exact screening and each shard's search run on the GPU where faiss has GPU support.
+        one += ["screen_pool", "search_pool_shard"]
         return {**dict.fromkeys(one, 1), "train": classifier.get("processes", 1)}
 
     def pretrain_benchmarks(self) -> list[str]:

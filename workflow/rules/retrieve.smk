@@ -19,11 +19,12 @@ rule screen_pool:
         shard=r"\d+",
     conda:
         ENV
-    # faiss searches on every thread the job has.
+    # faiss searches on every thread the job has, or on the GPU where faiss has GPU support.
     threads: 8
     resources:
         mem_mb=grows(8000),
         runtime=grows(60),
+        gpu=GPUS["screen_pool"],
     params:
         references=cli_options(STUDY.copy_references()),
         options=cli_options(
@@ -90,10 +91,13 @@ rule search_pool_shard:
         shard=r"\d+",
     conda:
         ENV
+    # Each shard's index is built on the CPU (on every thread the job has) and searched on the
+    # GPU where faiss has GPU support (augbench.search).
     threads: 1
     resources:
         mem_mb=grows(8000),
         runtime=grows(30),
+        gpu=GPUS["search_pool_shard"],
     params:
         options=method_options(STUDY.retrieval_options),
         shards=STUDY.pool_jobs,
