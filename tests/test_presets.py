@@ -168,6 +168,15 @@ def test_the_cost_table_reads_the_benchmark_of_every_job_that_writes_one(plan, p
         assert any("/screen_downloads/retrieve_image/" in path for path in written)
 
 
+def test_the_summary_reads_what_every_personalisation_job_learned(planned):
+    output = planned("configs/smoke.yaml")
+    learned = re.findall(r"python -m augbench.personalise .*--out (\S+)", output)
+    aggregate = re.search(r"python -m augbench.aggregate .*", output).group(0)
+    named = re.findall(r"--learned (\S+)=(\S+)", aggregate)
+    assert len(learned) == 7 and sorted(path for _, path in named) == sorted(learned)
+    assert all(path.split("/")[-2] == method for method, path in named)
+
+
 def test_the_demo_evaluates_on_its_shifted_set_and_leaves_diagnostics_to_a_request(planned):
     output = planned("config.yaml")
     for command in re.findall(r"python -m augbench.evaluate .*", output):

@@ -420,6 +420,10 @@ class Study:
         shards = learned["shards"] if learned["target"] in registry.PER_CLASS_TARGETS else 1
         return [f"{self.paths.results}/personalised/{method}/shard{shard}.safetensors" for shard in range(shards)]
 
+    def learned_artefacts(self) -> dict[str, list[str]]:
+        """Each personalised method's artefacts, whose size the summary reports."""
+        return {method: self.personalisation_files(method) for method in self.personalised_methods()}
+
     def generation_shards(self, method: str) -> list[str]:
         """The manifests of a generation method's jobs, one per shard of its images."""
         return [
