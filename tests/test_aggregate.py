@@ -436,3 +436,48 @@ def test_the_cli_writes_the_correlation_only_with_diagnostics(tmp_path):
     written = pd.read_csv(tmp_path / "gain_correlation.csv")
     assert written.to_dict("records") == [{"diagnostic": "vendi", "spearman_rho": -1.0, "p_value": 0.0, "n_methods": 3}]
     assert "| vendi | -1.00 | 0.000 | 3 |" in (tmp_path / "summary.md").read_text()
+
+
+def test_summary_gives_the_size_of_what_each_personalised_method_learned(tmp_path):
+    from safetensors.numpy import save_file
+
+    # Two shards of learned tokens (2 vectors of 768 per class) and one file of a conditioning per
+    # cluster (3 clusters of 77 x 768, their pooled 3 x 1280) with the clusters' sizes, which are counts.
+    shards = [tmp_path / f"token{shard}.safetensors" for shard in (0, 1)]
+    for shard, path in enumerate(shards):
+        save_file({f"token.{shard}": np.zeros((2, 768), np.float32)}, str(path), metadata={"target": "token"})
+    clusters = tmp_path / "conditioning.safetensors"
+    tensors = {"conditioning.0": np.zeros((3, 77, 768), np.float32), "pooled.0": np.zeros((3, 1280), np.float32)}
+    save_file(tensors | {"cluster_sizes.0": np.ones(3, np.float32)}, str(clusters), metadata={"target": "conditioning"})
+    kinds = {"baseline": "real", "gen_ti": "generate", "gen_cluster": "generate", "gen_classname": "generate"}
+    (tmp_path / "classes.txt").write_text("a\nb\n")
+    aggregate.main(
+        ["--metrics", *[_metrics(tmp_path, method, 0, 60.0) for method in kinds]]
+        + ["--method-kinds", *[f"{method}={kind}" for method, kind in kinds.items()]]
+        + [f"--learned=gen_ti={path}" for path in shards]
+        + [f"--learned=gen_cluster={clusters}"]
+        + ["--classes", str(tmp_path / "classes.txt"), "--out-dir", str(tmp_path)]
+    )
+    summary = pd.read_csv(tmp_path / "summary.csv").set_index("method")
+    assert summary.loc["gen_ti", "learned_parameters"] == 2 * 2 * 768
+    assert summary.loc["gen_cluster", "learned_parameters"] == 3 * 77 * 768 + 3 * 1280
+    # The files' bytes: 4 per float32 number and a short header each.
+    for method, numbers in (("gen_ti", 2 * 2 * 768), ("gen_cluster", 3 * 77 * 768 + 3 * 1280 + 3)):
+        assert 4 * numbers < summary.loc[method, "learned_bytes"] < 4 * numbers + 1000
+    assert summary.loc[["baseline", "gen_classname"], ["learned_bytes", "learned_parameters"]].isna().all().all()
+    lines = (tmp_path / "summary.md").read_text().splitlines()
+    header = [cell.strip() for cell in lines[0].split("|")]
+    rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")] for line in lines[2:6]}
+    learned = {method: cells[header.index("learned parameters")] for method, cells in rows.items()}
+    assert learned == {"baseline": "", "gen_ti": "3.07k", "gen_cluster": "181k", "gen_classname": ""}
+    assert rows["gen_cluster"][header.index("learned MB")] == "0.692"  # 181,248 float32 and the counts: 725,004 bytes
+
+
+def test_a_summary_without_personalisation_has_no_learned_size_in_its_table(tmp_path):
+    (tmp_path / "classes.txt").write_text("a\nb\n")
+    aggregate.main(
+        ["--metrics", _metrics(tmp_path, "baseline", 0, 60.0), "--method-kinds", "baseline=real"]
+        + ["--classes", str(tmp_path / "classes.txt"), "--out-dir", str(tmp_path)]
+    )
+    assert pd.read_csv(tmp_path / "summary.csv").learned_bytes.isna().all()
+    assert "learned" not in (tmp_path / "summary.md").read_text()

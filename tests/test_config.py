@@ -371,6 +371,71 @@ def test_personalisation_memory_settings_reach_the_job(tmp_path, monkeypatch):
         assert flag not in default
 
 
+def test_a_generation_method_runs_its_own_diffusion_settings(tmp_path, monkeypatch):
+    config = copy.deepcopy(SMOKE)
+    own = {"model": "stabilityai/stable-diffusion-xl-base-1.0", "revision": "abc", "backend": "sdxl"}
+    own |= {"dtype": "bfloat16", "image_size": 64, "text_length": None}
+    config["methods"]["gen_textual_inversion"]["diffusion"] = own
+    smoke = read(config, tmp_path, monkeypatch)
+    generation = smoke.generation_options("gen_textual_inversion")
+    assert {key: generation[key] for key in own} == own
+    assert generation["batch_size"] == SMOKE["diffusion"]["batch_size"]  # a key it leaves out is diffusion's
+    learning = smoke.personalisation_options("gen_textual_inversion")
+    assert {key: learning[key] for key in ("model", "revision", "backend", "image_size")} == {
+        key: own[key] for key in ("model", "revision", "backend", "image_size")
+    }
+    # The other methods keep the experiment's model, a local folder that their jobs read as input.
+    others = [smoke.generation_options("gen_classname"), smoke.personalisation_options("gen_conditioning_ft")]
+    assert {options["model"] for options in others} == {SMOKE["diffusion"]["model"]}
+    assert all(options["backend"] is None and options["image_size"] is None for options in others)
+    assert smoke.diffusion_files("gen_classname") == [SMOKE["diffusion"]["model"]]
+    assert smoke.diffusion_files("gen_textual_inversion") == []  # a hub id: its jobs fetch it
+
+
+def test_each_method_is_checked_against_its_own_model_family(tmp_path, monkeypatch):
+    config = copy.deepcopy(SMOKE)
+    config["methods"]["gen_flux"] = {"kind": "generate", "diffusion": {"model": "org/flux-like", "backend": "flux"}}
+    with pytest.raises(
+        study.ConfigError, match="config methods.gen_flux.scheduler: 'dpm_solver' cannot sample backend"
+    ):
+        read(config, tmp_path, monkeypatch)
+    config["methods"]["gen_flux"]["scheduler"] = "flow_euler"
+    smoke = read(config, tmp_path, monkeypatch)
+    assert smoke.diffusion_backend_of("gen_flux") == "flux"
+    # The experiment's own model is not flux: flow_euler on it is refused for the methods that use it.
+    config["methods"]["gen_classname"]["scheduler"] = "flow_euler"
+    config["diffusion"]["backend"] = "sd"
+    with pytest.raises(study.ConfigError, match="config methods.gen_classname.scheduler: 'flow_euler' cannot sample"):
+        read(config, tmp_path, monkeypatch)
+    # A pipeline folder of a method's own names its family in its model_index.json.
+    folder = tmp_path / "sd3"
+    folder.mkdir()
+    (folder / "model_index.json").write_text('{"_class_name": "StableDiffusion3Pipeline"}')
+    config = copy.deepcopy(SMOKE)
+    config["methods"]["gen_sd3"] = {"kind": "generate", "diffusion": {"model": str(folder)}}
+    with pytest.raises(
+        study.ConfigError, match="config methods.gen_sd3.scheduler: 'dpm_solver' cannot sample backend 'sd3'"
+    ):
+        read(config, tmp_path, monkeypatch)
+
+
+def test_a_method_model_of_unknown_family_is_refused_naming_method_and_key(tmp_path, monkeypatch):
+    config = copy.deepcopy(SMOKE)
+    config["methods"]["gen_other"] = {"kind": "generate", "diffusion": {"model": "example-org/never-downloaded"}}
+    with pytest.raises(study.ConfigError) as refused:
+        read(config, tmp_path, monkeypatch)
+    assert str(refused.value).startswith(
+        "config methods.gen_other.diffusion.backend: the family of methods.gen_other.diffusion.model "
+        "'example-org/never-downloaded' cannot be read offline"
+    )
+    assert "['sd', 'sdxl', 'sd3', 'flux']" in str(refused.value)
+    # A folder of a method's own that is not there is named as missing.
+    config = real_world(tmp_path)
+    config["methods"]["gen_classname"]["diffusion"] = {"model": "./models/nowhere"}
+    with pytest.raises(study.ConfigError, match="config methods.gen_classname.diffusion.model: ./models/nowhere does"):
+        read(config, tmp_path, monkeypatch)
+
+
 def real_world(tmp_path: Path, **changes) -> dict:
     """The smoke config turned to a world of real names: ImageNet's classes, a pool manifest, hub models."""
     pool = tmp_path / "pool.csv"

@@ -18,6 +18,7 @@ from augbench.stub import make_stub
 from helpers import REPO, snakemake
 
 PRESETS = ["imagenet10", "imagenet", "caltech256", "imagenet10-relaion", "imagenet10-datacomp"]
+PRESETS += ["imagenet10-generators"]  # the study's methods on SD 1.4, SDXL, SD3.5 and FLUX.1
 # What each preset reads: the dataset's trees (Caltech-256 is one tree that a job splits).
 STUB_PATHS = {
     "imagenet10": ["data/imagenet/train", "data/imagenet/val"],
@@ -25,6 +26,7 @@ STUB_PATHS = {
     "caltech256": ["data/caltech256/256_ObjectCategories"],
     "imagenet10-relaion": ["data/imagenet/train", "data/imagenet/val", "data/relaion2b-en/shards"],
     "imagenet10-datacomp": ["data/datacomp1b/metadata", "data/imagenet/train", "data/imagenet/val"],
+    "imagenet10-generators": ["data/imagenet/train", "data/imagenet/val", "data/pool/manifest.csv"],
 }
 # The datasets unmet-promise (Geng et al. 2024) used besides ImageNet, read through torchvision.
 FINE_GRAINED = {"dtd": "DTD", "flowers102": "Flowers102", "aircraft": "FGVCAircraft", "cars": "StanfordCars"}
@@ -43,14 +45,16 @@ SHIFTED_SETS = {
 def stub_data_root(workdir: Path, preset: str = "imagenet10") -> None:
     """What a dry run needs of the data (python -m augbench.stub), and the shipped class list."""
     made = make_stub(str(REPO / "configs" / f"{preset}.yaml"), str(workdir))
-    shifted = list(SHIFTED_SETS.values()) if preset in ("imagenet10", "imagenet") else []
+    shifted = list(SHIFTED_SETS.values()) if preset in ("imagenet10", "imagenet", "imagenet10-generators") else []
     pool = [] if "-" in preset else ["data/pool/manifest.csv"]  # the pools that exist name their own
     assert sorted(path.relative_to(workdir).as_posix() for path in made) == sorted(STUB_PATHS[preset] + pool + shifted)
     (workdir / "resources").symlink_to(REPO / "resources")
 
 
 def registry_of(config: dict) -> dict:
-    """A config's methods: its own entries merged into the registry file it names."""
+    """A config's methods: its own entries merged into the registry file it names, if it names one."""
+    if not config.get("methods_file"):
+        return config["methods"]
     return study.merge_registry(study.read_registry(config["methods_file"]), config["methods"])
 
 
@@ -124,6 +128,7 @@ def test_rulegraph_of_a_preset_draws_every_stage_without_data(tmp_path):
 # kNN-service method.
 PLANS = ["configs/imagenet10.yaml", "configs/caltech256.yaml", "configs/smoke.yaml", "config.yaml", "service"]
 PLANS += ["configs/imagenet10-datacomp.yaml"]  # a pool read part by part where it lies
+PLANS += ["configs/imagenet10-generators.yaml"]  # methods on models of their own
 
 
 def dry_run_plan(workdir: Path, plan: str) -> str:
@@ -166,6 +171,38 @@ def test_the_cost_table_reads_the_benchmark_of_every_job_that_writes_one(plan, p
     assert ("embed_pool" in shared) == ("datacomp" not in plan)  # DataComp's pool ships embedded
     if plan == "service":
         assert any("/screen_downloads/retrieve_image/" in path for path in written)
+
+
+def test_the_summary_reads_what_every_personalisation_job_learned(planned):
+    output = planned("configs/smoke.yaml")
+    learned = re.findall(r"python -m augbench.personalise .*--out (\S+)", output)
+    aggregate = re.search(r"python -m augbench.aggregate .*", output).group(0)
+    named = re.findall(r"--learned (\S+)=(\S+)", aggregate)
+    assert len(learned) == 7 and sorted(path for _, path in named) == sorted(learned)
+    assert all(path.split("/")[-2] == method for method, path in named)
+
+
+def test_the_generator_preset_runs_each_method_on_its_own_model(planned):
+    """Each generation method's jobs (generation and personalisation) load its own model and backend."""
+    config = yaml.safe_load((REPO / "configs" / "imagenet10-generators.yaml").read_text())
+    output = planned("configs/imagenet10-generators.yaml")
+    models, sampled = {}, {}
+    for command in re.findall(r"python -m augbench\.(?:generate|personalise) .*", output):
+        method = (re.search(r"--method (\S+)", command) or re.search(r"--out \S+/personalised/([^/]+)/", command))[1]
+        options = dict(re.findall(r"--(model|backend|dtype|scheduler|batch-size) (\S+)", command))
+        models.setdefault(method, set()).add((options["model"], options["backend"]))
+        if "--method" in command:
+            sampled.setdefault(method, set()).add((options["dtype"], options.get("scheduler"), options["batch-size"]))
+    generated = {name: params for name, params in config["methods"].items() if params["kind"] == "generate"}
+    assert set(models) == set(sampled) == set(generated)
+    for name, params in generated.items():
+        diffusion = {**config["diffusion"], **params.get("diffusion", {})}
+        # Personalisation learns on the model that generation samples.
+        assert models[name] == {(diffusion["model"], diffusion["backend"])}, name
+        scheduler = params.get("scheduler", "dpm_solver")
+        assert sampled[name] == {(diffusion["dtype"], scheduler, str(diffusion["batch_size"]))}, name
+        assert (diffusion["backend"] in ("sd3", "flux")) == (scheduler == "flow_euler")
+    assert len({model for ((model, _),) in models.values()}) == 4
 
 
 def test_the_demo_evaluates_on_its_shifted_set_and_leaves_diagnostics_to_a_request(planned):

@@ -94,7 +94,8 @@ def test_setting_defaults_and_choices_are_the_config_schema_ones(settings_class)
 
 def test_every_setting_of_personalisation_and_generation_methods_is_mirrored():
     # What a method's entry sets reaches the stages through these dataclasses; a key added to
-    # the schema must be added there too (kind, shards and personalise are the workflow's own).
+    # the schema must be added there too (kind, shards and personalise are the workflow's own, and
+    # diffusion replaces keys of config diffusion, which Sampling mirrors).
     personalise_keys = {key.rsplit(".", 1)[1] for key in mirrored(personalisation.Training) if ".personalise." in key}
     assert personalise_keys == set(SCHEMA["$defs"]["personalisation"]["properties"]) - {"shards"}
     generate_keys = {
@@ -103,7 +104,18 @@ def test_every_setting_of_personalisation_and_generation_methods_is_mirrored():
         for key in mirrored(settings_class)
         if key.startswith("methods.*.")
     }
-    assert generate_keys == set(SCHEMA["$defs"]["generate_method"]["properties"]) - {"kind", "shards", "personalise"}
+    entry = SCHEMA["$defs"]["generate_method"]["properties"]
+    assert generate_keys == set(entry) - {"kind", "shards", "personalise", "diffusion"}
+    sampling_keys = {
+        key.removeprefix("diffusion.") for key in mirrored(generate.Sampling) if key.startswith("diffusion.")
+    }
+    assert set(entry["diffusion"]["properties"]) <= sampling_keys | {"model"}
+    # A method's own diffusion keys take what config diffusion's take, and have no default of their own.
+    for key, own in entry["diffusion"]["properties"].items():
+        shared = SCHEMA["properties"]["diffusion"]["properties"][key]
+        assert "default" not in own and {k: v for k, v in shared.items() if k not in ("default", "description")} == {
+            k: v for k, v in own.items() if k != "description"
+        }, key
 
 
 def test_every_setting_of_the_local_search_is_mirrored():

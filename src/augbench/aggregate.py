@@ -28,6 +28,10 @@ Writes into ``--out-dir``:
   images their screening left out (``augbench.screen_downloads``);
 - with ``--diagnostics`` (diagnostics.csv), ``gain_correlation.csv`` and its table in ``summary.md``:
   per diagnostic, Spearman's rank correlation over methods with the Δ top-1 over baseline;
+- in ``summary.csv`` and ``summary.md``, per personalised generation method (``--learned``) the size
+  of what personalisation learned: its artefacts' bytes over all shards (``learned_bytes``) and the
+  learned numbers they hold (``learned_parameters``, counted from the safetensors headers);
+  empty for the other methods;
 - ``provenance.json``: what produced the rows: resolved method configs, model ids and
   revisions, package versions, the project's git commit.
 """
@@ -43,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from safetensors import safe_open
 from scipy import stats
 
 from augbench import copies, cost
@@ -219,6 +224,46 @@ def largest_differences(per_class: pd.DataFrame, summary: pd.DataFrame, count: i
     return "\n".join(lines) + "\n"
 
 
+# Tensors of a personalisation artefact that are not learned (augbench.personalisation's
+# save_personalisation): the share of a class's images in each of its clusters.
+NOT_LEARNED = ("cluster_sizes.",)
+
+
+def learned_size(paths: list[str]) -> tuple[int, int]:
+    """Bytes of a method's personalisation artefacts (every shard's) and the learned numbers they
+    hold, counted from the shapes in their safetensors headers without reading the tensors."""
+    size = parameters = 0
+    for path in paths:
+        size += Path(path).stat().st_size
+        with safe_open(path, framework="numpy") as artefact:
+            for name in artefact.keys():
+                if not name.startswith(NOT_LEARNED):
+                    parameters += int(np.prod(artefact.get_slice(name).get_shape()))
+    return size, parameters
+
+
+def add_learned_sizes(table: pd.DataFrame, artefacts: dict[str, list[str]]) -> None:
+    """The columns learned_bytes and learned_parameters: a personalised method's, empty for the rest."""
+    sizes = {method: learned_size(paths) for method, paths in artefacts.items()}
+    for column, index in (("learned_bytes", 0), ("learned_parameters", 1)):
+        values = [sizes[method][index] if method in sizes else None for method in table.method]
+        table[column] = pd.array(values, dtype="Int64")
+
+
+def _megabytes(size) -> str:
+    return "" if pd.isna(size) else f"{size / 2**20:.3g}"
+
+
+def _count(number) -> str:
+    """A count of learned numbers, short: 768, 59.0k, 3.2M."""
+    if pd.isna(number):
+        return ""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if number >= scale:
+            return f"{number / scale:.3g}{unit}"
+    return str(number)
+
+
 def _mean_and_spread(mean: float, std: float) -> str:
     if np.isnan(mean):
         return "n/a"
@@ -243,6 +288,8 @@ def to_markdown(table: pd.DataFrame) -> str:
     headers += ["added per class"]
     costed = "gpu_hours" in table
     headers += ["GPU h", "CPU h", "GPU h per 1k added"] if costed else []
+    learned = "learned_bytes" in table and table.learned_bytes.notna().any()
+    headers += ["learned MB", "learned parameters"] if learned else []
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for row in table.to_dict("records"):
         cells = [row["method"], row["kind"], str(row["n_seeds"]), _mean_and_spread(row["top1_mean"], row["top1_std"])]
@@ -258,12 +305,20 @@ def to_markdown(table: pd.DataFrame) -> str:
         if costed:
             per_1k = row["gpu_hours_per_1k_added"]
             cells += [f"{row['gpu_hours']:.3f}", f"{row['cpu_hours']:.3f}", "" if np.isnan(per_1k) else f"{per_1k:.3f}"]
+        if learned:
+            cells += [_megabytes(row["learned_bytes"]), _count(row["learned_parameters"])]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append(
         "\nAccuracy: mean ± sample std over the method's seeds (n/a with one seed). Δ: the mean of the per-seed "
         "differences over the seeds both methods share, with its 95% t-interval (n/a under two shared seeds). "
         "ECE: expected calibration error, the gap between confidence and accuracy in percentage points, weighted "
         "over 15 confidence bins (0: confidence matches accuracy; n/a where a seed's metrics predate it)."
+        + (
+            " Learned: the size of what personalisation learned (its artefacts over all shards, MB = 2^20 bytes) "
+            "and the learned numbers it holds."
+            if learned
+            else ""
+        )
     )
     return "\n".join(lines) + "\n"
 
@@ -513,6 +568,13 @@ def main(argv: list[str] | None = None) -> None:
         metavar="METHOD=CSV",
         help="a method's CLIP-score filter counts per class; repeat for each",
     )
+    parser.add_argument(
+        "--learned",
+        action="append",
+        default=[],
+        metavar="METHOD=SAFETENSORS",
+        help="a personalisation artefact of a method (one per shard); repeat for each",
+    )
     parser.add_argument("--excluded", help="the table of pool images retrieval left out (augbench.exclude)")
     parser.add_argument(
         "--download-failures",
@@ -556,6 +618,10 @@ def main(argv: list[str] | None = None) -> None:
         own = costs.set_index("owner")
         for column in ("gpu_hours", "cpu_hours", "gpu_hours_per_1k_added"):
             table[column] = [own[column].get(method, np.nan) for method in table.method]
+    artefacts: dict[str, list[str]] = {}
+    for method, path in (item.split("=", 1) for item in args.learned):
+        artefacts.setdefault(method, []).append(path)
+    add_learned_sizes(table, artefacts)
     with atomic_path(out_dir / "cost.csv") as tmp:
         costs.to_csv(tmp, index=False, float_format="%.5f")
 

@@ -32,7 +32,7 @@ import jsonschema
 import yaml
 
 from augbench import methods as registry
-from augbench.families import backend_name
+from augbench.families import PIPELINES, backend_name
 from augbench.pretraining_sizes import check_sizes
 from augbench.small_cnn import SMALL_CNNS
 
@@ -420,6 +420,10 @@ class Study:
         shards = learned["shards"] if learned["target"] in registry.PER_CLASS_TARGETS else 1
         return [f"{self.paths.results}/personalised/{method}/shard{shard}.safetensors" for shard in range(shards)]
 
+    def learned_artefacts(self) -> dict[str, list[str]]:
+        """Each personalised method's artefacts, whose size the summary reports."""
+        return {method: self.personalisation_files(method) for method in self.personalised_methods()}
+
     def generation_shards(self, method: str) -> list[str]:
         """The manifests of a generation method's jobs, one per shard of its images."""
         return [
@@ -553,18 +557,49 @@ class Study:
         references = (self.config["clip"]["model"], self.config["clip"]["pretrained"])
         return [path for path in map(self.local_model, references) if path]
 
-    @functools.cached_property
-    def diffusion_backend(self) -> str | None:
-        """The diffusion model's family (diffusion.backend, or its model_index.json where it can be read
-        now); None until the pre-training rules or the jobs' download make the pipeline."""
-        diffusion = self.config["diffusion"]
-        try:
-            return backend_name(diffusion["model"], diffusion["revision"], diffusion["backend"], required=False)
-        except ValueError as error:
-            raise ConfigError(f"config diffusion.model: {error}") from None
+    def own_diffusion(self, method: str | None) -> dict:
+        """The diffusion keys a generation method sets for itself (none for None or another kind)."""
+        return (self.methods[method].get("diffusion") or {}) if method is not None else {}
 
-    def diffusion_files(self) -> list[str]:
-        path = self.local_model(self.config["diffusion"]["model"])
+    def diffusion_of(self, method: str | None = None) -> dict:
+        """The diffusion settings a method's jobs run: config diffusion with the keys of the
+        method's own ``diffusion`` entry in their place (config diffusion itself for None)."""
+        return {**self.config["diffusion"], **self.own_diffusion(method)}
+
+    def diffusion_key(self, method: str | None, key: str) -> str:
+        """The config key a method's diffusion setting comes from: its own entry's, or diffusion's."""
+        return f"methods.{method}.diffusion.{key}" if key in self.own_diffusion(method) else f"diffusion.{key}"
+
+    @property
+    def diffusion_backend(self) -> str | None:
+        """The family of config diffusion's model (see diffusion_backend_of)."""
+        return self.diffusion_backend_of(None)
+
+    def diffusion_backend_of(self, method: str | None) -> str | None:
+        """The family of a method's diffusion model (its backend, or its model_index.json where it can
+        be read now); None until the pre-training rules or the jobs' download make the pipeline.
+
+        A method that names a model of its own must have a family known now, as it is compared
+        with the experiment's own model: a hub id not in the local hub cache needs its backend."""
+        diffusion = self.diffusion_of(method)
+        model, model_key = diffusion["model"], self.diffusion_key(method, "model")
+        try:
+            family = backend_name(model, diffusion["revision"], diffusion["backend"], required=False)
+        except ValueError as error:
+            raise ConfigError(f"config {model_key}: {error}") from None
+        # A local folder not there yet is check_models' to report.
+        own_hub_model = model != self.config["diffusion"]["model"] and self.local_model(model) is None
+        if family is None and own_hub_model:
+            raise ConfigError(
+                f"config methods.{method}.diffusion.backend: the family of {model_key} {model!r} cannot be read "
+                "offline (not a pipeline folder, nor a hub id in the local hub cache); set it to one of "
+                f"{list(PIPELINES)}"
+            )
+        return family
+
+    def diffusion_files(self, method: str | None = None) -> list[str]:
+        """A method's diffusion pipeline folder, where it is local (an input of its jobs)."""
+        path = self.local_model(self.diffusion_of(method)["model"])
         return [path] if path else []
 
     # -- command-line options ------------------------------------------------------------
@@ -616,7 +651,7 @@ class Study:
         """A method's personalise entry as its job's options."""
         learned = self.personalisation_of(method)
         defaults = schema()["$defs"]["personalisation"]["properties"]
-        diffusion = self.config["diffusion"]
+        diffusion = self.diffusion_of(method)
         return {
             "model": diffusion["model"],
             "revision": diffusion["revision"],
@@ -643,7 +678,7 @@ class Study:
         if learned:
             uses_tokens = learned["target"] in registry.TOKEN_TARGETS
             checks = {"personalised": learned["target"], "vectors": learned["vectors"] if uses_tokens else None}
-        diffusion = self.config["diffusion"]
+        diffusion = self.diffusion_of(method)
         return {
             **diffusion,
             "backend": None if diffusion["backend"] == "auto" else diffusion["backend"],
@@ -795,7 +830,7 @@ class Study:
                     learned.get("target"),
                     self.filters_by_clip_score(name),
                 )
-                registry.check_backend(self.diffusion_backend, params["scheduler"], params["guidance_scale"])
+                registry.check_backend(self.diffusion_backend_of(name), params["scheduler"], params["guidance_scale"])
         except registry.SettingError as error:
             raise ConfigError(f"{key}.{error.key}: {error.message}") from None
         if params["kind"] in ("retrieve", "generate"):
@@ -914,9 +949,12 @@ class Study:
             if self.miniworld["enabled"]
             else ""
         )
-        for key in ("clip.model", "clip.pretrained", "diffusion.model"):
-            section, name = key.split(".")
-            path = self.local_model(self.config[section][name])
+        models = {key: self.config[key.split(".")[0]][key.split(".")[1]] for key in ("clip.model", "clip.pretrained")}
+        models["diffusion.model"] = self.config["diffusion"]["model"]
+        for method in self.methods_of("generate"):
+            models[self.diffusion_key(method, "model")] = self.diffusion_of(method)["model"]
+        for key, model in models.items():
+            path = self.local_model(model)
             if path and not Path(path).exists():
                 raise ConfigError(f"config {key}: {path} does not exist{hint}")
 

@@ -25,6 +25,7 @@ rule aggregate:
         download_excluded=list(STUDY.download_exclusion_lists().values()),
         classes=CLASSES,
         diagnostics=DIAGNOSTICS,
+        learned=[path for paths in STUDY.learned_artefacts().values() for path in paths],
     output:
         **(
             {
@@ -107,6 +108,11 @@ rule aggregate:
                 "benchmark_root": PRETRAIN_BENCHMARKS,
                 "benchmarks_if_present": STUDY.pretrain_benchmarks() or None,
                 "diagnostics": DIAGNOSTICS,
+                "learned": [
+                    f"{method}={path}"
+                    for method, paths in STUDY.learned_artefacts().items()
+                    for path in paths
+                ],
                 "settings": json.dumps(STUDY.provenance(), sort_keys=True),
             }
         ),

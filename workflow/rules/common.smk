@@ -56,8 +56,9 @@ def clip_inputs(wildcards=None):
     return STUDY.clip_files()
 
 
-def diffusion_inputs(wildcards=None):
-    return STUDY.diffusion_files()
+def diffusion_inputs(wildcards):
+    """The local pipeline folder of a method's generation or personalisation jobs."""
+    return STUDY.diffusion_files(wildcards.method)
 
 
 def added_images(wildcards):
