@@ -205,11 +205,14 @@ def test_the_generator_preset_runs_each_method_on_its_own_model(planned):
     assert len({model for ((model, _),) in models.values()}) == 4
 
 
-def test_the_demo_evaluates_on_its_shifted_set_and_leaves_diagnostics_to_a_request(planned):
+def test_the_demo_evaluates_on_its_shifted_set_and_diagnoses_every_method_that_adds_images(planned):
     output = planned("config.yaml")
     for command in re.findall(r"python -m augbench.evaluate .*", output):
         assert "--evaluation-set web=resources/miniworld/val_web/manifest.csv" in command
-    assert "rule embed_added:" not in output and "--diagnostics" not in output
+    counts = _job_counts(output)
+    assert counts["embed_added"] == counts["diagnose_added"] == 13  # every method but the baseline
+    (aggregate,) = re.findall(r"python -m augbench.aggregate .*", output)
+    assert "--diagnostics" in aggregate
 
 
 @pytest.mark.parametrize("preset", FINE_GRAINED)
