@@ -62,8 +62,12 @@ def test_summary_lists_every_method_with_its_seeds(smoke_run):
         *["top1_web_mean", "top1_web_std", "ece_web_mean", "ece_web_std"],
         *["top1_web_vs_baseline", "top1_web_vs_baseline_ci_low", "top1_web_vs_baseline_ci_high"],
         *["gpu_hours", "cpu_hours", "gpu_hours_per_1k_added"],
+        *["learned_bytes", "learned_parameters"],
     ]
     assert summary.method.tolist() == list(METHODS)
+    # What personalisation learned has a size; the other methods learned nothing.
+    learned = summary.set_index("method").learned_parameters
+    assert set(learned[learned > 0].index) == set(PERSONALISED) and learned.drop(list(PERSONALISED)).isna().all()
     assert summary.kind.tolist() == list(METHODS.values())
     assert (summary.n_seeds == 1).all()
     assert summary.top1_mean.between(0, 100).all()
