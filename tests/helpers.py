@@ -38,3 +38,13 @@ def snakemake(
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     return result
+
+
+def checkpoint_epoch(folder: Path) -> int:
+    """The epochs a training checkpoint folder holds (0 while there is none or it is half written)."""
+    import torch
+
+    try:
+        return int(torch.load(folder / "state.pt", weights_only=True)["epoch"])
+    except (FileNotFoundError, RuntimeError, EOFError, KeyError):
+        return 0

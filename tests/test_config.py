@@ -348,6 +348,17 @@ def test_a_method_given_twice_is_refused_with_its_line(tmp_path):
     assert result.returncode != 0 and f"line {line}: key 'gen_img2img' is given twice" in result.stdout + result.stderr
 
 
+def test_methods_built_from_yaml_anchors_may_override_merged_keys_but_not_repeat_their_own(tmp_path):
+    """As configs/imagenet10-generators.yaml builds its sweep: a method merged with a model's settings."""
+    path = tmp_path / "config.yaml"
+    text = "methods:\n  a: &a {kind: generate, steps: 4}\n  b:\n    <<: *a\n    steps: 8\n"
+    path.write_text(text)
+    study.check_duplicate_keys([str(path)])  # steps from the merge, overridden: plain YAML
+    path.write_text(text + "    steps: 9\n")
+    with pytest.raises(study.ConfigError, match="line 6: key 'steps' is given twice"):
+        study.check_duplicate_keys([str(path)])
+
+
 def test_a_method_can_add_its_own_number_of_images_per_class(tmp_path, monkeypatch):
     config = copy.deepcopy(SMOKE)
     config["methods"]["retrieve_text_5"] = {"kind": "retrieve", "per_class": 5}

@@ -18,7 +18,7 @@ from augbench.stub import make_stub
 from helpers import REPO, snakemake
 
 PRESETS = ["imagenet10", "imagenet", "caltech256", "imagenet10-relaion", "imagenet10-datacomp"]
-PRESETS += ["imagenet10-generators"]  # the study's methods on SD 1.4, SDXL, SD3.5 and FLUX.1
+PRESETS += ["imagenet10-generators"]  # four of the study's methods on SD 1.4, SD 2.1, SDXL, SD3.5 and FLUX.1
 # What each preset reads: the dataset's trees (Caltech-256 is one tree that a job splits).
 STUB_PATHS = {
     "imagenet10": ["data/imagenet/train", "data/imagenet/val"],
@@ -202,7 +202,13 @@ def test_the_generator_preset_runs_each_method_on_its_own_model(planned):
         scheduler = params.get("scheduler", "dpm_solver")
         assert sampled[name] == {(diffusion["dtype"], scheduler, str(diffusion["batch_size"]))}, name
         assert (diffusion["backend"] in ("sd3", "flux")) == (scheduler == "flow_euler")
-    assert len({model for ((model, _),) in models.values()}) == 4
+    assert len({model for ((model, _),) in models.values()}) == 5
+    # The sweep: the same four methods on every model.
+    methods = {
+        name.rsplit("_", 1)[0] if name.endswith(("_sd21", "_sdxl", "_sd35", "_flux")) else name for name in generated
+    }
+    assert methods == {"gen_classname", "gen_clip_templates", "gen_img2img", "gen_dm_finetune"}
+    assert len(generated) == 20
 
 
 def test_the_demo_evaluates_on_its_shifted_set_and_diagnoses_every_method_that_adds_images(planned):

@@ -11,11 +11,15 @@ import os
 import re
 import shutil
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
 import yaml
 
-from helpers import REPO, snakemake
+from augbench import train
+
+from helpers import REPO, SMOKE, checkpoint_epoch, snakemake, snakemake_command
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.slurm]
 
@@ -42,7 +46,9 @@ def cluster():
     subprocess.run([str(SCRIPT), "stop"], check=True)
 
 
-def test_profile_sends_gpu_rules_to_the_gpu_partition_and_results_match_a_local_run(cluster, smoke_run, tmp_path):
+def _test_profile(folder: Path) -> Path:
+    """profiles/slurm as shipped, bar what the 2-CPU test node cannot give and what a cluster
+    without accounting needs."""
     profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
     # The test node has 2 CPUs; jobs get the threads the local run gave them, so numbers can match.
     for resources in profile["set-resources"].values():
@@ -61,12 +67,16 @@ def test_profile_sends_gpu_rules_to_the_gpu_partition_and_results_match_a_local_
             "max-threads": 2,
         }
     )
-    (tmp_path / "profile").mkdir()
-    (tmp_path / "profile" / "config.yaml").write_text(yaml.safe_dump(profile))
+    (folder / "profile").mkdir()
+    (folder / "profile" / "config.yaml").write_text(yaml.safe_dump(profile))
+    return folder / "profile"
+
+
+def test_profile_sends_gpu_rules_to_the_gpu_partition_and_results_match_a_local_run(cluster, smoke_run, tmp_path):
     workdir = tmp_path / "run"
     targets = [f"results/smoke/metrics/{method}/seed0.json" for method in METHODS]
     # A job SLURM cannot place waits forever; the budget for this test is 10 minutes.
-    result = snakemake(workdir, *targets, profile=tmp_path / "profile", timeout=900)
+    result = snakemake(workdir, *targets, profile=_test_profile(tmp_path), timeout=900)
     output = result.stdout + result.stderr
 
     # Every job went through SLURM: each has a SLURM job id and a SLURM log.
@@ -94,3 +104,45 @@ def test_profile_sends_gpu_rules_to_the_gpu_partition_and_results_match_a_local_
         on_slurm = json.loads((workdir / target).read_text())
         local = json.loads((local_dir / target).read_text())
         assert on_slurm["top1"] == local["top1"] and on_slurm["per_class_top1"] == local["per_class_top1"], target
+
+
+def test_a_training_job_slurm_requeues_resumes_from_its_checkpoint_and_finishes(cluster, smoke_run, tmp_path):
+    # The smoke run's finished inputs, copied with their times, so only the training runs on SLURM.
+    local_dir, _ = smoke_run
+    workdir = tmp_path / "run"
+    shutil.copytree(local_dir, workdir, symlinks=True, ignore=shutil.ignore_patterns("locks", "incomplete"))
+    # Long enough (about 0.3 s an epoch here) that the requeue lands mid-run; a checkpoint each epoch.
+    config = yaml.safe_load(SMOKE.read_text())
+    config["classifier"].update({"epochs": 80, "checkpoint_minutes": 0})
+    configfile = tmp_path / "config.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    target = "results/smoke/models/baseline/seed0.safetensors"
+    checkpoint = train.checkpoint_dir(workdir / target)
+    command, env = snakemake_command(workdir, target, profile=_test_profile(tmp_path), configfile=configfile)
+    transcript = tmp_path / "snakemake.txt"
+    with open(transcript, "w") as handle:
+        run = subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.time() + 300
+            while checkpoint_epoch(checkpoint) < 3 and run.poll() is None and time.time() < deadline:
+                time.sleep(0.2)
+            running = subprocess.run(
+                ["squeue", "--noheader", "--states=RUNNING", "--format=%i"], capture_output=True, text=True, check=True
+            ).stdout.split()
+            assert len(running) == 1, (running, transcript.read_text()[-3000:])
+            requeued_at = checkpoint_epoch(checkpoint)
+            # What SLURM does to a preempted job on a requeue partition: kill it and queue it again.
+            subprocess.run(["scontrol", "requeue", running[0]], check=True)
+            # A requeued job waits for a begin time; on this idle node it may start at once.
+            time.sleep(1)
+            subprocess.run(["scontrol", "update", f"JobId={running[0]}", "StartTime=now"], check=False)
+            assert run.wait(timeout=600) == 0, transcript.read_text()[-4000:]
+        finally:
+            if run.poll() is None:
+                run.kill()
+    details = subprocess.run(["scontrol", "show", "job", running[0]], capture_output=True, text=True).stdout
+    assert "Restarts=1" in details, details
+    record = json.loads((workdir / target).with_suffix(".json").read_text())
+    # The second start went on from the checkpoint the first left, not from epoch 0.
+    assert 3 <= requeued_at < 80 and record["resumed_after_epoch"] >= requeued_at, (requeued_at, record)
+    assert record["recipe"]["epochs"] == 80 and not checkpoint.exists()

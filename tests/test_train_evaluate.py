@@ -9,6 +9,8 @@ from safetensors.torch import save_file
 from augbench import classifier, evaluate, train
 from augbench.files import write_json, write_manifest
 
+from helpers import checkpoint_epoch
+
 RECIPE = classifier.Recipe(
     arch="resnet18",
     image_size=16,
@@ -187,15 +189,6 @@ def test_training_from_a_weights_file_records_it(miniworld, tmp_path):
     assert metrics["n_val_images"] == 50
 
 
-def _checkpoint_epoch(folder) -> int:
-    import torch
-
-    try:
-        return int(torch.load(folder / "state.pt", weights_only=True)["epoch"])
-    except (FileNotFoundError, RuntimeError, EOFError, KeyError):
-        return 0
-
-
 def test_killed_training_resumes_from_its_last_epoch_and_ends_as_an_uninterrupted_run(miniworld, tmp_path):
     import os
     import signal
@@ -218,11 +211,11 @@ def test_killed_training_resumes_from_its_last_epoch_and_ends_as_an_uninterrupte
     job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoint = train.checkpoint_dir(weights)
     deadline = time.time() + 120
-    while _checkpoint_epoch(checkpoint) < 2 and job.poll() is None and time.time() < deadline:
+    while checkpoint_epoch(checkpoint) < 2 and job.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     os.kill(job.pid, signal.SIGKILL)  # as a preempted or crashed job dies: no clean-up
     job.wait()
-    killed_after = _checkpoint_epoch(checkpoint)
+    killed_after = checkpoint_epoch(checkpoint)
     assert 2 <= killed_after < recipe.epochs and not weights.exists()
 
     record = train.train([manifest], classes, str(weights), recipe, seed=3, threads=1)

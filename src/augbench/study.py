@@ -64,6 +64,8 @@ class UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` merges a mapping, whose keys the mapping's own may override
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise ConfigError(
