@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -235,27 +237,32 @@ def timed(command: list[str]) -> dict:
     return {"seconds": round(time.time() - started, 1), "peak_gb": round(usage.ru_maxrss / 2**20, 2)}
 
 
-def check(model: str, scheduler: str, work: Path) -> dict:
+def check(family: str, model: str, scheduler: str, work: Path) -> dict:
     classes, subset = world(work)
     python = [sys.executable, "-m"]
     common = ["--classes", classes, "--subset", subset]
     sample = ["--model", model, "--scheduler", scheduler, "--steps", "2", "--image-size", str(SIZE)]
     sample += ["--device", "cpu", "--batch-size", "4"]
     results = {}
-    results["generate text-to-image"] = timed(
-        python + ["augbench.generate", *common, *sample, "--out-dir", str(work / "t2i")]
-    )
-    results["generate image-to-image"] = timed(
-        python + ["augbench.generate", *common, *sample, "--strength", "0.5", "--out-dir", str(work / "i2i")]
+
+    def run(step: str, command: list[str]) -> None:
+        results[step] = timed(python + command)
+        print(f"{family:5} {step:28} {results[step]}", flush=True)  # as it comes: a family takes minutes
+
+    run("generate text-to-image", ["augbench.generate", *common, *sample, "--out-dir", str(work / "t2i")])
+    run(
+        "generate image-to-image",
+        ["augbench.generate", *common, *sample, "--strength", "0.5", "--out-dir", str(work / "i2i")],
     )
     for target in ("token", "conditioning", "unet", "token_unet"):
         artefact = str(work / f"{target}.safetensors")
         learn = ["--model", model, "--target", target, "--steps", "1", "--batch-size", "1", "--device", "cpu"]
         learn += ["--image-size", str(SIZE), "--out", artefact]
-        results[f"personalise {target}"] = timed(python + ["augbench.personalise", *common, *learn])
+        run(f"personalise {target}", ["augbench.personalise", *common, *learn])
         uses = ["--personalisation", artefact, "--personalised", target]
-        results[f"generate with {target}"] = timed(
-            python + ["augbench.generate", *common, *sample, *uses, "--out-dir", str(work / f"g_{target}")]
+        run(
+            f"generate with {target}",
+            ["augbench.generate", *common, *sample, *uses, "--out-dir", str(work / f"g_{target}")],
         )
     return results
 
@@ -277,14 +284,23 @@ def main(argv: list[str] | None = None) -> None:
         for family in args.families:
             build, scheduler = BUILDERS[family]
             folder = root / family / "pipeline"
-            started = time.time()
-            build(folder, args.t5_layers) if family == "sd3" else build(folder)
-            report[family] = {"build and save": {"seconds": round(time.time() - started, 1)}}
+            if (folder / "model_index.json").exists():  # saved by an earlier run with the same --work
+                report[family] = {"build and save": "reused"}
+            else:
+                started = time.time()
+                # In a process of its own, so that this one does not hold the random weights' memory.
+                options = [folder] + ([args.t5_layers] if family == "sd3" else [])
+                builder = multiprocessing.get_context("spawn").Process(target=build, args=(*options,))
+                builder.start()
+                builder.join()
+                if builder.exitcode:
+                    raise SystemExit(f"building {family} failed (exit code {builder.exitcode})")
+                report[family] = {"build and save": {"seconds": round(time.time() - started, 1)}}
+            print(f"{family:5} {'build and save':28} {report[family]['build and save']}", flush=True)
             work = root / family / "run"
-            work.mkdir(parents=True, exist_ok=True)
-            report[family] |= check(str(folder), scheduler, work)
-            for step, figures in report[family].items():
-                print(f"{family:5} {step:28} {figures}", flush=True)
+            shutil.rmtree(work, ignore_errors=True)  # the jobs resume from what they find: time them afresh
+            work.mkdir(parents=True)
+            report[family] |= check(family, str(folder), scheduler, work)
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
 
