@@ -44,7 +44,9 @@ def _classes(subset: str) -> str:
 
 def _generate(family, model, subset, out_dir, **options) -> pd.DataFrame:
     sampling = {**SAMPLING[family], "steps": 2, "batch_size": 4}
-    sampling.update({key: options.pop(key) for key in ("strength", "steps", "true_cfg_scale") if key in options})
+    sampling.update(
+        {key: options.pop(key) for key in ("strength", "steps", "true_cfg_scale", "image_size") if key in options}
+    )
     settings = generate.Sampling(model, **sampling)
     return generate.generate(_classes(subset), subset, str(out_dir), settings, generate.Generation(**options))
 
@@ -93,6 +95,9 @@ def test_text_to_image_and_image_to_image_write_images(family, family_pipelines,
     assert (from_images.source == sorted(from_images.source)).all() and "strength" in from_images
     # Image-to-image starts from the real image: another start gives another picture.
     assert _difference(_images(from_text), _images(from_images)) > 1.0
+    # Below the native size too (SD3's and FLUX's image-to-image pipelines make their native size unless told).
+    small = _generate(family, model, subset, tmp_path / "small", strength=0.5, image_size=SIZE // 2)
+    assert all(Image.open(path).size == (SIZE // 2, SIZE // 2) for path in small.path)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

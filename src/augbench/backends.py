@@ -191,6 +191,10 @@ class FlowBackend(Backend):
     def call_options(self, guidance_scale, true_cfg_scale=None, images=1):
         return {"guidance_scale": guidance_scale, **self.text_options()}
 
+    def image_to_image_options(self, size):
+        # SD3's and FLUX's image-to-image pipelines make their native size unless told, not the input's.
+        return {"height": size, "width": size}
+
     def text_options(self) -> dict:
         """The T5 length of prompt encoding, where set."""
         return {} if self.text_length is None else {"max_sequence_length": self.text_length}
@@ -285,10 +289,6 @@ class Flux(FlowBackend):
 
     def native_size(self):
         return self.pipeline.default_sample_size * self.pipeline.vae_scale_factor
-
-    def image_to_image_options(self, size):
-        # FLUX's image-to-image pipeline makes its native size unless told, not the input's.
-        return {"height": size, "width": size}
 
     def call_options(self, guidance_scale, true_cfg_scale=None, images=1):
         options = super().call_options(guidance_scale)
