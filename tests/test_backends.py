@@ -44,7 +44,9 @@ def _classes(subset: str) -> str:
 
 def _generate(family, model, subset, out_dir, **options) -> pd.DataFrame:
     sampling = {**SAMPLING[family], "steps": 2, "batch_size": 4}
-    sampling.update({key: options.pop(key) for key in ("strength", "steps") if key in options})
+    sampling.update(
+        {key: options.pop(key) for key in ("strength", "steps", "true_cfg_scale", "image_size") if key in options}
+    )
     settings = generate.Sampling(model, **sampling)
     return generate.generate(_classes(subset), subset, str(out_dir), settings, generate.Generation(**options))
 
@@ -93,6 +95,9 @@ def test_text_to_image_and_image_to_image_write_images(family, family_pipelines,
     assert (from_images.source == sorted(from_images.source)).all() and "strength" in from_images
     # Image-to-image starts from the real image: another start gives another picture.
     assert _difference(_images(from_text), _images(from_images)) > 1.0
+    # Below the native size too (SD3's and FLUX's image-to-image pipelines make their native size unless told).
+    small = _generate(family, model, subset, tmp_path / "small", strength=0.5, image_size=SIZE // 2)
+    assert all(Image.open(path).size == (SIZE // 2, SIZE // 2) for path in small.path)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -119,6 +124,50 @@ def test_a_scheduler_of_the_other_objective_is_refused(family, family_pipelines,
     sampling = generate.Sampling(family_pipelines[family], **{**SAMPLING[family], "scheduler": wrong})
     with pytest.raises(ValueError, match=f"scheduler: '{wrong}' cannot sample backend '{family}'"):
         generate.generate(_classes(subset), subset, str(tmp_path), sampling)
+
+
+def test_true_classifier_free_guidance_on_flux_guides_against_the_empty_prompt(family_pipelines):
+    import torch
+
+    from augbench.backends import load_backend
+
+    backend = load_backend(family_pipelines["flux"], None, "flow_euler", "float32", torch.device("cpu"), text_length=8)
+
+    def images(prompts: list[str], **guidance) -> np.ndarray:
+        options = backend.call_options(3.5, images=len(prompts), **guidance)
+        generators = [torch.Generator().manual_seed(seed) for seed in range(len(prompts))]
+        made = backend.pipeline(
+            prompt=prompts,
+            num_inference_steps=2,
+            generator=generators,
+            height=SIZE,
+            width=SIZE,
+            output_type="np",
+            **options,
+        )
+        return made.images
+
+    named = ["a photo of a zero", "a photo of a one"]
+    distilled = images(named)
+    assert np.array_equal(images(named, true_cfg_scale=1.0), distilled)  # a scale of 1 guides nowhere
+    assert np.abs(images(named, true_cfg_scale=4.0) - distilled).mean() > 1e-3
+    # The negative branch is the empty prompt: guiding the empty prompt away from itself changes nothing.
+    empty = ["", ""]
+    assert np.allclose(images(empty, true_cfg_scale=4.0), images(empty), atol=1e-5)
+
+
+def test_true_classifier_free_guidance_is_recorded_and_refused_where_guidance_scale_is_guidance(
+    family_pipelines, subset, tmp_path
+):
+    guided = _generate("flux", family_pipelines["flux"], subset, tmp_path / "flux", true_cfg_scale=3.0)
+    assert (guided.true_cfg_scale == 3.0).all() and all(Path(path).exists() for path in guided.path)
+    unguided = _generate("flux", family_pipelines["flux"], subset, tmp_path / "flux")
+    assert "true_cfg_scale" not in unguided and Path(unguided.path[0]).parent != Path(guided.path[0]).parent
+    for family in ("sdxl", "sd3"):
+        with pytest.raises(
+            ValueError, match=f"true_cfg_scale: on backend '{family}' guidance_scale is classifier-free"
+        ):
+            _generate(family, family_pipelines[family], subset, tmp_path / family, true_cfg_scale=3.0)
 
 
 @pytest.fixture(scope="module")

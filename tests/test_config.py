@@ -222,6 +222,17 @@ CASES = {
         ),
         ["config methods.gen_unconditional.guidance_scale: on backend 'flux' guidance_scale is an input of the"],
     ),
+    "true classifier-free guidance on a family guided by guidance_scale": (
+        lambda c: (c["diffusion"].update(backend="sd"), c["methods"]["gen_classname"].update(true_cfg_scale=3.0)),
+        [
+            "config methods.gen_classname.true_cfg_scale: on backend 'sd' guidance_scale is classifier-free guidance "
+            "already; true_cfg_scale is for ['flux']"
+        ],
+    ),
+    "true classifier-free guidance below 1": (
+        lambda c: c["methods"]["gen_classname"].update(true_cfg_scale=0.5),
+        ["config methods.gen_classname.true_cfg_scale: 0.5 is less than the minimum of 1"],
+    ),
     "evaluation set outside the mini-world": (
         lambda c: c["evaluation_sets"].update(web={"images": "data/web/manifest.csv"}),
         ["config evaluation_sets.web.images: data/web/manifest.csv is not under miniworld.root"],

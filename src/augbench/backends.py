@@ -116,8 +116,10 @@ class Backend:
         """Prompts with each multi-vector learned token spelled out, where the pipeline does not do it itself."""
         return prompts
 
-    def call_options(self, guidance_scale: float) -> dict:
-        """The pipeline call's options for guidance and text length."""
+    def call_options(self, guidance_scale: float, true_cfg_scale: float | None = None, images: int = 1) -> dict:
+        """The options of a pipeline call that makes ``images`` images, for guidance and text length.
+        ``true_cfg_scale`` is for families whose ``guidance_scale`` is not classifier-free guidance
+        (``methods.check_backend`` refuses it on the others)."""
         return {"guidance_scale": guidance_scale}
 
     # Training
@@ -186,8 +188,12 @@ class FlowBackend(Backend):
 
     denoiser_name = "transformer"
 
-    def call_options(self, guidance_scale):
+    def call_options(self, guidance_scale, true_cfg_scale=None, images=1):
         return {"guidance_scale": guidance_scale, **self.text_options()}
+
+    def image_to_image_options(self, size):
+        # SD3's and FLUX's image-to-image pipelines make their native size unless told, not the input's.
+        return {"height": size, "width": size}
 
     def text_options(self) -> dict:
         """The T5 length of prompt encoding, where set."""
@@ -284,9 +290,13 @@ class Flux(FlowBackend):
     def native_size(self):
         return self.pipeline.default_sample_size * self.pipeline.vae_scale_factor
 
-    def image_to_image_options(self, size):
-        # FLUX's image-to-image pipeline makes its native size unless told, not the input's.
-        return {"height": size, "width": size}
+    def call_options(self, guidance_scale, true_cfg_scale=None, images=1):
+        options = super().call_options(guidance_scale)
+        if true_cfg_scale is None:
+            return options
+        # Classifier-free guidance as the UNet families do it: against the empty prompt, one per image
+        # (the pipeline encodes the negative prompts as a batch of their own).
+        return {**options, "true_cfg_scale": true_cfg_scale, "negative_prompt": [""] * images}
 
     @property
     def guidance_distilled(self) -> bool:

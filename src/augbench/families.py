@@ -22,7 +22,8 @@ BACKEND_NAMES = ("auto", *PIPELINES)
 # Families trained by flow matching (a transformer); the others are noise-prediction UNets.
 FLOW_FAMILIES = ("sd3", "flux")
 # Families whose pipeline's guidance_scale is an input of a guidance-distilled model (FLUX.1-dev;
-# schnell ignores it), not classifier-free guidance.
+# schnell ignores it), not classifier-free guidance; their pipelines guide against a negative
+# prompt only at a true_cfg_scale above 1 (two passes of the model per step).
 GUIDANCE_AS_MODEL_INPUT = ("flux",)
 # Schedulers of noise-prediction models (a UNet's DDPM-style schedule) ...
 UNET_SCHEDULERS = {

@@ -77,7 +77,16 @@ class Sampling:
         "dpm_solver", help="sampling scheduler", choices=tuple(SCHEDULERS), config="methods.*.scheduler"
     )
     steps: int = setting(25, help="denoising steps", config="methods.*.steps")
-    guidance_scale: float = setting(7.5, help="classifier-free guidance scale", config="methods.*.guidance_scale")
+    guidance_scale: float = setting(
+        7.5,
+        help="classifier-free guidance scale (FLUX: the distilled model's input)",
+        config="methods.*.guidance_scale",
+    )
+    true_cfg_scale: float | None = setting(
+        None,
+        help="FLUX: classifier-free guidance against the empty prompt (None: none)",
+        config="methods.*.true_cfg_scale",
+    )
     strength: float | None = setting(
         None, help="image-to-image from real images at this noise", config="methods.*.strength"
     )
@@ -124,7 +133,11 @@ class Generation:
 
 def later_settings(sampling: Sampling) -> dict:
     """Sampling settings that enter the images' folder only where set (see settings_folder)."""
-    return {"backend": None if sampling.backend == "auto" else sampling.backend, "text_length": sampling.text_length}
+    return {
+        "backend": None if sampling.backend == "auto" else sampling.backend,
+        "text_length": sampling.text_length,
+        "true_cfg_scale": sampling.true_cfg_scale,
+    }
 
 
 def image_seed(seed: int, label: int, index: int) -> int:
@@ -293,7 +306,7 @@ def generate(
     filters = settings.min_clip_score is not None or settings.min_clip_score_file is not None
     check_generation(settings.prompt, sampling.strength, settings.zero_shot_keep, settings.personalised, filters)
     family = backend_name(sampling.model, sampling.revision, sampling.backend, required=False)
-    check_backend(family, sampling.scheduler, sampling.guidance_scale)
+    check_backend(family, sampling.scheduler, sampling.guidance_scale, sampling.true_cfg_scale)
     out_dir = Path(out_dir)
     classes = read_classes(classes_path)
     subset = read_manifest(subset_manifest)
@@ -380,6 +393,8 @@ def generate(
     plan["scheduler"] = sampling.scheduler
     plan["steps"] = sampling.steps
     plan["guidance_scale"] = sampling.guidance_scale
+    if sampling.true_cfg_scale is not None:
+        plan["true_cfg_scale"] = sampling.true_cfg_scale
     if sampling.strength is not None:
         plan["strength"] = sampling.strength
     write_manifest(manifest or out_dir / "manifest.csv", plan)
@@ -416,7 +431,7 @@ def _sample(todo: pd.DataFrame, sampling: Sampling, learned: Personalisation | N
             **text,
             num_inference_steps=sampling.steps,
             generator=generators,
-            **backend.call_options(sampling.guidance_scale),
+            **backend.call_options(sampling.guidance_scale, sampling.true_cfg_scale, len(batch)),
             **size_options,
         ).images
         for path, image in zip(batch.path, images):

@@ -67,9 +67,18 @@ def check_generation(
     check_clip_filter(zero_shot_keep, filters_by_clip_score)
 
 
-def check_backend(backend: str | None, scheduler: str | None = None, guidance_scale: float | None = None) -> None:
+def check_backend(
+    backend: str | None,
+    scheduler: str | None = None,
+    guidance_scale: float | None = None,
+    true_cfg_scale: float | None = None,
+) -> None:
     """What a model family (``augbench.families``; None: not known yet) can sample: its schedulers,
     and guidance that means what the registry means by it."""
+    if true_cfg_scale is not None and true_cfg_scale < 1:
+        raise SettingError(
+            "true_cfg_scale", f"must be at least 1 (1: no classifier-free guidance), not {true_cfg_scale}"
+        )
     if backend is None:
         return
     if scheduler is not None and scheduler not in schedulers_of(backend):
@@ -79,13 +88,19 @@ def check_backend(backend: str | None, scheduler: str | None = None, guidance_sc
             f"{scheduler!r} cannot sample backend {backend!r}, which is trained by {kind}; "
             f"use one of {list(schedulers_of(backend))}",
         )
+    if backend not in GUIDANCE_AS_MODEL_INPUT and true_cfg_scale is not None:
+        raise SettingError(
+            "true_cfg_scale",
+            f"on backend {backend!r} guidance_scale is classifier-free guidance already; true_cfg_scale is for "
+            f"{list(GUIDANCE_AS_MODEL_INPUT)}, whose guidance_scale is a model input: set guidance_scale instead",
+        )
     if backend in GUIDANCE_AS_MODEL_INPUT and guidance_scale is not None and guidance_scale <= 1:
         raise SettingError(
             "guidance_scale",
             f"on backend {backend!r} guidance_scale is an input of the guidance-distilled model (FLUX.1-dev; "
-            f"schnell ignores it), not classifier-free guidance, so {guidance_scale} does not turn prompt guidance "
-            "off; the pipeline samples without classifier-free guidance anyway: give the guidance the model was "
-            "distilled for (3.5 for FLUX.1-dev)",
+            f"schnell ignores it), not classifier-free guidance, so {guidance_scale} does not turn guidance off; "
+            "give the guidance the model was distilled for (3.5 for FLUX.1-dev), and true_cfg_scale for "
+            "classifier-free guidance against the empty prompt (null or 1: none, as FLUX samples by default)",
         )
 
 

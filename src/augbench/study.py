@@ -45,7 +45,16 @@ PRETRAIN_BENCHMARKS = "benchmarks/runs/_pretrained"
 # defaults (the schema's) they stay off the command line, so jobs run before they existed stand.
 PERSONALISE_RUN_SETTINGS = ("micro_batch", "precision", "gradient_checkpointing")
 # Options of augbench.generate that a method's entry in the registry sets.
-GENERATE_OPTIONS = ("prompt", "scheduler", "steps", "guidance_scale", "seed", "strength", "zero_shot_keep")
+GENERATE_OPTIONS = (
+    "prompt",
+    "scheduler",
+    "steps",
+    "guidance_scale",
+    "true_cfg_scale",
+    "seed",
+    "strength",
+    "zero_shot_keep",
+)
 
 
 class ConfigError(ValueError):
@@ -832,7 +841,12 @@ class Study:
                     learned.get("target"),
                     self.filters_by_clip_score(name),
                 )
-                registry.check_backend(self.diffusion_backend_of(name), params["scheduler"], params["guidance_scale"])
+                registry.check_backend(
+                    self.diffusion_backend_of(name),
+                    params["scheduler"],
+                    params["guidance_scale"],
+                    params["true_cfg_scale"],
+                )
         except registry.SettingError as error:
             raise ConfigError(f"{key}.{error.key}: {error.message}") from None
         if params["kind"] in ("retrieve", "generate"):
