@@ -123,7 +123,12 @@ def shard_manifest(
 def excluded_in_shard(exclude: str, rows_of_shard: pd.DataFrame, offset: int) -> np.ndarray:
     """The rows of a shard (counted from its first) that an exclusion table lists, checked against its paths."""
     table = pd.read_csv(exclude, keep_default_na=False)
+    missing = {"pool_row", "path"} - set(table.columns)
+    if missing:
+        raise ValueError(f"exclusion table {exclude} lacks column(s) {sorted(missing)}")
     rows = table.pool_row.to_numpy(dtype=np.int64)
+    if (rows < 0).any():
+        raise ValueError(f"exclusion table {exclude} lists pool row {rows[rows < 0][0]}: rows count from 0")
     inside = (rows >= offset) & (rows < offset + len(rows_of_shard))
     local = rows[inside] - offset
     moved = np.flatnonzero(rows_of_shard.path.to_numpy()[local] != table.path.to_numpy()[inside])
