@@ -189,6 +189,28 @@ def clip_dimension(model: str, pretrained: str | None) -> tuple[int, object]:
     return encode(["a photo"]).shape[1], encode
 
 
+def check_clip_model(
+    folder: str, width: int, model: str, pretrained: str | None, captions: list[str], stored: np.ndarray
+) -> None:
+    """That a folder's embeddings come from ``model``: their ``width``, and a few ``captions`` embedded by it
+    against their ``stored`` embeddings (rows as the captions; none: the width alone)."""
+    expected, encode = clip_dimension(model, pretrained)
+    if width != expected:
+        raise ValueError(
+            f"the embeddings in {folder} have {width} dimensions but clip.model {model} gives {expected}: "
+            "they were made with another CLIP"
+        )
+    if not captions:
+        return
+    stored = np.asarray(stored[: len(captions)], dtype=np.float32)
+    agreement = float(np.median(np.einsum("ij,ij->i", stored, encode(list(captions)))))
+    if agreement < 0.9:
+        raise ValueError(
+            f"the caption embeddings in {folder} do not match clip.model {model} "
+            f"(median cosine {agreement:.2f} over {len(captions)} captions): they were made with another CLIP"
+        )
+
+
 def block_pieces(pool_manifest, shard, shards, parts, shard_table, pool_embeddings, image_embeddings, index):
     """(manifest rows, pool row of the first, searched embeddings, image embeddings, name) of each shard
     of a job's block, opened one at a time (memory-mapped, nothing read yet)."""
