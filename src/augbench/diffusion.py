@@ -40,7 +40,7 @@ def training_loss(
     noisy, target, weighting = objective(noise_scheduler, latents, noise, timesteps)
     prediction = predict(noisy, timesteps, conditioning)
     squared = weighting * (prediction.float() - target.float()) ** 2
-    return squared.reshape(len(latents), -1).mean(dim=1)
+    return squared.mean(dim=tuple(range(1, squared.ndim)))
 
 
 def denoising_objective(noise_scheduler, latents, noise, timesteps) -> tuple[torch.Tensor, torch.Tensor, float]:
