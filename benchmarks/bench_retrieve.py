@@ -1,22 +1,22 @@
-"""The retrieve job at LAION-subset scale: its wall time and peak memory.
+"""Retrieval at LAION-subset scale, the pool one shard: its wall time and peak memory.
 
-``python -m augbench.retrieve``, as the workflow runs it, over 1,000,000 pool image
-embeddings (768-d, float32, memory-mapped from disk; the mixture of bench_search) for
-1,000 class-prompt queries, 500 images per class, so each query fetches k = 1,000
-candidates (overfetch 2). Module start-up (importing faiss, pandas) is included; the peak
-is the job's maximum resident memory, as GNU time reports it.
+``python -m augbench.sharded_retrieval search`` and ``merge``, as the workflow runs them for a
+pool of one shard (rounds until the merge is done; bench_sharded runs them), over 1,000,000 pool
+image embeddings (768-d, float32, memory-mapped from disk; the mixture of bench_search) for
+1,000 class-prompt queries, 500 images per class, so each query's first search depth is
+1,000 (overfetch 2). Module start-up (importing faiss, pandas) is included; the time is the
+jobs' together, the peak the largest job's maximum resident memory, as GNU time reports it.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
+import resource
 import tempfile
-import time
 from pathlib import Path
 
 import bench_search
+import bench_sharded
 import numpy as np
 import pandas as pd
 
@@ -49,30 +49,28 @@ def write_pool(folder: Path) -> dict[str, str]:
 def measure() -> dict:
     with tempfile.TemporaryDirectory(dir=os.environ.get("AUGBENCH_BENCH_TMP")) as tmp:
         files = write_pool(Path(tmp))
-        # GNU time reports the job's own peak: a child forked from this process would start
-        # with this process's pages (the pool just written) counted as its own.
-        command = ["/usr/bin/time", "-f", "peak_kb %M", sys.executable, "-m", "augbench.retrieve"]
-        command += ["--pool", files["pool.csv"]]
-        command += ["--pool-embeddings", files["pool.npy"], "--queries", files["prompts.npy"]]
-        command += ["--subset", files["subset.csv"], "--classes", files["classes.txt"]]
-        command += ["--out", str(Path(tmp) / "added.csv"), "--per-class", str(PER_CLASS)]
-        log = Path(tmp) / "retrieve.log"
-        start = time.perf_counter()
-        with open(log, "w") as handle:
-            job = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
-            _, status, usage = os.wait4(job.pid, 0)
-        seconds = time.perf_counter() - start
-        text = log.read_text().strip()
-        print("   " + text.replace("\n", "\n   "))
-        if status != 0:
-            raise RuntimeError("retrieve failed (its log above)")
-        peak_mb = int(text.rsplit("peak_kb ", 1)[1].split()[0]) / 1024
-        added = pd.read_csv(Path(tmp) / "added.csv")
-    cpu_seconds = usage.ru_utime + usage.ru_stime
-    print(f"   {len(added):,} retrieved in {seconds:.1f} s ({cpu_seconds:.1f} s CPU), peak {peak_mb:,.0f} MB")
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        result = bench_sharded.retrieve(
+            Path(tmp),
+            ["--pool", files["pool.csv"]],
+            "auto",
+            shards=1,
+            per_class=PER_CLASS,
+            shard_options=lambda shard: ["--pool-embeddings", files["pool.npy"]],
+        )
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    seconds = sum(result["searches"]) + sum(result["merges"])
+    cpu_seconds = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    added, peak_mb = result["added"], result["peak"]
+    print(
+        f"   {len(added):,} retrieved in {seconds:.1f} s ({cpu_seconds:.1f} s CPU; search "
+        f"{sum(result['searches']):.1f} s, merge {sum(result['merges']):.1f} s, {result['rounds']} round(s)), "
+        f"peak {peak_mb:,.0f} MB"
+    )
     return {
         "retrieve_1m_seconds": seconds,
         "retrieve_1m_cpu_seconds": cpu_seconds,
         "retrieve_1m_peak_rss_mb": peak_mb,
         "retrieve_1m_added": len(added),
+        "retrieve_1m_rounds": result["rounds"],
     }

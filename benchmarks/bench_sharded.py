@@ -83,28 +83,36 @@ def run_job(arguments: list[str], log: Path) -> tuple[float, float]:
     return seconds, int(text.rsplit("peak_kb ", 1)[1].split()[0]) / 1024
 
 
-def retrieve(folder: Path, table: Path, search: str) -> dict:
-    """Every shard searched by its own job, then merged; rounds until the merge is done."""
+def retrieve(
+    folder: Path,
+    pool: list[str],
+    search: str,
+    shards: int = SHARDS,
+    per_class: int = PER_CLASS,
+    shard_options=lambda shard: [],
+) -> dict:
+    """Every shard searched by its own job, then merged; rounds until the merge is done. ``pool``: the
+    pool's options (``--shard-table`` or ``--pool``); ``shard_options(shard)``: a search job's own."""
     work = folder / search.replace(",", "_")
-    common = ["--shard-table", str(table), "--queries", str(folder / "prompts.npy")]
+    common = [*pool, "--queries", str(folder / "prompts.npy")]
     common += ["--subset", str(folder / "subset.csv"), "--classes", str(folder / "classes.txt")]
-    common += ["--per-class", str(PER_CLASS), "--search", search]
-    latest = [0] * SHARDS
+    common += ["--per-class", str(per_class), "--search", search]
+    latest = [0] * shards
     searches, peaks, merges = [], [], []
-    asked = list(range(SHARDS))
+    asked = list(range(shards))
     for round_ in range(10):
         (work / f"round{round_}").mkdir(parents=True)
         for shard in asked:
             out = work / f"round{round_}/shard{shard}.npz"
             seconds, peak = run_job(
-                ["search", *common, "--shard", str(shard), "--shards", str(SHARDS), "--round", str(round_)]
-                + ["--out", str(out)],
+                ["search", *common, "--shard", str(shard), "--shards", str(shards), "--round", str(round_)]
+                + [*shard_options(shard), "--out", str(out)],
                 work / f"round{round_}/shard{shard}.log",
             )
             searches.append(seconds)
             peaks.append(peak)
             latest[shard] = round_
-        candidates = [str(work / f"round{latest[shard]}/shard{shard}.npz") for shard in range(SHARDS)]
+        candidates = [str(work / f"round{latest[shard]}/shard{shard}.npz") for shard in range(shards)]
         merged = work / f"round{round_}/merged"
         seconds, peak = run_job(
             ["merge", *common, "--candidates", *candidates, "--out-dir", str(merged)], work / f"round{round_}/merge.log"
@@ -126,8 +134,8 @@ def measure() -> dict:
         table = write_pool(folder)
         written = time.perf_counter() - start
         print(f"   {ROWS:,} x {bench_search.DIM} float16 in {SHARDS} shards written in {written:.0f} s")
-        approximate = retrieve(folder, table, APPROXIMATE)
-        exact = retrieve(folder, table, "Flat")
+        approximate = retrieve(folder, ["--shard-table", str(table)], APPROXIMATE)
+        exact = retrieve(folder, ["--shard-table", str(table)], "Flat")
     pairs = set(zip(exact["added"].pool_row, exact["added"].label))
     found = set(zip(approximate["added"].pool_row, approximate["added"].label))
     recall = len(pairs & found) / len(pairs)

@@ -235,8 +235,8 @@ def test_flow_matching_regresses_the_velocity_between_latent_and_noise_at_the_dr
         seen["noisy"] = noisy
         return noise - latents
 
-    losses = diffusion.flow_matching_loss(exact, scheduler, latents, None, noise, timesteps)
+    losses = diffusion.training_loss(exact, scheduler, latents, None, noise, timesteps, flow_matching=True)
     assert losses.shape == (6,) and losses.abs().max() < 1e-10
     assert torch.allclose(seen["noisy"], (1 - sigmas) * latents + sigmas * noise)
-    wrong = diffusion.flow_matching_loss(lambda *_: noise, scheduler, latents, None, noise, timesteps)
+    wrong = diffusion.training_loss(lambda *_: noise, scheduler, latents, None, noise, timesteps, flow_matching=True)
     assert torch.allclose(wrong, (latents**2).mean(dim=(1, 2, 3)))

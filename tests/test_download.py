@@ -107,7 +107,9 @@ def test_missing_img2dataset_says_how_to_install_it(monkeypatch):
 
 
 def test_a_pool_of_urls_gives_candidates_beyond_the_quota_with_their_urls(tmp_path):
-    from augbench import retrieve
+    from pool_search import retrieve_whole_pool
+
+    from augbench.sharded_retrieval import Retrieval
 
     rng = np.random.default_rng(0)
     embeddings = rng.normal(size=(20, 4)).astype(np.float32)
@@ -119,7 +121,7 @@ def test_a_pool_of_urls_gives_candidates_beyond_the_quota_with_their_urls(tmp_pa
     write_manifest(tmp_path / "subset.csv", pd.DataFrame({"path": ["a", "b", "c", "d"], "label": [0, 0, 0, 1]}))
     write_classes(tmp_path / "classes.txt", ["a", "b"])
     arguments = [str(tmp_path / name) for name in ("pool.csv", "pool.npy", "queries.npy", "subset.csv", "classes.txt")]
-    added = retrieve.retrieve(*arguments, str(tmp_path / "candidates.csv"), retrieve.Retrieval(candidate_factor=1.5))
+    added = retrieve_whole_pool(*arguments, str(tmp_path / "work"), Retrieval(candidate_factor=1.5))
     # Quotas 3 and 1 (as the real images), times 1.5, rounded up.
     assert added.groupby("label").size().tolist() == [5, 2]
     assert added.url.tolist() == [pool.url[row] for row in added.pool_row]

@@ -6,9 +6,11 @@ import pandas as pd
 import pytest
 import yaml
 from PIL import Image
+from pool_search import retrieve_whole_pool
 
-from augbench import copies, exclude, retrieve
+from augbench import copies, exclude, pool_parts
 from augbench.files import read_manifest, write_classes, write_manifest
+from augbench.sharded_retrieval import Retrieval
 
 REPO = Path(__file__).resolve().parents[1]
 MINIWORLD_CLIP = f"local-dir:{REPO / 'resources' / 'miniworld' / 'models' / 'clip'}"
@@ -169,20 +171,25 @@ def test_retrieval_leaves_out_the_rows_of_the_exclusion_table(tmp_path):
     inputs = _retrieval_inputs(tmp_path, [[1, 0.01], [1, 0.1], [1, 0.2], [1, 0.3], [0.01, 1], [0.1, 1], [0.2, 1]])
     table = pd.DataFrame({"pool_row": [0, 4, 4], "path": ["p0", "p4", "p4"], "reason": ["a", "a", "b"]})
     table.to_csv(tmp_path / "excluded.csv", index=False)
-    added = retrieve.retrieve(*inputs, str(tmp_path / "added.csv"), exclude=str(tmp_path / "excluded.csv"))
+    added = retrieve_whole_pool(*inputs, str(tmp_path / "added"), exclude=str(tmp_path / "excluded.csv"))
     assert sorted(added.path) == ["p1", "p2", "p5", "p6"]  # the nearest images, less the excluded ones
-    assert sorted(retrieve.retrieve(*inputs, str(tmp_path / "all.csv")).path) == ["p0", "p1", "p4", "p5"]
+    assert sorted(retrieve_whole_pool(*inputs, str(tmp_path / "all")).path) == ["p0", "p1", "p4", "p5"]
 
 
 def test_an_exclusion_table_of_another_pool_is_refused(tmp_path):
     inputs = _retrieval_inputs(tmp_path, [[1, 0], [1, 0.1], [0, 1], [0.1, 1]])
     pool = read_manifest(tmp_path / "pool.csv")
     pd.DataFrame({"pool_row": [1], "path": ["q1"]}).to_csv(tmp_path / "other.csv", index=False)
-    with pytest.raises(ValueError, match="lists q1 as pool row 1, but the pool's row 1 is p1"):
-        copies.excluded_rows(str(tmp_path / "other.csv"), pool)
-    pd.DataFrame({"pool_row": [9], "path": ["p9"]}).to_csv(tmp_path / "long.csv", index=False)
-    with pytest.raises(ValueError, match="lists pool row 9, but the pool has 4 rows"):
-        retrieve.retrieve(*inputs, str(tmp_path / "added.csv"), exclude=str(tmp_path / "long.csv"))
+    with pytest.raises(ValueError, match="lists pool row 1 under another path: it was made for another pool"):
+        pool_parts.excluded_in_shard(str(tmp_path / "other.csv"), pool, 0)
+    # A shard's rows are checked by their paths; the rows of other shards are theirs to check.
+    pd.DataFrame({"pool_row": [3, 9], "path": ["q3", "p9"]}).to_csv(tmp_path / "later.csv", index=False)
+    assert pool_parts.excluded_in_shard(str(tmp_path / "later.csv"), pool.iloc[:2], 0).tolist() == []
+    with pytest.raises(ValueError, match="lists pool row 3 under another path"):
+        retrieve_whole_pool(*inputs, str(tmp_path / "added"), exclude=str(tmp_path / "later.csv"))
+    pd.DataFrame({"row": [1]}).to_csv(tmp_path / "bare.csv", index=False)
+    with pytest.raises(ValueError, match=r"bare.csv lacks column\(s\) \['path', 'pool_row'\]"):
+        pool_parts.excluded_in_shard(str(tmp_path / "bare.csv"), pool, 0)
 
 
 def _plant_copies(val: pd.DataFrame, folder: Path) -> list[str]:
@@ -237,12 +244,12 @@ def test_evaluation_images_planted_in_the_pool_are_all_removed_and_never_retriev
     np.save(tmp_path / "queries.npy", np.load(tmp_path / "val.npy"))
     inputs = [str(tmp_path / name) for name in ("pool.csv", "pool.npy", "queries.npy")]
     inputs += [val_manifest, str(miniworld / "classes.txt")]
-    settings = retrieve.Retrieval(per_class=4 * int(val.label.value_counts().max()))
-    unfiltered = retrieve.retrieve(*inputs, str(tmp_path / "unfiltered.csv"), settings, query_manifest=val_manifest)
+    settings = Retrieval(per_class=4 * int(val.label.value_counts().max()))
+    unfiltered = retrieve_whole_pool(*inputs, str(tmp_path / "unfiltered"), settings, query_manifest=val_manifest)
     assert len(set(unfiltered.path) & set(planted)) > len(planted) // 2
     excluded = str(tmp_path / "excluded.csv")
-    added = retrieve.retrieve(
-        *inputs, str(tmp_path / "added.csv"), settings, query_manifest=val_manifest, exclude=excluded
+    added = retrieve_whole_pool(
+        *inputs, str(tmp_path / "added"), settings, query_manifest=val_manifest, exclude=excluded
     )
     assert len(added) == len(unfiltered) and set(added.path).isdisjoint(planted)
 
@@ -250,8 +257,10 @@ def test_evaluation_images_planted_in_the_pool_are_all_removed_and_never_retriev
 def test_a_pool_excluded_whole_is_named_rather_than_searched(tmp_path):
     inputs = _retrieval_inputs(tmp_path, [[1, 0], [0, 1]])
     pd.DataFrame({"pool_row": [0, 1], "path": ["p0", "p1"]}).to_csv(tmp_path / "all.csv", index=False)
-    with pytest.raises(ValueError, match=r"no image of the pool.s 2 is left to search: .* \(check contamination"):
-        retrieve.retrieve(*inputs, str(tmp_path / "added.csv"), exclude=str(tmp_path / "all.csv"))
+    with pytest.raises(
+        ValueError, match=r"no image of the pool is left to search in 1 shard\(s\): .* \(check contamination"
+    ):
+        retrieve_whole_pool(*inputs, str(tmp_path / "added"), exclude=str(tmp_path / "all.csv"))
 
 
 def test_a_pool_screened_shard_by_shard_lists_what_one_job_lists(tmp_path):

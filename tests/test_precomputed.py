@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from test_pool import _metadata, write_clip_retrieval
 
-from augbench import pool_parts, precomputed, retrieve, sharded_retrieval
+from augbench import pool_parts, precomputed, sharded_retrieval
 from augbench.files import write_classes, write_manifest
 
 # DataComp's ViT-L/14 arrays, without loading that CLIP to check them (the check is tested on a tiny one below).
@@ -80,7 +80,7 @@ def test_retrieval_from_datacomp_shards_equals_retrieval_from_the_joined_pool(tm
     write_manifest(tmp_path / "subset.csv", pd.DataFrame({"path": list("abc"), "label": [0, 1, 2]}))
     write_classes(tmp_path / "classes.txt", ["x", "y", "z"])
     common = [str(tmp_path / name) for name in ("prompts.npy", "subset.csv", "classes.txt")]
-    settings = retrieve.Retrieval(per_class=10, overfetch=1.0)
+    settings = sharded_retrieval.Retrieval(per_class=10, overfetch=1.0)
     by_parts = sharded_retrieval.retrieve_sharded(
         None,
         table.images.tolist(),

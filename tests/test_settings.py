@@ -23,21 +23,21 @@ from augbench import (
     knn_service,
     personalisation,
     personalise,
-    retrieve,
     screen_downloads,
+    sharded_retrieval,
 )
 
 SCHEMA = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml").read_text())
-SETTINGS = [personalisation.Training, generate.Sampling, generate.Generation, retrieve.Retrieval]
+SETTINGS = [personalisation.Training, generate.Sampling, generate.Generation, sharded_retrieval.Retrieval]
 SETTINGS += [knn_service.Service, knn_service.Candidates, download.Fetching]
 SETTINGS += [copies.CopyChecks, exclude.SafetyTags, clip_settings.Clip, clip_settings.ImageEmbedding]
 SETTINGS += [diagnostics.Diagnostics]
 # The kind of method entry that ``methods.*.`` means in a settings class's keys (a generation method's by default).
-METHOD_ENTRY = {retrieve.Retrieval: "retrieve_method"}
+METHOD_ENTRY = {sharded_retrieval.Retrieval: "retrieve_method"}
 METHOD_ENTRY |= dict.fromkeys([knn_service.Service, knn_service.Candidates, download.Fetching], "retrieve_method")
 # Keys whose schema default is null but whose setting is required: the config check refuses them unset where used.
 REQUIRED_WHERE_USED = {"methods.*.service.url": "Study.check requires it of a method with backend clip_service"}
-# Keys of a retrieval method's entry that the local search (augbench.retrieve) does not read, and who does.
+# Keys of a retrieval method's entry that the local search (augbench.sharded_retrieval) does not read, and who does.
 NOT_READ_BY_THE_LOCAL_SEARCH = {
     "kind": "the workflow's: it makes the method a retrieval",
     "backend": "the workflow's: it picks the rule, the local search or the kNN service (augbench.knn_service)",
@@ -119,9 +119,9 @@ def test_every_setting_of_personalisation_and_generation_methods_is_mirrored():
 
 
 def test_every_setting_of_the_local_search_is_mirrored():
-    # A key added to a retrieval method's entry reaches augbench.retrieve through Retrieval, or
+    # A key added to a retrieval method's entry reaches augbench.sharded_retrieval through Retrieval, or
     # is listed above with the stage that reads it.
-    keys = mirrored(retrieve.Retrieval)
+    keys = mirrored(sharded_retrieval.Retrieval)
     method_keys = {key.removeprefix("methods.*.") for key in keys if key.startswith("methods.*.")}
     entry_keys = set(SCHEMA["$defs"]["retrieve_method"]["properties"])
     assert set(NOT_READ_BY_THE_LOCAL_SEARCH) <= entry_keys
@@ -172,37 +172,32 @@ def test_command_lines_reach_the_settings_and_leave_the_rest_at_their_defaults(m
     assert (classes, subset, out_dir, job) == ("c", "s", "d", {"shard": 1})
 
 
-def test_the_retrieval_command_line_reaches_its_settings_and_leaves_the_rest_at_their_defaults(monkeypatch):
+def test_the_retrieval_command_lines_reach_their_settings_and_leave_the_rest_at_their_defaults(monkeypatch):
     calls = []
-    monkeypatch.setattr(retrieve, "retrieve", lambda *args, **kwargs: calls.append((args, kwargs)) or pd.DataFrame())
-    options = [
-        "--pool",
-        "p",
-        "--pool-embeddings",
-        "e",
-        "--queries",
-        "q",
-        "--subset",
-        "s",
-        "--classes",
-        "c",
-        "--out",
-        "o",
-    ]
-    retrieve.main(options + ["--dedup", "false", "--nprobe", "16", "--search", "IVF64,Flat", "--quality", "k"])
+    for name in ("search_shard", "merge_shards"):
+        monkeypatch.setattr(sharded_retrieval, name, lambda *args, **kwargs: calls.append((args, kwargs)))
+    common = ["--pool", "p", "--queries", "q", "--subset", "s", "--classes", "c"]
+    search = ["search", *common, "--shard", "1", "--shards", "4", "--pool-embeddings", "e", "--out", "o"]
+    sharded_retrieval.main(search + ["--dedup", "false", "--nprobe", "16", "--search", "IVF64,Flat"])
     (*paths, settings), files = calls.pop()
-    assert settings == retrieve.Retrieval(dedup=False, nprobe=16, search="IVF64,Flat")
-    assert paths == ["p", "e", "q", "s", "c", "o"]
+    assert settings == sharded_retrieval.Retrieval(dedup=False, nprobe=16, search="IVF64,Flat")
+    assert paths == ["p", 1, 4, "e", "q", "s", "c", "o"]
     assert files == {
+        "round_": 0,
         "query_manifest": None,
         "image_embeddings": None,
         "class_prompts": None,
         "exclude": None,
-        "quality_out": "k",
+        "parts": 1,
+        "shard_table": None,
+        "index": "images",
     }
-    retrieve.main(options + ["--per-class", "7", "--candidate-factor", "1.5", "--index-memory-gb", "2"])
-    (*_, settings), _ = calls.pop()
-    assert settings == retrieve.Retrieval(per_class=7, candidate_factor=1.5, index_memory_gb=2.0)
+    merge = ["merge", *common, "--candidates", "a.npz", "b.npz", "--out-dir", "m"]
+    sharded_retrieval.main(merge + ["--per-class", "7", "--candidate-factor", "1.5", "--index-memory-gb", "2"])
+    (*paths, settings), files = calls.pop()
+    assert settings == sharded_retrieval.Retrieval(per_class=7, candidate_factor=1.5, index_memory_gb=2.0)
+    assert paths == ["p", ["a.npz", "b.npz"], "q", "s", "c", "m"]
+    assert files == {"query_manifest": None, "shard_table": None}
 
 
 def test_the_service_query_and_download_command_lines_reach_their_settings(monkeypatch):

@@ -23,7 +23,7 @@ import logging
 
 import torch
 
-from augbench.diffusion import draw_flow_noise, draw_noise, encode_latents, flow_matching_loss, prediction_loss
+from augbench.diffusion import draw_flow_noise, draw_noise, encode_latents, training_loss
 from augbench.families import (
     BACKEND_NAMES,
     PIPELINES,
@@ -51,6 +51,8 @@ class Backend:
     token_encoders = (("text_encoder", "tokenizer"),)
     # Extra options of from_pretrained.
     load_options: dict = {}
+    # Trained by flow matching (augbench.diffusion), else by the denoising objective.
+    flow_matching = False
 
     def __init__(self, pipeline, text_length: int | None = None):
         self.pipeline = pipeline
@@ -137,15 +139,16 @@ class Backend:
         return DDPMScheduler.from_config(self.pipeline.scheduler.config)
 
     def draw_noise(self, noise_scheduler, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return draw_noise(noise_scheduler, latents)
+        return (draw_flow_noise if self.flow_matching else draw_noise)(noise_scheduler, latents)
 
     def loss(self, noise_scheduler, latents, conditioning: dict, noise=None, timesteps=None) -> torch.Tensor:
         """Per-sample training loss (shape ``[batch]``); noise and timesteps drawn here unless given."""
         if noise is None or timesteps is None:
             noise, timesteps = self.draw_noise(noise_scheduler, latents)
-        return prediction_loss(self.predict_noise, noise_scheduler, latents, conditioning, noise, timesteps)
+        return training_loss(self.predict, noise_scheduler, latents, conditioning, noise, timesteps, self.flow_matching)
 
-    def predict_noise(self, noisy, timesteps, conditioning: dict) -> torch.Tensor:
+    def predict(self, noisy, timesteps, conditioning: dict) -> torch.Tensor:
+        """The denoiser's prediction: the noise (or velocity, for v-prediction) of a UNet, the flow's velocity."""
         return self.denoiser(noisy, timesteps, conditioning["prompt_embeds"]).sample
 
 
@@ -175,7 +178,7 @@ class StableDiffusionXL(Backend):
         )
         return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
 
-    def predict_noise(self, noisy, timesteps, conditioning):
+    def predict(self, noisy, timesteps, conditioning):
         # Trained images are the full, uncropped picture at the training size, as the pipeline asks by default.
         size = noisy.shape[-1] * self.pipeline.vae_scale_factor
         time_ids = torch.tensor([size, size, 0, 0, size, size], device=noisy.device, dtype=noisy.dtype)
@@ -187,6 +190,7 @@ class FlowBackend(Backend):
     """Families trained by flow matching with a transformer, as diffusers' DreamBooth LoRA scripts train them."""
 
     denoiser_name = "transformer"
+    flow_matching = True
 
     def call_options(self, guidance_scale, true_cfg_scale=None, images=1):
         return {"guidance_scale": guidance_scale, **self.text_options()}
@@ -203,17 +207,6 @@ class FlowBackend(Backend):
         from diffusers import FlowMatchEulerDiscreteScheduler
 
         return FlowMatchEulerDiscreteScheduler.from_config(self.pipeline.scheduler.config)
-
-    def draw_noise(self, noise_scheduler, latents):
-        return draw_flow_noise(noise_scheduler, latents)
-
-    def loss(self, noise_scheduler, latents, conditioning, noise=None, timesteps=None):
-        if noise is None or timesteps is None:
-            noise, timesteps = self.draw_noise(noise_scheduler, latents)
-        return flow_matching_loss(self.predict_velocity, noise_scheduler, latents, conditioning, noise, timesteps)
-
-    def predict_velocity(self, noisy, timesteps, conditioning) -> torch.Tensor:
-        raise NotImplementedError
 
 
 class StableDiffusion3(FlowBackend):
@@ -255,7 +248,7 @@ class StableDiffusion3(FlowBackend):
         )
         return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
 
-    def predict_velocity(self, noisy, timesteps, conditioning):
+    def predict(self, noisy, timesteps, conditioning):
         return self.denoiser(
             hidden_states=noisy,
             timestep=timesteps,
@@ -269,15 +262,9 @@ class Flux(FlowBackend):
     the guidance-distilled models (dev) take the guidance scale as a model input."""
 
     name = "flux"
+    # SD3's attention projections, and the feed-forward layers of the image and text streams.
     lora_modules = [
-        "attn.to_k",
-        "attn.to_q",
-        "attn.to_v",
-        "attn.to_out.0",
-        "attn.add_k_proj",
-        "attn.add_q_proj",
-        "attn.add_v_proj",
-        "attn.to_add_out",
+        *StableDiffusion3.lora_modules,
         "ff.net.0.proj",
         "ff.net.2",
         "ff_context.net.0.proj",
@@ -307,7 +294,7 @@ class Flux(FlowBackend):
         embeds, pooled, _ = pipeline.encode_prompt(prompts, device=pipeline.device, **self.text_options())
         return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
 
-    def predict_velocity(self, noisy, timesteps, conditioning):
+    def predict(self, noisy, timesteps, conditioning):
         from diffusers import FluxPipeline
 
         batch, channels, height, width = noisy.shape

@@ -135,26 +135,6 @@ def write_table(out: str, found: list[pd.DataFrame], what: str) -> pd.DataFrame:
     return table
 
 
-def excluded_rows(path: str, pool: pd.DataFrame) -> np.ndarray:
-    """The pool rows an exclusion table lists, checked against the pool it was made for."""
-    table = pd.read_csv(path, keep_default_na=False)
-    missing = {"pool_row", "path"} - set(table.columns)
-    if missing:
-        raise ValueError(f"exclusion table {path} lacks column(s) {sorted(missing)}")
-    rows = table.pool_row.to_numpy(dtype=np.int64)
-    outside = rows[(rows < 0) | (rows >= len(pool))]
-    if len(outside):
-        raise ValueError(f"exclusion table {path} lists pool row {outside[0]}, but the pool has {len(pool)} rows")
-    moved = np.flatnonzero(pool.path.to_numpy()[rows] != table.path.to_numpy())
-    if len(moved):
-        row = rows[moved[0]]
-        raise ValueError(
-            f"exclusion table {path} lists {table.path.iloc[moved[0]]} as pool row {row}, "
-            f"but the pool's row {row} is {pool.path.iloc[row]}: it was made for another pool"
-        )
-    return np.unique(rows)
-
-
 def add_copy_check_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of the two copy checks: the evaluation and training images, and the ``CopyChecks``."""
     for name, what in (("eval", "evaluation (validation)"), ("train", "training")):

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
 # diffusers' scripts sample flow timesteps uniformly and weight the loss evenly by default.
 FLOW_WEIGHTING = "none"
@@ -26,22 +25,30 @@ def draw_noise(noise_scheduler, latents: torch.Tensor) -> tuple[torch.Tensor, to
     return noise, timesteps
 
 
-def prediction_loss(
+def training_loss(
     predict: Callable,
     noise_scheduler,
     latents: torch.Tensor,
     conditioning,
     noise: torch.Tensor,
     timesteps: torch.Tensor,
+    flow_matching: bool = False,
 ) -> torch.Tensor:
-    """Per-sample denoising loss (shape ``[batch]``) of ``predict(noisy, timesteps, conditioning)``."""
+    """Per-sample training loss (shape ``[batch]``) of ``predict(noisy, timesteps, conditioning)``: the
+    denoising objective, or with ``flow_matching`` the flow-matching one (see the module's doc)."""
+    objective = flow_matching_objective if flow_matching else denoising_objective
+    noisy, target, weighting = objective(noise_scheduler, latents, noise, timesteps)
+    prediction = predict(noisy, timesteps, conditioning)
+    squared = weighting * (prediction.float() - target.float()) ** 2
+    return squared.mean(dim=tuple(range(1, squared.ndim)))
+
+
+def denoising_objective(noise_scheduler, latents, noise, timesteps) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(noisy latents, target, loss weight): the noise, or the velocity for v-prediction models."""
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
     if noise_scheduler.config.prediction_type == "v_prediction":
-        target = noise_scheduler.get_velocity(latents, noise, timesteps)
-    else:
-        target = noise
-    prediction = predict(noisy, timesteps, conditioning)
-    return F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+        return noisy, noise_scheduler.get_velocity(latents, noise, timesteps), 1.0
+    return noisy, noise, 1.0
 
 
 def denoising_loss(
@@ -63,7 +70,7 @@ def denoising_loss(
     def predict(noisy, steps, embeds):
         return unet(noisy, steps, embeds).sample
 
-    return prediction_loss(predict, noise_scheduler, latents, conditioning, noise, timesteps)
+    return training_loss(predict, noise_scheduler, latents, conditioning, noise, timesteps)
 
 
 def draw_flow_noise(noise_scheduler, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,23 +92,15 @@ def flow_sigmas(noise_scheduler, timesteps: torch.Tensor, dims: int) -> torch.Te
     return sigmas.reshape(-1, *[1] * (dims - 1))
 
 
-def flow_matching_loss(
-    predict: Callable,
-    noise_scheduler,
-    latents: torch.Tensor,
-    conditioning,
-    noise: torch.Tensor,
-    timesteps: torch.Tensor,
-) -> torch.Tensor:
-    """Per-sample flow-matching loss (shape ``[batch]``) of ``predict(noisy, timesteps, conditioning)``."""
+def flow_matching_objective(
+    noise_scheduler, latents, noise, timesteps
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(noisy latents, target, loss weight): the velocity ``noise - latent`` between them at each sigma."""
     from diffusers.training_utils import compute_loss_weighting_for_sd3
 
     sigmas = flow_sigmas(noise_scheduler, timesteps, latents.ndim).to(latents.dtype)
     noisy = (1.0 - sigmas) * latents + sigmas * noise
-    prediction = predict(noisy, timesteps, conditioning)
-    weighting = compute_loss_weighting_for_sd3(FLOW_WEIGHTING, sigmas)
-    squared = weighting.float() * (prediction.float() - (noise - latents).float()) ** 2
-    return squared.reshape(len(latents), -1).mean(dim=1)
+    return noisy, noise - latents, compute_loss_weighting_for_sd3(FLOW_WEIGHTING, sigmas).float()
 
 
 @torch.no_grad()

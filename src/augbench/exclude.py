@@ -15,7 +15,7 @@ The pool's safety column (LAION's ``NSFW``: UNLIKELY, UNSURE, NSFW) is honoured 
 present: rows with a listed value are left out. A column named explicitly must exist.
 
 The table has a row per (pool row, reason), in ``augbench.copies``'s columns;
-``augbench.retrieve --exclude`` reads it.
+``augbench.sharded_retrieval search --exclude`` reads a shard's.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ from augbench.cli import start_logging
 from augbench.embedding_files import merge_parts
 from augbench.files import atomic_path, write_manifest
 from augbench.images import tar_member_path
-from augbench.pool_parts import clip_dimension, clip_retrieval_parts
+from augbench.pool_parts import check_clip_model, check_unit_rows, clip_retrieval_parts
 from augbench.unreadable import write_unreadable
 
 log = logging.getLogger(__name__)
@@ -127,23 +127,6 @@ def list_webdataset(shards: str, out: str, threads: int = 1) -> pd.DataFrame:
     return frame
 
 
-def _check_unit_rows(path: str, name: str, chunk: int = 1 << 16) -> np.ndarray:
-    """Rows of a joined embedding file that are zero (images clip-retrieval could not use); any
-    other row must have unit length, as inner product search takes them to."""
-    array = np.load(path, mmap_mode="r")
-    zero = []
-    for start in range(0, len(array), chunk):
-        norms = np.linalg.norm(np.asarray(array[start : start + chunk], dtype=np.float32), axis=1)
-        off = np.flatnonzero((norms > 1e-6) & (np.abs(norms - 1) > 1e-2))
-        if len(off):
-            raise ValueError(
-                f"{name} row {start + off[0]} has length {norms[off[0]]:.3f}, not 1: "
-                "the embeddings must be L2-normalised (clip-retrieval's default)"
-            )
-        zero += (start + np.flatnonzero(norms <= 1e-6)).tolist()
-    return np.asarray(zero, dtype=np.int64)
-
-
 def assemble_clip_retrieval(
     folder: str,
     out: str,
@@ -189,11 +172,11 @@ def assemble_clip_retrieval(
         _check_model(pool, parts, width, model, pretrained, folder)
     with atomic_path(images_out) as tmp:
         merge_parts([str(part["img_emb"]) for part in parts], str(tmp))
-        zero = _check_unit_rows(str(tmp), f"{folder}/img_emb")
+        zero = check_unit_rows(np.load(tmp, mmap_mode="r"), f"{folder}/img_emb")
     if captions_out:
         with atomic_path(captions_out) as tmp:
             merge_parts([str(part["text_emb"]) for part in parts], str(tmp))
-            _check_unit_rows(str(tmp), f"{folder}/text_emb")
+            check_unit_rows(np.load(tmp, mmap_mode="r"), f"{folder}/text_emb")
     broken = pool.iloc[zero]
     write_unreadable(
         unreadable,
@@ -227,25 +210,10 @@ def _with_paths(pool: pd.DataFrame, webdataset_manifest: str | None) -> pd.DataF
 
 
 def _check_model(pool, parts, width, model, pretrained, folder, n_captions: int = 8) -> None:
-    expected, encode = clip_dimension(model, pretrained)
-    if width != expected:
-        raise ValueError(
-            f"the embeddings in {folder} have {width} dimensions but clip.model {model} gives {expected}: "
-            "they were made with another CLIP"
-        )
-    if "text_emb" not in parts[0] or "caption" not in pool:
-        return
-    count = min(n_captions, len(np.load(parts[0]["text_emb"], mmap_mode="r")))
-    if count == 0:
-        return
-    stored = np.asarray(np.load(parts[0]["text_emb"], mmap_mode="r")[:count], dtype=np.float32)
-    ours = encode(pool.caption.iloc[:count].tolist())
-    agreement = float(np.median(np.einsum("ij,ij->i", stored, ours)))
-    if agreement < 0.9:
-        raise ValueError(
-            f"the caption embeddings in {folder} do not match clip.model {model} "
-            f"(median cosine {agreement:.2f} over {count} captions): they were made with another CLIP"
-        )
+    """The width of ``model``, and the first captions of the first part embedded by it against the stored ones."""
+    stored = np.load(parts[0]["text_emb"], mmap_mode="r") if "text_emb" in parts[0] else np.zeros((0, width))
+    captions = pool.caption.iloc[: min(n_captions, len(stored))].tolist() if "caption" in pool else []
+    check_clip_model(folder, width, model, pretrained, captions, stored)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -123,7 +123,12 @@ def shard_manifest(
 def excluded_in_shard(exclude: str, rows_of_shard: pd.DataFrame, offset: int) -> np.ndarray:
     """The rows of a shard (counted from its first) that an exclusion table lists, checked against its paths."""
     table = pd.read_csv(exclude, keep_default_na=False)
+    missing = {"pool_row", "path"} - set(table.columns)
+    if missing:
+        raise ValueError(f"exclusion table {exclude} lacks column(s) {sorted(missing)}")
     rows = table.pool_row.to_numpy(dtype=np.int64)
+    if (rows < 0).any():
+        raise ValueError(f"exclusion table {exclude} lists pool row {rows[rows < 0][0]}: rows count from 0")
     inside = (rows >= offset) & (rows < offset + len(rows_of_shard))
     local = rows[inside] - offset
     moved = np.flatnonzero(rows_of_shard.path.to_numpy()[local] != table.path.to_numpy()[inside])
@@ -182,6 +187,28 @@ def clip_dimension(model: str, pretrained: str | None) -> tuple[int, object]:
         return embed_texts(texts, None, model, pretrained, "cpu")
 
     return encode(["a photo"]).shape[1], encode
+
+
+def check_clip_model(
+    folder: str, width: int, model: str, pretrained: str | None, captions: list[str], stored: np.ndarray
+) -> None:
+    """That a folder's embeddings come from ``model``: their ``width``, and a few ``captions`` embedded by it
+    against their ``stored`` embeddings (rows as the captions; none: the width alone)."""
+    expected, encode = clip_dimension(model, pretrained)
+    if width != expected:
+        raise ValueError(
+            f"the embeddings in {folder} have {width} dimensions but clip.model {model} gives {expected}: "
+            "they were made with another CLIP"
+        )
+    if not captions:
+        return
+    stored = np.asarray(stored[: len(captions)], dtype=np.float32)
+    agreement = float(np.median(np.einsum("ij,ij->i", stored, encode(list(captions)))))
+    if agreement < 0.9:
+        raise ValueError(
+            f"the caption embeddings in {folder} do not match clip.model {model} "
+            f"(median cosine {agreement:.2f} over {len(captions)} captions): they were made with another CLIP"
+        )
 
 
 def block_pieces(pool_manifest, shard, shards, parts, shard_table, pool_embeddings, image_embeddings, index):

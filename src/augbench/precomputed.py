@@ -38,7 +38,7 @@ import pandas as pd
 
 from augbench.cli import start_logging
 from augbench.files import atomic_path
-from augbench.pool_parts import CAPTION_COLUMNS, TABLE_COLUMNS, clip_dimension, clip_retrieval_parts, open_embeddings
+from augbench.pool_parts import CAPTION_COLUMNS, TABLE_COLUMNS, check_clip_model, clip_retrieval_parts, open_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -138,25 +138,10 @@ def shard_table(
 
 def check_model(part, width, model, pretrained, folder, caption_column=None, n_captions: int = 8) -> None:
     """The width of ``model``, and the first captions of ``part`` embedded by it against the stored ones."""
-    expected, encode = clip_dimension(model, pretrained)
-    if width != expected:
-        raise ValueError(
-            f"the embeddings in {folder} have {width} dimensions but clip.model {model} gives {expected}: "
-            "they were made with another CLIP"
-        )
     metadata = pd.read_parquet(part["metadata"])
     column = caption_column or next((name for name in CAPTION_COLUMNS if name in metadata), None)
-    count = min(n_captions, len(metadata))
-    if column is None or count == 0:
-        return
-    stored = np.asarray(open_embeddings(part["captions"])[:count], dtype=np.float32)
-    ours = encode(metadata[column].fillna("").astype(str).iloc[:count].tolist())
-    agreement = float(np.median(np.einsum("ij,ij->i", stored, ours)))
-    if agreement < 0.9:
-        raise ValueError(
-            f"the caption embeddings in {folder} do not match clip.model {model} "
-            f"(median cosine {agreement:.2f} over {count} captions): they were made with another CLIP"
-        )
+    captions = [] if column is None else metadata[column].fillna("").astype(str).iloc[:n_captions].tolist()
+    check_clip_model(folder, width, model, pretrained, captions, open_embeddings(part["captions"]))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,5 @@
-"""Retrieval from a pool in shards: a search per shard (map), then a merge of their candidates (reduce).
+"""Retrieve extra training images from the pool by CLIP similarity, the pool in shards: a search per
+shard (map), then a merge of their candidates (reduce).
 
     python -m augbench.sharded_retrieval search --pool pool.csv --shard 3 --shards 8 \
         --pool-embeddings shard3.npy [--image-embeddings shard3_images.npy] --exclude shard3_excluded.csv \
@@ -6,16 +7,28 @@
     python -m augbench.sharded_retrieval merge --pool pool.csv --candidates round0/shard*.npz \
         --subset subset.csv --classes classes.txt --out-dir round0/merged
 
+The queries and the searched embeddings make the method:
+- ``retrieve_text``: each class prompt's CLIP text embedding searches the pool's image embeddings;
+- ``retrieve_caption``: the same queries search the pool's caption (text) embeddings;
+- ``retrieve_image``: each real training image's CLIP image embedding searches the pool's
+  image embeddings, and what it finds takes the query image's class (``--query-manifest``).
+
+Every class gets its quota (see ``augbench.quotas.class_quotas``), shared evenly among its
+queries. An image that several classes retrieve goes to the closest class that still has
+room, and is used once; identical images (the same picture under many URLs) count once,
+the best-scoring copy (ties to the lowest row). With ``--min-clip-score`` (or
+``--min-clip-score-file``) a pool image is only taken for a class if its CLIP score against
+the class prompt (``--class-prompts``) reaches that class's threshold (``augbench.quality``).
+
 No job reads more than one shard's vectors. A shard search returns, for every query, its
 best ``depth`` rows (global pool rows, scores, the image fingerprint that tells identical
 images, and whether the CLIP-score filter passes the row for the query's class). The
-depth is generous: ``DEPTH_GROWTH`` times the first search ``augbench.retrieve`` would
-make in round 0, and ``DEPTH_GROWTH`` times more each later round.
+depth is generous: ``DEPTH_GROWTH`` times the first search depth (each query's share of
+its class's quota, times ``overfetch``) in round 0, and ``DEPTH_GROWTH`` times more each
+later round.
 
-The merge applies ``augbench.retrieve``'s rules to the union: a quota per class, an image
-that several classes want goes to the closest class with room, identical images once (the
-best-scoring copy; ties to the lowest row), widening a short class's depth until its quota
-is met. It only uses the part of each query's merged list that is exact: a shard that
+The merge applies the rules above to the union, widening a short class's depth until its
+quota is met. It only uses the part of each query's merged list that is exact: a shard that
 was cut off at depth d could still hold rows scoring up to its d-th score, so only
 candidates scoring above every cut-off shard's last score are known to be the pool's
 best. When a short class needs deeper lists than that, the merge writes ``status.json``
@@ -31,12 +44,13 @@ import argparse
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from augbench.cli import add_settings, settings_from, start_logging
+from augbench.cli import add_settings, setting, settings_from, start_logging
 from augbench.files import atomic_path, read_classes, read_manifest, write_manifest
 from augbench.pool_parts import (
     block_pieces,
@@ -46,7 +60,6 @@ from augbench.pool_parts import (
 )
 from augbench.quality import class_thresholds, read_class_features, write_quality
 from augbench.quotas import candidate_quotas, class_quotas
-from augbench.retrieve import Retrieval, searchable_rows
 from augbench.search import build_index, release_pages, search_index
 
 log = logging.getLogger(__name__)
@@ -55,9 +68,65 @@ DEPTH_GROWTH = 4  # each round returns this many times more candidates per query
 NO_ROW = np.iinfo(np.int64).max  # pads a query's list; sorts after every real row
 
 
+@dataclass
+class Retrieval:
+    """How a retrieval method searches the pool and what it takes (its entry in the method registry,
+    and the index's memory budget, ``pool.index_memory_gb``); the files searched are the job's."""
+
+    per_class: int | None = setting(None, help="images per class (None: as many as real)", config="methods.*.per_class")
+    overfetch: float = setting(
+        2.0,
+        help="candidates fetched per query, as a multiple of its share of the quota",
+        config="methods.*.overfetch",
+    )
+    dedup: bool = setting(True, help="count identical pool images once", config="methods.*.dedup")
+    search: str = setting(
+        "auto", help='"auto", or a faiss index factory string ("Flat", "IVF1024,PQ64")', config="methods.*.search"
+    )
+    nprobe: int | None = setting(
+        None,
+        help="inverted lists visited per query (IVF indexes; None: a hundredth of them, at least 8)",
+        config="methods.*.nprobe",
+    )
+    index_memory_gb: float = setting(
+        16.0, help="memory the automatic index choice may use", config="pool.index_memory_gb"
+    )
+    min_clip_score: float | None = setting(
+        None, help="CLIP score a retrieved image must reach", config="methods.*.min_clip_score"
+    )
+    min_clip_score_file: str | None = setting(
+        None, help="TSV of per-class thresholds (class, score)", config="methods.*.min_clip_score_file"
+    )
+    # Not methods.*.download.factor: a method that downloads nothing retrieves its quota, no candidates.
+    candidate_factor: float | None = setting(
+        None, help="retrieve this many times each quota, as candidates to download (None: the quota)"
+    )
+
+
+def searchable_rows(
+    image_embeddings: np.ndarray, excluded: np.ndarray | None = None, chunk: int = 1 << 16
+) -> np.ndarray:
+    """Rows of a shard to search: every readable image not in ``excluded`` (rows that ``augbench.exclude``
+    lists). An image the embedding could not read has a zero row (a real embedding has norm 1)."""
+    allowed = np.ones(len(image_embeddings), dtype=bool)
+    if excluded is not None:
+        allowed[np.asarray(excluded, dtype=np.int64)] = False
+    keep = []
+    for start in range(0, len(image_embeddings), chunk):
+        block = np.array(image_embeddings[start : start + chunk], dtype=np.float32)  # a copy: pages released below
+        release_pages(image_embeddings)
+        readable = (np.einsum("ij,ij->i", block, block) > 0.25) & allowed[start : start + chunk]
+        keep.append(start + np.flatnonzero(readable))
+    return np.concatenate(keep).astype(np.int64) if keep else np.zeros(0, dtype=np.int64)
+
+
 def fingerprint_digests(vectors: np.ndarray, rows: np.ndarray, decimals: int = 3, chunk: int = 1 << 14) -> np.ndarray:
-    """The fingerprint of each of ``rows`` (``augbench.retrieve.searchable_rows``'s: a digest of the
-    rounded image embedding), as two uint64 per row, so identical images match across shards."""
+    """The fingerprint of each of ``rows``, as two uint64 per row, so identical images match across shards.
+
+    Web pools repeat images (the same picture under many URLs); identical images have identical
+    image embeddings, so a rounded embedding is their fingerprint, kept as a 16-byte digest (a
+    million 768-d keys would take 3 GB). Image embeddings even when captions are searched: many
+    different pictures share a caption ("a photo of a three")."""
     rows = np.asarray(rows)
     out = np.zeros((len(rows), 2), dtype=np.uint64)
     for start in range(0, len(rows), chunk):
@@ -146,7 +215,7 @@ def search_shard(
             check_unit_rows(array, name)
         excluded = excluded_in_shard(exclude, frame, offset) if exclude else None
         # Identical images are told apart in the merge (they may lie in different shards): none is dropped here.
-        searched = searchable_rows(fingerprints, dedup=False, excluded=excluded)
+        searched = searchable_rows(fingerprints, excluded)
         searchable += len(searched)
         if len(searched) == 0:
             continue
@@ -333,7 +402,7 @@ def merge(
         short = [label for label, left in enumerate(room) if left > 0 and depth[label] < n_pool]
         if not short:
             break
-        # A short class looks twice as deep (augbench.retrieve's widening, class by class).
+        # A short class looks twice as deep.
         depth[short] = np.minimum(n_pool, depth[short] * 2)
     short = [label for label, left in enumerate(room) if left > 0]
     if short:
@@ -370,6 +439,11 @@ def merge_shards(
     candidates = Candidates(candidate_files)
     if candidates.rows is None or len(candidates.rows) != n_queries:
         raise ValueError(f"the candidates {candidate_files[:3]} are not for the {n_queries} queries of {queries_path}")
+    if candidates.searchable == 0 and sum(quotas):
+        raise ValueError(
+            f"no image of the pool is left to search in {len(candidate_files)} shard(s): each is unreadable or "
+            "listed in the exclusion tables (check contamination.*_threshold and the safety tags)"
+        )
     chosen, refused, deeper = merge(
         candidates, quotas, labels, share, first, settings.dedup, classes, filtered=thresholds is not None
     )
