@@ -235,7 +235,7 @@ def test_summary_gives_each_copy_checks_threshold_and_a_calibrated_ones_catch_an
         "threshold": 0.912345,
         "target_catch_share": 0.99,
         "catch_share": 0.9913,
-        "catch_by_transform": {"jpeg_q50": 1.0, "shrunk_x0.5": 0.97},
+        "catch_by_transform": {"jpeg": 1.0, "shrunk": 0.97},
         "copies": 800,
         "false_positive_rate": 0.0004,
         "pairs": 124750,
@@ -247,7 +247,7 @@ def test_summary_gives_each_copy_checks_threshold_and_a_calibrated_ones_catch_an
     summary = (tmp_path / "summary.md").read_text()
     assert (
         "| evaluation duplicate | 0.9123 | auto: catches 99% of planted copies "
-        "| 99.1% of 800 (jpeg_q50 100%, shrunk_x0.5 97%) | 0.04% of 124,750 |"
+        "| 99.1% of 800 (jpeg 100%, shrunk 97%) | 0.04% of 124,750 |"
     ) in summary
     assert "| training duplicate | 0.92 | contamination.train_threshold | n/a | n/a |" in summary
     aggregate.main(common + ["--copy-threshold", "eval=off", "--out-dir", str(tmp_path / "off")])

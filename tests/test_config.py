@@ -217,6 +217,10 @@ CASES = {
         lambda c: c.update(contamination={"train_threshold": "auto", "calibration_images": 0}),
         ["config contamination.calibration_images: 0 is less than the minimum of 1"],
     ),
+    "a kind of copy the calibration does not plant": (
+        lambda c: c.update(contamination={"copy_transforms": ["jpeg", "blurred"]}),
+        ["config contamination.copy_transforms.1: 'blurred' is not one of ['jpeg', 'shrunk', 'enlarged', 'cropped']"],
+    ),
     "safety values not a list": (
         lambda c: c["pool"].update(drop_safety_values="NSFW"),
         ["config pool.drop_safety_values: 'NSFW' is not of type 'array'"],
@@ -356,7 +360,8 @@ def test_an_auto_threshold_is_calibrated_once_and_read_by_every_screening(tmp_pa
     assert result.stdout.count("rule calibrate_copy_threshold:") == 1
     calibrate = re.search(r"python -m augbench.copy_calibration .*", result.stdout).group(0)
     assert "--manifest results/smoke/data/val_readable.csv --embeddings results/smoke/embed/val_images.npy" in calibrate
-    assert f"--out {calibration}" in calibrate and "--catch-share 0.99 --images 50" in calibrate
+    assert f"--out {calibration}" in calibrate
+    assert "--catch-share 0.99 --images 50 --transforms jpeg,shrunk,enlarged,cropped" in calibrate
     screens = re.findall(r"python -m augbench.(?:exclude|screen_downloads) .*", result.stdout)
     assert len(screens) == smoke.pool_jobs + 1
     for command in screens:

@@ -10,8 +10,9 @@ OpenCLIP ViT-L/14, while the mini-world's tiny CLIP scores rescaled copies of it
 on the reference images themselves (the validation images, or the training subset):
 
 - a seeded sample of ``images`` of them gets the copies a pool might hold of each
-  (``TRANSFORMS``: re-encoded as JPEG at a low quality, shrunk, enlarged, cropped a little),
-  written as files and embedded with the CLIP (``augbench.clip_settings.encode_images``);
+  (``TRANSFORMS``: re-encoded as JPEG at quality 50, shrunk to half, enlarged twice, cropped to
+  90% of each side; ``transforms`` picks some), written as files and embedded with the CLIP
+  (``augbench.clip_settings.encode_images``);
 - each copy scores its cosine similarity to its original's embedding (the reference
   embeddings the workflow made); the threshold is the highest that catches ``catch_share``
   of the copies (``catching_threshold``);
@@ -39,7 +40,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from augbench.cli import add_settings, setting, settings_from, start_logging, use_threads
+from augbench.cli import add_settings, comma_separated, setting, settings_from, start_logging, use_threads
 from augbench.clip_settings import ImageEmbedding, encode_images
 from augbench.copies import at_or_above
 from augbench.files import read_manifest, write_json
@@ -69,10 +70,10 @@ def _cropped(image: Image.Image, rng: np.random.Generator) -> Image.Image:
 
 # name -> (the copy of an image, the format it is saved in); a JPEG's loss is the copy itself.
 TRANSFORMS: dict[str, tuple[Callable[[Image.Image, np.random.Generator], Image.Image], str]] = {
-    f"jpeg_q{JPEG_QUALITY}": (lambda image, rng: image, "jpg"),
-    f"shrunk_x{SHRINK:g}": (lambda image, rng: _resized(image, SHRINK), "png"),
-    f"enlarged_x{ENLARGE:g}": (lambda image, rng: _resized(image, ENLARGE), "png"),
-    f"cropped_{CROP_SIDE:g}": (_cropped, "png"),
+    "jpeg": (lambda image, rng: image, "jpg"),
+    "shrunk": (lambda image, rng: _resized(image, SHRINK), "png"),
+    "enlarged": (lambda image, rng: _resized(image, ENLARGE), "png"),
+    "cropped": (_cropped, "png"),
 }
 
 
@@ -86,6 +87,13 @@ class CopyCalibration:
     images: int = setting(
         200, help="reference images given copies (all, where fewer)", config="contamination.calibration_images"
     )
+    # One comma-separated word on the command line, as the rule writes the config's list.
+    transforms: tuple[str, ...] = setting(
+        tuple(TRANSFORMS),
+        help=f"comma-separated kinds of copy planted, of {', '.join(TRANSFORMS)}",
+        config="contamination.copy_transforms",
+        parse=comma_separated,
+    )
     pairs: int = setting(200_000, help="pairs of distinct reference images compared at most (all, where fewer)")
     seed: int = setting(0, help="seed of the sampled images, crops and pairs")
 
@@ -94,6 +102,11 @@ class CopyCalibration:
             raise ValueError(f"the catch share must be in (0, 1], not {self.catch_share}")
         if self.images < 1:
             raise ValueError(f"the images that get copies must be at least 1, not {self.images}")
+        unknown = sorted(set(self.transforms) - set(TRANSFORMS))
+        if unknown or not self.transforms:
+            raise ValueError(
+                f"the kinds of copy planted must be some of {list(TRANSFORMS)}, not {list(self.transforms)}"
+            )
         if self.pairs < 1:
             raise ValueError(f"the pairs of distinct images compared must be at least 1, not {self.pairs}")
 
@@ -170,13 +183,16 @@ def calibrate(
     }
 
 
-def plant_copies(paths: list[str], folder: Path, rng: np.random.Generator) -> tuple[list[str], list[int], list[str]]:
-    """Write every transform's copy of each image into ``folder``: (copy files, the index into
-    ``paths`` of each one's original, each one's transform); ``rng`` places the crops."""
+def plant_copies(
+    paths: list[str], folder: Path, rng: np.random.Generator, transforms: tuple[str, ...] = tuple(TRANSFORMS)
+) -> tuple[list[str], list[int], list[str]]:
+    """Write a copy of each image by each of ``transforms`` into ``folder``: (copy files, the index
+    into ``paths`` of each one's original, each one's transform); ``rng`` places the crops."""
     files, originals, names = [], [], []
     for index, path in enumerate(paths):
         image = load_rgb(path)
-        for name, (transform, extension) in TRANSFORMS.items():
+        for name in transforms:
+            transform, extension = TRANSFORMS[name]
             copy_path = folder / f"{index}_{name}.{extension}"
             copy = transform(image, rng)
             if extension == "jpg":
@@ -209,7 +225,8 @@ def calibrate_copies(
     rng = np.random.default_rng(settings.seed)
     sampled = np.sort(rng.choice(readable, size=min(settings.images, len(readable)), replace=False))
     with tempfile.TemporaryDirectory(prefix="augbench-copies-") as folder:
-        files, originals, transforms = plant_copies(references.path.to_numpy()[sampled].tolist(), Path(folder), rng)
+        planted = references.path.to_numpy()[sampled].tolist()
+        files, originals, transforms = plant_copies(planted, Path(folder), rng, settings.transforms)
         copies, reasons = encode_images(files, clip)
     broken = [reason for reason in reasons if reason]
     if broken:

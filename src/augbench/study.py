@@ -516,6 +516,7 @@ class Study:
         return {
             "catch_share": contamination["catch_share"],
             "images": contamination["calibration_images"],
+            "transforms": ",".join(contamination["copy_transforms"]),
             **self.config["clip"],
             "device": self.config["device"],
         }
