@@ -44,11 +44,11 @@ PRETRAIN_BENCHMARKS = "benchmarks/runs/_pretrained"
 # Personalisation settings that change how it runs (memory), not what it learns. At their
 # defaults (the schema's) they stay off the command line, so jobs run before they existed stand.
 PERSONALISE_RUN_SETTINGS = ("micro_batch", "precision", "gradient_checkpointing")
-# Options of augbench.generate that a method's entry in the registry sets.
 # The copy checks, by the names of their contamination.<check>_threshold (augbench.copies.CHECK_REASONS's,
 # not imported here: it loads faiss into every dry run); auto calibrates one.
 COPY_CHECKS = ("eval", "train")
 AUTO = "auto"
+# Options of augbench.generate that a method's entry in the registry sets.
 GENERATE_OPTIONS = ("prompt", "scheduler", "steps", "guidance_scale", "seed", "strength", "zero_shot_keep")
 
 
