@@ -228,6 +228,36 @@ def test_pool_images_left_out_of_retrieval_are_counted_per_reason_and_listed(tmp
     assert pd.read_csv(tmp_path / "plain" / "excluded.csv").empty
 
 
+def test_summary_gives_each_copy_checks_threshold_and_a_calibrated_ones_catch_and_false_positives(tmp_path):
+    metrics = _metrics(tmp_path, "baseline", 0, 70.0)
+    (tmp_path / "classes.txt").write_text("a\nb\n")
+    calibration = {
+        "threshold": 0.912345,
+        "target_catch_share": 0.99,
+        "catch_share": 0.9913,
+        "catch_by_transform": {"jpeg": 1.0, "shrunk": 0.97},
+        "copies": 800,
+        "false_positive_rate": 0.0004,
+        "pairs": 124750,
+    }
+    (tmp_path / "eval_threshold.json").write_text(json.dumps(calibration))
+    common = ["--metrics", metrics, "--method-kinds", "baseline=real", "--classes", str(tmp_path / "classes.txt")]
+    checks = ["--copy-calibration", f"eval={tmp_path / 'eval_threshold.json'}", "--copy-threshold", "train=0.92"]
+    aggregate.main(common + checks + ["--out-dir", str(tmp_path)])
+    summary = (tmp_path / "summary.md").read_text()
+    assert (
+        "| evaluation duplicate | 0.9123 | auto: catches 99% of planted copies "
+        "| 99.1% of 800 (jpeg 100%, shrunk 97%) | 0.04% of 124,750 |"
+    ) in summary
+    assert "| training duplicate | 0.92 | contamination.train_threshold | n/a | n/a |" in summary
+    aggregate.main(common + ["--copy-threshold", "eval=off", "--out-dir", str(tmp_path / "off")])
+    off = (tmp_path / "off" / "summary.md").read_text()
+    assert "| evaluation duplicate | off | contamination.eval_threshold |" in off
+    # A run that screens nothing says nothing of copy checks.
+    aggregate.main(common + ["--out-dir", str(tmp_path / "plain")])
+    assert "Copy checks" not in (tmp_path / "plain" / "summary.md").read_text()
+
+
 def test_per_class_accuracy_and_the_classes_where_generation_and_retrieval_differ(tmp_path):
     names = ["ant", "bee", "cat"]
     paths = [

@@ -201,6 +201,26 @@ CASES = {
         lambda c: c.update(contamination={"train_threshold": 0}),
         ["config contamination.train_threshold: 0 is less than or equal to the minimum of 0"],
     ),
+    "contamination threshold neither a number nor auto": (
+        lambda c: c.update(contamination={"eval_threshold": "automatic"}),
+        ["config contamination.eval_threshold: 'automatic' does not match '^auto$'"],
+    ),
+    "catch share of calibrated thresholds of zero": (
+        lambda c: c.update(contamination={"eval_threshold": "auto", "catch_share": 0}),
+        ["config contamination.catch_share: 0 is less than or equal to the minimum of 0"],
+    ),
+    "catch share of calibrated thresholds above 1": (
+        lambda c: c.update(contamination={"catch_share": 1.5}),
+        ["config contamination.catch_share: 1.5 is greater than the maximum of 1"],
+    ),
+    "no images to calibrate a threshold on": (
+        lambda c: c.update(contamination={"train_threshold": "auto", "calibration_images": 0}),
+        ["config contamination.calibration_images: 0 is less than the minimum of 1"],
+    ),
+    "a kind of copy the calibration does not plant": (
+        lambda c: c.update(contamination={"copy_transforms": ["jpeg", "blurred"]}),
+        ["config contamination.copy_transforms.1: 'blurred' is not one of ['jpeg', 'shrunk', 'enlarged', 'cropped']"],
+    ),
     "safety values not a list": (
         lambda c: c["pool"].update(drop_safety_values="NSFW"),
         ["config pool.drop_safety_values: 'NSFW' is not of type 'array'"],
@@ -324,6 +344,46 @@ def test_a_service_method_is_queried_then_downloaded(tmp_path):
     screen = result.stdout[result.stdout.index("rule screen_downloads:") :].split("\n\n")[0]
     assert "results/smoke/added/retrieve_text/manifest.csv" in screen
     assert "results/smoke/embed/val_images.npy" in screen and "results/smoke/embed/subset_images.npy" in screen
+
+
+def test_an_auto_threshold_is_calibrated_once_and_read_by_every_screening(tmp_path, monkeypatch):
+    """eval_threshold auto: one calibration job on the validation images, whose JSON the pool's
+    shards and a service method's downloads are screened with and the summary reports; the
+    training check keeps its number."""
+    config = broken(
+        lambda c: (
+            c.update(contamination={"eval_threshold": "auto", "train_threshold": 0.9, "calibration_images": 50}),
+            c["methods"].update(
+                retrieve_service={
+                    "kind": "retrieve",
+                    "backend": "clip_service",
+                    "service": {"url": "http://127.0.0.1:1/knn-service"},
+                }
+            ),
+        )
+    )
+    calibration = "results/smoke/contamination/eval_threshold.json"
+    smoke = read(config, tmp_path, monkeypatch)
+    assert smoke.calibrated_checks() == ["eval"] and smoke.copy_thresholds() == {"train_threshold": 0.9}
+    assert smoke.copy_references()["eval_calibration"] == calibration
+    result = dry_run(tmp_path, config, "-p")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("rule calibrate_copy_threshold:") == 1
+    calibrate = re.search(r"python -m augbench.copy_calibration .*", result.stdout).group(0)
+    assert "--manifest results/smoke/data/val_readable.csv --embeddings results/smoke/embed/val_images.npy" in calibrate
+    assert f"--out {calibration}" in calibrate
+    assert "--catch-share 0.99 --images 50 --transforms jpeg,shrunk,enlarged,cropped" in calibrate
+    screens = re.findall(r"python -m augbench.(?:exclude|screen_downloads) .*", result.stdout)
+    assert len(screens) == smoke.pool_jobs + 1
+    for command in screens:
+        assert f"--eval-calibration {calibration}" in command and "--eval-threshold" not in command
+        assert "--train-threshold 0.9 " in command
+    summary = re.search(r"python -m augbench.aggregate .*", result.stdout).group(0)
+    assert f"--copy-calibration eval={calibration}" in summary and "--copy-threshold train=0.9" in summary
+
+    # Nothing screened (no retrieval), nothing calibrated.
+    config["methods"] = {"baseline": {"kind": "real"}}
+    assert read(config, tmp_path, monkeypatch).calibrated_checks() == []
 
 
 def test_diagnostics_enter_the_summary_and_figures_when_enabled(tmp_path):

@@ -15,6 +15,7 @@ import yaml
 from augbench import (
     clip_settings,
     copies,
+    copy_calibration,
     diagnostics,
     download,
     embed,
@@ -31,7 +32,7 @@ SCHEMA = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflow/schemas
 SETTINGS = [personalisation.Training, generate.Sampling, generate.Generation, sharded_retrieval.Retrieval]
 SETTINGS += [knn_service.Service, knn_service.Candidates, download.Fetching]
 SETTINGS += [copies.CopyChecks, exclude.SafetyTags, clip_settings.Clip, clip_settings.ImageEmbedding]
-SETTINGS += [diagnostics.Diagnostics]
+SETTINGS += [diagnostics.Diagnostics, copy_calibration.CopyCalibration]
 # The kind of method entry that ``methods.*.`` means in a settings class's keys (a generation method's by default).
 METHOD_ENTRY = {sharded_retrieval.Retrieval: "retrieve_method"}
 METHOD_ENTRY |= dict.fromkeys([knn_service.Service, knn_service.Candidates, download.Fetching], "retrieve_method")
@@ -227,7 +228,8 @@ def test_the_service_query_and_download_command_lines_reach_their_settings(monke
 # name without mirroring the schema's default, and why.
 COPY_CHECKS_OFF_UNLESS_ASKED = {
     key: "a stage checks for copies only when asked (None: off); 0.95 is the study's choice, which the rules "
-    "pass from the config, leaving the option out where the config turns the check off (null)"
+    "pass from the config, leaving the option out where the config turns the check off (null) or calibrates "
+    "it (auto: the job gets the calibration's JSON instead)"
     for key in ("eval_threshold", "train_threshold")
 }
 # Keys of clip.* that the embedding settings (augbench.clip_settings.Clip) do not mirror, and why.
@@ -240,7 +242,11 @@ CLIP_WITHOUT_A_DEFAULT = {
 def test_every_contamination_setting_reaches_the_copy_checks():
     keys = set(SCHEMA["properties"]["contamination"]["properties"])
     mirrored_keys = {key.removeprefix("contamination.") for key in mirrored(copies.CopyChecks)}
-    assert keys == {key for key in mirrored_keys if "." not in key} | set(COPY_CHECKS_OFF_UNLESS_ASKED)
+    # auto's settings reach the calibration (augbench.copy_calibration) instead.
+    calibration_keys = {key.removeprefix("contamination.") for key in mirrored(copy_calibration.CopyCalibration)}
+    assert keys == {key for key in mirrored_keys if "." not in key} | set(COPY_CHECKS_OFF_UNLESS_ASKED) | (
+        calibration_keys
+    )
     assert "pool.index_memory_gb" in mirrored_keys
     settings = {item.name: item for item in fields(copies.CopyChecks)}
     for key in COPY_CHECKS_OFF_UNLESS_ASKED:

@@ -22,6 +22,9 @@ Writes into ``--out-dir``:
 - ``unreadable.csv``: the images each stage skipped, with the reason (counted in ``summary.md``);
 - in ``summary.md``, the images each method's CLIP-score filter dropped (``--quality``, the
   per-class tables of ``augbench.quality``), where a method filters;
+- in ``summary.md``, each copy check's threshold (``--copy-threshold``) and, where calibrated
+  (``--copy-calibration``, ``augbench.copy_calibration``'s JSON), the share of planted copies it
+  catches and of pairs of distinct images it would call copies (the false-positive rate);
 - ``excluded.csv``: the pool images retrieval left out (copies of evaluation or training images,
   safety tags; ``augbench.exclude``), with the image matched (counted per reason in ``summary.md``);
 - in ``summary.md``, the failed downloads of methods whose results were URLs, and the downloaded
@@ -448,6 +451,38 @@ def quality_markdown(tables: list[tuple[str, str]]) -> str:
     )
 
 
+def _share(share: float) -> str:
+    return f"{100 * share:.3g}%"
+
+
+def copy_checks_markdown(thresholds: list[tuple[str, str]], calibrations: list[tuple[str, str]]) -> str:
+    """Per copy check (eval, train): its threshold, set in the config (a number, or off) or calibrated
+    (auto), and for a calibrated one the share of planted copies caught and the false-positive rate."""
+    rows = {}
+    for check, value in thresholds:
+        setting = f"contamination.{check}_threshold"
+        rows[check] = f"| {value} | {setting} | n/a | n/a |"
+    for check, path in calibrations:
+        found = copies.read_calibration(path)
+        caught = ", ".join(f"{name} {_share(share)}" for name, share in found["catch_by_transform"].items())
+        rows[check] = (
+            f"| {found['threshold']:.4f} | auto: catches {_share(found['target_catch_share'])} of planted copies "
+            f"| {_share(found['catch_share'])} of {found['copies']:,} ({caught}) "
+            f"| {_share(found['false_positive_rate'])} of {found['pairs']:,} |"
+        )
+    if not rows:
+        return ""
+    lines = [f"| {copies.CHECK_REASONS[check]} {row}" for check, row in sorted(rows.items())]
+    return (
+        "\nCopy checks: a candidate at or above a threshold of CLIP similarity to a validation (evaluation "
+        "duplicate) or training image (training duplicate) is left out; an auto threshold is calibrated on "
+        "copies planted of a sample of those images (contamination/<check>_threshold.json), and would call "
+        "the share of pairs of distinct images in the last column copies:\n\n"
+        "| check | threshold | set by | planted copies caught | distinct pairs at or above |\n"
+        "|---|---|---|---|---|\n" + "\n".join(lines) + "\n"
+    )
+
+
 def excluded_markdown(excluded: pd.DataFrame) -> str:
     """Pool images left out of retrieval, counted per reason (a pool image may have several)."""
     reasons = [copies.EVAL_DUPLICATE, copies.TRAIN_DUPLICATE, copies.SAFETY_TAG]
@@ -575,6 +610,20 @@ def main(argv: list[str] | None = None) -> None:
         metavar="METHOD=SAFETENSORS",
         help="a personalisation artefact of a method (one per shard); repeat for each",
     )
+    parser.add_argument(
+        "--copy-threshold",
+        action="append",
+        default=[],
+        metavar="CHECK=THRESHOLD",
+        help="a copy check (eval, train) and the threshold the config set (a number, or off); repeat for each",
+    )
+    parser.add_argument(
+        "--copy-calibration",
+        action="append",
+        default=[],
+        metavar="CHECK=JSON",
+        help="a copy check and its calibrated threshold (augbench.copy_calibration); repeat for each",
+    )
     parser.add_argument("--excluded", help="the table of pool images retrieval left out (augbench.exclude)")
     parser.add_argument(
         "--download-failures",
@@ -647,6 +696,10 @@ def main(argv: list[str] | None = None) -> None:
         + largest_differences(per_class, table)
         + unreadable_markdown(unreadable, [stage for stage, _ in lists])
         + quality_markdown([tuple(item.split("=", 1)) for item in args.quality])
+        + copy_checks_markdown(
+            [tuple(item.split("=", 1)) for item in args.copy_threshold],
+            [tuple(item.split("=", 1)) for item in args.copy_calibration],
+        )
         + (excluded_markdown(excluded) if args.excluded else "")
         + downloads_markdown(
             [tuple(item.split("=", 1)) for item in args.download_failures],

@@ -15,6 +15,10 @@ The table of left-out candidates has a row per (candidate row, reason): ``pool_r
 tag) and ``matched`` (the evaluation or training image matched, or the tag).
 ``augbench.exclude`` writes it for the pool, ``augbench.screen_downloads`` for downloads;
 retrieval and the summary read it.
+
+A check's threshold is a number, or (``contamination.*_threshold: auto``) the one that
+``augbench.copy_calibration`` calibrated to the CLIP in use, read from its JSON
+(:func:`read_calibration`).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from augbench.cli import add_settings, setting
-from augbench.files import atomic_path, read_manifest
+from augbench.files import atomic_path, read_json, read_manifest
 from augbench.search import BLOCK, build_index, release_pages
 
 log = logging.getLogger(__name__)
@@ -38,6 +42,16 @@ COLUMNS = ["pool_row", "path", "reason", "similarity", "matched"]
 EVAL_DUPLICATE = "evaluation duplicate"
 TRAIN_DUPLICATE = "training duplicate"
 SAFETY_TAG = "safety tag"
+# The two copy checks by the name the config and the command lines give them (eval_threshold,
+# --train-calibration), and the reason each writes.
+CHECK_REASONS = {"eval": EVAL_DUPLICATE, "train": TRAIN_DUPLICATE}
+# A float32 inner product of two equal unit vectors can fall a rounding error below 1.
+ROUNDING = 1e-6
+
+
+def at_or_above(similarity: np.ndarray, threshold: float) -> np.ndarray:
+    """Whether each similarity reaches ``threshold``, up to float32 rounding: the one test of a copy."""
+    return np.asarray(similarity) >= threshold - ROUNDING
 
 
 def nearest(
@@ -73,8 +87,7 @@ def duplicates(
     if len(reference_embeddings) != len(references):
         raise ValueError(f"{len(reference_embeddings)} {reason} embeddings but {len(references)} images listed")
     similarity, matched = nearest(pool_embeddings, reference_embeddings, memory_bytes)
-    # A float32 inner product of two equal unit vectors can fall a rounding error below 1.
-    rows = np.flatnonzero(similarity >= threshold - 1e-6)
+    rows = np.flatnonzero(at_or_above(similarity, threshold))
     return pd.DataFrame(
         {
             "pool_row": rows,
@@ -93,7 +106,8 @@ class CopyChecks:
     the index of those images may use; which images they are (manifests, embeddings) is the job's."""
 
     # Off unless asked, not contamination.*'s 0.95: the workflow passes the config's thresholds,
-    # and leaves an option out where the config turns that check off (null).
+    # and leaves an option out where the config turns that check off (null) or calibrates it
+    # (auto: the job gets --eval-calibration or --train-calibration instead).
     eval_threshold: float | None = setting(
         None, help="cosine similarity at or above which a candidate copies an evaluation image (None: no check)"
     )
@@ -135,15 +149,33 @@ def write_table(out: str, found: list[pd.DataFrame], what: str) -> pd.DataFrame:
     return table
 
 
+def read_calibration(path: str) -> dict:
+    """A calibrated copy check (``augbench.copy_calibration``'s JSON), its threshold checked."""
+    try:
+        calibration = read_json(path)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"copy calibration {path} cannot be read: {error}") from None
+    threshold = calibration.get("threshold") if isinstance(calibration, dict) else None
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
+        raise ValueError(f"copy calibration {path} holds no threshold in (0, 1] (got {threshold!r})")
+    return calibration
+
+
 def add_copy_check_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of the two copy checks: the evaluation and training images, and the ``CopyChecks``."""
+    """The options of the two copy checks: the evaluation and training images, a calibrated
+    threshold, and the ``CopyChecks``."""
     for name, what in (("eval", "evaluation (validation)"), ("train", "training")):
         parser.add_argument(f"--{name}-manifest", help=f"manifest of the {what} images")
         parser.add_argument(f"--{name}-embeddings", help=f".npy of the {what} images' CLIP image embeddings")
+        parser.add_argument(
+            f"--{name}-calibration",
+            help=f"augbench.copy_calibration's JSON, whose threshold the {what} check takes (not with a threshold)",
+        )
     add_settings(parser, CopyChecks)
 
 
-REFERENCE_FILES = ("eval_manifest", "eval_embeddings", "train_manifest", "train_embeddings")
+REFERENCE_FILES = ("eval_manifest", "eval_embeddings", "eval_calibration")
+REFERENCE_FILES += ("train_manifest", "train_embeddings", "train_calibration")
 
 
 def reference_files(args: argparse.Namespace) -> dict[str, str | None]:
@@ -157,10 +189,23 @@ def copy_checks(
     eval_embeddings: str | None = None,
     train_manifest: str | None = None,
     train_embeddings: str | None = None,
+    eval_calibration: str | None = None,
+    train_calibration: str | None = None,
 ) -> list[CopyCheck]:
-    """The copy checks that ``settings`` turns on (a threshold given), each with its reference images."""
-    checks = [
-        CopyCheck(EVAL_DUPLICATE, eval_manifest, eval_embeddings, settings.eval_threshold, "--eval"),
-        CopyCheck(TRAIN_DUPLICATE, train_manifest, train_embeddings, settings.train_threshold, "--train"),
-    ]
-    return [check for check in checks if check.threshold is not None]
+    """The copy checks turned on, each with its reference images: by a threshold ``settings`` gives,
+    or by a calibration file whose threshold it takes."""
+    files = {
+        "eval": (eval_manifest, eval_embeddings, eval_calibration),
+        "train": (train_manifest, train_embeddings, train_calibration),
+    }
+    checks = []
+    for name, reason in CHECK_REASONS.items():
+        manifest, embeddings, calibration = files[name]
+        threshold = getattr(settings, f"{name}_threshold")
+        if calibration is not None and threshold is not None:
+            raise ValueError(f"give --{name}-threshold or --{name}-calibration, not both")
+        if calibration is not None:
+            threshold = read_calibration(calibration)["threshold"]
+        if threshold is not None:
+            checks.append(CopyCheck(reason, manifest, embeddings, threshold, f"--{name}"))
+    return checks

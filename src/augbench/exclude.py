@@ -9,7 +9,8 @@ images, and images the pool's own safety tags mark unsafe.
 A pool image that copies some evaluation (or training) image, by cosine similarity of
 their CLIP image embeddings at or above a threshold, is left out (``augbench.copies``):
 retrieving it would put a test image into training (or add an image the classifier
-already has).
+already has). ``--eval-calibration`` (``--train-calibration``) in place of the threshold
+takes the one ``augbench.copy_calibration`` calibrated to the CLIP in use.
 
 The pool's safety column (LAION's ``NSFW``: UNLIKELY, UNSURE, NSFW) is honoured where
 present: rows with a listed value are left out. A column named explicitly must exist.
@@ -106,6 +107,8 @@ def exclusions(
     eval_embeddings: str | None = None,
     train_manifest: str | None = None,
     train_embeddings: str | None = None,
+    eval_calibration: str | None = None,
+    train_calibration: str | None = None,
     shard: int = 0,
     shards: int = 1,
     shard_table: str | None = None,
@@ -118,7 +121,9 @@ def exclusions(
     ``pool_embeddings`` holds; with a shard table (``augbench.precomputed``), its ``shard``-th block
     of ``parts`` parts. The table's pool rows are the pool's."""
     checks, safety = checks or CopyChecks(), safety or SafetyTags()
-    turned_on = copy_checks(checks, eval_manifest, eval_embeddings, train_manifest, train_embeddings)
+    turned_on = copy_checks(
+        checks, eval_manifest, eval_embeddings, train_manifest, train_embeddings, eval_calibration, train_calibration
+    )
     found = []
     pieces = block_pieces(pool_manifest, shard, shards, parts, shard_table, pool_embeddings, None, "images")
     for pool, offset, embeddings, _, name in pieces:

@@ -9,9 +9,10 @@
 A pool searched here is screened before retrieval (``augbench.exclude``); images that
 arrive as URLs (a kNN service's results) are not in it. Once downloaded, they are
 embedded with the same CLIP and checked the same way: an image at or above a threshold
-of cosine similarity with some evaluation (or training) image is left out, as is one
-that cannot be read. Each class then keeps its ``quota`` best-ranked images of the rest
-(``augbench.quotas.keep_best``), which is why the download step keeps every success.
+(given, or calibrated: ``--eval-calibration``) of cosine similarity with some evaluation
+(or training) image is left out, as is one that cannot be read. Each class then keeps
+its ``quota`` best-ranked images of the rest (``augbench.quotas.keep_best``), which is
+why the download step keeps every success.
 ``--excluded`` lists each image left out (``augbench.copies`` columns; ``pool_row`` is
 its row of ``--downloaded``).
 """
@@ -62,6 +63,8 @@ def screen_downloads(
     eval_embeddings: str | None = None,
     train_manifest: str | None = None,
     train_embeddings: str | None = None,
+    eval_calibration: str | None = None,
+    train_calibration: str | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Write the kept images' manifest and the table of images left out; return both. ``clip`` must
     be the CLIP that embedded the evaluation and training images (the files named)."""
@@ -69,7 +72,9 @@ def screen_downloads(
     classes = read_classes(classes_path)
     quotas = class_quotas(read_manifest(subset), len(classes), per_class)
     checks = checks or CopyChecks()
-    turned_on = copy_checks(checks, eval_manifest, eval_embeddings, train_manifest, train_embeddings)
+    turned_on = copy_checks(
+        checks, eval_manifest, eval_embeddings, train_manifest, train_embeddings, eval_calibration, train_calibration
+    )
     found = []
     # Without a check, nothing is embedded (nor torch loaded).
     if turned_on and len(candidates):

@@ -44,6 +44,10 @@ PRETRAIN_BENCHMARKS = "benchmarks/runs/_pretrained"
 # Personalisation settings that change how it runs (memory), not what it learns. At their
 # defaults (the schema's) they stay off the command line, so jobs run before they existed stand.
 PERSONALISE_RUN_SETTINGS = ("micro_batch", "precision", "gradient_checkpointing")
+# The copy checks, by the names of their contamination.<check>_threshold (augbench.copies.CHECK_REASONS's,
+# not imported here: it loads faiss into every dry run); auto calibrates one.
+COPY_CHECKS = ("eval", "train")
+AUTO = "auto"
 # Options of augbench.generate that a method's entry in the registry sets.
 GENERATE_OPTIONS = (
     "prompt",
@@ -474,17 +478,71 @@ class Study:
             and self.config["contamination"]["train_threshold"] is not None
         )
 
+    def copy_check_images(self, check: str) -> dict[str, str]:
+        """The images a copy check (eval, train) compares with: their manifest and CLIP embeddings."""
+        if check == "eval":
+            return {"manifest": self.paths.val_manifest, "embeddings": self.paths.val_embeddings}
+        return {"manifest": self.paths.subset, "embeddings": self.paths.subset_embeddings}
+
+    def copy_check_threshold(self, check: str) -> float | str | None:
+        """A copy check's contamination.<check>_threshold: a number, auto, or None (off)."""
+        return self.config["contamination"][f"{check}_threshold"]
+
+    def calibrated_checks(self) -> list[str]:
+        """The copy checks whose threshold is calibrated (auto), where anything is screened for copies."""
+        if not self.screens_copies():
+            return []
+        return [check for check in COPY_CHECKS if self.copy_check_threshold(check) == AUTO]
+
+    def copy_calibration(self, check: str) -> str:
+        """The JSON of a calibrated copy check (augbench.copy_calibration), which its screening reads."""
+        return f"{self.paths.results}/contamination/{check}_threshold.json"
+
     def copy_references(self) -> dict[str, str]:
-        """The images pool images must not copy (manifest and CLIP embeddings), for each check a threshold turns on."""
-        thresholds = self.config["contamination"]
+        """The images pool images must not copy (manifest and CLIP embeddings), for each check a threshold
+        turns on, and the calibrated threshold of each check set to auto."""
         references = {}
-        if thresholds["eval_threshold"] is not None:
-            references["eval_manifest"] = self.paths.val_manifest
-            references["eval_embeddings"] = self.paths.val_embeddings
-        if thresholds["train_threshold"] is not None:
-            references["train_manifest"] = self.paths.subset
-            references["train_embeddings"] = self.paths.subset_embeddings
+        for check in COPY_CHECKS:
+            threshold = self.copy_check_threshold(check)
+            if threshold is None:
+                continue
+            references |= {f"{check}_{kind}": path for kind, path in self.copy_check_images(check).items()}
+            if threshold == AUTO:
+                references[f"{check}_calibration"] = self.copy_calibration(check)
         return references
+
+    def copy_thresholds(self) -> dict[str, float]:
+        """The screening jobs' thresholds: the checks set to a number (an auto one's is read from its
+        calibration, a null one is off)."""
+        return {
+            f"{check}_threshold": self.copy_check_threshold(check)
+            for check in COPY_CHECKS
+            if self.copy_check_threshold(check) not in (None, AUTO)
+        }
+
+    def calibration_options(self) -> dict:
+        """Options of a copy check's calibration: the share of copies to catch, the images that get
+        copies, and the CLIP that embeds them (the one that embedded the reference images)."""
+        contamination = self.config["contamination"]
+        return {
+            "catch_share": contamination["catch_share"],
+            "images": contamination["calibration_images"],
+            "transforms": ",".join(contamination["copy_transforms"]),
+            **self.config["clip"],
+            "device": self.config["device"],
+        }
+
+    def copy_check_report(self) -> dict[str, list[str]]:
+        """augbench.aggregate's options naming each copy check's threshold (a number, or off) or its
+        calibration; none where nothing is screened for copies."""
+        if not self.screens_copies():
+            return {}
+        fixed = {check: self.copy_check_threshold(check) for check in COPY_CHECKS}
+        fixed = {check: threshold for check, threshold in fixed.items() if threshold != AUTO}
+        return {
+            "copy_threshold": [f"{check}={'off' if value is None else value}" for check, value in fixed.items()],
+            "copy_calibration": [f"{check}={self.copy_calibration(check)}" for check in self.calibrated_checks()],
+        }
 
     def quality_tables(self) -> list[str]:
         """The per-class CLIP-score filter table of each retrieval and generation method."""
@@ -526,7 +584,7 @@ class Study:
         """GPUs a job of each GPU rule asks for; the rules take them from here, and the cost
         table counts GPU hours with them."""
         one = ["pretrain_clip", "pretrain_diffusion", "embed_pool", "embed_pool_captions", "embed_subset"]
-        one += ["embed_val", "embed_added", "screen_downloads", "personalise", "generate"]
+        one += ["embed_val", "embed_added", "screen_downloads", "calibrate_copy_threshold", "personalise", "generate"]
         # faiss's exact screening and each shard's search run on the GPU where faiss has GPU support.
         one += ["screen_pool", "search_pool_shard"]
         return {**dict.fromkeys(one, 1), "train": classifier.get("processes", 1)}

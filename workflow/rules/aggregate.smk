@@ -21,6 +21,9 @@ rule aggregate:
         ],
         quality=STUDY.quality_tables(),
         excluded=[PATHS.pool_excluded] if STUDY.local_retrieval_methods() else [],
+        copy_calibrations=[
+            STUDY.copy_calibration(check) for check in STUDY.calibrated_checks()
+        ],
         download_failures=list(STUDY.download_failure_lists().values()),
         download_excluded=list(STUDY.download_exclusion_lists().values()),
         classes=CLASSES,
@@ -95,6 +98,7 @@ rule aggregate:
                 "excluded": (
                     PATHS.pool_excluded if STUDY.local_retrieval_methods() else None
                 ),
+                **STUDY.copy_check_report(),
                 "download_failures": [
                     f"{method}={path}"
                     for method, path in STUDY.download_failure_lists().items()

@@ -2,6 +2,34 @@
 # reads another shard's vectors); a merge per method joins the shards' candidates.
 
 
+# A copy check set to auto (contamination.*_threshold) takes the threshold this job calibrates
+# to the CLIP on copies planted of its reference images (validation: eval, subset: train).
+rule calibrate_copy_threshold:
+    input:
+        unpack(lambda wildcards: STUDY.copy_check_images(wildcards.check)),
+        model=clip_inputs,
+    output:
+        STUDY.copy_calibration("{check}"),
+    log:
+        f"{LOGS}/retrieve/calibrate_copy_threshold/{{check}}.log",
+    benchmark:
+        benchmark_of("calibrate_copy_threshold", "{check}")
+    wildcard_constraints:
+        check=alternation(STUDY.calibrated_checks()),
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=grows(8000),
+        runtime=grows(30),
+        gpu=GPUS["calibrate_copy_threshold"],
+    params:
+        options=cli_options(STUDY.calibration_options()),
+    shell:
+        "python -m augbench.copy_calibration --manifest {input.manifest} --embeddings {input.embeddings}"
+        " --out {output} {params.options} --threads {threads} > {log} 2>&1"
+
+
 rule screen_pool:
     input:
         unpack(copy_references),
@@ -29,7 +57,7 @@ rule screen_pool:
         references=cli_options(STUDY.copy_references()),
         options=cli_options(
             {
-                **config["contamination"],
+                **STUDY.copy_thresholds(),
                 "safety_column": config["pool"]["safety_column"],
                 "drop_safety_values": ",".join(config["pool"]["drop_safety_values"]),
                 "index_memory_gb": config["pool"]["index_memory_gb"],
@@ -272,7 +300,7 @@ rule screen_downloads:
         options=lambda wildcards: cli_options(
             {
                 "per_class": STUDY.added_per_class(wildcards.method),
-                **config["contamination"],
+                **STUDY.copy_thresholds(),
                 **config["clip"],
                 "device": config["device"],
                 "index_memory_gb": config["pool"]["index_memory_gb"],
