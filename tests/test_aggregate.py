@@ -239,6 +239,8 @@ def test_summary_gives_each_copy_checks_threshold_and_a_calibrated_ones_catch_an
         "copies": 800,
         "false_positive_rate": 0.0004,
         "pairs": 124750,
+        "false_positive_images": 0.015,
+        "images_probed": 200,
     }
     (tmp_path / "eval_threshold.json").write_text(json.dumps(calibration))
     common = ["--metrics", metrics, "--method-kinds", "baseline=real", "--classes", str(tmp_path / "classes.txt")]
@@ -247,9 +249,9 @@ def test_summary_gives_each_copy_checks_threshold_and_a_calibrated_ones_catch_an
     summary = (tmp_path / "summary.md").read_text()
     assert (
         "| evaluation duplicate | 0.9123 | auto: catches 99% of planted copies "
-        "| 99.1% of 800 (jpeg 100%, shrunk 97%) | 0.04% of 124,750 |"
+        "| 99.1% of 800 (jpeg 100%, shrunk 97%) | 0.04% of 124,750 | 1.5% of 200 |"
     ) in summary
-    assert "| training duplicate | 0.92 | contamination.train_threshold | n/a | n/a |" in summary
+    assert "| training duplicate | 0.92 | contamination.train_threshold | n/a | n/a | n/a |" in summary
     aggregate.main(common + ["--copy-threshold", "eval=off", "--out-dir", str(tmp_path / "off")])
     off = (tmp_path / "off" / "summary.md").read_text()
     assert "| evaluation duplicate | off | contamination.eval_threshold |" in off

@@ -38,6 +38,10 @@ def test_the_threshold_catches_the_target_share_of_copies_and_counts_the_distinc
     assert result["pairs"] == 6 and result["reference_images"] == 4
     assert result["false_positive_rate"] == pytest.approx(1 / 6)
     assert result["highest_distinct_similarity"] == pytest.approx(0.96)
+    # Images 0 and 3 each have the other at 0.96: half the images would be screened out as copies.
+    assert result["false_positive_images"] == 0.5 and result["images_probed"] == 4
+    probed = calibrate(similarity, transforms, _references(), CopyCalibration(catch_share=0.99), np.array([1, 3]))
+    assert probed["false_positive_images"] == 0.5 and probed["images_probed"] == 2
 
     # Catching every copy takes the lowest, 0.80: the pair at 0.96 still the only one above it.
     every = calibrate(similarity, transforms, _references(), CopyCalibration(catch_share=1.0))
@@ -45,6 +49,7 @@ def test_the_threshold_catches_the_target_share_of_copies_and_counts_the_distinc
     # 90%: the 90 copies at 0.99, above every distinct pair.
     most = calibrate(similarity, transforms, _references(), CopyCalibration(catch_share=0.9))
     assert most["threshold"] == pytest.approx(0.99) and most["false_positive_rate"] == 0.0
+    assert most["false_positive_images"] == 0.0
     assert most["catch_by_transform"]["shrunk"] == 0.0
 
 
@@ -111,7 +116,7 @@ def test_too_few_readable_references_and_mismatched_embeddings_are_refused(tmp_p
 def test_the_command_line_reaches_the_settings(monkeypatch):
     calls = []
     result = {"threshold": 0.9, "catch_share": 1, "copies": 4, "catch_by_transform": {}}
-    result |= {"false_positive_rate": 0, "pairs": 1}
+    result |= {"false_positive_rate": 0, "pairs": 1, "false_positive_images": 0, "images_probed": 2}
     monkeypatch.setattr(copy_calibration, "calibrate_copies", lambda *args: calls.append(args) or result)
     options = ["--manifest", "v.csv", "--embeddings", "v.npy", "--out", "o.json", "--model", "m"]
     copy_calibration.main(options + ["--catch-share", "0.95", "--images", "7", "--num-workers", "0"])

@@ -455,20 +455,29 @@ def _share(share: float) -> str:
     return f"{100 * share:.3g}%"
 
 
+def _images_share(calibration: dict) -> str:
+    """The share of probed images with a distinct one at or above the threshold (n/a in a calibration
+    made before it was measured)."""
+    if "false_positive_images" not in calibration:
+        return "n/a"
+    return f"{_share(calibration['false_positive_images'])} of {calibration['images_probed']:,}"
+
+
 def copy_checks_markdown(thresholds: list[tuple[str, str]], calibrations: list[tuple[str, str]]) -> str:
     """Per copy check (eval, train): its threshold, set in the config (a number, or off) or calibrated
     (auto), and for a calibrated one the share of planted copies caught and the false-positive rate."""
     rows = {}
     for check, value in thresholds:
         setting = f"contamination.{check}_threshold"
-        rows[check] = f"| {value} | {setting} | n/a | n/a |"
+        rows[check] = f"| {value} | {setting} | n/a | n/a | n/a |"
     for check, path in calibrations:
         found = copies.read_calibration(path)
         caught = ", ".join(f"{name} {_share(share)}" for name, share in found["catch_by_transform"].items())
         rows[check] = (
             f"| {found['threshold']:.4f} | auto: catches {_share(found['target_catch_share'])} of planted copies "
             f"| {_share(found['catch_share'])} of {found['copies']:,} ({caught}) "
-            f"| {_share(found['false_positive_rate'])} of {found['pairs']:,} |"
+            f"| {_share(found['false_positive_rate'])} of {found['pairs']:,} "
+            f"| {_images_share(found)} |"
         )
     if not rows:
         return ""
@@ -476,10 +485,13 @@ def copy_checks_markdown(thresholds: list[tuple[str, str]], calibrations: list[t
     return (
         "\nCopy checks: a candidate at or above a threshold of CLIP similarity to a validation (evaluation "
         "duplicate) or training image (training duplicate) is left out; an auto threshold is calibrated on "
-        "copies planted of a sample of those images (contamination/<check>_threshold.json), and would call "
-        "the share of pairs of distinct images in the last column copies:\n\n"
-        "| check | threshold | set by | planted copies caught | distinct pairs at or above |\n"
-        "|---|---|---|---|---|\n" + "\n".join(lines) + "\n"
+        "copies planted of a sample of those images (contamination/<check>_threshold.json); it would call "
+        "the share of pairs of distinct images in the fifth column copies, and the last column is the share "
+        "of the sampled images with a distinct image at or above it (about the share of distinct pool images "
+        "like them the screen leaves out):\n\n"
+        "| check | threshold | set by | planted copies caught | distinct pairs at or above "
+        "| images with a distinct one at or above |\n"
+        "|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n"
     )
 
 

@@ -18,12 +18,16 @@ on the reference images themselves (the validation images, or the training subse
   of the copies (``catching_threshold``);
 - the false-positive rate is the share of pairs of distinct reference images (every pair,
   or a seeded sample of ``pairs``) at or above it: how often it would call two different
-  images copies.
+  images copies; and since a pool image is screened against every reference image, the share
+  of the sampled images that have another reference image at or above it
+  (``false_positive_images``) is about the share of distinct pool images like them that the
+  screen would leave out.
 
 The JSON (``augbench.copies.read_calibration`` reads it for the screening jobs, the summary
 reports it): ``threshold``, ``target_catch_share``, ``catch_share`` (achieved),
 ``catch_by_transform``, ``copies``, ``sampled_images``, ``lowest_copy_similarity``,
-``false_positive_rate``, ``pairs``, ``highest_distinct_similarity``, ``reference_images``,
+``false_positive_rate``, ``pairs``, ``highest_distinct_similarity``, ``false_positive_images``,
+``images_probed``, ``reference_images``,
 ``references`` (the manifest), ``model`` and ``pretrained``.
 """
 
@@ -143,16 +147,30 @@ def pair_similarities(embeddings: np.ndarray, first: np.ndarray, second: np.ndar
     return scores
 
 
+def nearest_other(references: np.ndarray, probes: np.ndarray) -> np.ndarray:
+    """Each probe's (a row of ``references``) highest similarity to another reference image."""
+    nearest = np.empty(len(probes), dtype=np.float32)
+    for start in range(0, len(probes), 256):
+        rows = probes[start : start + 256]
+        scores = references[rows] @ references.T
+        scores[np.arange(len(rows)), rows] = -np.inf
+        nearest[start : start + len(rows)] = scores.max(axis=1)
+    return nearest
+
+
 def calibrate(
     copy_similarity: np.ndarray,
     copy_transforms: list[str],
     references: np.ndarray,
     settings: CopyCalibration | None = None,
+    probes: np.ndarray | None = None,
 ) -> dict:
     """The threshold that catches ``settings.catch_share`` of the copies (``copy_similarity``, each
     the similarity of a copy made by ``copy_transforms``' transform to its original), what it
-    catches per transform, and the share of pairs of distinct ``references`` (unit embeddings)
-    at or above it."""
+    catches per transform, the share of pairs of distinct ``references`` (unit embeddings) at or
+    above it, and the share of ``probes`` (rows of ``references``; default all) with another
+    reference at or above it: the share of distinct images a screen would leave out, as a
+    pool image is screened against every reference image."""
     settings = settings or CopyCalibration()
     settings.check()
     if len(copy_similarity) != len(copy_transforms):
@@ -166,7 +184,10 @@ def calibrate(
     caught = at_or_above(copy_similarity, threshold)
     transforms = np.asarray(copy_transforms)
     first, second = distinct_pairs(len(references), settings.pairs, np.random.default_rng(settings.seed))
-    distinct = pair_similarities(np.asarray(references, dtype=np.float32), first, second)
+    references = np.asarray(references, dtype=np.float32)
+    distinct = pair_similarities(references, first, second)
+    probes = np.arange(len(references)) if probes is None else np.asarray(probes)
+    neighbours = nearest_other(references, probes)
     return {
         "threshold": threshold,
         "target_catch_share": settings.catch_share,
@@ -179,6 +200,8 @@ def calibrate(
         "false_positive_rate": float(at_or_above(distinct, threshold).mean()),
         "pairs": len(distinct),
         "highest_distinct_similarity": float(distinct.max()),
+        "false_positive_images": float(at_or_above(neighbours, threshold).mean()),
+        "images_probed": len(probes),
         "reference_images": len(references),
     }
 
@@ -237,7 +260,8 @@ def calibrate_copies(
             "the reference embeddings were made by another CLIP"
         )
     similarity = np.einsum("ij,ij->i", copies, vectors[sampled[originals]])
-    result = calibrate(similarity, transforms, vectors[readable], settings)
+    # The sampled images, as rows of the readable ones, are probed for a distinct near neighbour.
+    result = calibrate(similarity, transforms, vectors[readable], settings, np.searchsorted(readable, sampled))
     result |= {"sampled_images": len(sampled), "references": manifest, "model": clip.model}
     result["pretrained"] = clip.pretrained
     write_json(out, result)
@@ -263,13 +287,16 @@ def main(argv: list[str] | None = None) -> None:
         settings_from(args, CopyCalibration),
     )
     log.info(
-        "threshold %.4f catches %.1f%% of %d planted copies (%s); %.3f%% of %d distinct pairs reach it; wrote %s",
+        "threshold %.4f catches %.1f%% of %d planted copies (%s); %.3f%% of %d distinct pairs reach it, "
+        "%.2f%% of %d images have another image at or above it; wrote %s",
         result["threshold"],
         100 * result["catch_share"],
         result["copies"],
         ", ".join(f"{name} {100 * share:.0f}%" for name, share in result["catch_by_transform"].items()),
         100 * result["false_positive_rate"],
         result["pairs"],
+        100 * result["false_positive_images"],
+        result["images_probed"],
         args.out,
     )
 
