@@ -487,7 +487,7 @@ def copy_checks_markdown(thresholds: list[tuple[str, str]], calibrations: list[t
         "duplicate) or training image (training duplicate) is left out; an auto threshold is calibrated on "
         "copies planted of a sample of those images (contamination/<check>_threshold.json); it would call "
         "the share of pairs of distinct images in the fifth column copies, and the last column is the share "
-        "of the sampled images with a distinct image at or above it (about the share of distinct pool images "
+        "of the reference images with a distinct one at or above it (about the share of distinct pool images "
         "like them the screen leaves out):\n\n"
         "| check | threshold | set by | planted copies caught | distinct pairs at or above "
         "| images with a distinct one at or above |\n"

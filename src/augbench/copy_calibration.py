@@ -19,7 +19,7 @@ on the reference images themselves (the validation images, or the training subse
 - the false-positive rate is the share of pairs of distinct reference images (every pair,
   or a seeded sample of ``pairs``) at or above it: how often it would call two different
   images copies; and since a pool image is screened against every reference image, the share
-  of the sampled images that have another reference image at or above it
+  of reference images (all, or a seeded sample of ``probed``) that have another one at or above it
   (``false_positive_images``) is about the share of distinct pool images like them that the
   screen would leave out.
 
@@ -99,6 +99,10 @@ class CopyCalibration:
         parse=comma_separated,
     )
     pairs: int = setting(200_000, help="pairs of distinct reference images compared at most (all, where fewer)")
+    # Every image where there are few: a handful of near-twins among many images is missed by a small sample.
+    probed: int = setting(
+        20_000, help="reference images probed for a distinct image at or above the threshold (all, where fewer)"
+    )
     seed: int = setting(0, help="seed of the sampled images, crops and pairs")
 
     def check(self) -> None:
@@ -260,8 +264,11 @@ def calibrate_copies(
             "the reference embeddings were made by another CLIP"
         )
     similarity = np.einsum("ij,ij->i", copies, vectors[sampled[originals]])
-    # The sampled images, as rows of the readable ones, are probed for a distinct near neighbour.
-    result = calibrate(similarity, transforms, vectors[readable], settings, np.searchsorted(readable, sampled))
+    # Rows of the readable images probed for a distinct near neighbour: all, or a seeded sample.
+    probes = np.arange(len(readable))
+    if len(probes) > settings.probed:
+        probes = np.sort(rng.choice(len(readable), size=settings.probed, replace=False))
+    result = calibrate(similarity, transforms, vectors[readable], settings, probes)
     result |= {"sampled_images": len(sampled), "references": manifest, "model": clip.model}
     result["pretrained"] = clip.pretrained
     write_json(out, result)
