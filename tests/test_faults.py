@@ -54,9 +54,10 @@ def _kill_when_running(workdir: Path, targets: list[str], log_folder: str, trans
 
 
 def _jobs(output: str) -> dict[int, list[str]]:
-    """Job id -> output files, of every job a Snakemake run started."""
+    """Job id -> output files, of every job a Snakemake run started (rules and checkpoints, such as
+    the merge of the pool shards' candidates)."""
     jobs = {}
-    for block in re.split(r"\n(?=(?:local)?rule \w+:)", output):
+    for block in re.split(r"\n(?=(?:local)?(?:rule|checkpoint) \w+:)", output):
         outputs = re.search(r"^\s+output: (.+)$", block, re.M)
         jobid = re.search(r"^\s+jobid: (\d+)$", block, re.M)
         if outputs and jobid:
