@@ -13,7 +13,9 @@ prints each command's time and peak memory and writes them to ``--out``.
 Families: ``sd15`` (UNet 320-640-1280-1280, CLIP ViT-L/14 text, SD's VAE), ``sdxl`` (UNet
 320-640-1280 with 1-2-10 transformer layers, CLIP ViT-L/14 and OpenCLIP bigG text),
 ``sd3`` (SD3-medium's MMDiT: 24 blocks of 24 heads of 64, two CLIP text encoders and a T5 at
-T5-XXL's width with ``--t5-layers`` of its 24 layers: T5-XXL whole is 19 GB in float32).
+T5-XXL's width with ``--t5-layers`` of its 24 layers: T5-XXL whole is 19 GB in float32), and,
+only when named, ``flux`` (FLUX.1 [schnell]: 12 B parameters, about 48 GB in float32; the
+builder is what ``benchmarks/gpu.py`` times on a GPU).
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ def clip_tokenizer(folder: Path):
     return write_clip_tokenizer(folder, model_max_length=77)
 
 
-def sd_vae(block_out=(128, 256, 512, 512), **options):
+def sd_vae(block_out=(128, 256, 512, 512), size: int = SIZE, **options):
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
@@ -85,7 +87,7 @@ def sd_vae(block_out=(128, 256, 512, 512), **options):
         up_block_types=("UpDecoderBlock2D",) * 4,
         block_out_channels=block_out,
         layers_per_block=2,
-        sample_size=SIZE,
+        sample_size=size,
         **options,
     )
 
@@ -121,11 +123,11 @@ def build_sd15(out: Path) -> None:
     save(pipeline, out)
 
 
-def build_sdxl(out: Path) -> None:
+def build_sdxl(out: Path, size: int = SIZE) -> None:
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 
     unet = UNet2DConditionModel(
-        sample_size=SIZE // 8,
+        sample_size=size // 8,
         block_out_channels=(320, 640, 1280),
         layers_per_block=2,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
@@ -142,7 +144,7 @@ def build_sdxl(out: Path) -> None:
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1, timestep_spacing="leading"
     )
     pipeline = StableDiffusionXLPipeline(
-        vae=sd_vae(latent_channels=4, scaling_factor=0.13025),
+        vae=sd_vae(latent_channels=4, scaling_factor=0.13025, size=size),
         text_encoder=clip_l(),
         text_encoder_2=clip_big_g(),
         tokenizer=clip_tokenizer(out / "tokenizer"),
@@ -153,29 +155,39 @@ def build_sdxl(out: Path) -> None:
     save(pipeline, out)
 
 
-def build_sd3(out: Path, t5_layers: int) -> None:
-    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+def t5_xxl(layers: int, vocabulary: int):
+    """A T5 encoder at T5-XXL's width with ``layers`` of its 24 layers."""
     from transformers import T5Config, T5EncoderModel
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from tiny_pipelines import t5_tokenizer
-
-    tokenizer_3 = t5_tokenizer(out / "tokenizer_3", ["a", "photo", "of", *CLASSES], model_max_length=256)
-    t5 = T5EncoderModel(
+    return T5EncoderModel(
         T5Config(
-            vocab_size=len(tokenizer_3),
+            vocab_size=vocabulary,
             d_model=4096,
             d_kv=64,
             d_ff=10240,
-            num_layers=t5_layers,
+            num_layers=layers,
             num_heads=64,
             feed_forward_proj="gated-gelu",
             pad_token_id=0,
             eos_token_id=1,
         )
     )
+
+
+def t5_tokenizer(folder: Path, length: int):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from tiny_pipelines import t5_tokenizer
+
+    return t5_tokenizer(folder, ["a", "photo", "of", *CLASSES], model_max_length=length)
+
+
+def build_sd3(out: Path, t5_layers: int, size: int = SIZE) -> None:
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+
+    tokenizer_3 = t5_tokenizer(out / "tokenizer_3", 256)
+    t5 = t5_xxl(t5_layers, len(tokenizer_3))
     transformer = SD3Transformer2DModel(
-        sample_size=SIZE // 8,
+        sample_size=size // 8,
         patch_size=2,
         in_channels=16,
         num_layers=24,
@@ -191,6 +203,7 @@ def build_sd3(out: Path, t5_layers: int) -> None:
         transformer=transformer,
         scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
         vae=sd_vae(
+            size=size,
             latent_channels=16,
             shift_factor=0.0609,
             scaling_factor=1.5305,
@@ -205,6 +218,43 @@ def build_sd3(out: Path, t5_layers: int) -> None:
         tokenizer_3=tokenizer_3,
     )
     save(pipeline, out)
+
+
+def build_flux(out: Path, t5_layers: int, size: int = SIZE) -> None:
+    """FLUX.1 [schnell]'s architecture: 19 double-stream and 38 single-stream blocks of 24 heads of
+    128 (12 B parameters), CLIP ViT-L/14 and T5-XXL text, a 16-channel VAE; no guidance input."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+
+    tokenizer_2 = t5_tokenizer(out / "tokenizer_2", 256)
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=64,
+        num_layers=19,
+        num_single_layers=38,
+        attention_head_dim=128,
+        num_attention_heads=24,
+        joint_attention_dim=4096,
+        pooled_projection_dim=768,
+        guidance_embeds=False,
+        axes_dims_rope=(16, 56, 56),
+    )
+    pipeline = FluxPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0),
+        vae=sd_vae(
+            size=size,
+            latent_channels=16,
+            shift_factor=0.1159,
+            scaling_factor=0.3611,
+            use_quant_conv=False,
+            use_post_quant_conv=False,
+        ),
+        text_encoder=clip_l(),
+        tokenizer=clip_tokenizer(out / "tokenizer"),
+        text_encoder_2=t5_xxl(t5_layers, len(tokenizer_2)),
+        tokenizer_2=tokenizer_2,
+        transformer=transformer,
+    )
+    save(pipeline, out)  # at its native 1024 px whatever ``size``: FluxPipeline fixes it
 
 
 def save(pipeline, out: Path) -> None:
@@ -267,13 +317,20 @@ def check(family: str, model: str, scheduler: str, work: Path) -> dict:
     return results
 
 
-BUILDERS = {"sd15": (build_sd15, "ddim"), "sdxl": (build_sdxl, "euler"), "sd3": (build_sd3, "flow_euler")}
+BUILDERS = {
+    "sd15": (build_sd15, "ddim"),
+    "sdxl": (build_sdxl, "euler"),
+    "sd3": (build_sd3, "flow_euler"),
+    "flux": (build_flux, "flow_euler"),
+}
+# FLUX's 12 B parameters are about 48 GB in float32, beyond a 24 GB machine: named, not run, by default.
+DEFAULT_FAMILIES = ["sd15", "sdxl", "sd3"]
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--families", nargs="+", choices=list(BUILDERS), default=list(BUILDERS))
-    parser.add_argument("--t5-layers", type=int, default=2, help="T5-XXL-wide layers of SD3's T5 (it has 24)")
+    parser.add_argument("--families", nargs="+", choices=list(BUILDERS), default=DEFAULT_FAMILIES)
+    parser.add_argument("--t5-layers", type=int, default=2, help="T5-XXL-wide layers of SD3's and FLUX's T5 (of 24)")
     parser.add_argument("--work", help="folder for the pipelines and images (default: a temporary one)")
     parser.add_argument("--out", help="JSON of each command's time and peak memory")
     args = parser.parse_args(argv)
@@ -289,7 +346,7 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 started = time.time()
                 # In a process of its own, so that this one does not hold the random weights' memory.
-                options = [folder] + ([args.t5_layers] if family == "sd3" else [])
+                options = [folder] + ([args.t5_layers] if family in ("sd3", "flux") else [])
                 builder = multiprocessing.get_context("spawn").Process(target=build, args=(*options,))
                 builder.start()
                 builder.join()

@@ -3,7 +3,10 @@
 - generation: a Stable-Diffusion-1.5-sized pipeline (UNet 320-640-1280-1280, 768-d text
   conditioning, SD's VAE) at 512 px, 25 DPM-Solver++ steps, classifier-free guidance,
   fp16, batch 8 and 16, through augbench's pipeline loading; and its overhead ratio over
-  the bare UNet + VAE steps (benchmarks/bench_generate.py);
+  the bare UNet + VAE steps (benchmarks/bench_generate.py); and per later family, at its
+  native 1024 px and the sampler the generator preset gives it, an SDXL-, SD3.5-Medium- and
+  FLUX.1-schnell-sized pipeline (benchmarks/architectures.py's builders) through the same
+  loading and pipeline call as augbench.generate, so the cost model has a rate per backend;
 - training: ResNet-50 from scratch at 224 px, AMP and channels-last, from in-memory tensors;
 - embedding: a ViT-L/14-sized open_clip image tower at 224 px, fp16;
 - search: faiss on the GPU (when faiss has GPU support) for 1M x 768 vectors, k = 100, exact;
@@ -20,6 +23,7 @@ benchmarks/cost_model.py turns the JSON into the GPU hours of a preset.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import tempfile
@@ -109,6 +113,72 @@ def generation(device: torch.device, smoke: bool) -> dict:
             figures = bench_generate.measure(model, batch=batch, device=str(device), dtype=dtype)
             results[f"gen_sd15_512px_batch{batch}_images_per_s"] = figures["gen_images_per_s"]
             results[f"gen_sd15_overhead_ratio_batch{batch}"] = figures["gen_overhead_ratio"]
+    return results
+
+
+# Each later family as configs/imagenet10-generators.yaml samples it: scheduler, steps (fewer
+# here: the cost model scales by steps), guidance, dtype and T5 length. FLUX.1 [schnell] takes no
+# guidance: one transformer pass a step, where the others' classifier-free guidance makes two.
+FAMILY_SAMPLING = {
+    "sdxl": dict(scheduler="euler", steps=10, guidance_scale=5.0, dtype="float16", text_length=None, passes=2),
+    "sd3": dict(scheduler="flow_euler", steps=10, guidance_scale=4.5, dtype="bfloat16", text_length=256, passes=2),
+    "flux": dict(scheduler="flow_euler", steps=4, guidance_scale=0.0, dtype="bfloat16", text_length=256, passes=1),
+}
+FAMILY_BATCH = 4
+
+
+def family_pipeline(family: str, folder: Path, smoke: bool) -> str:
+    """Save a random-weight pipeline of the family at its real size and 1024 px (tiny with ``smoke``)."""
+    if smoke:
+        sys.path.insert(0, str(REPO / "tests"))
+        import tiny_pipelines
+
+        return str(tiny_pipelines.BUILDERS[family](folder, ["a", "photo", "of", "tench"]))
+    import architectures
+
+    build, _ = architectures.BUILDERS[family]
+    options = {"t5_layers": 24} if family in ("sd3", "flux") else {}
+    build(folder, size=1024, **options)
+    return str(folder)
+
+
+def _generate_batch(backend, prompts: list[str], sampling: dict, size: int, device: torch.device) -> None:
+    generators = [torch.Generator(device).manual_seed(i) for i in range(len(prompts))]
+    backend.pipeline(
+        prompt=prompts,
+        num_inference_steps=sampling["steps"],
+        generator=generators,
+        height=size,
+        width=size,
+        **backend.call_options(sampling["guidance_scale"], None, len(prompts)),
+    )
+
+
+def family_generation(device: torch.device, smoke: bool) -> dict:
+    """Images/s of each later family's pipeline as augbench.generate loads and calls it."""
+    from augbench.backends import load_backend
+
+    results = {}
+    for family, sampling in FAMILY_SAMPLING.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            # Random weights are drawn on the GPU: 12 B parameters take minutes on CPUs.
+            with torch.device(device):
+                model = family_pipeline(family, Path(tmp) / family, smoke)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            dtype = "float32" if smoke else sampling["dtype"]
+            backend = load_backend(model, None, sampling["scheduler"], dtype, device, family, sampling["text_length"])
+            size = 32 if smoke else backend.native_size()
+            prompts = [f"a photo of a tench {i}" for i in range(FAMILY_BATCH)]
+
+            call = functools.partial(_generate_batch, backend, prompts, sampling, size, device)
+            seconds = _timed(call, device, 2 if smoke else 3)
+            del backend, call  # the partial holds the pipeline too
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        results[f"gen_{family}_{size}px_batch{FAMILY_BATCH}_images_per_s"] = FAMILY_BATCH / seconds
+        results[f"gen_{family}_steps"] = sampling["steps"]
+        results[f"gen_{family}_passes"] = sampling["passes"]
     return results
 
 
@@ -240,6 +310,7 @@ def main(argv: list[str] | None = None) -> None:
         ("training", training),
         ("search", search),
         ("generation", generation),
+        ("generation of later families", family_generation),
         ("personalisation", personalisation),
     ):
         start = time.perf_counter()
