@@ -39,7 +39,8 @@ def test_a_clip_retrieval_folder_replaces_embedding_the_pool(tmp_path):
     result = dry_run(tmp_path, config)
     assert result.returncode == 0, result.stderr[-2000:]
     jobs = _jobs(result.stdout)
-    assert jobs["list_pool"] == 1 and jobs["pool_from_clip_retrieval"] == 1
+    # In one job (pool.shards 1), one job lists the tars, as the clip-retrieval folder's keys need.
+    assert jobs["list_pool"] == 1 and jobs["pool_from_clip_retrieval"] == 1 and "list_pool_shard" not in jobs
     assert not {"embed_pool", "embed_pool_captions", "merge_pool_embeddings"} & set(jobs)
     assert "results/smoke/data/pool_clip_retrieval.csv" in result.stdout
     # The summary counts the images clip-retrieval left without an embedding as the pool's unreadable ones.
@@ -48,12 +49,20 @@ def test_a_clip_retrieval_folder_replaces_embedding_the_pool(tmp_path):
     assert "shard0.unreadable.csv" not in aggregate
 
 
-def test_pool_shards_are_listed_once_and_embedded(tmp_path):
+def test_pool_shards_are_listed_a_block_of_tars_per_pool_job_and_embedded(tmp_path):
     (tmp_path / ROOT / "shards").mkdir(parents=True)
     result = dry_run(tmp_path, _config(manifest=f"{ROOT}/shards/*.tar"))
     assert result.returncode == 0, result.stderr[-2000:]
     jobs = _jobs(result.stdout)
-    assert jobs["list_pool"] == 1 and jobs["embed_pool"] == 2 and "pool_from_clip_retrieval" not in jobs
+    assert jobs["list_pool_shard"] == 2 and jobs["list_pool_table"] == 1 and jobs["embed_pool"] == 2
+    assert "pool_from_clip_retrieval" not in jobs
+    # Only the mini-world's pre-training reads the whole pool as one listing.
+    readers = re.findall(r"rule (\w+):\n(?:\s+\w+: .*\n)*?\s+input: .*pool_webdataset.csv", result.stdout)
+    assert jobs["list_pool"] == 1 and set(readers) == {"pretrain_clip", "pretrain_diffusion"}
+    # Each later job of the pool reads the listings' table, which leads to its own listing.
+    for rule in ("embed_pool", "screen_pool", "search_pool_shard", "merge_pool_shards"):
+        block = result.stdout.split(f" {rule}:\n")[1].split("output:")[0]
+        assert "results/smoke/pool/listings.csv" in block and "pool_webdataset" not in block, rule
 
 
 def test_pool_shards_that_match_nothing_are_refused_with_the_key(tmp_path):
