@@ -124,8 +124,12 @@ def test_retrieval_from_webdataset_shards_and_their_clip_retrieval_folder(tmp_pa
     results = workdir / "results" / "smoke"
     pool = pd.read_csv(results / "data" / "pool_webdataset.csv", dtype={"key": str})
     assert len(pool) == len(manifest) and (pool.NSFW == "UNLIKELY").all()
+    # Retrieval read the listing of each pool job's tar (pre-training the whole pool's listing): the same rows.
+    listings = [pd.read_parquet(results / "pool" / "listings" / f"shard{shard}.parquet") for shard in (0, 1)]
+    assert pd.concat(listings).path.tolist() == pool.path.tolist()
     added = pd.read_csv(results / "added" / "retrieve_text" / "manifest.csv")
     assert len(added) == 30 and added.path.str.contains(r"\.tar::\d+\.png@\d+\+\d+$").all()
+    assert added.path.tolist() == pool.path[added.pool_row].tolist()  # pool rows count across the listings
     # Every retrieved member is the pool image of its key: the caption that went with it.
     assert added.caption.tolist() == pool.set_index("path").loc[added.path, "caption"].tolist()
     # Training read the 30 real and 30 retrieved images, the latter from inside the tars.

@@ -161,9 +161,8 @@ def write_listing(out: str, frame: pd.DataFrame) -> None:
     """A listing as Parquet. A json field may hold a number in one sample and text in another, which
     a Parquet column cannot: such a column is written as text (as a CSV manifest reads it back)."""
     frame = frame.copy()
-    for name in frame.columns[frame.dtypes == object]:
-        kinds = frame[name].dropna().map(type).unique()
-        if len(kinds) > 1:
+    for name in frame.columns:
+        if frame[name].dtype == object and frame[name].dropna().map(type).nunique() > 1:
             frame[name] = frame[name].map(lambda value: value if value is None or value != value else str(value))
     with atomic_path(out) as tmp:
         frame.to_parquet(tmp, index=False)
