@@ -172,26 +172,27 @@ def listing_table(listings: list[str], out: str) -> pd.DataFrame:
     """Write the shard table (``augbench.pool_parts.TABLE_COLUMNS``) of a pool's listings, in the order
     given: each one's rows and first pool row; no embeddings are named (the jobs that embed a shard
     write them, and the jobs that read them are given them). Each sample key must be unique across
-    the listings: their key columns alone are read, as 64-bit hashes (8 bytes a pool row)."""
+    the listings: their key columns alone are read, into 64-bit hashes (8 bytes a pool row)."""
     import pyarrow.parquet as pq
 
-    rows, hashes = [], []
-    for listing in listings:
-        keys = pq.read_table(listing, columns=["key"]).column("key").to_numpy(zero_copy_only=False)
-        if len(keys) == 0:
+    rows = [pq.ParquetFile(listing).metadata.num_rows for listing in listings]
+    for listing, count in zip(listings, rows, strict=True):
+        if count == 0:
             raise ValueError(f"pool listing {listing} lists no image")
-        rows.append(len(keys))
-        hashes.append(pd.util.hash_array(keys.astype(object)))
-    every = np.concatenate(hashes)
-    every.sort()
-    repeated_hashes = np.unique(every[1:][every[1:] == every[:-1]])
-    if len(repeated_hashes):
-        _raise_on_repeated_keys(listings, hashes, repeated_hashes)
+    offsets = np.concatenate([[0], np.cumsum(rows)]).astype(np.int64)
+    hashes = np.empty(offsets[-1], dtype=np.uint64)
+    for listing, start, stop in zip(listings, offsets[:-1], offsets[1:], strict=True):
+        hashes[start:stop] = _key_hashes(listing)
+    hashes.sort()
+    repeated = np.unique(hashes[1:][hashes[1:] == hashes[:-1]])
+    del hashes
+    if len(repeated):
+        _raise_on_repeated_keys(listings, repeated)
     table = pd.DataFrame(
         {
             "shard": range(len(listings)),
             "rows": rows,
-            "offset": np.concatenate([[0], np.cumsum(rows)[:-1]]).astype(np.int64),
+            "offset": offsets[:-1],
             "metadata": listings,
             "images": "",
             "captions": "",
@@ -203,18 +204,24 @@ def listing_table(listings: list[str], out: str) -> pd.DataFrame:
     return table
 
 
-def _raise_on_repeated_keys(listings: list[str], hashes: list[np.ndarray], repeated: np.ndarray) -> None:
-    """The keys behind repeated hashes, read again: an error naming them and their listings, unless the
-    hashes of distinct keys merely collided."""
+def _keys(listing: str) -> np.ndarray:
     import pyarrow.parquet as pq
 
+    return pq.read_table(listing, columns=["key"]).column("key").to_numpy(zero_copy_only=False).astype(object)
+
+
+def _key_hashes(listing: str) -> np.ndarray:
+    return pd.util.hash_array(_keys(listing))
+
+
+def _raise_on_repeated_keys(listings: list[str], repeated: np.ndarray) -> None:
+    """The keys behind repeated hashes, read again: an error naming them and their listings, unless the
+    hashes of distinct keys merely collided."""
     found: dict[str, list[str]] = {}
-    for listing, hashed in zip(listings, hashes, strict=True):
-        where = np.flatnonzero(np.isin(hashed, repeated))
-        if len(where):
-            keys = pq.read_table(listing, columns=["key"]).column("key").to_numpy(zero_copy_only=False)
-            for key in keys[where]:
-                found.setdefault(str(key), []).append(listing)
+    for listing in listings:
+        keys = _keys(listing)
+        for key in keys[np.isin(pd.util.hash_array(keys), repeated)]:
+            found.setdefault(str(key), []).append(listing)
     twice = {key: places for key, places in found.items() if len(places) > 1}
     if twice:
         shown = [f"{key} ({', '.join(sorted(set(places)))})" for key, places in list(twice.items())[:5]]
