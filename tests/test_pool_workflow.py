@@ -51,9 +51,14 @@ def test_a_clip_retrieval_folder_replaces_embedding_the_pool(tmp_path):
 
 def test_pool_shards_are_listed_a_block_of_tars_per_pool_job_and_embedded(tmp_path):
     (tmp_path / ROOT / "shards").mkdir(parents=True)
+    for name in ("00000.tar", "00001.tar", "00002.tar"):
+        (tmp_path / ROOT / "shards" / name).touch()
     result = dry_run(tmp_path, _config(manifest=f"{ROOT}/shards/*.tar"))
     assert result.returncode == 0, result.stderr[-2000:]
     jobs = _jobs(result.stdout)
+    # Pool job k lists its block of the tars (in name order, as pool.shards splits rows).
+    listed = re.findall(r"input: (.*)\n\s+output: results/smoke/pool/listings/shard(\d)", result.stdout)
+    assert sorted((shard, inputs.count(".tar")) for inputs, shard in listed) == [("0", 2), ("1", 1)]
     assert jobs["list_pool_shard"] == 2 and jobs["list_pool_table"] == 1 and jobs["embed_pool"] == 2
     assert "pool_from_clip_retrieval" not in jobs
     # Only the mini-world's pre-training reads the whole pool as one listing.

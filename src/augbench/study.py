@@ -278,9 +278,13 @@ class Study:
     def pool_listing(self, shard) -> str:
         return f"{self.paths.results}/pool/listings/shard{shard}.parquet"
 
+    @functools.cached_property
+    def _pool_tars(self) -> list[str] | str:
+        return self.pool_shard_files()  # globbed once, not once per listing job
+
     def pool_listing_files(self, shard) -> list[str] | str:
         """A listing job's tars: its block of a glob's (see augbench.pool), or the folder that holds them."""
-        files = self.pool_shard_files()
+        files = self._pool_tars
         if isinstance(files, str):
             return files
         return [files[index] for index in shard_block(len(files), int(shard), self.pool_jobs)]
