@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> None:
         sub.add_argument("--out", required=True, help="the pool manifest (listing, shard table) to write")
     args = parser.parse_args(argv)
     start_logging()
-    if (args.command == "webdataset") and ((args.shard is None) != (args.of is None)):
+    if args.command == "webdataset" and (args.shard is None) != (args.of is None):
         parser.error("--shard and --of go together")
     if args.command == "table":
         table = listing_table(args.listing, args.out)
