@@ -291,7 +291,8 @@ def pool_plan(
     joined); a search job's shard index, its training sample and a block of float32 rows (at most
     one shard's at a time) and the candidate lists; and the manifest each job reads: the whole
     pool manifest where shards are blocks of its rows, one part's metadata where a shard table
-    lists parts.
+    lists parts, its block's listing where webdataset tars are listed a block per job (the
+    listing jobs themselves, which read the tars' headers, are not planned here).
     """
     from augbench.search import choose_factory, default_nprobe
 
@@ -305,7 +306,10 @@ def pool_plan(
     precomputed = bool(pool.get("embeddings"))
     datacomp = pool.get("embeddings_layout") == "datacomp"
     parts = precomputed and (datacomp or shards > 1)  # a shard table: each job reads its parts' metadata
-    manifest_rows = shard_rows if parts else rows  # a job reads its parts' metadata one at a time
+    # Webdataset tars in more than one job: each job's block of tars is listed apart, and read alone.
+    tars = not precomputed and not str(pool["manifest"]).endswith((".csv", ".parquet")) and jobs > 1
+    # A job reads its parts' metadata one at a time, or its block's listing, or else the whole manifest.
+    manifest_rows = shard_rows if parts else shard_rows * per_job if tars else rows
     manifest_read = manifest_rows * rates["manifest_bytes_per_row"] * 2
     real = real_images(config, train_images)
     contamination = config["contamination"]

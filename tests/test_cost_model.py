@@ -121,8 +121,11 @@ def test_a_pool_in_shards_is_planned_from_its_rates():
     assert text["disk_gb"] == pytest.approx(128 * 1000 * 800 * 29 / 1e9)
     # one shard's index in memory: fp16 codes and 8-byte ids, 1,024 float32 centroids
     assert disk["index_per_shard_gb"] == pytest.approx((1e6 * (2 * 768 + 8) + 1024 * 768 * 4) / 1e9)
-    # the pool manifest is read whole by each job of a pool split into blocks of its rows
-    assert text["manifest_gb"] == pytest.approx(2.048e9 * 300 * 2 / 1e9)
+    # each job reads the listing of its block of tars alone: 16 shards' rows
+    assert text["manifest_gb"] == pytest.approx(16e6 * 300 * 2 / 1e9)
+    # in one job, one listing of every tar: the job reads it whole
+    one, _ = _plan("imagenet10-relaion.yaml", 2_048_000_000, shards_per_job=2048)
+    assert one["search retrieve_text"]["manifest_gb"] == pytest.approx(2.048e9 * 300 * 2 / 1e9)
     assert stages["search retrieve_image"]["note"].startswith("100,000 queries, depth 8")
 
 

@@ -267,3 +267,13 @@ def test_label_precision_is_the_share_of_added_pool_images_of_their_true_class(t
     assert diagnostics.pool_truth(str(tmp_path / "web.csv")) is None
     assert np.isnan(diagnostics.label_precision(added, None))
     assert np.isnan(diagnostics.label_precision(added.iloc[4:], truth))
+    # A pool listed in blocks (augbench.pool table): its listings' true classes, or none.
+    from augbench import pool as pool_listing
+
+    for name, frame in (("known", pool), ("web", pool.drop(columns="true_label"))):
+        listings = [str(tmp_path / f"{name}{block}.parquet") for block in (0, 1)]
+        pool_listing.write_listing(listings[0], frame.iloc[:2].assign(key=["a", "b"]))
+        pool_listing.write_listing(listings[1], frame.iloc[2:].assign(key=["c", "d", "e"]))
+        pool_listing.listing_table(listings, str(tmp_path / f"{name}.table.csv"))
+    assert diagnostics.label_precision(added, diagnostics.pool_truth(str(tmp_path / "known.table.csv"))) == 0.75
+    assert diagnostics.pool_truth(str(tmp_path / "web.table.csv")) is None

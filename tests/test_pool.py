@@ -276,3 +276,58 @@ def test_stub_stands_in_for_pool_shards_parquet_and_a_clip_retrieval_folder(tmp_
     ]
     assert (tmp_path / "data" / "emb").is_dir() and (tmp_path / "v.parquet").is_file()
     assert make_stub(str(tmp_path / "c.yaml"), str(tmp_path)) == []
+
+
+def test_blocks_of_tars_listed_apart_and_joined_by_a_table_are_the_pool_listed_at_once(shards, tmp_path):
+    from augbench import pool_parts
+
+    write_shard(shards / "00002.tar", [("000020000", (9, 9, 9), "grey", {"url": "http://a/4.png", "NSFW": 1})])
+    pool.list_webdataset(str(shards), str(tmp_path / "whole.csv"))
+    whole = read_manifest(tmp_path / "whole.csv", labelled=False)
+    for of in (1, 2, 3):
+        listings = [str(tmp_path / f"of{of}_{shard}.parquet") for shard in range(of)]
+        for shard, listing in enumerate(listings):
+            pool.list_webdataset_block(str(shards), shard, of, listing)
+        table = pool.listing_table(listings, str(tmp_path / f"of{of}.csv"))
+        assert table.rows.sum() == len(whole) and table.offset.tolist() == [0, *table.rows.cumsum()[:-1]]
+        assert (table.images == "").all() and (table.captions == "").all()
+        joined = pd.concat([pool_parts.part_manifest(listing) for listing in listings], ignore_index=True)
+        for column in ("path", "key", "caption", "url", "label"):
+            assert joined[column].tolist() == whole[column].tolist(), column
+        # A job reads its listing through the table; the merge, the rows it chose, shard by shard.
+        block = pool_parts.manifest_block(str(tmp_path / f"of{of}.csv"), of - 1, of)
+        assert block.path.tolist() == whole.path.tolist()[int(table.offset.iloc[-1]) :]
+        chosen = pool_parts.chosen_rows_manifest(None, str(tmp_path / f"of{of}.csv"), [3, 0, 2])
+        assert chosen.path.tolist() == whole.path[[3, 0, 2]].tolist()
+    # One tar's json says NSFW "UNLIKELY", another's NSFW 1: in one listing the column is text, as a CSV reads it.
+    assert pool_parts.part_manifest(str(tmp_path / "of1_0.parquet")).NSFW.tolist() == whole.NSFW.tolist()
+    assert whole.NSFW.tolist() == ["UNLIKELY", "NSFW", "", "1"]
+
+
+def test_listing_blocks_of_tars_refuses_what_it_cannot_list_naming_it(shards, tmp_path):
+    with pytest.raises(ValueError, match="are 2 tar.*fewer than the 3 jobs"):
+        pool.list_webdataset_block(str(shards / "0000[01].tar"), 0, 3, str(tmp_path / "l.parquet"))
+    write_shard(shards / "00002.tar", [("9", None, "no image", None)])
+    with pytest.raises(ValueError, match=r"pool shard 2 of 3 \(00002.tar .. 00002.tar\) hold no image"):
+        pool.list_webdataset_block(str(shards), 2, 3, str(tmp_path / "l.parquet"))
+    (shards / "00002.tar").write_bytes(b"x" * 100)
+    with pytest.raises(ValueError, match="00002.tar is not a readable tar"):
+        pool.list_webdataset_block(str(shards), 1, 2, str(tmp_path / "l.parquet"))
+    # A key in two blocks' listings: the table names it and both listings.
+    write_shard(shards / "00002.tar", [("000000001", (1, 1, 1), "again", None)])
+    listings = [str(tmp_path / f"{shard}.parquet") for shard in range(3)]
+    for shard, listing in enumerate(listings):
+        pool.list_webdataset_block(str(shards), shard, 3, listing)
+    with pytest.raises(ValueError, match=r"repeat 1 sample key\(s\): 000000001 \(.*0.parquet, .*2.parquet\)"):
+        pool.listing_table(listings, str(tmp_path / "table.csv"))
+
+
+def test_the_listing_command_lists_a_block_and_tables_the_listings(shards, tmp_path):
+    listings = []
+    for shard in range(2):
+        listings += ["--listing", str(tmp_path / f"{shard}.parquet")]
+        pool.main(["webdataset", "--shards", str(shards), "--shard", str(shard), "--of", "2", "--out", listings[-1]])
+    pool.main(["table", *listings, "--out", str(tmp_path / "table.csv")])
+    assert pd.read_csv(tmp_path / "table.csv").rows.tolist() == [2, 1]
+    with pytest.raises(SystemExit):
+        pool.main(["webdataset", "--shards", str(shards), "--shard", "0", "--out", str(tmp_path / "x.parquet")])

@@ -39,7 +39,8 @@ def test_a_clip_retrieval_folder_replaces_embedding_the_pool(tmp_path):
     result = dry_run(tmp_path, config)
     assert result.returncode == 0, result.stderr[-2000:]
     jobs = _jobs(result.stdout)
-    assert jobs["list_pool"] == 1 and jobs["pool_from_clip_retrieval"] == 1
+    # In one job (pool.shards 1), one job lists the tars, as the clip-retrieval folder's keys need.
+    assert jobs["list_pool"] == 1 and jobs["pool_from_clip_retrieval"] == 1 and "list_pool_shard" not in jobs
     assert not {"embed_pool", "embed_pool_captions", "merge_pool_embeddings"} & set(jobs)
     assert "results/smoke/data/pool_clip_retrieval.csv" in result.stdout
     # The summary counts the images clip-retrieval left without an embedding as the pool's unreadable ones.
@@ -48,12 +49,25 @@ def test_a_clip_retrieval_folder_replaces_embedding_the_pool(tmp_path):
     assert "shard0.unreadable.csv" not in aggregate
 
 
-def test_pool_shards_are_listed_once_and_embedded(tmp_path):
+def test_pool_shards_are_listed_a_block_of_tars_per_pool_job_and_embedded(tmp_path):
     (tmp_path / ROOT / "shards").mkdir(parents=True)
+    for name in ("00000.tar", "00001.tar", "00002.tar"):
+        (tmp_path / ROOT / "shards" / name).touch()
     result = dry_run(tmp_path, _config(manifest=f"{ROOT}/shards/*.tar"))
     assert result.returncode == 0, result.stderr[-2000:]
     jobs = _jobs(result.stdout)
-    assert jobs["list_pool"] == 1 and jobs["embed_pool"] == 2 and "pool_from_clip_retrieval" not in jobs
+    # Pool job k lists its block of the tars (in name order, as pool.shards splits rows).
+    listed = re.findall(r"input: (.*)\n\s+output: results/smoke/pool/listings/shard(\d)", result.stdout)
+    assert sorted((shard, inputs.count(".tar")) for inputs, shard in listed) == [("0", 2), ("1", 1)]
+    assert jobs["list_pool_shard"] == 2 and jobs["list_pool_table"] == 1 and jobs["embed_pool"] == 2
+    assert "pool_from_clip_retrieval" not in jobs
+    # Only the mini-world's pre-training reads the whole pool as one listing.
+    readers = re.findall(r"rule (\w+):\n(?:\s+\w+: .*\n)*?\s+input: .*pool_webdataset.csv", result.stdout)
+    assert jobs["list_pool"] == 1 and set(readers) == {"pretrain_clip", "pretrain_diffusion"}
+    # Each later job of the pool reads the listings' table, which leads to its own listing.
+    for rule in ("embed_pool", "screen_pool", "search_pool_shard", "merge_pool_shards"):
+        block = result.stdout.split(f" {rule}:\n")[1].split("output:")[0]
+        assert "results/smoke/pool/listings.csv" in block and "pool_webdataset" not in block, rule
 
 
 def test_pool_shards_that_match_nothing_are_refused_with_the_key(tmp_path):
@@ -115,8 +129,12 @@ def test_retrieval_from_webdataset_shards_and_their_clip_retrieval_folder(tmp_pa
     results = workdir / "results" / "smoke"
     pool = pd.read_csv(results / "data" / "pool_webdataset.csv", dtype={"key": str})
     assert len(pool) == len(manifest) and (pool.NSFW == "UNLIKELY").all()
+    # Retrieval read the listing of each pool job's tar (pre-training the whole pool's listing): the same rows.
+    listings = [pd.read_parquet(results / "pool" / "listings" / f"shard{shard}.parquet") for shard in (0, 1)]
+    assert pd.concat(listings).path.tolist() == pool.path.tolist()
     added = pd.read_csv(results / "added" / "retrieve_text" / "manifest.csv")
     assert len(added) == 30 and added.path.str.contains(r"\.tar::\d+\.png@\d+\+\d+$").all()
+    assert added.path.tolist() == pool.path[added.pool_row].tolist()  # pool rows count across the listings
     # Every retrieved member is the pool image of its key: the caption that went with it.
     assert added.caption.tolist() == pool.set_index("path").loc[added.path, "caption"].tolist()
     # Training read the 30 real and 30 retrieved images, the latter from inside the tars.

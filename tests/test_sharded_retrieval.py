@@ -322,3 +322,44 @@ def test_an_image_the_filter_refuses_for_one_class_can_still_go_to_another(tmp_p
     added = _retrieve_filtered(tmp_path, paths, min_clip_score=0.5)
     assert sorted(zip(added.label, added.pool_row)) == [(0, 1), (1, 0), (1, 2)]
     assert pd.read_csv(tmp_path / "quality.csv").dropped.tolist() == [1, 0]
+
+
+def _listed(root, method, bounds, tmp_path, parts=1):
+    """The pool as webdataset listings (``augbench.pool table``) cut at ``bounds`` (where tars would
+    end, not at equal blocks), each job given its listing's embeddings."""
+    from augbench import pool as pool_listing
+
+    searched, queries, query_manifest = METHODS[method]
+    manifest = pd.read_csv(root / "pool.csv").assign(key=lambda frame: frame.path)
+    folder = tmp_path / f"listed_{method}_{len(bounds) + 1}"
+    folder.mkdir()
+    listings, embeddings = [], {"images": [], searched: []}
+    for shard, rows in enumerate(np.split(np.arange(len(manifest)), bounds)):
+        listings.append(str(folder / f"shard{shard}.parquet"))
+        pool_listing.write_listing(listings[-1], manifest.iloc[rows])
+        for name in embeddings:
+            embeddings[name].append(str(folder / f"{name}{shard}.npy"))
+            np.save(embeddings[name][-1], np.load(root / f"{name}.npy")[rows])
+    table = pool_listing.listing_table(listings, str(folder / "listings.csv"))
+    assert table.offset.tolist() == [0, *bounds]
+    return sharded_retrieval.retrieve_sharded(
+        None,
+        embeddings[searched],
+        str(root / queries),
+        str(root / "subset.csv"),
+        str(root / "classes.txt"),
+        str(folder / "work"),
+        Retrieval(per_class=40, overfetch=1.0),
+        shard_image_embeddings=embeddings["images"],
+        shard_excluded=[str(root / "excluded.csv")] * (len(bounds) + 1),
+        query_manifest=str(root / query_manifest) if query_manifest else None,
+        parts=parts,
+        shard_table=str(folder / "listings.csv"),
+    )
+
+
+@pytest.mark.parametrize("method", ["text", "caption"])
+def test_listings_of_blocks_of_tars_give_the_manifest_the_whole_pool_gives(pool, method, tmp_path):
+    whole = _sharded(pool, method, 1, tmp_path)
+    for bounds, parts in (([250, 410], 1), ([90, 100, 300, 333, 480, 500, 590], 2)):
+        pd.testing.assert_frame_equal(whole, _listed(pool, method, bounds, tmp_path, parts))

@@ -50,6 +50,7 @@ import scipy.linalg
 
 from augbench.cli import add_settings, setting, settings_from, start_logging
 from augbench.files import atomic_path, read_manifest
+from augbench.pool_parts import TABLE_COLUMNS, read_shard_table
 from augbench.quality import clip_scores
 
 log = logging.getLogger(__name__)
@@ -113,18 +114,29 @@ TRUE_LABEL = "true_label"
 
 def pool_truth(pool_manifest: str) -> pd.Series | None:
     """path -> true class of a pool with a ``true_label`` column; None for a pool without one (its
-    header alone is read, so a web pool of millions of rows costs nothing)."""
-    if pool_manifest.endswith(".parquet"):
+    header alone is read, so a web pool of millions of rows costs nothing). A shard table
+    (``augbench.pool_parts``) stands for its parts, the first one's header read first."""
+    parts = [pool_manifest]
+    if pool_manifest.endswith(".csv") and set(TABLE_COLUMNS) <= set(_columns(pool_manifest)):
+        parts = read_shard_table(pool_manifest).metadata.tolist()
+    if not parts or not {"path", TRUE_LABEL} <= set(_columns(parts[0])):
+        return None
+    pool = pd.concat([_path_and_truth(part) for part in parts], ignore_index=True)
+    return pool.drop_duplicates("path").set_index("path")[TRUE_LABEL].astype(int)
+
+
+def _columns(manifest: str) -> list[str]:
+    if manifest.endswith(".parquet"):
         import pyarrow.parquet
 
-        if TRUE_LABEL not in pyarrow.parquet.read_schema(pool_manifest).names:
-            return None
-        pool = pd.read_parquet(pool_manifest, columns=["path", TRUE_LABEL])
-    else:
-        if TRUE_LABEL not in pd.read_csv(pool_manifest, nrows=0).columns:
-            return None
-        pool = pd.read_csv(pool_manifest, usecols=["path", TRUE_LABEL], keep_default_na=False)
-    return pool.drop_duplicates("path").set_index("path")[TRUE_LABEL].astype(int)
+        return pyarrow.parquet.read_schema(manifest).names
+    return pd.read_csv(manifest, nrows=0).columns.tolist()
+
+
+def _path_and_truth(manifest: str) -> pd.DataFrame:
+    if manifest.endswith(".parquet"):
+        return pd.read_parquet(manifest, columns=["path", TRUE_LABEL])
+    return pd.read_csv(manifest, usecols=["path", TRUE_LABEL], keep_default_na=False)
 
 
 def label_precision(added: pd.DataFrame, truth: pd.Series | None) -> float:
@@ -349,7 +361,9 @@ def main(argv: list[str] | None = None) -> None:
     method.add_argument("--val-embeddings", required=True, help=".npy of their CLIP embeddings")
     method.add_argument("--class-prompts", required=True, help=".npy of the class prompts' CLIP text embeddings")
     method.add_argument(
-        "--pool", help="the pool manifest retrieval searched; with a true_label column, label_precision is measured"
+        "--pool",
+        help="the pool manifest (or shard table) retrieval searched; with a true_label column, "
+        "label_precision is measured",
     )
     method.add_argument("--out", required=True, help="CSV to write, one row")
     add_settings(method, Diagnostics)

@@ -5,7 +5,9 @@
     python -m augbench.embed captions --manifest pool.csv --out captions.npy --model ...
 
 A large pool is embedded by several jobs: ``--shard k --shards n`` embeds the k-th of n
-contiguous blocks of the manifest's rows (``augbench.collect embeddings`` joins them).
+contiguous blocks of the manifest's rows (``augbench.collect embeddings`` joins them). A pool
+listed in blocks of webdataset tars is named by its shard table (``augbench.pool table``):
+``--shard k`` embeds the k-th listing.
 
 Embeddings are L2-normalised float32, so inner product is cosine similarity.
 """
@@ -20,8 +22,8 @@ import numpy as np
 from augbench.cli import add_settings, settings_from, start_logging, use_threads
 from augbench.clip_settings import Clip, ImageEmbedding, encode_images
 from augbench.embedding_files import save_embeddings
-from augbench.files import read_classes, read_manifest
-from augbench.shards import shard_block
+from augbench.files import read_classes
+from augbench.pool_parts import manifest_block
 from augbench.unreadable import unreadable_frame, write_unreadable
 
 log = logging.getLogger(__name__)
@@ -32,8 +34,7 @@ def embed_images(
 ) -> np.ndarray:
     """Embed a manifest's images (one shard of its rows); an unreadable image gets a zero row,
     which retrieval never picks, and is listed with the reason in ``unreadable`` (a CSV)."""
-    frame = read_manifest(manifest, labelled=False)
-    frame = frame.iloc[shard_block(len(frame), shard, shards)]
+    frame = manifest_block(manifest, shard, shards)
     features, why = encode_images(frame.path.tolist(), clip)
     bad = [reason != "" for reason in why]
     broken = unreadable_frame(frame[bad], [reason for reason in why if reason])
@@ -75,10 +76,10 @@ def main(argv: list[str] | None = None) -> None:
 
         clip = settings_from(args, Clip)
         if args.command == "captions":
-            frame = read_manifest(args.manifest, labelled=False)
+            frame = manifest_block(args.manifest, args.shard, args.shards)
             if "caption" not in frame:
                 raise ValueError(f"manifest {args.manifest} has no 'caption' column")
-            texts = frame.caption.astype(str).to_numpy()[shard_block(len(frame), args.shard, args.shards)].tolist()
+            texts = frame.caption.astype(str).tolist()
         else:
             texts = class_prompts(read_classes(args.classes), args.template)
         features = embed_texts(texts, args.out, clip.model, clip.pretrained, clip.device)

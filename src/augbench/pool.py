@@ -1,6 +1,8 @@
 """Read the pool (the diffusion model's pre-training data) in the layouts people have it in.
 
     python -m augbench.pool webdataset --shards pool/ --out pool.csv [--threads 8]
+    python -m augbench.pool webdataset --shards pool/ --shard 3 --of 128 --out listings/shard3.parquet
+    python -m augbench.pool table --listing listings/shard0.parquet ... --out listings.csv
     python -m augbench.pool clip-retrieval --folder embeddings/ --out pool.csv \
         --images pool_images.npy [--captions pool_captions.npy] --unreadable unreadable.csv \
         [--webdataset pool.csv] [--model ViT-L-14 --pretrained laion2b_s32b_b82k]
@@ -10,6 +12,12 @@
 share a key. Nothing is extracted: each image is a row whose path names the member's
 bytes inside its tar (``shard.tar::key.jpg@offset+size``, read by ``augbench.images``);
 the caption and the json's scalar fields become columns.
+
+A pool of thousands of tars is listed by several jobs: ``--shard k --of n`` lists the k-th of n
+blocks of the tars (in name order) into its own listing (Parquet), and ``table`` writes the
+shard table of the listings (``augbench.pool_parts``: rows and first pool row of each), after
+checking that no sample key repeats across them. Every later job then reads its own listing
+alone; the pool's rows are the listings' rows in order, so the tars' order as one listing gives.
 
 ``clip-retrieval``: the folder ``clip-retrieval inference`` writes, used as it is:
 ``img_emb/img_emb_<i>.npy``, ``text_emb/text_emb_<i>.npy`` and
@@ -36,7 +44,8 @@ from augbench.cli import start_logging
 from augbench.embedding_files import merge_parts
 from augbench.files import atomic_path, write_manifest
 from augbench.images import tar_member_path
-from augbench.pool_parts import check_clip_model, check_unit_rows, clip_retrieval_parts
+from augbench.pool_parts import TABLE_COLUMNS, check_clip_model, check_unit_rows, clip_retrieval_parts
+from augbench.shards import shard_block
 from augbench.unreadable import write_unreadable
 
 log = logging.getLogger(__name__)
@@ -100,31 +109,123 @@ def list_shard(tar_path: str) -> list[dict]:
     return rows
 
 
-def _list_readable_shard(tar_path: str) -> list[dict]:
+def _list_readable_shard(tar_path: str) -> pd.DataFrame:
     try:
-        return list_shard(tar_path)
+        return pd.DataFrame(list_shard(tar_path))
     except tarfile.TarError as error:
         raise ValueError(f"pool shard {tar_path} is not a readable tar: {error}") from None
 
 
-def list_webdataset(shards: str, out: str, threads: int = 1) -> pd.DataFrame:
-    """Write the pool manifest of webdataset shards (a folder or glob of tars), in shard order.
+def _listing(files: list[str], threads: int, name: str) -> pd.DataFrame:
+    """The manifest rows of tars, in their order (tar by tar, a frame each: no list of every row's dict).
 
-    Listing reads headers and small members, so it waits on the disk: threads help.
-    """
+    Listing reads headers and small members, so it waits on the disk: threads help."""
     with ThreadPoolExecutor(max(1, threads)) as workers:
-        rows = [row for shard_rows in workers.map(_list_readable_shard, shard_files(shards)) for row in shard_rows]
-    if not rows:
-        raise ValueError(f"pool shards {shards} hold no image member ({', '.join(IMAGE_SUFFIXES)})")
-    frame = pd.DataFrame(rows)
+        frames = [frame for frame in workers.map(_list_readable_shard, files) if len(frame)]
+    if not frames:
+        raise ValueError(f"{name} hold no image member ({', '.join(IMAGE_SUFFIXES)})")
+    frame = pd.concat(frames, ignore_index=True)
     if not frame.key.is_unique:
         repeated = frame.key[frame.key.duplicated()].unique()[:5].tolist()
-        raise ValueError(f"pool shards {shards} repeat the sample key(s) {repeated}")
+        raise ValueError(f"{name} repeat the sample key(s) {repeated}")
     if "caption" in frame:
         frame["caption"] = frame["caption"].fillna("").astype(str)
     frame.insert(1, "label", -1)
+    return frame
+
+
+def list_webdataset(shards: str, out: str, threads: int = 1) -> pd.DataFrame:
+    """Write the pool manifest of webdataset shards (a folder or glob of tars), in shard order."""
+    frame = _listing(shard_files(shards), threads, f"pool shards {shards}")
     write_manifest(out, frame)
     return frame
+
+
+def list_webdataset_block(shards: str, shard: int, of: int, out: str, threads: int = 1) -> pd.DataFrame:
+    """Write the listing (Parquet, the pool manifest's columns) of the ``shard``-th of ``of`` blocks of
+    the tars, contiguous in name order, as ``augbench.shards.shard_block`` splits them."""
+    files = shard_files(shards)
+    if of > len(files):
+        raise ValueError(
+            f"pool shards {shards} are {len(files)} tar(s), fewer than the {of} jobs that list them "
+            "(pool.shards / pool.shards_per_job): lower pool.shards, so that each job has a tar"
+        )
+    block = [files[index] for index in shard_block(len(files), shard, of)]
+    name = f"the tars of pool shard {shard} of {of} ({Path(block[0]).name} .. {Path(block[-1]).name})"
+    frame = _listing(block, threads, name)
+    write_listing(out, frame)
+    return frame
+
+
+def write_listing(out: str, frame: pd.DataFrame) -> None:
+    """A listing as Parquet. A json field may hold a number in one sample and text in another, which
+    a Parquet column cannot: such a column is written as text (as a CSV manifest reads it back)."""
+    frame = frame.copy()
+    for name in frame.columns:
+        if frame[name].dtype == object and frame[name].dropna().map(type).nunique() > 1:
+            frame[name] = frame[name].map(lambda value: value if value is None or value != value else str(value))
+    with atomic_path(out) as tmp:
+        frame.to_parquet(tmp, index=False)
+
+
+def listing_table(listings: list[str], out: str) -> pd.DataFrame:
+    """Write the shard table (``augbench.pool_parts.TABLE_COLUMNS``) of a pool's listings, in the order
+    given: each one's rows and first pool row; no embeddings are named (the jobs that embed a shard
+    write them, and the jobs that read them are given them). Each sample key must be unique across
+    the listings: their key columns alone are read, into 64-bit hashes (8 bytes a pool row)."""
+    import pyarrow.parquet as pq
+
+    rows = [pq.ParquetFile(listing).metadata.num_rows for listing in listings]
+    for listing, count in zip(listings, rows, strict=True):
+        if count == 0:
+            raise ValueError(f"pool listing {listing} lists no image")
+    offsets = np.concatenate([[0], np.cumsum(rows)]).astype(np.int64)
+    hashes = np.empty(offsets[-1], dtype=np.uint64)
+    for listing, start, stop in zip(listings, offsets[:-1], offsets[1:], strict=True):
+        hashes[start:stop] = _key_hashes(listing)
+    hashes.sort()
+    repeated = np.unique(hashes[1:][hashes[1:] == hashes[:-1]])
+    del hashes
+    if len(repeated):
+        _raise_on_repeated_keys(listings, repeated)
+    table = pd.DataFrame(
+        {
+            "shard": range(len(listings)),
+            "rows": rows,
+            "offset": offsets[:-1],
+            "metadata": listings,
+            "images": "",
+            "captions": "",
+        },
+        columns=TABLE_COLUMNS,
+    )
+    with atomic_path(out) as tmp:
+        table.to_csv(tmp, index=False)
+    return table
+
+
+def _keys(listing: str) -> np.ndarray:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(listing, columns=["key"]).column("key").to_numpy(zero_copy_only=False).astype(object)
+
+
+def _key_hashes(listing: str) -> np.ndarray:
+    return pd.util.hash_array(_keys(listing))
+
+
+def _raise_on_repeated_keys(listings: list[str], repeated: np.ndarray) -> None:
+    """The keys behind repeated hashes, read again: an error naming them and their listings, unless the
+    hashes of distinct keys merely collided."""
+    found: dict[str, list[str]] = {}
+    for listing in listings:
+        keys = _keys(listing)
+        for key in keys[np.isin(pd.util.hash_array(keys), repeated)]:
+            found.setdefault(str(key), []).append(listing)
+    twice = {key: places for key, places in found.items() if len(places) > 1}
+    if twice:
+        shown = [f"{key} ({', '.join(sorted(set(places)))})" for key, places in list(twice.items())[:5]]
+        raise ValueError(f"the pool listings repeat {len(twice)} sample key(s): {'; '.join(shown)}")
 
 
 def assemble_clip_retrieval(
@@ -230,11 +331,23 @@ def main(argv: list[str] | None = None) -> None:
     folder.add_argument("--model", default=None, help="the CLIP the embeddings must come from")
     folder.add_argument("--pretrained", default=None)
     shards.add_argument("--threads", type=int, default=1, help="shards listed at once")
-    for sub in (shards, folder):
-        sub.add_argument("--out", required=True, help="the pool manifest to write")
+    shards.add_argument("--shard", type=int, default=None, help="list only the k-th block of the tars (Parquet)")
+    shards.add_argument("--of", type=int, default=None, help="blocks the tars are split into (with --shard)")
+    table = commands.add_parser("table", help="the shard table of the listings of blocks of tars")
+    table.add_argument("--listing", action="append", required=True, help="a block's listing, in block order")
+    for sub in (shards, folder, table):
+        sub.add_argument("--out", required=True, help="the pool manifest (listing, shard table) to write")
     args = parser.parse_args(argv)
     start_logging()
-    if args.command == "webdataset":
+    if args.command == "webdataset" and (args.shard is None) != (args.of is None):
+        parser.error("--shard and --of go together")
+    if args.command == "table":
+        table = listing_table(args.listing, args.out)
+        log.info("%d listings, %d pool images, in %s", len(table), int(table.rows.sum()), args.out)
+        return
+    if args.command == "webdataset" and args.shard is not None:
+        frame = list_webdataset_block(args.shards, args.shard, args.of, args.out, args.threads)
+    elif args.command == "webdataset":
         frame = list_webdataset(args.shards, args.out, args.threads)
     else:
         frame = assemble_clip_retrieval(

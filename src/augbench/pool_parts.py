@@ -1,6 +1,13 @@
 """A pool's shards as jobs read them: embeddings memory-mapped where they lie, and the manifest rows of
 one shard (a block of the pool manifest's rows, or a part that a shard table lists).
 
+A shard table (``TABLE_COLUMNS``) lists a pool's parts in pool order: each part's rows, its first
+pool row, its metadata and the specs of its image and caption embeddings. Two kinds are written:
+``augbench.precomputed``'s, a part per pool shard with the embeddings that ship with it; and
+``augbench.pool table``'s, a listing (Parquet manifest rows) per job's block of webdataset tars,
+which names no embeddings: the job that embeds a block writes them, and the jobs that read them
+are given them (``--pool-embeddings``), as for a block of a pool manifest.
+
 An embedding file is named by a *spec*: a ``.npy`` path, or ``<file>.npz::<array>`` (DataComp's
 layout, see ``augbench.precomputed``). An ``.npz`` stored uncompressed, as ``numpy.savez``
 writes it, is mapped at its member's offset in the zip, so a job reads the rows it touches.
@@ -83,9 +90,19 @@ def read_shard_table(path: str) -> pd.DataFrame:
     return table
 
 
+def names_embeddings(table: pd.DataFrame) -> bool:
+    """Whether a shard table names each part's embeddings (precomputed parts), or none (listings)."""
+    return bool((table["images"].astype(str) != "").any())
+
+
 def part_manifest(metadata: str) -> pd.DataFrame:
     """A part's metadata as manifest rows: ``path`` is its image file (clip-retrieval's image_path), else
-    its URL (downloaded once retrieved), else its uid; ``caption`` its caption or text."""
+    its URL (downloaded once retrieved), else its uid; ``caption`` its caption or text. A listing of
+    webdataset tars (``augbench.pool``) holds manifest rows already: all its columns are kept."""
+    import pyarrow.parquet as pq
+
+    if "path" in pq.read_schema(metadata).names:
+        return read_manifest(metadata, labelled=False)
     frame = pd.read_parquet(metadata)
     for name in ("image_path", "url", "URL", "uid"):
         if name in frame:
@@ -110,14 +127,32 @@ def shard_manifest(
     """A shard's manifest rows and the pool row of its first: the ``shard``-th of ``shards`` blocks of
     the pool manifest, or the part a shard table (``augbench.precomputed``) lists, read alone."""
     if shard_table:
-        entry = read_shard_table(shard_table).iloc[shard]
-        frame = part_manifest(entry.metadata)
-        if len(frame) != int(entry.rows):
-            raise ValueError(f"{entry.metadata} has {len(frame)} rows but {shard_table} lists {entry.rows}")
-        return frame, int(entry.offset)
+        return _table_entry(read_shard_table(shard_table), shard, shard_table)
     pool = read_manifest(pool_manifest, labelled=False)
     block = shard_block(len(pool), shard, shards)
     return pool.iloc[block].reset_index(drop=True), int(block[0]) if len(block) else 0
+
+
+def _table_entry(table: pd.DataFrame, shard: int, name: str) -> tuple[pd.DataFrame, int]:
+    if not 0 <= shard < len(table):
+        raise ValueError(f"shard table {name} lists {len(table)} shards, not a shard {shard}")
+    entry = table.iloc[shard]
+    frame = part_manifest(entry.metadata)
+    if len(frame) != int(entry.rows):
+        raise ValueError(f"{entry.metadata} has {len(frame)} rows but {name} lists {entry.rows}")
+    return frame, int(entry.offset)
+
+
+def manifest_block(manifest: str, shard: int, shards: int) -> pd.DataFrame:
+    """The rows of a job's block: the ``shard``-th of ``shards`` blocks of a pool manifest's rows, or,
+    where ``manifest`` is a shard table of listings (``augbench.pool table``), its ``shard``-th listing."""
+    if str(manifest).endswith(".csv") and set(TABLE_COLUMNS) <= set(pd.read_csv(manifest, nrows=0).columns):
+        table = read_shard_table(manifest)
+        if len(table) != shards:
+            raise ValueError(f"shard table {manifest} lists {len(table)} shards but the pool is in {shards} blocks")
+        return _table_entry(table, shard, manifest)[0]
+    frame = read_manifest(manifest, labelled=False)
+    return frame.iloc[shard_block(len(frame), shard, shards)]
 
 
 def excluded_in_shard(exclude: str, rows_of_shard: pd.DataFrame, offset: int) -> np.ndarray:
@@ -214,8 +249,8 @@ def check_clip_model(
 def block_pieces(pool_manifest, shard, shards, parts, shard_table, pool_embeddings, image_embeddings, index):
     """(manifest rows, pool row of the first, searched embeddings, image embeddings, name) of each shard
     of a job's block, opened one at a time (memory-mapped, nothing read yet)."""
-    if shard_table:
-        table = read_shard_table(shard_table)
+    table = read_shard_table(shard_table) if shard_table else None
+    if table is not None and names_embeddings(table):
         for entry in table.iloc[shard * parts : (shard + 1) * parts].itertuples():
             frame = part_manifest(entry.metadata)
             if len(frame) != int(entry.rows):
@@ -223,7 +258,16 @@ def block_pieces(pool_manifest, shard, shards, parts, shard_table, pool_embeddin
             searched = getattr(entry, index)
             yield frame, int(entry.offset), open_embeddings(searched), open_embeddings(entry.images), searched
         return
-    frame, offset = shard_manifest(pool_manifest, shard, shards)
+    if table is not None:
+        # Listings of blocks of tars: a job's block is its listing, its embeddings what embed_pool wrote.
+        if len(table) != shards or not pool_embeddings:
+            raise ValueError(
+                f"shard table {shard_table} lists {len(table)} listings and names no embeddings: "
+                f"a job searches one of them ({shards} blocks) with its embeddings (--pool-embeddings)"
+            )
+        frame, offset = _table_entry(table, shard, shard_table)
+    else:
+        frame, offset = shard_manifest(pool_manifest, shard, shards)
     embeddings = open_embeddings(pool_embeddings)
     fingerprints = open_embeddings(image_embeddings) if image_embeddings else embeddings
     for array, name in ((embeddings, pool_embeddings), (fingerprints, image_embeddings or pool_embeddings)):

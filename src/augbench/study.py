@@ -34,6 +34,7 @@ import yaml
 from augbench import methods as registry
 from augbench.families import PIPELINES, backend_name
 from augbench.pretraining_sizes import check_sizes
+from augbench.shards import shard_block
 from augbench.small_cnn import SMALL_CNNS
 
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
@@ -265,10 +266,40 @@ class Study:
             return f"{self.paths.results}/pool/shards.csv"
         return None
 
+    @property
+    def pool_listing_table(self) -> str | None:
+        """Where webdataset shards embedded here in more than one job are listed a block of tars per job
+        (each job of the pool reads its block's listing alone, pool_listing), as a shard table of the
+        listings; None where one job lists them all (PATHS.pool_webdataset) or the pool is a manifest."""
+        if self.pool_shards and not self.pool_clip_retrieval and self.pool_jobs > 1:
+            return f"{self.paths.results}/pool/listings.csv"
+        return None
+
+    def pool_listing(self, shard) -> str:
+        return f"{self.paths.results}/pool/listings/shard{shard}.parquet"
+
+    @functools.cached_property
+    def _pool_tars(self) -> list[str] | str:
+        return self.pool_shard_files()  # globbed once, not once per listing job
+
+    def pool_listing_files(self, shard) -> list[str] | str:
+        """A listing job's tars: its block of a glob's (see augbench.pool), or the folder that holds them."""
+        files = self._pool_tars
+        if isinstance(files, str):
+            return files
+        return [files[index] for index in shard_block(len(files), int(shard), self.pool_jobs)]
+
+    def pool_embedded(self) -> str:
+        """What embed_pool's jobs read their rows from: the pool manifest (a block of rows each), or
+        the listings' shard table (a listing each)."""
+        return self.pool_listing_table or self.paths.pool_manifest
+
     def pool_input(self) -> dict[str, str]:
-        """The option and file that name the pool to a shard's job: the manifest, or the parts' table."""
-        if self.pool_parts_table:
-            return {"flag": "--shard-table", "path": self.pool_parts_table}
+        """The option and file that name the pool to a shard's job: the manifest, or a shard table
+        (the parts', or the listings')."""
+        table = self.pool_parts_table or self.pool_listing_table
+        if table:
+            return {"flag": "--shard-table", "path": table}
         return {"flag": "--pool", "path": self.paths.pool_manifest}
 
     def pool_shard_embeddings(self, kind: str, shard) -> list[str]:

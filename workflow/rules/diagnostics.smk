@@ -38,7 +38,7 @@ rule diagnose_added:
         class_prompts=PATHS.class_prompts,
         # The pool a method retrieved from: where it knows true classes, label_precision.
         pool=lambda wildcards: (
-            [PATHS.pool_manifest]
+            [STUDY.pool_input()["path"]]
             if wildcards.method in STUDY.local_retrieval_methods()
             else []
         ),

@@ -1,6 +1,6 @@
 rule embed_pool:
     input:
-        manifest=PATHS.pool_manifest,
+        manifest=STUDY.pool_embedded(),
         model=clip_inputs,
     output:
         embeddings=f"{RESULTS}/embed/pool_images/shard{{shard}}.npy",
@@ -62,7 +62,7 @@ rule embed_prompts:
 
 rule embed_pool_captions:
     input:
-        manifest=PATHS.pool_manifest,
+        manifest=STUDY.pool_embedded(),
         model=clip_inputs,
     output:
         f"{RESULTS}/embed/pool_captions/shard{{shard}}.npy",

@@ -23,6 +23,53 @@ if STUDY.pool_shards:
             " --threads {threads} > {log} 2>&1"
 
 
+if STUDY.pool_listing_table:
+
+    # Thousands of tars: each pool job's block of them is listed by a job of its own, and every later
+    # job of that block reads its listing alone (the whole listing above is only made where asked for).
+    rule list_pool_shard:
+        input:
+            lambda wildcards: STUDY.pool_listing_files(wildcards.shard),
+        output:
+            STUDY.pool_listing("{shard}"),
+        log:
+            f"{LOGS}/data/pool_listings/shard{{shard}}.log",
+        wildcard_constraints:
+            shard=r"\d+",
+        conda:
+            ENV
+        threads: 8
+        resources:
+            mem_mb=grows(16000),
+            runtime=grows(120),
+        params:
+            shards=cli_options(
+                {"shards": config["pool"]["manifest"], "of": STUDY.pool_jobs}
+            ),
+        shell:
+            "python -m augbench.pool webdataset {params.shards} --shard {wildcards.shard}"
+            " --out {output} --threads {threads} > {log} 2>&1"
+
+    # The listings' rows and first pool rows, once no sample key repeats across them.
+    rule list_pool_table:
+        input:
+            [STUDY.pool_listing(shard) for shard in range(STUDY.pool_jobs)],
+        output:
+            STUDY.pool_listing_table,
+        log:
+            f"{LOGS}/data/pool_listings.log",
+        conda:
+            ENV
+        threads: 1
+        resources:
+            mem_mb=grows(8000),
+            runtime=grows(60),
+        params:
+            listings=lambda wildcards, input: cli_options({"listing": list(input)}),
+        shell:
+            "python -m augbench.pool table {params.listings} --out {output} > {log} 2>&1"
+
+
 if STUDY.pool_parts_table:
 
     # A pool whose embeddings ship in parts (pool.embeddings): each part is a shard, read where it lies.
