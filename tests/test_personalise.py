@@ -210,3 +210,54 @@ def test_a_combination_the_registry_refuses_is_refused_before_the_model_loads(op
     with pytest.raises(SettingError) as error:
         personalise.personalise("no-model", _classes(subset), subset, str(tmp_path / "x"), training, shards=2)
     assert error.value.key == key
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        return free.getsockname()[1]
+
+
+def _personalise_as_process(rank: int, world: int, port: int, jobs: list[tuple]) -> None:
+    """One process of a torchrun-like launch (the environment torchrun sets), learning each job with plain SGD."""
+    import os
+
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+    torch.optim.AdamW = lambda groups: torch.optim.SGD(groups)
+    for model, classes, subset, out, training in jobs:
+        personalise.personalise(model, classes, subset, out, training, device="cpu")
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_learn_what_one_learns(tiny_pipeline, subset, tmp_path, monkeypatch):
+    """A multi-GPU personalisation job, here 2 CPU processes on gloo: each passes its share of
+    the step's batch (token: 12 images as 6 and 6; LoRA: 3 as 2 and 1) and the gradients are
+    summed, so the artefact equals one process's. Plain SGD moves each parameter by its
+    gradient, so an average where a sum belongs (half the step) shows; AdamW would hide it."""
+    import torch.multiprocessing
+
+    monkeypatch.setattr(torch.optim, "AdamW", lambda groups: torch.optim.SGD(groups))
+    runs = {"token": dict(target="token"), "lora": dict(target="unet", unet="lora")}
+    jobs, alone, start = [], {}, {}
+    for name, options in runs.items():
+        training = personalisation.Training(**options, steps=2, batch_size=3, lr=50.0, unet_lr=50.0)
+        still = personalisation.Training(**options, steps=2, batch_size=3, lr=1e-30, unet_lr=1e-30)
+        job = (tiny_pipeline, _classes(subset), subset)
+        start[name] = _learned(personalise.personalise(*job, str(tmp_path / "s"), still, device="cpu"))
+        alone[name] = _learned(personalise.personalise(*job, str(tmp_path / "a"), training, device="cpu"))
+        jobs.append((tiny_pipeline, _classes(subset), subset, str(tmp_path / f"{name}.safetensors"), training))
+    torch.multiprocessing.spawn(_personalise_as_process, args=(2, _free_port(), jobs), nprocs=2, join=True)
+
+    for name in runs:
+        with safe_open(str(tmp_path / f"{name}.safetensors"), framework="pt") as handle:
+            together = torch.cat([handle.get_tensor(key).flatten().float() for key in sorted(handle.keys())])
+        move = (alone[name] - start[name]).abs().max()
+        apart = (together - alone[name]).abs().max()
+        assert move > 1e-3, (name, move)  # training moved it, so equal artefacts mean equal steps
+        assert apart <= 1e-4 * move, (name, apart, move)
