@@ -260,4 +260,4 @@ def test_two_gloo_processes_learn_what_one_learns(tiny_pipeline, subset, tmp_pat
         move = (alone[name] - start[name]).abs().max()
         apart = (together - alone[name]).abs().max()
         assert move > 1e-3, (name, move)  # training moved it, so equal artefacts mean equal steps
-        assert apart <= 1e-4 * move, (name, apart, move)
+        assert apart <= 1e-5 * move, (name, apart, move)  # float sums differ (~5e-7); an average gives ~0.5
