@@ -261,3 +261,18 @@ def test_two_gloo_processes_learn_what_one_learns(tiny_pipeline, subset, tmp_pat
         apart = (together - alone[name]).abs().max()
         assert move > 1e-3, (name, move)  # training moved it, so equal artefacts mean equal steps
         assert apart <= 1e-5 * move, (name, apart, move)  # float sums differ (~5e-7); an average gives ~0.5
+
+
+def test_a_step_is_shared_out_over_the_processes_whole_and_evenly():
+    for size, processes in [(12, 2), (3, 2), (40, 8), (7, 7)]:
+        shares = [personalise.process_share(size, rank, processes) for rank in range(processes)]
+        assert [i for share in shares for i in range(share.start, share.stop)] == list(range(size))
+        assert max(s.stop - s.start for s in shares) - min(s.stop - s.start for s in shares) <= 1
+    with pytest.raises(ValueError, match="a step's 3 images cannot be split over 4 processes"):
+        personalise.process_share(3, 0, 4)
+
+
+def test_float16_on_a_cpu_is_refused_before_the_model_loads(subset, tmp_path):
+    training = personalisation.Training(target="token", precision="float16")
+    with pytest.raises(ValueError, match="precision float16 needs a GPU"):
+        personalise.personalise("no-model", _classes(subset), subset, str(tmp_path / "x"), training, device="cpu")
