@@ -128,9 +128,10 @@ def start_accelerator(precision: str, device: str):
     dev = pick_device(device)
     if precision == "float16" and dev.type == "cpu":
         raise ValueError("precision float16 needs a GPU (its loss scaling is CUDA's); on a CPU use bfloat16 or float32")
-    # accelerate keeps one state per Python process and refuses a second precision; each call
-    # here is a job of its own (tests run several in one process). The processes stay as they are.
-    AcceleratorState._reset_state()
+    # accelerate keeps one state per Python process and refuses a second precision or device;
+    # each call here is a job of its own (tests run several in one process). A process group
+    # torchrun's processes already formed is taken up again, not formed anew.
+    AcceleratorState._reset_state(reset_partial_state=True)
     accelerator = Accelerator(mixed_precision=MIXED_PRECISION[precision], cpu=dev.type == "cpu")
     # One process keeps the device asked for; several take one GPU each (torchrun's LOCAL_RANK).
     return accelerator, dev if accelerator.num_processes == 1 else accelerator.device
