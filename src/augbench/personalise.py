@@ -47,6 +47,7 @@ import argparse
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -70,6 +71,9 @@ from augbench.personalisation import (
     save_personalisation,
 )
 from augbench.shards import shard_block
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 log = logging.getLogger(__name__)
 # accelerate's names of the precisions.
@@ -120,7 +124,7 @@ def process_share(size: int, rank: int, processes: int) -> slice:
     return slice(int(bounds[rank]), int(bounds[rank + 1]))
 
 
-def start_accelerator(precision: str, device: str):
+def start_accelerator(precision: str, device: str) -> tuple[Accelerator, torch.device]:
     """This job's ``accelerate.Accelerator`` (one process, or those torchrun started) and its device."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
@@ -183,6 +187,9 @@ def personalise(
     torch.manual_seed(training.seed)
     rng = np.random.default_rng([training.seed, shard])
     images = read_images(classes_path, subset_manifest, shard, shards, embeddings if training.clusters > 1 else None)
+    target = make_target(training.target)
+    step_images = len(images.labels) * training.batch_size if target.per_class else training.batch_size
+    process_share(step_images, accelerator.process_index, accelerator.num_processes)  # fails before the model loads
 
     # Training runs in float32 whatever the generation dtype. The first process loads first, so
     # that a model from the hub is downloaded once.
@@ -194,7 +201,6 @@ def personalise(
         adapter.denoiser.enable_gradient_checkpointing()
     size = image_size or adapter.native_size()
     posteriors = subset_latents(adapter, images.rows.path.tolist(), size)
-    target = make_target(training.target)
     loss = learn(target, adapter, images, posteriors, training, rng, accelerator)
 
     result = Personalisation(target=target.name)
@@ -217,7 +223,7 @@ def learn(
     posteriors: tuple[torch.Tensor, torch.Tensor],
     training: Training,
     rng: np.random.Generator,
-    accelerator,
+    accelerator: Accelerator,
 ) -> float:
     """Train the target by the model family's training loss (denoising, or flow matching) on the
     real images (``posteriors``: their latents' means and stds); return the last step's loss.
@@ -234,8 +240,6 @@ def learn(
     parameters = [parameter for group in groups for parameter in group["params"]]
     rank, processes = accelerator.process_index, accelerator.num_processes
     members = images.members()
-    step_images = len(members) * batch_size if target.per_class else batch_size
-    process_share(step_images, rank, processes)  # fails before the first step where it cannot split
     if processes > 1:
         # Every process starts from the first one's parameters, as DDP does.
         for parameter in parameters:
