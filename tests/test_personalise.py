@@ -276,3 +276,26 @@ def test_float16_on_a_cpu_is_refused_before_the_model_loads(subset, tmp_path):
     training = personalisation.Training(target="token", precision="float16")
     with pytest.raises(ValueError, match="precision float16 needs a GPU"):
         personalise.personalise("no-model", _classes(subset), subset, str(tmp_path / "x"), training, device="cpu")
+
+
+@pytest.mark.slow
+def test_torchrun_launches_personalisation_on_two_gloo_processes(tiny_pipeline, subset, tmp_path):
+    """The command line a method of `processes: 2` runs (torchrun -m augbench.personalise), on 2
+    CPU processes: it writes one artefact, the one a single process writes."""
+    import os
+    import subprocess
+    import sys
+
+    options = ["--model", tiny_pipeline, "--classes", _classes(subset), "--subset", subset, "--device", "cpu"]
+    options += ["--target", "token", "--steps", "2", "--batch-size", "3", "--lr", "0.05"]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    together = tmp_path / "together.safetensors"
+    command = [*launch, "-m", "augbench.personalise", *options, "--threads", "1", "--out", str(together)]
+    result = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "on 2 process(es)" in result.stderr
+    personalise.main([*options, "--out", str(tmp_path / "alone.safetensors")])
+    with safe_open(str(together), framework="pt") as two, safe_open(str(tmp_path / "alone.safetensors"), "pt") as one:
+        assert sorted(two.keys()) == sorted(one.keys()) == ["token.0", "token.1", "token.2", "token.3"]
+        for key in one.keys():
+            assert torch.allclose(two.get_tensor(key), one.get_tensor(key), atol=1e-6), key
