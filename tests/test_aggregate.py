@@ -281,6 +281,7 @@ def test_cli_writes_cost_and_provenance(tmp_path):
     root = tmp_path / "bench"
     header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
     benchmarks = {"generate/gen/shard0.tsv": (3600, 1800), "train/gen/seed0.tsv": (1800, 3600)}
+    benchmarks["personalise/gen/shard0.tsv"] = (900, 0)  # on the method's own 4 GPUs
     benchmarks["embed_pool/shard0.tsv"] = (7200, 100)
     # What an earlier config of the experiment ran (another method, another seed) is not costed.
     benchmarks["generate/gen_removed/shard0.tsv"] = (3600, 3600)
@@ -302,20 +303,20 @@ def test_cli_writes_cost_and_provenance(tmp_path):
         + ["--benchmark-root", str(pretrained)]
         + ["--benchmarks-if-present", str(pretrained / "pretrain_clip" / "models_clip.tsv")]
         + ["--benchmarks-if-present", str(pretrained / "pretrain_diffusion" / "models_diffusion.tsv")]
-        + ["--gpus", "generate=1", "train=2", "embed_pool=1", "pretrain_clip=1"]
+        + ["--gpus", "generate=1", "train=2", "embed_pool=1", "pretrain_clip=1", "personalise=1", "personalise/gen=4"]
         + ["--settings", json.dumps({"diffusion": {"model": "CompVis/stable-diffusion-v1-4", "revision": "main"}})]
         + ["--classes", str(tmp_path / "classes.txt"), "--out-dir", str(tmp_path)]
     )
     summary = pd.read_csv(tmp_path / "summary.csv").set_index("method")
-    # generate: 1 h on 1 GPU; train: 0.5 h on 2 GPUs; 500 added images.
-    assert summary.loc["gen", "gpu_hours"] == pytest.approx(2.0)
+    # generate: 1 h on 1 GPU; train: 0.5 h on 2 GPUs; personalise: 0.25 h on 4; 500 added images.
+    assert summary.loc["gen", "gpu_hours"] == pytest.approx(3.0)
     assert summary.loc["gen", "cpu_hours"] == pytest.approx(1.5)
-    assert summary.loc["gen", "gpu_hours_per_1k_added"] == pytest.approx(4.0)
+    assert summary.loc["gen", "gpu_hours_per_1k_added"] == pytest.approx(6.0)
     cost = pd.read_csv(tmp_path / "cost.csv").set_index("owner")
     assert cost.loc["shared: embed_pool", "gpu_hours"] == pytest.approx(2.0)  # listed apart, not in gen's hours
     assert cost.loc["shared: pretrain_clip", "gpu_hours"] == pytest.approx(0.25)
     assert "shared: pretrain_diffusion" not in cost.index  # its models were made before: no file
-    assert not any("removed" in owner for owner in cost.index) and cost.loc["gen", "jobs"] == 3
+    assert not any("removed" in owner for owner in cost.index) and cost.loc["gen", "jobs"] == 4
     assert "| embed_pool | 1 | 2.000 |" in (tmp_path / "summary.md").read_text()
     provenance = json.loads((tmp_path / "provenance.json").read_text())
     assert provenance["diffusion"]["revision"] == "main"

@@ -640,3 +640,15 @@ def test_every_config_key_has_a_description_and_only_schema_keywords():
     for name, definition in schema["$defs"].items():
         checked += list(walk(definition.get("properties", {}), f"$defs.{name}."))
     assert len(checked) > 100
+
+
+def test_a_method_of_several_gpus_personalises_under_torchrun_on_that_many(tmp_path, monkeypatch):
+    config = broken(lambda c: c["methods"]["gen_dm_finetune"]["personalise"].update(processes=2))
+    smoke = read(config, tmp_path, monkeypatch)
+    assert smoke.personalise_launcher("gen_dm_finetune") == "torchrun --standalone --nproc_per_node 2"
+    assert smoke.personalise_launcher("gen_conditioning_ft") == "python"
+    assert smoke.personalise_processes("gen_dm_finetune") == 2
+    assert "processes" not in smoke.personalisation_options("gen_dm_finetune")  # torchrun's, not an option
+    # The cost table counts the method's GPU hours with its own GPUs, the others' with the rule's.
+    assert smoke.gpus()["personalise/gen_dm_finetune"] == 2 and smoke.gpus()["personalise"] == 1
+    assert "personalise/gen_conditioning_ft" not in smoke.gpus()

@@ -210,3 +210,92 @@ def test_a_combination_the_registry_refuses_is_refused_before_the_model_loads(op
     with pytest.raises(SettingError) as error:
         personalise.personalise("no-model", _classes(subset), subset, str(tmp_path / "x"), training, shards=2)
     assert error.value.key == key
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        return free.getsockname()[1]
+
+
+def _personalise_as_process(rank: int, world: int, port: int, jobs: list[tuple]) -> None:
+    """One process of a torchrun-like launch (the environment torchrun sets), learning each job with plain SGD."""
+    import os
+
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+    torch.optim.AdamW = lambda groups: torch.optim.SGD(groups)
+    for model, classes, subset, out, training in jobs:
+        personalise.personalise(model, classes, subset, out, training, device="cpu")
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_learn_what_one_learns(tiny_pipeline, subset, tmp_path, monkeypatch):
+    """A multi-GPU personalisation job, here 2 CPU processes on gloo: each passes its share of
+    the step's batch (token: 12 images as 6 and 6; LoRA: 3 as 2 and 1) and the gradients are
+    summed, so the artefact equals one process's. Plain SGD moves each parameter by its
+    gradient, so an average where a sum belongs (half the step) shows; AdamW would hide it."""
+    import torch.multiprocessing
+
+    monkeypatch.setattr(torch.optim, "AdamW", lambda groups: torch.optim.SGD(groups))
+    runs = {"token": dict(target="token"), "lora": dict(target="unet", unet="lora")}
+    jobs, alone, start = [], {}, {}
+    for name, options in runs.items():
+        training = personalisation.Training(**options, steps=2, batch_size=3, lr=50.0, unet_lr=50.0)
+        still = personalisation.Training(**options, steps=2, batch_size=3, lr=1e-30, unet_lr=1e-30)
+        job = (tiny_pipeline, _classes(subset), subset)
+        start[name] = _learned(personalise.personalise(*job, str(tmp_path / "s"), still, device="cpu"))
+        alone[name] = _learned(personalise.personalise(*job, str(tmp_path / "a"), training, device="cpu"))
+        jobs.append((tiny_pipeline, _classes(subset), subset, str(tmp_path / f"{name}.safetensors"), training))
+    torch.multiprocessing.spawn(_personalise_as_process, args=(2, _free_port(), jobs), nprocs=2, join=True)
+
+    for name in runs:
+        with safe_open(str(tmp_path / f"{name}.safetensors"), framework="pt") as handle:
+            together = torch.cat([handle.get_tensor(key).flatten().float() for key in sorted(handle.keys())])
+        move = (alone[name] - start[name]).abs().max()
+        apart = (together - alone[name]).abs().max()
+        assert move > 1e-3, (name, move)  # training moved it, so equal artefacts mean equal steps
+        assert apart <= 1e-5 * move, (name, apart, move)  # float sums differ (~5e-7); an average gives ~0.5
+
+
+def test_a_step_is_shared_out_over_the_processes_whole_and_evenly():
+    for size, processes in [(12, 2), (3, 2), (40, 8), (7, 7)]:
+        shares = [personalise.process_share(size, rank, processes) for rank in range(processes)]
+        assert [i for share in shares for i in range(share.start, share.stop)] == list(range(size))
+        assert max(s.stop - s.start for s in shares) - min(s.stop - s.start for s in shares) <= 1
+    with pytest.raises(ValueError, match="a step's 3 images cannot be split over 4 processes"):
+        personalise.process_share(3, 0, 4)
+
+
+def test_float16_on_a_cpu_is_refused_before_the_model_loads(subset, tmp_path):
+    training = personalisation.Training(target="token", precision="float16")
+    with pytest.raises(ValueError, match="precision float16 needs a GPU"):
+        personalise.personalise("no-model", _classes(subset), subset, str(tmp_path / "x"), training, device="cpu")
+
+
+@pytest.mark.slow
+def test_torchrun_launches_personalisation_on_two_gloo_processes(tiny_pipeline, subset, tmp_path):
+    """The command line a method of `processes: 2` runs (torchrun -m augbench.personalise), on 2
+    CPU processes: it writes one artefact, the one a single process writes."""
+    import os
+    import subprocess
+    import sys
+
+    options = ["--model", tiny_pipeline, "--classes", _classes(subset), "--subset", subset, "--device", "cpu"]
+    options += ["--target", "token", "--steps", "2", "--batch-size", "3", "--lr", "0.05"]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    together = tmp_path / "together.safetensors"
+    command = [*launch, "-m", "augbench.personalise", *options, "--threads", "1", "--out", str(together)]
+    result = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "on 2 process(es)" in result.stderr
+    personalise.main([*options, "--out", str(tmp_path / "alone.safetensors")])
+    with safe_open(str(together), framework="pt") as two, safe_open(str(tmp_path / "alone.safetensors"), "pt") as one:
+        assert sorted(two.keys()) == sorted(one.keys()) == ["token.0", "token.1", "token.2", "token.3"]
+        for key in one.keys():
+            assert torch.allclose(two.get_tensor(key), one.get_tensor(key), atol=1e-6), key

@@ -95,10 +95,10 @@ def test_setting_defaults_and_choices_are_the_config_schema_ones(settings_class)
 
 def test_every_setting_of_personalisation_and_generation_methods_is_mirrored():
     # What a method's entry sets reaches the stages through these dataclasses; a key added to
-    # the schema must be added there too (kind, shards and personalise are the workflow's own, and
-    # diffusion replaces keys of config diffusion, which Sampling mirrors).
+    # the schema must be added there too (kind, shards, processes and personalise are the
+    # workflow's own, and diffusion replaces keys of config diffusion, which Sampling mirrors).
     personalise_keys = {key.rsplit(".", 1)[1] for key in mirrored(personalisation.Training) if ".personalise." in key}
-    assert personalise_keys == set(SCHEMA["$defs"]["personalisation"]["properties"]) - {"shards"}
+    assert personalise_keys == set(SCHEMA["$defs"]["personalisation"]["properties"]) - {"shards", "processes"}
     generate_keys = {
         key.removeprefix("methods.*.")
         for settings_class in (generate.Sampling, generate.Generation)

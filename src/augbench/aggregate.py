@@ -600,7 +600,9 @@ def main(argv: list[str] | None = None) -> None:
         default=[],
         help="a folder benchmark files lie under, <rule>/[<method>/]<job>.tsv; repeat for each",
     )
-    parser.add_argument("--gpus", nargs="*", default=[], metavar="RULE=N", help="GPUs a job of each GPU rule asks for")
+    parser.add_argument(
+        "--gpus", nargs="*", default=[], metavar="RULE=N", help="GPUs a job of each GPU rule (or RULE/METHOD) asks for"
+    )
     parser.add_argument(
         "--unreadable",
         action="append",

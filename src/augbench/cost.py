@@ -43,7 +43,8 @@ def read_benchmark(path: str | Path) -> tuple[float, float]:
 
 
 def job_costs(paths: list[str], roots: str | list[str], methods: list[str], gpus: dict[str, int]) -> pd.DataFrame:
-    """One row per job: rule, owner (a method, or "shared: <rule>"), wall, CPU and GPU hours.
+    """One row per job: rule, owner (a method, or "shared: <rule>"), wall, CPU and GPU hours
+    (``gpus``: a job's GPUs by ``rule/method``, else by rule).
 
     Each path lies under one of ``roots``: the experiment's, or the one for jobs whose outputs
     outlive an experiment (pre-trained models, which another experiment reuses).
@@ -64,7 +65,8 @@ def job_costs(paths: list[str], roots: str | list[str], methods: list[str], gpus
                 "owner": owner,
                 "wall_hours": wall / 3600,
                 "cpu_hours": cpu / 3600,
-                "gpu_hours": wall / 3600 * gpus.get(rule, 0),
+                # A method's own count (personalise/<method>) before its rule's.
+                "gpu_hours": wall / 3600 * gpus.get(f"{rule}/{owner}", gpus.get(rule, 0)),
             }
         )
     return pd.DataFrame(rows, columns=["rule", "owner", "wall_hours", "cpu_hours", "gpu_hours"])

@@ -46,7 +46,7 @@ from augbench.files import atomic_path
 from augbench.methods import TARGETS
 
 UNET_MODES = ("full", "lora")
-PRECISIONS = ("float32", "bfloat16")
+PRECISIONS = ("float32", "bfloat16", "float16")
 # The attention projections diffusers' LoRA training adapts.
 LORA_MODULES = ["to_k", "to_q", "to_v", "to_out.0"]
 

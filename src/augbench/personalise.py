@@ -20,12 +20,21 @@ every class of the shard and sums the per-class losses, so each class's paramete
 only their own images and a class's result does not depend on how classes are sharded.
 UNet targets learn one model from the whole subset and have one shard.
 
+The loop runs under ``accelerate``, as diffusers' own training scripts do. Started by
+``torchrun --nproc_per_node N`` (the workflow does so where a method's ``processes`` is
+more than 1) a job uses N GPUs of its node: every process draws the same step (images,
+noise, timesteps), takes its share of the batch, and the processes' gradients are summed
+before the step, so the global batch stays ``--batch-size`` and a step equals one
+process's up to float sums. Only the first process writes the artefact.
+
 At Stable Diffusion's 512 px a step's batch may not fit in GPU memory at once:
-``--micro-batch`` runs it in parts of that many images whose gradients add up to the
-whole batch's (noise and timesteps are drawn for the whole batch first), so the update
-is the same up to float error. ``--precision bfloat16`` runs the passes under autocast
-(weights and optimiser stay float32) and ``--gradient-checkpointing`` recomputes the
-UNet's activations in the backward pass instead of storing them.
+``--micro-batch`` runs a process's share in parts of that many images whose gradients add
+up to the whole batch's (noise and timesteps are drawn for the whole batch first), so the
+update is the same up to float error: gradient accumulation within the step.
+``--precision`` is accelerate's mixed precision: ``bfloat16`` (or ``float16``, on GPUs, with
+loss scaling) runs the passes under autocast while weights and optimiser stay float32, and
+``--gradient-checkpointing`` recomputes the UNet's activations in the backward pass instead
+of storing them.
 
 Each target is a class of ``augbench.personalisation`` (its parameters, the UNet's
 conditioning, its export); the loop here drives any of them. The artefact is one safetensors
@@ -38,6 +47,7 @@ import argparse
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -62,7 +72,12 @@ from augbench.personalisation import (
 )
 from augbench.shards import shard_block
 
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
 log = logging.getLogger(__name__)
+# accelerate's names of the precisions.
+MIXED_PRECISION = {"float32": "no", "bfloat16": "bf16", "float16": "fp16"}
 
 
 def subset_pixels(paths: list[str], size: int) -> torch.Tensor:
@@ -95,6 +110,35 @@ def micro_batches(size: int, micro_batch: int | None) -> list[slice]:
         )
     step = size if micro_batch is None else micro_batch
     return [slice(start, min(start + step, size)) for start in range(0, size, step)]
+
+
+def process_share(size: int, rank: int, processes: int) -> slice:
+    """The images of a step's batch of ``size`` that process ``rank`` of ``processes`` passes
+    through the model: consecutive blocks, their sizes at most one apart."""
+    if size < processes:
+        raise ValueError(
+            f"a step's {size} images cannot be split over {processes} processes: "
+            "raise batch_size or give the job fewer GPUs (processes)"
+        )
+    bounds = np.linspace(0, size, processes + 1).round().astype(int)
+    return slice(int(bounds[rank]), int(bounds[rank + 1]))
+
+
+def start_accelerator(precision: str, device: str) -> tuple[Accelerator, torch.device]:
+    """This job's ``accelerate.Accelerator`` (one process, or those torchrun started) and its device."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    dev = pick_device(device)
+    if precision == "float16" and dev.type == "cpu":
+        raise ValueError("precision float16 needs a GPU (its loss scaling is CUDA's); on a CPU use bfloat16 or float32")
+    # accelerate keeps one state per Python process and refuses a second precision or device;
+    # each call here is a job of its own (tests run several in one process). A process group
+    # torchrun's processes already formed is taken up again, not formed anew.
+    AcceleratorState._reset_state(reset_partial_state=True)
+    accelerator = Accelerator(mixed_precision=MIXED_PRECISION[precision], cpu=dev.type == "cpu")
+    # One process keeps the device asked for; several take one GPU each (torchrun's LOCAL_RANK).
+    return accelerator, dev if accelerator.num_processes == 1 else accelerator.device
 
 
 def read_images(
@@ -139,29 +183,36 @@ def personalise(
     if training.clusters > 1 and embeddings is None:
         raise ValueError("clusters > 1 needs the subset's CLIP image --embeddings")
     started = time.time()
+    accelerator, dev = start_accelerator(training.precision, device)
     torch.manual_seed(training.seed)
     rng = np.random.default_rng([training.seed, shard])
-    dev = pick_device(device)
     images = read_images(classes_path, subset_manifest, shard, shards, embeddings if training.clusters > 1 else None)
+    target = make_target(training.target)
+    step_images = len(images.labels) * training.batch_size if target.per_class else training.batch_size
+    process_share(step_images, accelerator.process_index, accelerator.num_processes)  # fails before the model loads
 
-    # Training runs in float32 whatever the generation dtype.
-    adapter = load_backend(model, revision, None, "float32", dev, backend, text_length)
+    # Training runs in float32 whatever the generation dtype. The first process loads first, so
+    # that a model from the hub is downloaded once.
+    with accelerator.main_process_first():
+        adapter = load_backend(model, revision, None, "float32", dev, backend, text_length)
     for module in adapter.modules():
         module.requires_grad_(False)
     if training.gradient_checkpointing:
         adapter.denoiser.enable_gradient_checkpointing()
     size = image_size or adapter.native_size()
     posteriors = subset_latents(adapter, images.rows.path.tolist(), size)
-    target = make_target(training.target)
-    loss = learn(target, adapter, images, posteriors, training, rng)
-    log.info("personalised %s for %d classes; last loss %.4f", target.name, len(images.labels), loss)
+    loss = learn(target, adapter, images, posteriors, training, rng, accelerator)
 
     result = Personalisation(target=target.name)
     target.export(result)
-    save_personalisation(out, result, images.labels, training.template, model)
-    # On SD3 and FLUX a learned conditioning is far larger than on SD 1/2 (see diffusion.text_length).
-    megabytes = Path(out).stat().st_size / 2**20
-    log.info("saved %s (%.1f MB) in %.0f s", out, megabytes, time.time() - started)
+    if accelerator.is_main_process:
+        log.info("personalised %s for %d classes; last loss %.4f", target.name, len(images.labels), loss)
+        save_personalisation(out, result, images.labels, training.template, model)
+        # On SD3 and FLUX a learned conditioning is far larger than on SD 1/2 (see diffusion.text_length).
+        megabytes = Path(out).stat().st_size / 2**20
+        processes = accelerator.num_processes
+        log.info("saved %s (%.1f MB) in %.0f s on %d process(es)", out, megabytes, time.time() - started, processes)
+    accelerator.wait_for_everyone()
     return result
 
 
@@ -172,21 +223,37 @@ def learn(
     posteriors: tuple[torch.Tensor, torch.Tensor],
     training: Training,
     rng: np.random.Generator,
+    accelerator: Accelerator,
 ) -> float:
     """Train the target by the model family's training loss (denoising, or flow matching) on the
     real images (``posteriors``: their latents' means and stds); return the last step's loss.
 
     Per-class targets take ``batch_size`` images of every class a step and sum the per-class
     mean losses, so each class's parameters see only their own images; others draw
-    ``batch_size`` images of all.
+    ``batch_size`` images of all. Either loss is the sum of per-image losses over
+    ``batch_size``, so a process's share of it is its images' sum over ``batch_size``, and the
+    processes' gradients add up to the whole batch's.
     """
     noise_scheduler = backend.training_scheduler()
     batch_size, means, stds, dev = training.batch_size, *posteriors, backend.pipeline.device
-    optimizer = torch.optim.AdamW(target.setup(backend, images, training))
-    schedule = warmup_cosine(optimizer, training.steps)
+    groups = target.setup(backend, images, training)
+    parameters = [parameter for group in groups for parameter in group["params"]]
+    rank, processes = accelerator.process_index, accelerator.num_processes
     members = images.members()
+    if processes > 1:
+        # Every process starts from the first one's parameters, as DDP does.
+        for parameter in parameters:
+            torch.distributed.broadcast(parameter.data, src=0)
+    optimizer = torch.optim.AdamW(groups)
+    schedule = warmup_cosine(optimizer, training.steps)
+    # Prepared, the optimiser steps through accelerate's loss scaler under float16.
+    optimizer = accelerator.prepare_optimizer(optimizer, device_placement=False)
     loss = 0.0
-    for _ in tqdm(range(training.steps), desc=f"personalise {target.name}", mininterval=5):
+    steps = tqdm(
+        range(training.steps), desc=f"personalise {target.name}", mininterval=5, disable=not accelerator.is_main_process
+    )
+    for _ in steps:
+        # Every process draws the whole step, as one process would, and passes its share of it.
         if target.per_class:
             picks = np.concatenate([rng.choice(rows, size=batch_size) for rows in members])
         else:
@@ -194,26 +261,46 @@ def learn(
         index = torch.from_numpy(picks)
         latents = (means[index] + stds[index] * torch.randn_like(means[index])).to(dev)
         noise, timesteps = backend.draw_noise(noise_scheduler, latents)
-        parts = micro_batches(len(picks), training.micro_batch)
+        share = process_share(len(picks), rank, processes)
+        parts = [
+            slice(share.start + part.start, share.start + part.stop)
+            for part in micro_batches(share.stop - share.start, training.micro_batch)
+        ]
         optimizer.zero_grad(set_to_none=True)
         loss = 0.0
         for part in parts:
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=training.precision == "bfloat16"):
+            with accelerator.autocast():
                 conditioning = target.conditioning(picks[part])
                 losses = backend.loss(noise_scheduler, latents[part], conditioning, noise[part], timesteps[part])
-            if len(parts) > 1:
+            if len(parts) > 1 or processes > 1:
                 # Either loss below is the sum of per-image losses over batch_size; so is the sum of these.
                 part_loss = losses.sum() / batch_size
             elif target.per_class:
                 part_loss = losses.view(len(members), batch_size).mean(dim=1).sum()
             else:
                 part_loss = losses.mean()
-            part_loss.backward()
+            accelerator.backward(part_loss)
             loss += part_loss.item()
+        if processes > 1:
+            sum_gradients(parameters)
+        accelerator.unscale_gradients()  # loss scaling (float16) undone before clipping
         target.clip_gradients()
         optimizer.step()
         schedule.step()
+    if processes > 1:
+        loss = accelerator.reduce(torch.tensor(loss, device=dev), reduction="sum").item()
     return loss
+
+
+def sum_gradients(parameters: list[torch.Tensor]) -> None:
+    """Add the processes' gradients up, in place: each process's loss is its share of the
+    batch's loss, so their sum is the whole batch's gradient. (DDP averages instead, which
+    would need every loss multiplied by the number of processes; DDP also needs the forward
+    pass through its wrapper, and the learned conditionings are no module's.)"""
+    for parameter in parameters:
+        # Every process passes the same model on at least one image, so the same parameters have gradients.
+        if parameter.grad is not None:
+            torch.distributed.all_reduce(parameter.grad)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -244,6 +331,8 @@ def main(argv: list[str] | None = None) -> None:
         if key in args
     }
     personalise(args.model, args.classes, args.subset, args.out, settings_from(args, Training), **job)
+    if torch.distributed.is_initialized():  # the processes torchrun started part cleanly
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

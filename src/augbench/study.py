@@ -45,6 +45,8 @@ PRETRAIN_BENCHMARKS = "benchmarks/runs/_pretrained"
 # Personalisation settings that change how it runs (memory), not what it learns. At their
 # defaults (the schema's) they stay off the command line, so jobs run before they existed stand.
 PERSONALISE_RUN_SETTINGS = ("micro_batch", "precision", "gradient_checkpointing")
+# A method's personalise keys that shape its jobs (how many, on how many GPUs), not the command line.
+PERSONALISE_JOB_SETTINGS = ("shards", "processes")
 # The copy checks, by the names of their contamination.<check>_threshold (augbench.copies.CHECK_REASONS's,
 # not imported here: it loads faiss into every dry run); auto calibrates one.
 COPY_CHECKS = ("eval", "train")
@@ -608,7 +610,10 @@ class Study:
         return lists
 
     def gpus(self) -> dict[str, int]:
-        return self.gpus_of(self.config["classifier"])
+        """GPUs a job of each GPU rule asks for, and as ``personalise/<method>`` a personalised
+        method's own where it asks for more than one (the cost table takes a rule and method's first)."""
+        own = {f"personalise/{method}": self.personalise_processes(method) for method in self.personalised_methods()}
+        return self.gpus_of(self.config["classifier"]) | {key: count for key, count in own.items() if count > 1}
 
     @staticmethod
     def gpus_of(classifier: dict) -> dict[str, int]:
@@ -766,7 +771,8 @@ class Study:
             **{
                 key: value
                 for key, value in learned.items()
-                if key != "shards" and not (key in PERSONALISE_RUN_SETTINGS and value == defaults[key]["default"])
+                if key not in PERSONALISE_JOB_SETTINGS
+                and not (key in PERSONALISE_RUN_SETTINGS and value == defaults[key]["default"])
             },
         }
 
@@ -844,10 +850,21 @@ class Study:
             **{key: download[key] for key in ("threads", "timeout", "retries", "image_size")},
         }
 
+    def personalise_processes(self, method: str) -> int:
+        """GPUs of one node a method's personalisation job uses."""
+        return self.personalisation_of(method)["processes"]
+
+    def personalise_launcher(self, method: str) -> str:
+        """More than one process: accelerate over the node's GPUs, launched by torchrun (as training is)."""
+        return self.launcher(self.personalise_processes(method))
+
+    @staticmethod
+    def launcher(processes: int) -> str:
+        return "python" if processes == 1 else f"torchrun --standalone --nproc_per_node {processes}"
+
     def train_launcher(self) -> str:
         """More than one process: DDP over the node's GPUs, launched by torchrun."""
-        processes = self.config["classifier"]["processes"]
-        return "python" if processes == 1 else f"torchrun --standalone --nproc_per_node {processes}"
+        return self.launcher(self.config["classifier"]["processes"])
 
     def train_options(self) -> dict:
         classifier = self.config["classifier"]

@@ -22,10 +22,12 @@ rule personalise:
     resources:
         mem_mb=grows(32000),
         runtime=grows(720),
-        gpu=GPUS["personalise"],
+        gpu=lambda wildcards: STUDY.personalise_processes(wildcards.method),
     params:
+        # More than one process: the method's GPUs of one node, launched by torchrun.
+        launcher=lambda wildcards: STUDY.personalise_launcher(wildcards.method),
         options=method_options(STUDY.personalisation_options),
     shell:
-        "python -m augbench.personalise --classes {input.classes} --subset {input.subset}"
+        "{params.launcher} -m augbench.personalise --classes {input.classes} --subset {input.subset}"
         " --shard {wildcards.shard} --out {output} {params.options}"
         " --threads {threads} > {log} 2>&1"
