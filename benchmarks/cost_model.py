@@ -8,9 +8,13 @@ GPU hours from the images each of its stages processes over that stage's measure
 images/s:
 - training: seeds x epochs x (real + added images) / T_train (ResNet-50, AMP);
 - evaluation: seeds x validation images / T_train (forward only is faster: an upper bound);
-- generation: added images x (steps / 25) x (strength for image variations)
-  / keep share (zero-shot) / T_gen (SD-1.5 at 512 px, batch 16, guidance on; half
-  the time without guidance);
+- generation: added images x (steps / measured steps) x (strength for image variations)
+  x (model passes a step / measured passes) / keep share (zero-shot) / T_gen of the
+  method's backend (diffusion.backend, its own or the experiment's): sd at SD-1.5 size,
+  512 px, batch 16, 25 steps, guidance on; sdxl, sd3 and flux at their real sizes and
+  1024 px, batch 4, with gpu.py's steps. Two passes a step under classifier-free guidance,
+  one without (FLUX: one, two at a true_cfg_scale above 1). A model run at another size than
+  measured (SD 2.1 at 768 px) is costed at the measured size: an underestimate;
 - personalisation: steps x batch images of UNet forward and backward, per class for the
   token and conditioning targets, / T_personalise (or T_lora for UNet targets);
 - shared: pool, subset and validation embedding / T_embed (ViT-L/14).
@@ -86,13 +90,50 @@ def throughputs(gpu: dict) -> dict[str, float]:
             raise ValueError(f"the GPU figures have {len(found)} keys matching {pattern!r}, not 1")
         return float(found[0])
 
-    return {
+    speed = {
         "train": pick(r"train_resnet50_224px_amp_images_per_s"),
         "generate": pick(r"gen_sd15_512px_batch16_images_per_s"),
         "personalise": pick(r"personalise_sd15_512px_conditioning_images_per_s"),
         "lora": pick(r"personalise_sd15_512px_lora_images_per_s"),
         "embed": pick(r"embed_ViT_L_14_images_per_s"),
     }
+    # Figures of the later families (gpu.py since they were added; older JSONs lack them).
+    for family in ("sdxl", "sd3", "flux"):
+        if any(re.fullmatch(rf"gen_{family}_\d+px_batch\d+_images_per_s", key) for key in gpu):
+            speed[f"generate_{family}"] = pick(rf"gen_{family}_\d+px_batch\d+_images_per_s")
+            speed[f"generate_{family}_steps"] = float(gpu[f"gen_{family}_steps"])
+            speed[f"generate_{family}_passes"] = float(gpu[f"gen_{family}_passes"])
+    return speed
+
+
+def generation_rate(speed: dict[str, float], backend: str) -> tuple[float, float, float]:
+    """A backend's measured images/s, with the steps and model passes a step it was measured at."""
+    if backend == "sd":
+        return speed["generate"], MEASURED_STEPS, 2.0
+    if f"generate_{backend}" not in speed:
+        raise ValueError(
+            f"the GPU figures have no generation rate of backend {backend!r} (gen_{backend}_*): "
+            "rerun benchmarks/gpu.sh with this version of gpu.py"
+        )
+    return speed[f"generate_{backend}"], speed[f"generate_{backend}_steps"], speed[f"generate_{backend}_passes"]
+
+
+def method_backend(config: dict, method: dict) -> str:
+    """The family a generation method's model is: its own diffusion.backend, else the experiment's,
+    else read from the pipeline's model_index.json where it can be read offline."""
+    from augbench.families import backend_name
+
+    diffusion = {**config["diffusion"], **(method.get("diffusion") or {})}
+    return backend_name(diffusion["model"], diffusion["revision"], diffusion["backend"])
+
+
+def passes_per_step(backend: str, method: dict) -> int:
+    """Model passes a sampling step: two under classifier-free guidance (FLUX: true CFG), else one."""
+    from augbench.families import GUIDANCE_AS_MODEL_INPUT
+
+    if backend in GUIDANCE_AS_MODEL_INPUT:
+        return 2 if (method.get("true_cfg_scale") or 1.0) > 1.0 else 1
+    return 2 if method["guidance_scale"] > 1.0 else 1
 
 
 def method_hours(config: dict, speed: dict[str, float], train_images: int, val_images: int) -> dict[str, dict]:
@@ -111,11 +152,12 @@ def method_hours(config: dict, speed: dict[str, float], train_images: int, val_i
             "evaluate": seeds * val_images / speed["train"] / 3600,
         }
         if method["kind"] == "generate":
-            per_image = method["steps"] / MEASURED_STEPS * (method["strength"] or 1.0)
-            if method["guidance_scale"] <= 1.0:
-                per_image /= 2  # no classifier-free guidance: one UNet pass per step, not two
+            backend = method_backend(config, method)
+            rate, measured_steps, measured_passes = generation_rate(speed, backend)
+            per_image = method["steps"] / measured_steps * (method["strength"] or 1.0)
+            per_image *= passes_per_step(backend, method) / measured_passes
             generated = added / (method["zero_shot_keep"] or 1.0)
-            stages["generate"] = generated * per_image / speed["generate"] / 3600
+            stages["generate"] = generated * per_image / rate / 3600
             if method.get("personalise"):
                 stages["personalise"] = personalise_hours(config, method["personalise"], speed)
         hours[name] = stages

@@ -51,6 +51,44 @@ def test_hours_follow_images_over_throughput():
     assert hours["gen_dm_finetune"]["personalise"] == pytest.approx(20_000 * 16 / 40 / 3600)
 
 
+def test_each_generator_is_costed_from_its_own_backend_rate():
+    config = cost_model.resolved_config(str(REPO / "configs" / "imagenet10-generators.yaml"))
+    figures = {
+        "train_resnet50_224px_amp_images_per_s": 1000,
+        "gen_sd15_512px_batch16_images_per_s": 10,
+        "personalise_sd15_512px_conditioning_images_per_s": 20,
+        "personalise_sd15_512px_lora_images_per_s": 40,
+        "embed_ViT_L_14_images_per_s": 500,
+        **{"gen_sdxl_1024px_batch4_images_per_s": 2.0, "gen_sdxl_steps": 10, "gen_sdxl_passes": 2},
+        **{"gen_sd3_1024px_batch4_images_per_s": 1.0, "gen_sd3_steps": 10, "gen_sd3_passes": 2},
+        **{"gen_flux_1024px_batch4_images_per_s": 0.5, "gen_flux_steps": 4, "gen_flux_passes": 1},
+    }
+    hours = cost_model.method_hours(config, cost_model.throughputs(figures), train_images=100_000, val_images=3_600)
+    real = 10_000
+    # SD 1.4: its steps over the measured 25; SDXL: 30 of the measured 10; SD3.5: 40 of 10; FLUX
+    # schnell: its 4 measured steps, one pass each (no guidance), as measured.
+    sd_steps = config["methods"]["gen_classname"]["steps"]
+    assert hours["gen_classname"]["generate"] == pytest.approx(real * sd_steps / 25 / 10 / 3600)
+    assert hours["gen_classname_sd21"]["generate"] == pytest.approx(hours["gen_classname"]["generate"])
+    assert hours["gen_classname_sdxl"]["generate"] == pytest.approx(real * 30 / 10 / 2.0 / 3600)
+    assert hours["gen_classname_sd35"]["generate"] == pytest.approx(real * 40 / 10 / 1.0 / 3600)
+    assert hours["gen_classname_flux"]["generate"] == pytest.approx(real / 0.5 / 3600)
+    assert hours["gen_img2img_flux"]["generate"] == pytest.approx(hours["gen_classname_flux"]["generate"] / 2)
+
+
+def test_a_backend_without_a_measured_rate_is_named():
+    config = cost_model.resolved_config(str(REPO / "configs" / "imagenet10-generators.yaml"))
+    with pytest.raises(ValueError, match="no generation rate of backend 'sdxl'"):
+        cost_model.method_hours(config, SPEEDS, train_images=100_000, val_images=3_600)
+
+
+def test_a_flux_method_under_true_guidance_costs_two_passes_a_step():
+    method = {"guidance_scale": 3.5, "true_cfg_scale": 4.0}
+    assert cost_model.passes_per_step("flux", method) == 2
+    assert cost_model.passes_per_step("flux", {**method, "true_cfg_scale": None}) == 1
+    assert cost_model.passes_per_step("sdxl", {"guidance_scale": 1.0}) == 1
+
+
 def test_the_table_of_a_preset_has_its_dry_run_jobs(tmp_path, capsys):
     figures = {
         "device": "Planted card",
