@@ -92,6 +92,18 @@ def sd_vae(block_out=(128, 256, 512, 512), size: int = SIZE, **options):
     )
 
 
+def flow_vae(size: int, shift_factor: float, scaling_factor: float):
+    """The 16-channel VAE of SD3 and FLUX.1 (no quant convolutions), with the family's latent shift and scale."""
+    return sd_vae(
+        size=size,
+        latent_channels=16,
+        shift_factor=shift_factor,
+        scaling_factor=scaling_factor,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+    )
+
+
 def build_sd15(out: Path) -> None:
     from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 
@@ -202,14 +214,7 @@ def build_sd3(out: Path, t5_layers: int, size: int = SIZE) -> None:
     pipeline = StableDiffusion3Pipeline(
         transformer=transformer,
         scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-        vae=sd_vae(
-            size=size,
-            latent_channels=16,
-            shift_factor=0.0609,
-            scaling_factor=1.5305,
-            use_quant_conv=False,
-            use_post_quant_conv=False,
-        ),
+        vae=flow_vae(size, shift_factor=0.0609, scaling_factor=1.5305),
         text_encoder=clip_l(with_projection=True),
         tokenizer=clip_tokenizer(out / "tokenizer"),
         text_encoder_2=clip_big_g(),
@@ -240,14 +245,7 @@ def build_flux(out: Path, t5_layers: int, size: int = SIZE) -> None:
     )
     pipeline = FluxPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0),
-        vae=sd_vae(
-            size=size,
-            latent_channels=16,
-            shift_factor=0.1159,
-            scaling_factor=0.3611,
-            use_quant_conv=False,
-            use_post_quant_conv=False,
-        ),
+        vae=flow_vae(size, shift_factor=0.1159, scaling_factor=0.3611),
         text_encoder=clip_l(),
         tokenizer=clip_tokenizer(out / "tokenizer"),
         text_encoder_2=t5_xxl(t5_layers, len(tokenizer_2)),
