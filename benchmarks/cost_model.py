@@ -337,6 +337,7 @@ def pool_plan(
     listing jobs themselves, which read the tars' headers, are not planned here).
     """
     from augbench.search import choose_factory, default_nprobe
+    from augbench.study import is_manifest
 
     pool = config["pool"]
     shards, per_job = pool["shards"], pool["shards_per_job"]
@@ -349,7 +350,7 @@ def pool_plan(
     datacomp = pool.get("embeddings_layout") == "datacomp"
     parts = precomputed and (datacomp or shards > 1)  # a shard table: each job reads its parts' metadata
     # Webdataset tars in more than one job: each job's block of tars is listed apart, and read alone.
-    tars = not precomputed and not str(pool["manifest"]).endswith((".csv", ".parquet")) and jobs > 1
+    tars = not precomputed and not is_manifest(str(pool["manifest"])) and jobs > 1
     # A job reads its parts' metadata one at a time, or its block's listing, or else the whole manifest.
     manifest_rows = shard_rows if parts else shard_rows * per_job if tars else rows
     manifest_read = manifest_rows * rates["manifest_bytes_per_row"] * 2
