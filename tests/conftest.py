@@ -93,7 +93,7 @@ def smoke_run(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def planned(tmp_path_factory):
-    """planned(plan): what a dry run of a plan of test_presets.PLANS prints, made once a session."""
+    """planned(plan): what a dry run of a plan (test_presets.PLANS, or a preset) prints, made once a session."""
     from test_presets import dry_run_plan
 
     outputs = {}

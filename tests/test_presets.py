@@ -64,13 +64,11 @@ def _job_counts(output: str) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("preset", PRESETS)
-def test_preset_dry_run_through_the_slurm_profile_needs_no_data(preset, tmp_path):
+def test_preset_dry_run_through_the_slurm_profile_needs_no_data(preset, planned):
     configfile = REPO / "configs" / f"{preset}.yaml"
     config = yaml.safe_load(configfile.read_text())
     config["methods"] = registry_of(config)
-    stub_data_root(tmp_path, preset)
-    result = snakemake(tmp_path, "-n", "-q", "rules", profile=REPO / "profiles" / "slurm", configfile=configfile)
-    counts = _job_counts(result.stdout + result.stderr)
+    counts = _job_counts(planned(f"configs/{preset}.yaml"))
     methods, seeds = config["methods"], config["seeds"]
     assert len(seeds) == 3
     assert counts["train"] == counts["evaluate"] == len(methods) * len(seeds)
@@ -132,7 +130,8 @@ PLANS += ["configs/imagenet10-generators.yaml"]  # methods on models of their ow
 
 
 def dry_run_plan(workdir: Path, plan: str) -> str:
-    """The jobs and shell commands a dry run of ``plan`` prints (a preset on a stub data root)."""
+    """The jobs and shell commands a dry run of ``plan`` prints through the SLURM profile (a preset
+    on a stub data root); one dry run a plan serves every test of it (conftest's planned)."""
     if plan == "service":  # one method queries a kNN service; its results are downloaded and screened
         config = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
         service = {"url": "http://127.0.0.1:1/knn", "embed": "local"}
@@ -145,7 +144,8 @@ def dry_run_plan(workdir: Path, plan: str) -> str:
         stub_data_root(workdir, configfile.stem)
     else:
         (workdir / "resources").symlink_to(REPO / "resources")
-    return snakemake(workdir, "-n", "-p", profile=None, configfile=configfile).stdout
+    result = snakemake(workdir, "-n", "-p", profile=REPO / "profiles" / "slurm", configfile=configfile)
+    return result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("plan", PLANS)

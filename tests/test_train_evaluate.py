@@ -338,9 +338,11 @@ def test_two_gloo_processes_take_the_same_steps_as_one(miniworld, tmp_path, monk
     assert apart <= 1e-5 * moved, (apart, moved)  # float sums differ; a missing average gives ~3e-2
 
 
+@pytest.mark.slow  # three processes that each import torch and torchvision: about 23 s
 def test_torchrun_launches_training_on_two_gloo_processes(miniworld, tmp_path):
     """The command line a multi-GPU train job runs (torchrun -m augbench.train), on 2 CPU processes:
-    it trains, writes one model and records the processes; evaluate reads it."""
+    it trains, writes one model and records the processes; evaluate reads it. (The steps of two
+    processes equal one's: test_two_gloo_processes_take_the_same_steps_as_one, in the fast tier.)"""
     import os
     import subprocess
     import sys

@@ -146,7 +146,7 @@ def test_generation_adds_decodable_images_with_their_record(smoke_run, method):
             assert image.size == (16, 16)
 
 
-@pytest.mark.parametrize("method, shards", [("gen_classname", 3), ("gen_unconditional", 2)])
+@pytest.mark.parametrize("method, shards", [("gen_classname", 2), ("gen_unconditional", 2)])
 def test_generation_runs_in_its_configured_shards(smoke_run, method, shards):
     workdir, _ = smoke_run
     folder = _results(workdir) / "added" / method
@@ -252,7 +252,7 @@ def test_cost_table_lists_each_method_and_the_shared_jobs_apart(smoke_run):
     }
     # Generation methods ran GPU-rule jobs (generation, training), evaluation alone does not count.
     assert (cost.loc[[m for m, kind in METHODS.items() if kind == "generate"], "gpu_hours"] > 0).all()
-    assert cost.loc["gen_classname", "jobs"] == 3 + 1 + 1  # three generation shards, training, evaluation
+    assert cost.loc["gen_classname", "jobs"] == 2 + 1 + 1  # two generation shards, training, evaluation
     assert (cost.loc[list(METHODS), "cpu_hours"] > 0).all()
     # Snakemake samples a job's CPU time while it runs: a job of a second or two may show none.
     assert (cost.cpu_hours >= 0).all()
