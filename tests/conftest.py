@@ -88,7 +88,9 @@ def smoke_run(tmp_path_factory):
     from helpers import snakemake
 
     workdir = tmp_path_factory.mktemp("smoke")
-    return workdir, snakemake(workdir, env={"HF_TOKEN": HUB_TOKEN})
+    # Three jobs at once on make test's two cores: the smoke run and the tests that read it are
+    # the longest path of make test, and the unit tests' worker beside it has time to spare.
+    return workdir, snakemake(workdir, "--cores", "3", env={"HF_TOKEN": HUB_TOKEN})
 
 
 @pytest.fixture(scope="session")
