@@ -70,9 +70,9 @@ def write_pool(folder: Path) -> Path:
     return table
 
 
-def run_job(arguments: list[str], log: Path) -> tuple[float, float]:
+def run_job(arguments: list[str], log: Path, module: str = "augbench.sharded_retrieval") -> tuple[float, float]:
     """(wall seconds, peak resident MB) of one module command line."""
-    command = ["/usr/bin/time", "-f", "peak_kb %M", sys.executable, "-m", "augbench.sharded_retrieval", *arguments]
+    command = ["/usr/bin/time", "-f", "peak_kb %M", sys.executable, "-m", module, *arguments]
     start = time.perf_counter()
     with open(log, "w") as handle:
         status = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT).returncode

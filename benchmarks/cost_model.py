@@ -261,6 +261,16 @@ def measured_rates(latest: dict) -> dict[str, tuple[float, str]]:
             f"search_seconds {latest['search_seconds']:.2f} s for 1,000 queries x 10 of 1,024 lists of 1M rows"
             f" on {cores} cores",
         ),
+        "listing_rows_per_s": (
+            latest["listing_rows_per_s"],
+            f"listing_rows_per_s: {latest['listing_rows']:,} samples in img2dataset's tars, 1 thread a job,"
+            " start-up apart",
+        ),
+        "listing_table_rows_per_s": (
+            latest["listing_table_rows_per_s"],
+            f"listing_table_rows_per_s: the table of {latest['listing_table_rows']:,} keys in 2 listings,"
+            " start-up apart",
+        ),
         "job_start_s": (
             5.0,
             "sharded_* at small scale: 4.7-5.4 s per search job, mostly start-up (benchmarks/README.md)",
@@ -328,14 +338,19 @@ def pool_plan(
       building stays on the CPU (augbench.search), in the CPU hours;
       candidate files of J x Q x D x 29 bytes; no index is stored: each job builds its own;
     - merge, per method: one job holding at most about 9 x D candidates per query;
+    - listing (webdataset tars in more than one job): each job lists its block of tars at
+      listing_rows_per_s a thread (bench_listing, start-up apart), holding its block's listing;
+      then one table job hashes every key once (listing_table_rows_per_s), holding 9 bytes a row
+      and the largest listing's keys (augbench.pool.table_memory); the listings are the pool's
+      metadata on disk;
     - every job pays the start-up (job_start_s) on one core.
     Memory per job: an embedding job's whole block of float32 vectors, twice (in chunks, then
     joined); a search job's shard index, its training sample and a block of float32 rows (at most
     one shard's at a time) and the candidate lists; and the manifest each job reads: the whole
     pool manifest where shards are blocks of its rows, one part's metadata where a shard table
-    lists parts, its block's listing where webdataset tars are listed a block per job (the
-    listing jobs themselves, which read the tars' headers, are not planned here).
+    lists parts, its block's listing where webdataset tars are listed a block per job.
     """
+    from augbench.pool import table_memory
     from augbench.search import choose_factory, default_nprobe
     from augbench.study import is_manifest
 
@@ -379,6 +394,29 @@ def pool_plan(
             }
         )
 
+    if tars:
+        listed = shard_rows * per_job
+        stage(
+            "list tars",
+            jobs,
+            listed,
+            listed * rates["manifest_bytes_per_row"] * 2,
+            0.0,  # the listings are the pool's metadata (the disk line below)
+            start + rows / rates["listing_rows_per_s"] / 3600,
+            note="each job its block of tars' small members; 8 threads (the rate is 1 thread's)",
+            threads=8,
+            manifest=0.0,
+        )
+        stage(
+            "table of listings",
+            1,
+            rows,
+            table_memory(rows, listed) * 1e6,
+            0.0,
+            (rates["job_start_s"] + rows / rates["listing_table_rows_per_s"]) / 3600,
+            note="every key hashed once: none may repeat",
+            manifest=0.0,
+        )
     methods = {name: m for name, m in config["methods"].items() if m["kind"] == "retrieve" and m["backend"] == "local"}
     # augbench.embed holds a job's whole block of vectors, in chunks and then joined (twice the bytes).
     embedded_block = 2 * shard_rows * per_job * dim * 4.0

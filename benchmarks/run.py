@@ -24,6 +24,7 @@ import bench_dag  # noqa: E402
 import bench_demo  # noqa: E402
 import bench_embed  # noqa: E402
 import bench_generate  # noqa: E402
+import bench_listing  # noqa: E402
 import bench_retrieve  # noqa: E402
 import bench_search  # noqa: E402
 import bench_sharded  # noqa: E402
@@ -35,6 +36,7 @@ BENCHMARKS = {
     "search": bench_search.measure,
     "retrieve": bench_retrieve.measure,
     "sharded": bench_sharded.measure,
+    "listing": bench_listing.measure,
     "train_loader": bench_train_loader.measure,
     "generate": bench_generate.measure,
     "demo": bench_demo.measure,

@@ -127,6 +127,8 @@ POOL_RATES = {
     "embed_captions_per_gpu_s": 4000.0,
     "manifest_bytes_per_row": 300.0,
     "metadata_bytes_per_row": 150.0,
+    "listing_rows_per_s": 10_000.0,
+    "listing_table_rows_per_s": 1e6,
 }
 
 
@@ -141,7 +143,8 @@ def _plan(preset: str, rows: int, **pool):
 def test_a_pool_in_shards_is_planned_from_its_rates():
     # Re-LAION's preset: 2,048 shards of 1,000,000 rows, 16 a job, ViT-L/14 (768 wide)
     stages, disk = _plan("imagenet10-relaion.yaml", 2_048_000_000)
-    assert {stage["jobs"] for name, stage in stages.items() if not name.startswith("merge")} == {128}
+    per_method = [name for name in stages if name.startswith("merge")]
+    assert {stage["jobs"] for name, stage in stages.items() if name not in per_method + ["table of listings"]} == {128}
     assert disk["index"] == "IVF1024,SQfp16" and disk["shard_rows"] == 1_000_000
     # 2.048e9 images at 1,000 a second on the GPU; float32 vectors of 768
     assert stages["embed images"]["gpu_hours"] == pytest.approx(2.048e9 / 1000 / 3600)
@@ -165,6 +168,16 @@ def test_a_pool_in_shards_is_planned_from_its_rates():
     one, _ = _plan("imagenet10-relaion.yaml", 2_048_000_000, shards_per_job=2048)
     assert one["search retrieve_text"]["manifest_gb"] == pytest.approx(2.048e9 * 300 * 2 / 1e9)
     assert stages["search retrieve_image"]["note"].startswith("100,000 queries, depth 8")
+    # the tars listed a block per job at 10,000 rows a second, then one job hashes every key
+    assert stages["list tars"]["cpu_hours"] == pytest.approx(2.048e9 / 10_000 / 3600 + start)
+    assert stages["list tars"]["memory_gb"] == pytest.approx(16e6 * 300 * 2 / 1e9)
+    table = stages["table of listings"]
+    assert table["jobs"] == 1 and table["cpu_hours"] == pytest.approx((36 + 2.048e9 / 1e6) / 3600)
+    # every row's hash and one block's keys at a time: more than the rule's least, 8 GB
+    assert table["memory_gb"] == pytest.approx(0.5 + (2.048e9 * 9 + 16e6 * 350) / 1e9, abs=1e-3)
+    # precomputed parts need no listing
+    datacomp, _ = _plan("imagenet10-datacomp.yaml", 1_024_000_000)
+    assert "list tars" not in datacomp and "table of listings" not in datacomp
 
 
 def test_a_job_holds_one_shard_whatever_the_shards_per_job():

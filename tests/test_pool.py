@@ -331,3 +331,15 @@ def test_the_listing_command_lists_a_block_and_tables_the_listings(shards, tmp_p
     assert pd.read_csv(tmp_path / "table.csv").rows.tolist() == [2, 1]
     with pytest.raises(SystemExit):
         pool.main(["webdataset", "--shards", str(shards), "--shard", "0", "--out", str(tmp_path / "x.parquet")])
+
+
+def test_the_table_job_asks_for_the_memory_its_listings_rows_need(shards, tmp_path):
+    listings = [str(tmp_path / f"{shard}.parquet") for shard in range(2)]
+    # Before the listings are written (a dry run), the rule's least; its job counts their rows.
+    assert pool.table_memory_mb(listings, least_mb=8000) == 8000
+    for shard, listing in enumerate(listings):
+        pool.list_webdataset_block(str(shards), shard, 2, listing)
+    assert pool.table_memory_mb(listings, least_mb=8000) == 8000  # three rows
+    assert pool.table_memory_mb(listings, least_mb=0) == pool.table_memory(3, 2) == pool.TABLE_BASE_MB + 1
+    # Every row's hash, and the largest listing's keys while they are read: Re-LAION needs more than 8 GB.
+    assert pool.table_memory(2_100_000_000, 16_400_000) == 500 + 18_900 + 5_740

@@ -33,6 +33,7 @@ import argparse
 import glob
 import json
 import logging
+import math
 import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -202,6 +203,33 @@ def listing_table(listings: list[str], out: str) -> pd.DataFrame:
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False)
     return table
+
+
+# The table job's memory (bench_listing measured 1.9 GB at its peak for 10 M keys in two listings):
+# every pool row's key hash and a byte of the mask of repeats, one listing's keys at a time as
+# Python strings while they are hashed, and Python with pandas and pyarrow.
+TABLE_BYTES_PER_ROW = 9
+KEY_READ_BYTES_PER_ROW = 350
+TABLE_BASE_MB = 500
+
+
+def table_memory(rows: int, largest_listing_rows: int) -> int:
+    """MB the table job holds at its peak for listings of ``rows`` rows in all, the largest of
+    ``largest_listing_rows`` (about 25 GB for Re-LAION-2B-en in listings of 16.4 M rows)."""
+    held = rows * TABLE_BYTES_PER_ROW + largest_listing_rows * KEY_READ_BYTES_PER_ROW
+    return TABLE_BASE_MB + math.ceil(held / 1e6)
+
+
+def table_memory_mb(listings: list[str], least_mb: int = 8000) -> int:
+    """Memory the table job of ``listings`` asks for, in MB: ``least_mb``, or more where their row
+    counts (Parquet metadata) need it; where a listing is not written yet (a dry run), ``least_mb``."""
+    import pyarrow.parquet as pq
+
+    try:
+        counts = [pq.ParquetFile(listing).metadata.num_rows for listing in listings]
+    except OSError:  # not there yet: the job's memory is known once its listings are
+        return least_mb
+    return max(least_mb, table_memory(sum(counts), max(counts, default=0)))
 
 
 def _keys(listing: str) -> np.ndarray:

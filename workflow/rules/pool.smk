@@ -1,5 +1,6 @@
 # The pool in the layouts people have it in (see augbench.study.Paths and augbench.pool).
 
+from augbench.pool import table_memory_mb
 
 if STUDY.pool_shards:
 
@@ -62,7 +63,9 @@ if STUDY.pool_listing_table:
             ENV
         threads: 1
         resources:
-            mem_mb=grows(8000),
+            # Every row's key hash at once: counted from the listings when the job starts.
+            mem_mb=lambda wildcards, input, attempt: table_memory_mb(list(input))
+            * attempt,
             runtime=grows(60),
         params:
             listings=lambda wildcards, input: cli_options({"listing": list(input)}),
