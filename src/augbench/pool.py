@@ -169,14 +169,19 @@ def write_listing(out: str, frame: pd.DataFrame) -> None:
         frame.to_parquet(tmp, index=False)
 
 
+def listing_rows(listings: list[str]) -> list[int]:
+    """Each listing's rows, from its Parquet metadata (nothing else is read)."""
+    import pyarrow.parquet as pq
+
+    return [pq.ParquetFile(listing).metadata.num_rows for listing in listings]
+
+
 def listing_table(listings: list[str], out: str) -> pd.DataFrame:
     """Write the shard table (``augbench.pool_parts.TABLE_COLUMNS``) of a pool's listings, in the order
     given: each one's rows and first pool row; no embeddings are named (the jobs that embed a shard
     write them, and the jobs that read them are given them). Each sample key must be unique across
     the listings: their key columns alone are read, into 64-bit hashes (8 bytes a pool row)."""
-    import pyarrow.parquet as pq
-
-    rows = [pq.ParquetFile(listing).metadata.num_rows for listing in listings]
+    rows = listing_rows(listings)
     for listing, count in zip(listings, rows, strict=True):
         if count == 0:
             raise ValueError(f"pool listing {listing} lists no image")
@@ -223,10 +228,8 @@ def table_memory(rows: int, largest_listing_rows: int) -> int:
 def table_memory_mb(listings: list[str], least_mb: int = 8000) -> int:
     """Memory the table job of ``listings`` asks for, in MB: ``least_mb``, or more where their row
     counts (Parquet metadata) need it; where a listing is not written yet (a dry run), ``least_mb``."""
-    import pyarrow.parquet as pq
-
     try:
-        counts = [pq.ParquetFile(listing).metadata.num_rows for listing in listings]
+        counts = listing_rows(listings)
     except OSError:  # not there yet: the job's memory is known once its listings are
         return least_mb
     return max(least_mb, table_memory(sum(counts), max(counts, default=0)))
