@@ -400,7 +400,7 @@ def pool_plan(
             "list tars",
             jobs,
             listed,
-            listed * rates["manifest_bytes_per_row"] * 2,
+            manifest_read,  # it holds its block's listing, as every later job of the block reads it
             0.0,  # the listings are the pool's metadata (the disk line below)
             start + rows / rates["listing_rows_per_s"] / 3600,
             note="each job its block of tars' small members; 8 threads (the rate is 1 thread's)",
