@@ -34,6 +34,17 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: item.path.name != SMOKE_RUN_FILE)
 
 
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """Each test learns as a job of its own would (see helpers.as_a_new_job)."""
+    import sys
+
+    if "accelerate.state" in sys.modules:
+        from helpers import as_a_new_job
+
+        as_a_new_job()
+
+
 @pytest.fixture(scope="session")
 def miniworld(tmp_path_factory) -> Path:
     from augbench.miniworld import data as miniworld_data

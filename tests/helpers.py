@@ -40,6 +40,15 @@ def snakemake(
     return result
 
 
+def as_a_new_job() -> None:
+    """Forget the accelerate state of personalisations run earlier in this test process: accelerate
+    keeps one per process (a job is one), and refuses another precision or device in the same one.
+    accelerate's own tests clear it the same way between tests (AccelerateTestCase)."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 def checkpoint_epoch(folder: Path) -> int:
     """The epochs a training checkpoint folder holds (0 while there is none or it is half written)."""
     import torch

@@ -16,6 +16,8 @@ from tiny_pipelines import WIDTH
 from augbench import families, generate, personalisation, personalise
 from augbench.files import read_classes, write_classes, write_manifest
 
+from helpers import as_a_new_job
+
 FAMILIES = ["sdxl", "sd3", "flux"]
 SIZE = 32
 # Text encoders textual inversion extends: SDXL's two CLIPs, SD3's two CLIPs and T5, FLUX's CLIP and T5.
@@ -63,6 +65,7 @@ def _learn(family, model, subset, out, **options):
     settings = dict(steps=3, lr=0.5, unet_lr=0.1, batch_size=2)
     settings.update(options)
     job = {key: SAMPLING[family][key] for key in ("image_size", "text_length") if key in SAMPLING[family]}
+    as_a_new_job()  # a precision or device of its own
     return personalise.personalise(
         model, _classes(subset), subset, str(out), personalisation.Training(**settings), **job
     )

@@ -17,6 +17,8 @@ from augbench.files import read_classes, write_classes, write_manifest
 from augbench.methods import SettingError
 from augbench.shards import shard_block
 
+from helpers import as_a_new_job
+
 
 @pytest.fixture(scope="module")
 def subset(miniworld, tmp_path_factory):
@@ -37,6 +39,7 @@ def _learn(tiny_pipeline, miniworld, subset, out, shard=0, shards=1, embeddings=
     settings.update(options)
     training = personalisation.Training(**settings)
     job = dict(shard=shard, shards=shards, embeddings=embeddings)
+    as_a_new_job()  # a precision or device of its own
     return personalise.personalise(tiny_pipeline, _classes(subset), subset, str(out), training, **job)
 
 
@@ -262,6 +265,32 @@ def test_two_gloo_processes_learn_what_one_learns(tiny_pipeline, subset, tmp_pat
         apart = (together - alone[name]).abs().max()
         assert move > 1e-3, (name, move)  # training moved it, so equal artefacts mean equal steps
         assert apart <= 1e-5 * move, (name, apart, move)  # float sums differ (~5e-7); an average gives ~0.5
+
+
+def test_gradients_are_summed_in_buckets_of_one_kind_in_their_order():
+    float32 = [torch.zeros(n) for n in (10, 10, 30, 5)]  # 40, 40, 120 and 20 bytes
+    assert personalise.gradient_buckets(float32, bucket_bytes=100) == [[0, 1], [2], [3]]
+    mixed = [torch.zeros(2), torch.zeros(2, dtype=torch.bfloat16), torch.zeros(2)]
+    assert personalise.gradient_buckets(mixed, bucket_bytes=100) == [[0], [1], [2]]
+    assert personalise.gradient_buckets([], bucket_bytes=100) == []
+
+
+def test_summed_gradients_return_to_their_parameters(tmp_path):
+    """One gloo process: the sum is the gradient itself, so what comes back shows each bucket's
+    parts returned to their own parameters, in their shapes (the sum over two is a slow test)."""
+    parameters = [torch.nn.Parameter(torch.zeros(shape)) for shape in [(3, 4), (5,), (2, 2, 2), (7,)]]
+    for k, parameter in enumerate(parameters):
+        parameter.grad = torch.arange(parameter.numel(), dtype=torch.float32).view_as(parameter) + 100 * k
+    parameters.append(torch.nn.Parameter(torch.zeros(2)))  # no gradient: left alone
+    expected = [parameter.grad.clone() for parameter in parameters[:-1]]
+    store = f"file://{tmp_path / 'store'}"
+    torch.distributed.init_process_group("gloo", init_method=store, rank=0, world_size=1)
+    try:
+        personalise.sum_gradients(parameters, bucket_bytes=64)  # buckets [0], [1, 2], [3]
+    finally:
+        torch.distributed.destroy_process_group()
+    assert all(torch.equal(parameter.grad, want) for parameter, want in zip(parameters, expected))
+    assert parameters[-1].grad is None
 
 
 def test_a_step_is_shared_out_over_the_processes_whole_and_evenly():

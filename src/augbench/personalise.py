@@ -127,15 +127,12 @@ def process_share(size: int, rank: int, processes: int) -> slice:
 def start_accelerator(precision: str, device: str) -> tuple[Accelerator, torch.device]:
     """This job's ``accelerate.Accelerator`` (one process, or those torchrun started) and its device."""
     from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
 
     dev = pick_device(device)
     if precision == "float16" and dev.type == "cpu":
         raise ValueError("precision float16 needs a GPU (its loss scaling is CUDA's); on a CPU use bfloat16 or float32")
-    # accelerate keeps one state per Python process and refuses a second precision or device;
-    # each call here is a job of its own (tests run several in one process). A process group
-    # torchrun's processes already formed is taken up again, not formed anew.
-    AcceleratorState._reset_state(reset_partial_state=True)
+    # accelerate keeps one state per Python process, and a job is one process (torchrun's: one
+    # per GPU, each forming the process group here).
     accelerator = Accelerator(mixed_precision=MIXED_PRECISION[precision], cpu=dev.type == "cpu")
     # One process keeps the device asked for; several take one GPU each (torchrun's LOCAL_RANK).
     return accelerator, dev if accelerator.num_processes == 1 else accelerator.device
@@ -292,15 +289,42 @@ def learn(
     return loss
 
 
-def sum_gradients(parameters: list[torch.Tensor]) -> None:
+# The size of the gradient buckets one all_reduce sums (DDP's default): one collective per
+# bucket rather than per parameter (a LoRA has hundreds), small enough not to double the memory
+# of a fully fine-tuned UNet's gradients.
+GRADIENT_BUCKET_BYTES = 25 * 2**20
+
+
+def gradient_buckets(gradients: list[torch.Tensor], bucket_bytes: int = GRADIENT_BUCKET_BYTES) -> list[list[int]]:
+    """The gradients (their indices, in order) that are summed together: consecutive ones of one
+    dtype and device, up to ``bucket_bytes`` (a larger gradient is a bucket of its own)."""
+    buckets: list[list[int]] = []
+    size = 0
+    for index, gradient in enumerate(gradients):
+        nbytes = gradient.numel() * gradient.element_size()
+        last = gradients[buckets[-1][-1]] if buckets else None
+        same_kind = last is not None and (last.dtype, last.device) == (gradient.dtype, gradient.device)
+        if same_kind and size + nbytes <= bucket_bytes:
+            buckets[-1].append(index)
+            size += nbytes
+        else:
+            buckets.append([index])
+            size = nbytes
+    return buckets
+
+
+def sum_gradients(parameters: list[torch.Tensor], bucket_bytes: int = GRADIENT_BUCKET_BYTES) -> None:
     """Add the processes' gradients up, in place: each process's loss is its share of the
     batch's loss, so their sum is the whole batch's gradient. (DDP averages instead, which
     would need every loss multiplied by the number of processes; DDP also needs the forward
     pass through its wrapper, and the learned conditionings are no module's.)"""
-    for parameter in parameters:
-        # Every process passes the same model on at least one image, so the same parameters have gradients.
-        if parameter.grad is not None:
-            torch.distributed.all_reduce(parameter.grad)
+    # Every process passes the same model on at least one image, so the same parameters have gradients.
+    gradients = [parameter.grad for parameter in parameters if parameter.grad is not None]
+    for bucket in gradient_buckets(gradients, bucket_bytes):
+        flat = torch.cat([gradients[index].reshape(-1) for index in bucket])
+        torch.distributed.all_reduce(flat)
+        for index, part in zip(bucket, flat.split([gradients[index].numel() for index in bucket])):
+            gradients[index].copy_(part.view_as(gradients[index]))
 
 
 def main(argv: list[str] | None = None) -> None:
