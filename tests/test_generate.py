@@ -9,7 +9,7 @@ from PIL import Image
 from augbench import collect, generate
 from augbench.files import write_manifest
 from augbench.methods import SettingError
-from augbench.prompts import CLIP_TEMPLATES
+from augbench.prompts import clip_templates
 from augbench.shards import shard_block
 
 
@@ -83,7 +83,7 @@ def test_clip_template_prompts_are_seeded_and_name_the_class(tmp_path):
     assert plan[plan.label == 0].prompt.str.contains("tench").all()
     assert plan[plan.label == 1].prompt.str.contains("goldfish").all()
     assert plan.prompt.nunique() > 20  # drawn from 80 templates, not one
-    templates = {template("X") for template in CLIP_TEMPLATES}
+    templates = {template("X") for template in clip_templates()}
     assert len(templates) == 80
     assert {prompt.replace("tench", "X").replace("goldfish", "X") for prompt in plan.prompt} <= templates
 

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-import numpy as np
-from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+from functools import cache
 
-# The 80 prompt templates of CLIP's ImageNet zero-shot classifier, as open_clip ships them.
-CLIP_TEMPLATES = tuple(OPENAI_IMAGENET_TEMPLATES)
+import numpy as np
+
 STYLES = ("classname", "clip_templates", "empty")
+
+
+@cache
+def clip_templates() -> tuple:
+    """The 80 prompt templates of CLIP's ImageNet zero-shot classifier, as open_clip ships them.
+    Imported when first asked for: importing open_clip imports timm and transformers' models too,
+    seconds that a generation job of class-name prompts would spend for nothing."""
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+
+    return tuple(OPENAI_IMAGENET_TEMPLATES)
 
 
 def class_prompts(classes: list[str], template: str) -> list[str]:
@@ -24,5 +33,6 @@ def write_prompt(class_name: str, style: str, template: str, seed: int) -> str:
     if style == "empty":
         return ""
     if style == "clip_templates":
-        return CLIP_TEMPLATES[np.random.default_rng(seed).integers(len(CLIP_TEMPLATES))](class_name)
+        templates = clip_templates()
+        return templates[np.random.default_rng(seed).integers(len(templates))](class_name)
     raise ValueError(f"prompt style {style!r} is not one of {list(STYLES)}")
