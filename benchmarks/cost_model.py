@@ -13,8 +13,11 @@ images/s:
   method's backend (diffusion.backend, its own or the experiment's): sd at SD-1.5 size,
   512 px, batch 16, 25 steps, guidance on; sdxl, sd3 and flux at their real sizes and
   1024 px, batch 4, with gpu.py's steps. Two passes a step under classifier-free guidance,
-  one without (FLUX: one, two at a true_cfg_scale above 1). A model run at another size than
-  measured (SD 2.1 at 768 px) is costed at the measured size: an underestimate;
+  one without (FLUX: one, two at a true_cfg_scale above 1). A method whose diffusion
+  image_size differs from the measured side (SD 2.1 at 768 px) is scaled by the ratio of
+  their latent positions, (side / measured side)^2: attention grows faster than that, so
+  larger sides are underestimated a little and smaller ones overestimated. A native size
+  (image_size null) is taken to be the measured one;
 - personalisation: steps x batch images of UNet forward and backward, per class for the
   token and conditioning targets, / T_personalise (or T_lora for UNet targets);
 - shared: pool, subset and validation embedding / T_embed (ViT-L/14).
@@ -93,29 +96,41 @@ def throughputs(gpu: dict) -> dict[str, float]:
     speed = {
         "train": pick(r"train_resnet50_224px_amp_images_per_s"),
         "generate": pick(r"gen_sd15_512px_batch16_images_per_s"),
+        "generate_side": 512.0,
         "personalise": pick(r"personalise_sd15_512px_conditioning_images_per_s"),
         "lora": pick(r"personalise_sd15_512px_lora_images_per_s"),
         "embed": pick(r"embed_ViT_L_14_images_per_s"),
     }
     # Figures of the later families (gpu.py since they were added; older JSONs lack them).
     for family in ("sdxl", "sd3", "flux"):
-        if any(re.fullmatch(rf"gen_{family}_\d+px_batch\d+_images_per_s", key) for key in gpu):
-            speed[f"generate_{family}"] = pick(rf"gen_{family}_\d+px_batch\d+_images_per_s")
+        pattern = rf"gen_{family}_(\d+)px_batch\d+_images_per_s"
+        sides = [re.fullmatch(pattern, key).group(1) for key in gpu if re.fullmatch(pattern, key)]
+        if sides:
+            speed[f"generate_{family}"] = pick(pattern)
+            speed[f"generate_{family}_side"] = float(sides[0])
             speed[f"generate_{family}_steps"] = float(gpu[f"gen_{family}_steps"])
             speed[f"generate_{family}_passes"] = float(gpu[f"gen_{family}_passes"])
     return speed
 
 
-def generation_rate(speed: dict[str, float], backend: str) -> tuple[float, float, float]:
-    """A backend's measured images/s, with the steps and model passes a step it was measured at."""
+def generation_rate(speed: dict[str, float], backend: str) -> tuple[float, float, float, float]:
+    """A backend's measured images/s, with the steps, model passes a step and image side it was measured at."""
     if backend == "sd":
-        return speed["generate"], MEASURED_STEPS, 2.0
+        return speed["generate"], MEASURED_STEPS, 2.0, speed["generate_side"]
     if f"generate_{backend}" not in speed:
         raise ValueError(
             f"the GPU figures have no generation rate of backend {backend!r} (gen_{backend}_*): "
             "rerun benchmarks/gpu.sh with this version of gpu.py"
         )
-    return speed[f"generate_{backend}"], speed[f"generate_{backend}_steps"], speed[f"generate_{backend}_passes"]
+    measured = (speed[f"generate_{backend}{part}"] for part in ("", "_steps", "_passes", "_side"))
+    return tuple(measured)
+
+
+def size_factor(config: dict, method: dict, measured_side: float) -> float:
+    """How much more an image of the method's diffusion image_size costs than one of the measured
+    side: the ratio of their latent positions (1 at the pipeline's native size, taken as measured)."""
+    side = {**config["diffusion"], **(method.get("diffusion") or {})}.get("image_size")
+    return 1.0 if side is None else (side / measured_side) ** 2
 
 
 def method_backend(config: dict, method: dict) -> str:
@@ -153,9 +168,10 @@ def method_hours(config: dict, speed: dict[str, float], train_images: int, val_i
         }
         if method["kind"] == "generate":
             backend = method_backend(config, method)
-            rate, measured_steps, measured_passes = generation_rate(speed, backend)
+            rate, measured_steps, measured_passes, measured_side = generation_rate(speed, backend)
             per_image = method["steps"] / measured_steps * (method["strength"] or 1.0)
             per_image *= passes_per_step(backend, method) / measured_passes
+            per_image *= size_factor(config, method, measured_side)
             generated = added / (method["zero_shot_keep"] or 1.0)
             stages["generate"] = generated * per_image / rate / 3600
             if method.get("personalise"):

@@ -12,7 +12,18 @@ from helpers import REPO
 sys.path.insert(0, str(REPO / "benchmarks"))
 import cost_model  # noqa: E402
 
-SPEEDS = {"train": 1000.0, "generate": 10.0, "personalise": 20.0, "lora": 40.0, "embed": 500.0}
+SPEEDS = {"train": 1000.0, "generate": 10.0, "generate_side": 512.0, "personalise": 20.0, "lora": 40.0, "embed": 500.0}
+# gpu.py's figures, as its JSON names them.
+GPU = {
+    "train_resnet50_224px_amp_images_per_s": 1000,
+    "gen_sd15_512px_batch16_images_per_s": 10,
+    "personalise_sd15_512px_conditioning_images_per_s": 20,
+    "personalise_sd15_512px_lora_images_per_s": 40,
+    "embed_ViT_L_14_images_per_s": 500,
+    **{"gen_sdxl_1024px_batch4_images_per_s": 2.0, "gen_sdxl_steps": 10, "gen_sdxl_passes": 2},
+    **{"gen_sd3_1024px_batch4_images_per_s": 1.0, "gen_sd3_steps": 10, "gen_sd3_passes": 2},
+    **{"gen_flux_1024px_batch4_images_per_s": 0.5, "gen_flux_steps": 4, "gen_flux_passes": 1},
+}
 
 
 def test_dry_run_jobs_are_counted_per_method():
@@ -53,27 +64,27 @@ def test_hours_follow_images_over_throughput():
 
 def test_each_generator_is_costed_from_its_own_backend_rate():
     config = cost_model.resolved_config(str(REPO / "configs" / "imagenet10-generators.yaml"))
-    figures = {
-        "train_resnet50_224px_amp_images_per_s": 1000,
-        "gen_sd15_512px_batch16_images_per_s": 10,
-        "personalise_sd15_512px_conditioning_images_per_s": 20,
-        "personalise_sd15_512px_lora_images_per_s": 40,
-        "embed_ViT_L_14_images_per_s": 500,
-        **{"gen_sdxl_1024px_batch4_images_per_s": 2.0, "gen_sdxl_steps": 10, "gen_sdxl_passes": 2},
-        **{"gen_sd3_1024px_batch4_images_per_s": 1.0, "gen_sd3_steps": 10, "gen_sd3_passes": 2},
-        **{"gen_flux_1024px_batch4_images_per_s": 0.5, "gen_flux_steps": 4, "gen_flux_passes": 1},
-    }
-    hours = cost_model.method_hours(config, cost_model.throughputs(figures), train_images=100_000, val_images=3_600)
+    hours = cost_model.method_hours(config, cost_model.throughputs(GPU), train_images=100_000, val_images=3_600)
     real = 10_000
     # SD 1.4: its steps over the measured 25; SDXL: 30 of the measured 10; SD3.5: 40 of 10; FLUX
     # schnell: its 4 measured steps, one pass each (no guidance), as measured.
     sd_steps = config["methods"]["gen_classname"]["steps"]
     assert hours["gen_classname"]["generate"] == pytest.approx(real * sd_steps / 25 / 10 / 3600)
-    assert hours["gen_classname_sd21"]["generate"] == pytest.approx(hours["gen_classname"]["generate"])
+    # SD 2.1 at its 768 px: (768 / 512)^2 the latent positions of the measured SD 1.5 at 512 px.
+    assert hours["gen_classname_sd21"]["generate"] == pytest.approx(2.25 * hours["gen_classname"]["generate"])
     assert hours["gen_classname_sdxl"]["generate"] == pytest.approx(real * 30 / 10 / 2.0 / 3600)
     assert hours["gen_classname_sd35"]["generate"] == pytest.approx(real * 40 / 10 / 1.0 / 3600)
     assert hours["gen_classname_flux"]["generate"] == pytest.approx(real / 0.5 / 3600)
     assert hours["gen_img2img_flux"]["generate"] == pytest.approx(hours["gen_classname_flux"]["generate"] / 2)
+
+
+def test_an_image_side_other_than_the_measured_one_scales_the_generation_cost():
+    speed = cost_model.throughputs(GPU)
+    assert cost_model.generation_rate(speed, "sdxl")[3] == 1024 and cost_model.generation_rate(speed, "sd")[3] == 512
+    config = {"diffusion": {"image_size": None}}
+    assert cost_model.size_factor(config, {}, 1024) == 1  # native: as measured
+    assert cost_model.size_factor(config, {"diffusion": {"image_size": 512}}, 1024) == 0.25
+    assert cost_model.size_factor({"diffusion": {"image_size": 768}}, {}, 512) == 2.25
 
 
 def test_a_backend_without_a_measured_rate_is_named():
