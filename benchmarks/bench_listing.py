@@ -3,7 +3,8 @@ through the module command lines as the workflow runs them (rules list_pool_shar
 
 A synthetic pool of ``ROWS`` samples in tars of ``PER_TAR`` samples (img2dataset's layout: per sample
 a 3 KB ``.jpg`` of random bytes, a ``.txt`` caption and a ``.json`` of LAION-like fields), listed by
-``JOBS`` jobs of one thread each (``python -m augbench.pool webdataset --shard k --of JOBS``); and
+``JOBS`` jobs of one thread each (``python -m augbench.pool webdataset --shard k --of JOBS``), then
+by one job of two (``--threads 2``: two processes listing a tar each at a time); and
 the table of ``TABLE_ROWS`` listed keys in ``JOBS`` listings (``python -m augbench.pool table``: every
 key hashed and checked unique; written directly, as listing that many samples would take minutes).
 
@@ -81,19 +82,28 @@ def measure() -> dict:
             wall, peak = run_job(arguments, folder / "list.log", "augbench.pool")
             seconds.append(wall)
             peaks.append(peak)
+        # The whole pool by one job of two processes (the rule's threads), against the jobs of one.
+        arguments = ["webdataset", "--shards", str(folder / "shards"), "--shard", "0", "--of", "1"]
+        two_seconds, _ = run_job(
+            [*arguments, "--out", str(folder / "two.parquet"), "--threads", "2"], folder / "two.log", "augbench.pool"
+        )
         listed = [item for listing in write_listings(folder) for item in ("--listing", listing)]
         table_seconds, table_peak = run_job(
             ["table", *listed, "--out", str(folder / "table.csv")], folder / "table.log", "augbench.pool"
         )
     print(
         f"   start-up {start_up:.1f} s; {ROWS:,} samples in {tars} tars: {JOBS} listing jobs"
-        f" {', '.join(f'{s:.1f}' for s in seconds)} s (peak {max(peaks):.0f} MB);"
+        f" {', '.join(f'{s:.1f}' for s in seconds)} s (peak {max(peaks):.0f} MB); one job of 2 processes"
+        f" {two_seconds:.1f} s;"
         f" table of {TABLE_ROWS:,} keys {table_seconds:.1f} s (peak {table_peak:.0f} MB)"
     )
+    listing_rate = ROWS / JOBS / (max(seconds) - start_up)
     return {
         "listing_rows": ROWS,
-        "listing_rows_per_s": round(ROWS / JOBS / (max(seconds) - start_up), 1),
+        "listing_rows_per_s": round(listing_rate, 1),
         "listing_peak_rss_mb": round(max(peaks), 1),
+        # The pool listed by one job of 2 processes, over the time of one-process jobs at the rate above.
+        "listing_two_process_speedup": round(ROWS / listing_rate / (two_seconds - start_up), 2),
         "listing_table_rows": TABLE_ROWS,
         "listing_table_rows_per_s": round(TABLE_ROWS / (table_seconds - start_up), 1),
         "listing_table_peak_rss_mb": round(table_peak, 1),

@@ -236,6 +236,7 @@ def render(jobs: dict[str, Counter], hours: dict[str, dict], shared: dict[str, f
 # pool.shards_per_job to a job. Each per-unit rate is named with its source: a figure of
 # benchmarks/latest.json (this machine's CPUs), of a --gpu file, or a stated assumption.
 
+LISTING_PROCESSES = 8  # the list_pool_shard rule's threads: tars listed at once, a process each
 CLIP_WIDTH = {"ViT-B-32": 512, "ViT-B-16": 512, "ViT-L-14": 768, "ViT-H-14": 1024, "ViT-g-14": 1024}
 CANDIDATE_BYTES = 8 + 4 + 16 + 1  # a shard search's row, score, fingerprint digest and filter flag
 MEASURED_NLIST = 1024  # bench_search's index over 1M rows
@@ -279,8 +280,13 @@ def measured_rates(latest: dict) -> dict[str, tuple[float, str]]:
         ),
         "listing_rows_per_s": (
             latest["listing_rows_per_s"],
-            f"listing_rows_per_s: {latest['listing_rows']:,} samples in img2dataset's tars, 1 thread a job,"
+            f"listing_rows_per_s: {latest['listing_rows']:,} samples in img2dataset's tars, 1 process a job,"
             " start-up apart",
+        ),
+        "listing_process_efficiency": (
+            latest["listing_two_process_speedup"] / 2,
+            f"listing_two_process_speedup {latest['listing_two_process_speedup']:.2f} / 2: one listing job of"
+            " 2 processes against 2 jobs of one; taken for the rule's 8 too",
         ),
         "listing_table_rows_per_s": (
             latest["listing_table_rows_per_s"],
@@ -355,10 +361,10 @@ def pool_plan(
       candidate files of J x Q x D x 29 bytes; no index is stored: each job builds its own;
     - merge, per method: one job holding at most about 9 x D candidates per query;
     - listing (webdataset tars in more than one job): each job lists its block of tars at
-      listing_rows_per_s a thread (bench_listing, start-up apart), holding its block's listing;
-      then one table job hashes every key once (listing_table_rows_per_s), holding 9 bytes a row
-      and the largest listing's keys (augbench.pool.table_memory); the listings are the pool's
-      metadata on disk;
+      listing_rows_per_s a process (bench_listing, start-up apart), with the rule's 8 processes
+      at the parallel efficiency measured for 2, holding its block's listing; then one table job
+      hashes every key once (listing_table_rows_per_s), holding 9 bytes a row and a batch of a
+      listing's keys (augbench.pool.table_memory); the listings are the pool's metadata on disk;
     - every job pays the start-up (job_start_s) on one core.
     Memory per job: an embedding job's whole block of float32 vectors, twice (in chunks, then
     joined); a search job's shard index, its training sample and a block of float32 rows (at most
@@ -419,8 +425,8 @@ def pool_plan(
             manifest_read,  # it holds its block's listing, as every later job of the block reads it
             0.0,  # the listings are the pool's metadata (the disk line below)
             start + rows / rates["listing_rows_per_s"] / 3600,
-            note="each job its block of tars' small members; 8 threads (the rate is 1 thread's)",
-            threads=8,
+            note="each job its block of tars' small members; 8 processes (at the measured efficiency)",
+            threads=LISTING_PROCESSES * rates["listing_process_efficiency"],
             manifest=0.0,
         )
         stage(

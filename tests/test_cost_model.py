@@ -139,6 +139,7 @@ POOL_RATES = {
     "manifest_bytes_per_row": 300.0,
     "metadata_bytes_per_row": 150.0,
     "listing_rows_per_s": 10_000.0,
+    "listing_process_efficiency": 0.75,
     "listing_table_rows_per_s": 1e6,
 }
 
@@ -181,11 +182,13 @@ def test_a_pool_in_shards_is_planned_from_its_rates():
     assert stages["search retrieve_image"]["note"].startswith("100,000 queries, depth 8")
     # the tars listed a block per job at 10,000 rows a second, then one job hashes every key
     assert stages["list tars"]["cpu_hours"] == pytest.approx(2.048e9 / 10_000 / 3600 + start)
+    # 8 processes a job at three quarters of 8 times one process's rate
+    assert stages["list tars"]["wall_hours_per_job"] == pytest.approx(stages["list tars"]["cpu_hours"] / 6 / 128)
     assert stages["list tars"]["memory_gb"] == pytest.approx(16e6 * 300 * 2 / 1e9)
     table = stages["table of listings"]
     assert table["jobs"] == 1 and table["cpu_hours"] == pytest.approx((36 + 2.048e9 / 1e6) / 3600)
-    # every row's hash and one block's keys at a time: more than the rule's least, 8 GB
-    assert table["memory_gb"] == pytest.approx(0.5 + (2.048e9 * 9 + 16e6 * 350) / 1e9, abs=1e-3)
+    # every row's hash and a batch of 1M keys at a time: more than the rule's least, 8 GB
+    assert table["memory_gb"] == pytest.approx(0.5 + (2.048e9 * 9 + 1e6 * 350) / 1e9, abs=1e-3)
     # precomputed parts need no listing
     datacomp, _ = _plan("imagenet10-datacomp.yaml", 1_024_000_000)
     assert "list tars" not in datacomp and "table of listings" not in datacomp

@@ -78,7 +78,7 @@ def test_webdataset_shards_list_one_row_per_image_with_caption_and_json_fields(s
     assert colours == [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
     assert load_rgb(listed.path[2]).size == (6, 4)
     # Shards listed at once come in shard order all the same.
-    at_once = pool.list_webdataset(str(shards), str(tmp_path / "again.csv"), threads=2)
+    at_once = pool.list_webdataset(str(shards), str(tmp_path / "again.csv"), processes=2)
     assert at_once.path.tolist() == listed.path.tolist()
 
 
@@ -322,6 +322,20 @@ def test_listing_blocks_of_tars_refuses_what_it_cannot_list_naming_it(shards, tm
         pool.listing_table(listings, str(tmp_path / "table.csv"))
 
 
+def test_keys_read_a_batch_at_a_time_give_the_table_and_its_repeats(shards, tmp_path, monkeypatch):
+    listings = [str(tmp_path / f"{shard}.parquet") for shard in range(2)]
+    for shard, listing in enumerate(listings):
+        pool.list_webdataset_block(str(shards), shard, 2, listing)
+    whole = pool.listing_table(listings, str(tmp_path / "whole.csv"))
+    monkeypatch.setattr(pool, "KEY_BATCH_ROWS", 1)
+    assert pool.listing_table(listings, str(tmp_path / "batched.csv")).equals(whole)
+    # A repeat in the second batch of a listing, of a key in another's first.
+    frame = pd.read_parquet(listings[0])
+    pd.concat([frame, pd.read_parquet(listings[1]).head(1)]).to_parquet(listings[0], index=False)
+    with pytest.raises(ValueError, match=r"repeat 1 sample key\(s\): \d+ \(.*0.parquet, .*1.parquet\)"):
+        pool.listing_table(listings, str(tmp_path / "table.csv"))
+
+
 def test_the_listing_command_lists_a_block_and_tables_the_listings(shards, tmp_path):
     listings = []
     for shard in range(2):
@@ -341,5 +355,6 @@ def test_the_table_job_asks_for_the_memory_its_listings_rows_need(shards, tmp_pa
         pool.list_webdataset_block(str(shards), shard, 2, listing)
     assert pool.table_memory_mb(listings, least_mb=8000) == 8000  # three rows
     assert pool.table_memory_mb(listings, least_mb=0) == pool.table_memory(3, 2) == pool.TABLE_BASE_MB + 1
-    # Every row's hash, and the largest listing's keys while they are read: Re-LAION needs more than 8 GB.
-    assert pool.table_memory(2_100_000_000, 16_400_000) == 500 + 18_900 + 5_740
+    # Every row's hash, and a batch of a listing's keys while they are read: Re-LAION needs more than 8 GB.
+    assert pool.table_memory(2_100_000_000, 16_400_000) == 500 + 18_900 + 350
+    assert pool.table_memory(10_000_000, 5_000_000) == 500 + 90 + 350

@@ -34,8 +34,9 @@ import glob
 import json
 import logging
 import math
+import multiprocessing
 import tarfile
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -117,12 +118,19 @@ def _list_readable_shard(tar_path: str) -> pd.DataFrame:
         raise ValueError(f"pool shard {tar_path} is not a readable tar: {error}") from None
 
 
-def _listing(files: list[str], threads: int, name: str) -> pd.DataFrame:
-    """The manifest rows of tars, in their order (tar by tar, a frame each: no list of every row's dict).
-
-    Listing reads headers and small members, so it waits on the disk: threads help."""
-    with ThreadPoolExecutor(max(1, threads)) as workers:
-        frames = [frame for frame in workers.map(_list_readable_shard, files) if len(frame)]
+def _listing(files: list[str], processes: int, name: str) -> pd.DataFrame:
+    """The manifest rows of tars, in their order (tar by tar, a frame each: no list of every row's dict),
+    listed by ``processes`` worker processes a tar at a time. Not threads: reading a tar's headers
+    and small members is Python work under the GIL (bench_listing: two threads on two cores took
+    1.5x one thread's time)."""
+    if processes <= 1 or len(files) == 1:
+        frames = [_list_readable_shard(path) for path in files]
+    else:
+        # spawn, not fork: a forked child of a process whose libraries hold threads may hang.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(min(processes, len(files)), mp_context=context) as workers:
+            frames = list(workers.map(_list_readable_shard, files))
+    frames = [frame for frame in frames if len(frame)]
     if not frames:
         raise ValueError(f"{name} hold no image member ({', '.join(IMAGE_SUFFIXES)})")
     frame = pd.concat(frames, ignore_index=True)
@@ -135,14 +143,14 @@ def _listing(files: list[str], threads: int, name: str) -> pd.DataFrame:
     return frame
 
 
-def list_webdataset(shards: str, out: str, threads: int = 1) -> pd.DataFrame:
+def list_webdataset(shards: str, out: str, processes: int = 1) -> pd.DataFrame:
     """Write the pool manifest of webdataset shards (a folder or glob of tars), in shard order."""
-    frame = _listing(shard_files(shards), threads, f"pool shards {shards}")
+    frame = _listing(shard_files(shards), processes, f"pool shards {shards}")
     write_manifest(out, frame)
     return frame
 
 
-def list_webdataset_block(shards: str, shard: int, of: int, out: str, threads: int = 1) -> pd.DataFrame:
+def list_webdataset_block(shards: str, shard: int, of: int, out: str, processes: int = 1) -> pd.DataFrame:
     """Write the listing (Parquet, the pool manifest's columns) of the ``shard``-th of ``of`` blocks of
     the tars, contiguous in name order, as ``augbench.shards.shard_block`` splits them."""
     files = shard_files(shards)
@@ -153,7 +161,7 @@ def list_webdataset_block(shards: str, shard: int, of: int, out: str, threads: i
         )
     block = [files[index] for index in shard_block(len(files), shard, of)]
     name = f"the tars of pool shard {shard} of {of} ({Path(block[0]).name} .. {Path(block[-1]).name})"
-    frame = _listing(block, threads, name)
+    frame = _listing(block, processes, name)
     write_listing(out, frame)
     return frame
 
@@ -187,8 +195,13 @@ def listing_table(listings: list[str], out: str) -> pd.DataFrame:
             raise ValueError(f"pool listing {listing} lists no image")
     offsets = np.concatenate([[0], np.cumsum(rows)]).astype(np.int64)
     hashes = np.empty(offsets[-1], dtype=np.uint64)
-    for listing, start, stop in zip(listings, offsets[:-1], offsets[1:], strict=True):
-        hashes[start:stop] = _key_hashes(listing)
+    filled = 0
+    for listing in listings:
+        for keys in _key_batches(listing):
+            hashes[filled : filled + len(keys)] = pd.util.hash_array(keys)
+            filled += len(keys)
+    if filled != offsets[-1]:
+        raise ValueError(f"the pool listings hold {filled} keys where their Parquet metadata counts {offsets[-1]}")
     hashes.sort()
     repeated = np.unique(hashes[1:][hashes[1:] == hashes[:-1]])
     del hashes
@@ -210,18 +223,20 @@ def listing_table(listings: list[str], out: str) -> pd.DataFrame:
     return table
 
 
-# The table job's memory (bench_listing measured 1.9 GB at its peak for 10 M keys in two listings):
-# every pool row's key hash and a byte of the mask of repeats, one listing's keys at a time as
-# Python strings while they are hashed, and Python with pandas and pyarrow.
+# The table job's memory: every pool row's key hash and a byte of the mask of repeats, one batch
+# of a listing's keys at a time as Python strings while they are hashed (about 350 bytes a key:
+# bench_listing measured 1.9 GB at the peak for 10 M keys when a whole listing was read at once),
+# and Python with pandas and pyarrow.
 TABLE_BYTES_PER_ROW = 9
 KEY_READ_BYTES_PER_ROW = 350
+KEY_BATCH_ROWS = 1_000_000
 TABLE_BASE_MB = 500
 
 
 def table_memory(rows: int, largest_listing_rows: int) -> int:
     """MB the table job holds at its peak for listings of ``rows`` rows in all, the largest of
-    ``largest_listing_rows`` (about 25 GB for Re-LAION-2B-en in listings of 16.4 M rows)."""
-    held = rows * TABLE_BYTES_PER_ROW + largest_listing_rows * KEY_READ_BYTES_PER_ROW
+    ``largest_listing_rows`` (about 19.8 GB for Re-LAION-2B-en in listings of 16.4 M rows)."""
+    held = rows * TABLE_BYTES_PER_ROW + min(largest_listing_rows, KEY_BATCH_ROWS) * KEY_READ_BYTES_PER_ROW
     return TABLE_BASE_MB + math.ceil(held / 1e6)
 
 
@@ -235,14 +250,13 @@ def table_memory_mb(listings: list[str], least_mb: int = 8000) -> int:
     return max(least_mb, table_memory(sum(counts), max(counts, default=0)))
 
 
-def _keys(listing: str) -> np.ndarray:
+def _key_batches(listing: str):
+    """A listing's sample keys, ``KEY_BATCH_ROWS`` at a time (as Python strings they take about 350
+    bytes each: a listing of 16 M read whole would hold 5.7 GB)."""
     import pyarrow.parquet as pq
 
-    return pq.read_table(listing, columns=["key"]).column("key").to_numpy(zero_copy_only=False).astype(object)
-
-
-def _key_hashes(listing: str) -> np.ndarray:
-    return pd.util.hash_array(_keys(listing))
+    for batch in pq.ParquetFile(listing).iter_batches(batch_size=KEY_BATCH_ROWS, columns=["key"]):
+        yield batch.column(0).to_numpy(zero_copy_only=False).astype(object)
 
 
 def _raise_on_repeated_keys(listings: list[str], repeated: np.ndarray) -> None:
@@ -250,9 +264,9 @@ def _raise_on_repeated_keys(listings: list[str], repeated: np.ndarray) -> None:
     hashes of distinct keys merely collided."""
     found: dict[str, list[str]] = {}
     for listing in listings:
-        keys = _keys(listing)
-        for key in keys[np.isin(pd.util.hash_array(keys), repeated)]:
-            found.setdefault(str(key), []).append(listing)
+        for keys in _key_batches(listing):
+            for key in keys[np.isin(pd.util.hash_array(keys), repeated)]:
+                found.setdefault(str(key), []).append(listing)
     twice = {key: places for key, places in found.items() if len(places) > 1}
     if twice:
         shown = [f"{key} ({', '.join(sorted(set(places)))})" for key, places in list(twice.items())[:5]]
@@ -361,7 +375,7 @@ def main(argv: list[str] | None = None) -> None:
     folder.add_argument("--webdataset", default=None, help="listing of the shards clip-retrieval read (keys)")
     folder.add_argument("--model", default=None, help="the CLIP the embeddings must come from")
     folder.add_argument("--pretrained", default=None)
-    shards.add_argument("--threads", type=int, default=1, help="shards listed at once")
+    shards.add_argument("--threads", type=int, default=1, help="CPUs: tars listed at once, a process each")
     shards.add_argument("--shard", type=int, default=None, help="list only the k-th block of the tars (Parquet)")
     shards.add_argument("--of", type=int, default=None, help="blocks the tars are split into (with --shard)")
     table = commands.add_parser("table", help="the shard table of the listings of blocks of tars")

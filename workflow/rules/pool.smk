@@ -39,6 +39,7 @@ if STUDY.pool_listing_table:
             shard=r"\d+",
         conda:
             ENV
+        # Tars listed at once, a process each (augbench.pool: threads would share Python's GIL).
         threads: 8
         resources:
             mem_mb=grows(16000),
