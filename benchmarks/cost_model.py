@@ -19,7 +19,9 @@ images/s:
   larger sides are underestimated a little and smaller ones overestimated. A native size
   (image_size null) is taken to be the measured one;
 - personalisation: steps x batch images of UNet forward and backward, per class for the
-  token and conditioning targets, / T_personalise (or T_lora for UNet targets);
+  token and conditioning targets, / T_personalise (or T_lora for UNet targets), both measured
+  on SD 1.5 at 512 px: scaled by the method's image_size as generation is, not by its backend
+  (SDXL's, SD3's and FLUX's larger models are underestimated);
 - shared: pool, subset and validation embedding / T_embed (ViT-L/14).
 Retrieval (pool screening and shard search) is costed apart: see `pool` below.
 
@@ -175,7 +177,10 @@ def method_hours(config: dict, speed: dict[str, float], train_images: int, val_i
             generated = added / (method["zero_shot_keep"] or 1.0)
             stages["generate"] = generated * per_image / rate / 3600
             if method.get("personalise"):
-                stages["personalise"] = personalise_hours(config, method["personalise"], speed)
+                # Measured on SD 1.5 at 512 px, whatever the backend: scaled by the method's side alone.
+                stages["personalise"] = personalise_hours(config, method["personalise"], speed) * size_factor(
+                    config, method, PERSONALISE_MEASURED_SIDE
+                )
         hours[name] = stages
     return hours
 
@@ -236,6 +241,7 @@ def render(jobs: dict[str, Counter], hours: dict[str, dict], shared: dict[str, f
 # pool.shards_per_job to a job. Each per-unit rate is named with its source: a figure of
 # benchmarks/latest.json (this machine's CPUs), of a --gpu file, or a stated assumption.
 
+PERSONALISE_MEASURED_SIDE = 512  # gpu.py's personalise_sd15_512px_* figures
 LISTING_PROCESSES = 8  # the list_pool_shard rule's threads: tars listed at once, a process each
 CLIP_WIDTH = {"ViT-B-32": 512, "ViT-B-16": 512, "ViT-L-14": 768, "ViT-H-14": 1024, "ViT-g-14": 1024}
 CANDIDATE_BYTES = 8 + 4 + 16 + 1  # a shard search's row, score, fingerprint digest and filter flag

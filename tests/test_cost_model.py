@@ -72,6 +72,8 @@ def test_each_generator_is_costed_from_its_own_backend_rate():
     assert hours["gen_classname"]["generate"] == pytest.approx(real * sd_steps / 25 / 10 / 3600)
     # SD 2.1 at its 768 px: (768 / 512)^2 the latent positions of the measured SD 1.5 at 512 px.
     assert hours["gen_classname_sd21"]["generate"] == pytest.approx(2.25 * hours["gen_classname"]["generate"])
+    # Its LoRA steps too, at 768 px against the measured 512 px.
+    assert hours["gen_dm_finetune_sd21"]["personalise"] == pytest.approx(2.25 * hours["gen_dm_finetune"]["personalise"])
     assert hours["gen_classname_sdxl"]["generate"] == pytest.approx(real * 30 / 10 / 2.0 / 3600)
     assert hours["gen_classname_sd35"]["generate"] == pytest.approx(real * 40 / 10 / 1.0 / 3600)
     assert hours["gen_classname_flux"]["generate"] == pytest.approx(real / 0.5 / 3600)
