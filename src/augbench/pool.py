@@ -121,7 +121,7 @@ def _list_readable_shard(tar_path: str) -> pd.DataFrame:
 def _listing(files: list[str], processes: int, name: str) -> pd.DataFrame:
     """The manifest rows of tars, in their order (tar by tar, a frame each: no list of every row's dict),
     listed by ``processes`` worker processes a tar at a time. Not threads: reading a tar's headers
-    and small members is Python work under the GIL (bench_listing: two threads on two cores took
+    and small members is Python work under the GIL (on bench_listing's tars, two threads on two cores took
     1.5x one thread's time)."""
     if processes <= 1 or len(files) == 1:
         frames = [_list_readable_shard(path) for path in files]
