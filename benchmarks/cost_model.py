@@ -144,6 +144,32 @@ def method_backend(config: dict, method: dict) -> str:
     return backend_name(diffusion["model"], diffusion["revision"], diffusion["backend"])
 
 
+def denoiser_factor(speed: dict[str, float], backend: str) -> float:
+    """How much more a model pass of the backend's denoiser costs than SD 1.5's UNet at the same
+    latent positions, from the two generation rates: each rate's seconds an image over its steps,
+    model passes a step and latent positions (1 for ``sd``)."""
+
+    def seconds_a_pass_position(family: str) -> float:
+        rate, steps, passes, side = generation_rate(speed, family)
+        return 1.0 / (rate * steps * passes * side**2)
+
+    return seconds_a_pass_position(backend) / seconds_a_pass_position("sd")
+
+
+def personalisation_factor(config: dict, method: dict, speed: dict[str, float], backend: str) -> float:
+    """What a personalisation step of the method costs against the measured one (SD 1.5 at 512 px):
+    the backend's denoiser against SD 1.5's (``denoiser_factor``) times the ratio of latent positions
+    at the method's image_size, or at the backend's measured generation side where it is null (the
+    pipelines' native size: gpu.py generates at it). A training step is a forward and a backward pass
+    of the same denoiser, so it scales as sampling does; the text encoders a token target backpropagates
+    through (SD3's and FLUX's T5), and the method's precision and gradient checkpointing (the
+    measured step is float32, without), are not counted."""
+    side = {**config["diffusion"], **(method.get("diffusion") or {})}.get("image_size")
+    if side is None:
+        side = generation_rate(speed, backend)[3]
+    return denoiser_factor(speed, backend) * (side / PERSONALISE_MEASURED_SIDE) ** 2
+
+
 def passes_per_step(backend: str, method: dict) -> int:
     """Model passes a sampling step: two under classifier-free guidance (FLUX: true CFG), else one."""
     from augbench.families import GUIDANCE_AS_MODEL_INPUT
@@ -177,9 +203,8 @@ def method_hours(config: dict, speed: dict[str, float], train_images: int, val_i
             generated = added / (method["zero_shot_keep"] or 1.0)
             stages["generate"] = generated * per_image / rate / 3600
             if method.get("personalise"):
-                # Measured on SD 1.5 at 512 px, whatever the backend: scaled by the method's side alone.
-                stages["personalise"] = personalise_hours(config, method["personalise"], speed) * size_factor(
-                    config, method, PERSONALISE_MEASURED_SIDE
+                stages["personalise"] = personalise_hours(config, method["personalise"], speed) * personalisation_factor(
+                    config, method, speed, backend
                 )
         hours[name] = stages
     return hours

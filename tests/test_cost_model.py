@@ -78,6 +78,13 @@ def test_each_generator_is_costed_from_its_own_backend_rate():
     assert hours["gen_classname_sd35"]["generate"] == pytest.approx(real * 40 / 10 / 1.0 / 3600)
     assert hours["gen_classname_flux"]["generate"] == pytest.approx(real / 0.5 / 3600)
     assert hours["gen_img2img_flux"]["generate"] == pytest.approx(hours["gen_classname_flux"]["generate"] / 2)
+    # A LoRA step of a later family costs SD 1.5's times its denoiser's cost a pass and latent
+    # position against SD 1.5's (from the generation rates), at its native 1024 px (4x 512 px).
+    # SDXL: 2 images/s of 10 steps x 2 passes x 1024^2 against 10 of 25 x 2 x 512^2: 3.125.
+    lora = hours["gen_dm_finetune"]["personalise"]
+    assert hours["gen_dm_finetune_sdxl"]["personalise"] == pytest.approx(3.125 * 4 * lora)
+    assert hours["gen_dm_finetune_sd35"]["personalise"] == pytest.approx(6.25 * 4 * lora)
+    assert hours["gen_dm_finetune_flux"]["personalise"] == pytest.approx(62.5 * 4 * lora)
 
 
 def test_an_image_side_other_than_the_measured_one_scales_the_generation_cost():
@@ -87,6 +94,18 @@ def test_an_image_side_other_than_the_measured_one_scales_the_generation_cost():
     assert cost_model.size_factor(config, {}, 1024) == 1  # native: as measured
     assert cost_model.size_factor(config, {"diffusion": {"image_size": 512}}, 1024) == 0.25
     assert cost_model.size_factor({"diffusion": {"image_size": 768}}, {}, 512) == 2.25
+
+
+def test_a_denoiser_is_costed_against_sd15_a_pass_and_latent_position():
+    speed = cost_model.throughputs(GPU)
+    assert cost_model.denoiser_factor(speed, "sd") == 1
+    # Twice SD's rate at the same steps, passes and side: half the cost.
+    faster = {**speed, "generate_sdxl": 20.0, "generate_sdxl_steps": 25.0, "generate_sdxl_side": 512.0}
+    assert cost_model.denoiser_factor(faster, "sdxl") == pytest.approx(0.5)
+    # An image_size given is the side personalisation runs at, whatever the backend's native one.
+    method = {"diffusion": {"image_size": 512}}
+    assert cost_model.personalisation_factor({"diffusion": {}}, method, faster, "sdxl") == pytest.approx(0.5)
+    assert cost_model.personalisation_factor({"diffusion": {}}, {}, speed, "sdxl") == pytest.approx(12.5)
 
 
 def test_a_backend_without_a_measured_rate_is_named():
