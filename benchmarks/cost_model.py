@@ -203,9 +203,8 @@ def method_hours(config: dict, speed: dict[str, float], train_images: int, val_i
             generated = added / (method["zero_shot_keep"] or 1.0)
             stages["generate"] = generated * per_image / rate / 3600
             if method.get("personalise"):
-                stages["personalise"] = personalise_hours(config, method["personalise"], speed) * personalisation_factor(
-                    config, method, speed, backend
-                )
+                steps = personalise_hours(config, method["personalise"], speed)
+                stages["personalise"] = steps * personalisation_factor(config, method, speed, backend)
         hours[name] = stages
     return hours
 
