@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -7,7 +8,7 @@ from pool_search import retrieve_whole_pool
 
 from augbench import sharded_retrieval
 from augbench.copies import COLUMNS
-from augbench.files import write_classes, write_manifest
+from augbench.files import read_manifest, write_classes, write_manifest
 from augbench.sharded_retrieval import Retrieval
 from augbench.shards import shard_block
 
@@ -176,6 +177,35 @@ def test_the_manifest_names_pool_paths_labels_and_captions(tmp_path):
     assert added.label.value_counts().sort_index().tolist() == [2, 2, 2]
     assert (labels[added.pool_row] == added.label).all()  # every image is of the class it is labelled with
     assert added.path.tolist() == [f"p{r}" for r in added.pool_row] and (added.caption == "c").all()
+
+
+def test_the_merge_reads_no_pool_metadata_the_candidates_carry_their_rows(tmp_path):
+    """At billions of rows the chosen images lie in nearly every shard: the merge takes their paths,
+    captions and URLs from the shards' candidates, never from the pool's manifest or listings."""
+    rng = np.random.default_rng(2)
+    centres = _unit(rng.normal(size=(3, 8)))
+    labels = np.repeat(np.arange(3), 10)
+    embeddings = centres[labels] + 0.05 * rng.normal(size=(30, 8))
+    captions = [f"caption {row}" for row in range(30)]
+    urls = [f"https://example.org/{row}.jpg" for row in range(30)]
+    pool, vectors, queries, subset, classes = _write_pool(
+        tmp_path, embeddings, [0, 0, 1, 1, 2, 2], centres, ("a", "b", "c"), caption=captions, url=urls
+    )
+    work = tmp_path / "work"
+    added = retrieve_whole_pool(pool, vectors, queries, subset, classes, str(work))
+    assert added.caption.tolist() == [captions[row] for row in added.pool_row]
+    assert added.url.tolist() == [urls[row] for row in added.pool_row]
+    rounds = sorted(work.glob("round*/shard0.npz"), key=lambda path: int(path.parent.name.removeprefix("round")))
+    # Candidates searched by an earlier version hold no manifest rows: their merge reads the pool's.
+    with np.load(rounds[-1]) as candidates:
+        np.savez(tmp_path / "earlier.npz", **{key: candidates[key] for key in candidates.files if key != "manifest"})
+    for files, pool_left in (([str(tmp_path / "earlier.npz")], True), ([str(rounds[-1])], False)):
+        if not pool_left:
+            Path(pool).unlink()
+        again = tmp_path / f"again_{pool_left}"
+        status = sharded_retrieval.merge_shards(pool, files, queries, subset, classes, str(again), Retrieval())
+        assert status["done"]
+        pd.testing.assert_frame_equal(read_manifest(again / "added.csv"), added)
 
 
 def test_embeddings_that_do_not_match_the_pool_are_refused(tmp_path):

@@ -23,6 +23,8 @@ the class prompt (``--class-prompts``) reaches that class's threshold (``augbenc
 No job reads more than one shard's vectors. A shard search returns, for every query, its
 best ``depth`` rows (global pool rows, scores, the image fingerprint that tells identical
 images, and whether the CLIP-score filter passes the row for the query's class). The
+candidates' manifest rows (path, caption, URL) travel with them, so the merge reads no
+pool metadata: at billions of rows its chosen images lie in nearly every shard. The
 depth is generous: ``DEPTH_GROWTH`` times the first search depth (each query's share of
 its class's quota, times ``overfetch``) in round 0, and ``DEPTH_GROWTH`` times more each
 later round.
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import logging
 from dataclasses import dataclass
@@ -66,6 +69,8 @@ log = logging.getLogger(__name__)
 
 DEPTH_GROWTH = 4  # each round returns this many times more candidates per query than the last
 NO_ROW = np.iinfo(np.int64).max  # pads a query's list; sorts after every real row
+# What a candidate's manifest row keeps for the added manifest (with its pool row).
+CANDIDATE_COLUMNS = ("path", "caption", "url")
 
 
 @dataclass
@@ -204,6 +209,7 @@ def search_shard(
         "digests": np.zeros((len(queries), 0, 2), dtype=np.uint64),
         "passes": np.ones((len(queries), 0), dtype=bool),
     }
+    found_rows = []  # each piece's candidate rows of the manifest, by pool row
     searchable = 0
     for piece in block_pieces(
         pool_manifest, shard, shards, parts, shard_table, pool_embeddings, image_embeddings, index
@@ -231,6 +237,7 @@ def search_shard(
         unique = np.unique(local[found])
         where = np.searchsorted(unique, local[found])
         digests[found] = fingerprint_digests(fingerprints, unique)[where]
+        found_rows.append(candidate_rows(frame, unique, offset))
         if features is not None:
             vectors = np.asarray(fingerprints[unique], dtype=np.float32)
             release_pages(fingerprints)
@@ -252,17 +259,41 @@ def search_shard(
         }
     depth = min(searchable, wanted)
     result = {key: value[:, :depth] for key, value in lists.items()}
+    kept = pd.concat(found_rows, ignore_index=True) if found_rows else candidate_rows(pd.DataFrame(), [], 0)
+    kept = kept[kept.pool_row.isin(np.unique(result["rows"]))]
     result |= {
         "searchable": np.int64(searchable),
         "depth": np.int64(depth),
         "shard": np.int64(shard),
         "round": np.int64(round_),
+        "manifest": table_bytes(kept),
     }
     with atomic_path(out) as tmp:
         with open(tmp, "wb") as handle:
             np.savez(handle, **result)
     log.info("block %d of %d: %d searchable rows, %d candidates per query", shard, shards, searchable, depth)
     return result
+
+
+def candidate_rows(frame: pd.DataFrame, rows, offset: int) -> pd.DataFrame:
+    """The manifest rows (``CANDIDATE_COLUMNS`` a pool has) of a piece's ``rows``, by pool row."""
+    rows = np.asarray(rows, dtype=np.int64)
+    picked = pd.DataFrame({"pool_row": rows + offset})
+    for column in CANDIDATE_COLUMNS:
+        if column in frame:
+            picked[column] = frame[column].to_numpy()[rows].astype(str)
+    return picked
+
+
+def table_bytes(frame: pd.DataFrame) -> np.ndarray:
+    """A table as Parquet bytes, stored in a candidates file beside its arrays (no pickle)."""
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return np.frombuffer(buffer.getvalue(), dtype=np.uint8)
+
+
+def bytes_table(array: np.ndarray) -> pd.DataFrame:
+    return pd.read_parquet(io.BytesIO(array.tobytes()))
 
 
 class Candidates:
@@ -281,12 +312,36 @@ class Candidates:
         keep = whole + 2 * max(cut, default=0)
         self.rows = self.scores = self.digests = self.passes = None
         self.cutoff = None  # per query, the highest last score of a shard that was cut off
+        # The candidates' manifest rows, where every shard's file holds them (files of older runs do not).
+        carried = all("manifest" in header for header in headers)
+        self.manifest = [] if carried else None
         for header in headers:
             self._add(header)
+            if carried:
+                self.manifest.append(bytes_table(header["manifest"]))
             if self.scores.shape[1] > 4 * keep:  # sorting once per few shards, not at every one
                 self._rank(keep)
+                self._drop_unranked_rows()
         if self.rows is not None:
             self._rank(keep)
+            self._drop_unranked_rows()
+
+    def _drop_unranked_rows(self) -> None:
+        """Keep the manifest rows of the candidates still ranked: one table, as small as the lists."""
+        if self.manifest is not None:
+            joined = pd.concat(self.manifest, ignore_index=True)
+            self.manifest = [joined[joined.pool_row.isin(np.unique(self.rows))]]
+
+    def manifest_of(self, rows: list[int]) -> pd.DataFrame | None:
+        """The manifest rows of these pool rows, in their order (None where the shards' files hold none)."""
+        if self.manifest is None:
+            return None
+        table = self.manifest[0] if self.manifest else pd.DataFrame({"pool_row": []})
+        table = table.drop_duplicates("pool_row").set_index("pool_row")
+        missing = sorted(set(rows) - set(table.index))
+        if missing:
+            raise ValueError(f"the candidates files {self.files[:3]} lack the manifest rows of pool rows {missing[:5]}")
+        return table.loc[rows].reset_index(drop=True)
 
     def _add(self, header) -> None:
         rows, scores = header["rows"], header["scores"]
@@ -452,7 +507,9 @@ def merge_shards(
     status = {"done": chosen is not None, "deepen": deeper}
     if chosen is not None:
         rows = [row for _, row, _ in chosen]
-        pool = chosen_rows_manifest(pool_manifest, shard_table, rows)
+        pool = candidates.manifest_of(rows)
+        if pool is None:  # candidates searched by an earlier version, without their manifest rows
+            pool = chosen_rows_manifest(pool_manifest, shard_table, rows)
         added = pd.DataFrame(
             {
                 "path": pool.path.to_numpy(),
