@@ -18,6 +18,7 @@ from test_config import SMOKE, dry_run
 from helpers import snakemake
 
 ROOT = "resources/miniworld-smoke"
+MODEL = f"{ROOT}/models/clip"
 
 
 def _jobs(output: str) -> dict[str, int]:
@@ -53,7 +54,7 @@ def test_pool_shards_are_listed_a_block_of_tars_per_pool_job_and_embedded(tmp_pa
     (tmp_path / ROOT / "shards").mkdir(parents=True)
     for name in ("00000.tar", "00001.tar", "00002.tar"):
         (tmp_path / ROOT / "shards" / name).touch()
-    result = dry_run(tmp_path, _config(manifest=f"{ROOT}/shards/*.tar"))
+    result = dry_run(tmp_path, _config(manifest=f"{ROOT}/shards/*.tar"), "--printshellcmds")
     assert result.returncode == 0, result.stderr[-2000:]
     jobs = _jobs(result.stdout)
     # Pool job k lists its block of the tars (in name order, as pool.shards splits rows).
@@ -64,8 +65,15 @@ def test_pool_shards_are_listed_a_block_of_tars_per_pool_job_and_embedded(tmp_pa
     # Only the mini-world's pre-training reads the whole pool as one listing.
     readers = re.findall(r"rule (\w+):\n(?:\s+\w+: .*\n)*?\s+input: .*pool_webdataset.csv", result.stdout)
     assert jobs["list_pool"] == 1 and set(readers) == {"pretrain_clip", "pretrain_diffusion"}
-    # Each later job of the pool reads the listings' table, which leads to its own listing.
-    for rule in ("embed_pool", "screen_pool", "search_pool_shard", "merge_pool_shards"):
+    # Embedding reads its own listing, so it starts before the others and their table are made;
+    # each later job of the pool reads the listings' table (which checked that no key repeats),
+    # which leads to its own listing.
+    embedding = re.findall(r"input: (.*)\n\s+output: results/smoke/embed/pool_images/shard(\d).npy", result.stdout)
+    assert sorted(embedding) == [
+        (f"results/smoke/pool/listings/shard{shard}.parquet, {MODEL}", str(shard)) for shard in (0, 1)
+    ]
+    assert re.search(r"--manifest results/smoke/pool/listings/shard1.parquet .*--shard 0 --shards 1", result.stdout)
+    for rule in ("screen_pool", "search_pool_shard", "merge_pool_shards"):
         block = result.stdout.split(f" {rule}:\n")[1].split("output:")[0]
         assert "results/smoke/pool/listings.csv" in block and "pool_webdataset" not in block, rule
 

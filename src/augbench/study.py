@@ -291,10 +291,17 @@ class Study:
             return files
         return [files[index] for index in shard_block(len(files), int(shard), self.pool_jobs)]
 
-    def pool_embedded(self) -> str:
-        """What embed_pool's jobs read their rows from: the pool manifest (a block of rows each), or
-        the listings' shard table (a listing each)."""
-        return self.pool_listing_table or self.paths.pool_manifest
+    def pool_embedded(self, shard) -> str:
+        """What embed_pool's job of block ``shard`` reads its rows from: the pool manifest (a block of
+        its rows), or its own listing, so that it starts when that listing is made, not when every
+        listing and their table are (the table's check of repeated keys gates the screening and search)."""
+        return self.pool_listing(shard) if self.pool_listing_table else self.paths.pool_manifest
+
+    def pool_embedded_block(self, shard) -> dict[str, int]:
+        """Which block of pool_embedded's rows the job embeds: its block of the manifest, or all of its listing."""
+        if self.pool_listing_table:
+            return {"shard": 0, "shards": 1}
+        return {"shard": int(shard), "shards": self.pool_jobs}
 
     def pool_input(self) -> dict[str, str]:
         """The option and file that name the pool to a shard's job: the manifest, or a shard table

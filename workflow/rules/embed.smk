@@ -1,6 +1,6 @@
 rule embed_pool:
     input:
-        manifest=STUDY.pool_embedded(),
+        manifest=lambda wildcards: STUDY.pool_embedded(wildcards.shard),
         model=clip_inputs,
     output:
         embeddings=f"{RESULTS}/embed/pool_images/shard{{shard}}.npy",
@@ -19,16 +19,11 @@ rule embed_pool:
         runtime=grows(120),
         gpu=GPUS["embed_pool"],
     params:
-        options=cli_options(
-            {
-                **config["clip"],
-                "device": config["device"],
-                "shards": STUDY.pool_jobs,
-            }
-        ),
+        block=lambda wildcards: cli_options(STUDY.pool_embedded_block(wildcards.shard)),
+        options=cli_options({**config["clip"], "device": config["device"]}),
     shell:
         "python -m augbench.embed images --manifest {input.manifest} --out {output.embeddings}"
-        " --unreadable {output.unreadable} --shard {wildcards.shard} {params.options}"
+        " --unreadable {output.unreadable} {params.block} {params.options}"
         " --threads {threads} > {log} 2>&1"
 
 
@@ -62,7 +57,7 @@ rule embed_prompts:
 
 rule embed_pool_captions:
     input:
-        manifest=STUDY.pool_embedded(),
+        manifest=lambda wildcards: STUDY.pool_embedded(wildcards.shard),
         model=clip_inputs,
     output:
         f"{RESULTS}/embed/pool_captions/shard{{shard}}.npy",
@@ -80,17 +75,17 @@ rule embed_pool_captions:
         runtime=grows(60),
         gpu=GPUS["embed_pool_captions"],
     params:
+        block=lambda wildcards: cli_options(STUDY.pool_embedded_block(wildcards.shard)),
         options=cli_options(
             {
                 "model": config["clip"]["model"],
                 "pretrained": config["clip"]["pretrained"],
                 "device": config["device"],
-                "shards": STUDY.pool_jobs,
             }
         ),
     shell:
         "python -m augbench.embed captions --manifest {input.manifest} --out {output}"
-        " --shard {wildcards.shard} {params.options} --threads {threads} > {log} 2>&1"
+        " {params.block} {params.options} --threads {threads} > {log} 2>&1"
 
 
 rule embed_subset:
