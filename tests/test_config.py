@@ -20,6 +20,9 @@ from augbench import study
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
+# The cases below check every personalisation target: the smoke run keeps a method for each path
+# through the workflow, the registry has the rest (gen_textual_inversion, gen_dm_finetune, ...).
+SMOKE["methods"] = {**yaml.safe_load((REPO / "configs" / "methods.yaml").read_text()), **SMOKE["methods"]}
 
 
 def dry_run(tmp_path: Path, config: dict, *args: str) -> subprocess.CompletedProcess:
@@ -404,7 +407,8 @@ def test_diagnostics_enter_the_summary_and_figures_when_enabled(tmp_path):
 def test_a_method_given_twice_is_refused_with_its_line(tmp_path):
     text = (REPO / "configs" / "smoke.yaml").read_text()
     # A second gen_img2img entry, as a copy-paste leaves it; YAML would keep only the last.
-    text = text.replace("  gen_textual_inversion:", "  gen_img2img:\n    kind: generate\n  gen_textual_inversion:")
+    second = "  gen_img2img:\n    kind: generate\n"
+    text = text.replace("  gen_cluster_conditioning:", f"{second}  gen_cluster_conditioning:")
     path = tmp_path / "config.yaml"
     path.write_text(text)
     with pytest.raises(study.ConfigError) as refused:
