@@ -89,27 +89,26 @@ def dry_run_jobs(config_path: str) -> dict[str, Counter]:
 def throughputs(gpu: dict) -> dict[str, float]:
     """The images/s the model uses, by name, from gpu.py's JSON."""
 
-    def pick(pattern: str) -> float:
-        found = [value for key, value in gpu.items() if re.fullmatch(pattern, key)]
-        if len(found) != 1:
+    def pick(pattern: str, required: bool = True) -> tuple[re.Match, float] | None:
+        found = [(match, value) for key, value in gpu.items() if (match := re.fullmatch(pattern, key))]
+        if len(found) != 1 and (required or found):
             raise ValueError(f"the GPU figures have {len(found)} keys matching {pattern!r}, not 1")
-        return float(found[0])
+        return (found[0][0], float(found[0][1])) if found else None
 
     speed = {
-        "train": pick(r"train_resnet50_224px_amp_images_per_s"),
-        "generate": pick(r"gen_sd15_512px_batch16_images_per_s"),
+        "train": pick(r"train_resnet50_224px_amp_images_per_s")[1],
+        "generate": pick(r"gen_sd15_512px_batch16_images_per_s")[1],
         "generate_side": 512.0,
-        "personalise": pick(r"personalise_sd15_512px_conditioning_images_per_s"),
-        "lora": pick(r"personalise_sd15_512px_lora_images_per_s"),
-        "embed": pick(r"embed_ViT_L_14_images_per_s"),
+        "personalise": pick(r"personalise_sd15_512px_conditioning_images_per_s")[1],
+        "lora": pick(r"personalise_sd15_512px_lora_images_per_s")[1],
+        "embed": pick(r"embed_ViT_L_14_images_per_s")[1],
     }
     # Figures of the later families (gpu.py since they were added; older JSONs lack them).
     for family in ("sdxl", "sd3", "flux"):
-        pattern = rf"gen_{family}_(\d+)px_batch\d+_images_per_s"
-        sides = [re.fullmatch(pattern, key).group(1) for key in gpu if re.fullmatch(pattern, key)]
-        if sides:
-            speed[f"generate_{family}"] = pick(pattern)
-            speed[f"generate_{family}_side"] = float(sides[0])
+        found = pick(rf"gen_{family}_(\d+)px_batch\d+_images_per_s", required=False)
+        if found:
+            match, speed[f"generate_{family}"] = found
+            speed[f"generate_{family}_side"] = float(match.group(1))
             speed[f"generate_{family}_steps"] = float(gpu[f"gen_{family}_steps"])
             speed[f"generate_{family}_passes"] = float(gpu[f"gen_{family}_passes"])
     return speed
@@ -266,7 +265,6 @@ def render(jobs: dict[str, Counter], hours: dict[str, dict], shared: dict[str, f
 # benchmarks/latest.json (this machine's CPUs), of a --gpu file, or a stated assumption.
 
 PERSONALISE_MEASURED_SIDE = 512  # gpu.py's personalise_sd15_512px_* figures
-LISTING_PROCESSES = 8  # the list_pool_shard rule's threads: tars listed at once, a process each
 CLIP_WIDTH = {"ViT-B-32": 512, "ViT-B-16": 512, "ViT-L-14": 768, "ViT-H-14": 1024, "ViT-g-14": 1024}
 CANDIDATE_BYTES = 8 + 4 + 16 + 1  # a shard search's row, score, fingerprint digest and filter flag
 MEASURED_NLIST = 1024  # bench_search's index over 1M rows
@@ -402,7 +400,7 @@ def pool_plan(
     pool manifest where shards are blocks of its rows, one part's metadata where a shard table
     lists parts, its block's listing where webdataset tars are listed a block per job.
     """
-    from augbench.pool import table_memory
+    from augbench.pool import LISTING_PROCESSES, table_memory
     from augbench.search import choose_factory, default_nprobe
     from augbench.study import is_manifest
 
@@ -455,7 +453,7 @@ def pool_plan(
             manifest_read,  # it holds its block's listing, as every later job of the block reads it
             0.0,  # the listings are the pool's metadata (the disk line below)
             start + rows / rates["listing_rows_per_s"] / 3600,
-            note="each job its block of tars' small members; 8 processes (at the measured efficiency)",
+            note=f"each job its block of tars' small members; {LISTING_PROCESSES} processes (measured efficiency)",
             threads=LISTING_PROCESSES * rates["listing_process_efficiency"],
             manifest=0.0,
         )

@@ -111,6 +111,10 @@ def list_shard(tar_path: str) -> list[dict]:
     return rows
 
 
+# Tars a listing job reads at once, a process each (the listing rules' threads; the cost model's too).
+LISTING_PROCESSES = 8
+
+
 def _list_readable_shard(tar_path: str) -> pd.DataFrame:
     try:
         return pd.DataFrame(list_shard(tar_path))

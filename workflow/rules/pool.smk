@@ -1,6 +1,6 @@
 # The pool in the layouts people have it in (see augbench.study.Paths and augbench.pool).
 
-from augbench.pool import table_memory_mb
+from augbench.pool import LISTING_PROCESSES, table_memory_mb
 
 if STUDY.pool_shards:
 
@@ -13,7 +13,7 @@ if STUDY.pool_shards:
             f"{LOGS}/data/pool_webdataset.log",
         conda:
             ENV
-        threads: 8
+        threads: LISTING_PROCESSES
         resources:
             mem_mb=grows(8000),
             runtime=grows(120),
@@ -40,7 +40,7 @@ if STUDY.pool_listing_table:
         conda:
             ENV
         # Tars listed at once, a process each (augbench.pool: threads would share Python's GIL).
-        threads: 8
+        threads: LISTING_PROCESSES
         resources:
             mem_mb=grows(16000),
             runtime=grows(120),
