@@ -28,6 +28,7 @@ import bench_listing  # noqa: E402
 import bench_retrieve  # noqa: E402
 import bench_search  # noqa: E402
 import bench_sharded  # noqa: E402
+import bench_shared_quantiser  # noqa: E402
 import bench_train_loader  # noqa: E402
 
 BENCHMARKS = {
@@ -36,6 +37,7 @@ BENCHMARKS = {
     "search": bench_search.measure,
     "retrieve": bench_retrieve.measure,
     "sharded": bench_sharded.measure,
+    "quantiser": bench_shared_quantiser.measure,
     "listing": bench_listing.measure,
     "train_loader": bench_train_loader.measure,
     "generate": bench_generate.measure,
