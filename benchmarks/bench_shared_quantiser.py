@@ -40,7 +40,7 @@ def recall(found: np.ndarray, exact: np.ndarray) -> float:
 def measure() -> dict:
     import faiss
 
-    from augbench.search import TRAINING_POINTS_PER_LIST, build_index, choose_factory, default_nprobe, search_index
+    from augbench.search import build_index, choose_factory, default_nprobe, search_index, training_sample_size
 
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((bench_search.CLUSTERS, bench_search.DIM), dtype=np.float32)
@@ -62,7 +62,7 @@ def measure() -> dict:
 
     started = time.perf_counter()
     # One sample across every shard, as large as a shard's own training sample.
-    size = min(ROWS, max(TRAINING_POINTS_PER_LIST * nlist, 10_000))
+    size = training_sample_size(ROWS, nlist)
     shared = faiss.index_factory(bench_search.DIM, factory, faiss.METRIC_INNER_PRODUCT)
     shared.train(pool[np.sort(rng.choice(ROWS, size=size, replace=False))])
     found = []

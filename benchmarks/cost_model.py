@@ -401,7 +401,7 @@ def pool_plan(
     lists parts, its block's listing where webdataset tars are listed a block per job.
     """
     from augbench.pool import LISTING_PROCESSES, table_memory
-    from augbench.search import choose_factory, default_nprobe
+    from augbench.search import choose_factory, default_nprobe, training_sample_size
     from augbench.study import is_manifest
 
     pool = config["pool"]
@@ -515,7 +515,7 @@ def pool_plan(
         nprobe = method["nprobe"] or default_nprobe(factory)
         scanned = queries * (shard_rows * nprobe / nlist if nlist > 1 else shard_rows)
         rate = rates["ivf_pairs_per_core_s"] if nlist > 1 else rates["flat_pairs_per_core_s"]
-        sample = max(40 * nlist, 10_000) * dim * 4.0 if nlist > 1 else 0.0
+        sample = training_sample_size(shard_rows, nlist) * dim * 4.0 if nlist > 1 else 0.0
         lists = 3 * queries * depth * CANDIDATE_BYTES
         memory = index_bytes(shard_rows, dim, factory) + sample + BLOCK_ROWS * dim * 4.0 + lists
         cpu = start + shards * (build + scanned / rate) / 3600

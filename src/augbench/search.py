@@ -71,6 +71,12 @@ def default_nprobe(factory: str) -> int:
     return min(nlist, max(8, round(nlist / 100)))
 
 
+def training_sample_size(rows: int, lists: int) -> int:
+    """The vectors an index of ``lists`` inverted lists is trained on: enough for k-means per list,
+    at most the rows there are."""
+    return min(rows, max(TRAINING_POINTS_PER_LIST * lists, 10_000))
+
+
 def build_index(
     vectors: np.ndarray,
     rows: np.ndarray | None = None,
@@ -87,7 +93,7 @@ def build_index(
     index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     if not index.is_trained:
         nlist = faiss.extract_index_ivf(index).nlist if "IVF" in factory else 256
-        size = min(len(rows), max(TRAINING_POINTS_PER_LIST * nlist, 10_000))
+        size = training_sample_size(len(rows), nlist)
         sample = np.sort(np.random.default_rng(seed).choice(len(rows), size=size, replace=False))
         index.train(np.ascontiguousarray(vectors[rows[sample]], dtype=np.float32))
     for start in range(0, len(rows), BLOCK):
