@@ -9,12 +9,24 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.yaml"
+SHIPPED_MODELS = Path("resources") / "miniworld" / "models"
+
+
+def with_shipped_models(workdir: Path) -> Path:
+    """``workdir``, where the mini-world's shipped models (which the smoke config reads, as the demo
+    does) are found at the path they have in the repository: a link to them."""
+    link = Path(workdir) / SHIPPED_MODELS
+    if Path(workdir).resolve() != REPO and not link.exists():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(REPO / SHIPPED_MODELS, target_is_directory=True)
+    return Path(workdir)
 
 
 def snakemake_command(
     workdir: Path, *args: str, profile: Path | None = REPO / "profiles" / "local", configfile: Path = SMOKE
 ) -> tuple[list[str], dict[str, str]]:
-    """The command line and environment of a workflow run in ``workdir``."""
+    """The command line and environment of a workflow run in ``workdir`` (which gets the shipped models)."""
+    with_shipped_models(workdir)
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
     command += ["--directory", str(workdir), "--configfile", str(configfile)]

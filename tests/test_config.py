@@ -18,6 +18,8 @@ import yaml
 
 from augbench import study
 
+from helpers import with_shipped_models
+
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
 # The cases below check every personalisation target: the smoke run keeps a method for each path
@@ -26,6 +28,7 @@ SMOKE["methods"] = {**yaml.safe_load((REPO / "configs" / "methods.yaml").read_te
 
 
 def dry_run(tmp_path: Path, config: dict, *args: str) -> subprocess.CompletedProcess:
+    with_shipped_models(tmp_path)
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
@@ -36,13 +39,21 @@ def dry_run(tmp_path: Path, config: dict, *args: str) -> subprocess.CompletedPro
 
 def read(config: dict, folder: Path, monkeypatch) -> study.Study:
     """The study of a config, read in ``folder`` as a run started there reads it."""
-    monkeypatch.chdir(folder)
+    monkeypatch.chdir(with_shipped_models(folder))
     return study.Study(copy.deepcopy(config))
 
 
 def broken(edit):
     config = copy.deepcopy(SMOKE)
     edit(config)
+    return config
+
+
+def pretraining(config: dict) -> dict:
+    """``config`` with the mini-world's pre-training on, training its models into its root."""
+    config["miniworld"]["pretrain"] = True
+    config["clip"]["model"] = "local-dir:resources/miniworld-smoke/models/clip"
+    config["diffusion"]["model"] = "resources/miniworld-smoke/models/diffusion"
     return config
 
 
@@ -81,7 +92,7 @@ CASES = {
         ["config prompt_template: 'a photo' does not match"],
     ),
     "missing model without pre-training": (
-        lambda c: c["miniworld"].update(pretrain=False),
+        lambda c: c["clip"].update(model="local-dir:resources/miniworld-smoke/models/clip"),
         ["config clip.model: resources/miniworld-smoke/models/clip does not exist; set miniworld.pretrain: true"],
     ),
     "missing classifier weights file": (
@@ -145,19 +156,19 @@ CASES = {
         ["config methods.gen_classname.regenerate_rounds: -1 is less than the minimum of 0"],
     ),
     "pre-training at a size CLIP cannot patch": (
-        lambda c: c["miniworld"].update(image_size=18),
+        lambda c: pretraining(c)["miniworld"].update(image_size=18),
         ["config miniworld.image_size: pre-training needs a multiple of 4"],
     ),
     "pre-training deeper models at a size their blocks cannot halve": (
-        lambda c: c["miniworld"].update(image_size=20, diffusion={"vae_channels": [32, 32, 64]}),
+        lambda c: pretraining(c)["miniworld"].update(image_size=20, diffusion={"vae_channels": [32, 32, 64]}),
         ["config miniworld.image_size: pre-training needs a multiple of 8", "halve the side 3 times), not 20"],
     ),
     "pre-training widths the normalisation groups cannot split": (
-        lambda c: c["miniworld"].update(diffusion={"unet_channels": [16, 40]}),
+        lambda c: pretraining(c)["miniworld"].update(diffusion={"unet_channels": [16, 40]}),
         ["config miniworld.diffusion: channel widths [40] are not multiples of 16"],
     ),
     "pre-training a hub CLIP": (
-        lambda c: c["clip"].update(model="ViT-B-32"),
+        lambda c: pretraining(c)["clip"].update(model="ViT-B-32"),
         ["config clip.model: with miniworld.pretrain the workflow trains CLIP into a folder"],
     ),
     "zero micro-batch": (

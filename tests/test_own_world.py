@@ -4,6 +4,8 @@ workflow pre-trains its tiny CLIP and diffusion model and runs the study, by con
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -122,3 +124,13 @@ def test_own_small_world_pretrains_and_runs_the_study_by_config_alone(tmp_path):
     assert sorted(summary.method) == ["baseline", "gen_classname", "retrieve_text"]
     cost = pd.read_csv(results / "cost.csv").set_index("owner")
     assert {"shared: pretrain_clip", "shared: pretrain_diffusion"} <= set(cost.index)
+
+    # Another experiment over the same models does not pre-train them again (that would overwrite
+    # the models the first one's results came from); its cost table still counts that pre-training.
+    plan = snakemake(workdir, "--dry-run", "-p", "--config", "experiment=own_again", configfile=config)
+    output = plan.stdout + plan.stderr
+    assert "rule train:" in output  # the new experiment's own jobs do run
+    assert "rule pretrain_clip:" not in output and "rule pretrain_diffusion:" not in output
+    pretraining = re.findall(r"--benchmarks-if-present (\S+)", output)
+    assert {Path(path).parent.name for path in pretraining} == {"pretrain_clip", "pretrain_diffusion"}
+    assert all((workdir / path).is_file() for path in pretraining)

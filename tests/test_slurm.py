@@ -27,7 +27,7 @@ SCRIPT = REPO / "tests" / "slurm" / "single_node.sh"
 # A real rule, a retrieval and a personalised generation: every kind of job, CPU and GPU.
 METHODS = ["baseline", "retrieve_text", "gen_cluster_conditioning"]
 # Retrieval screens the pool against the subset's and validation images' embeddings (embed_subset, embed_val).
-GPU_RULES = {"pretrain_clip", "pretrain_diffusion", "embed_pool", "embed_subset", "embed_val"} | {
+GPU_RULES = {"embed_pool", "embed_subset", "embed_val"} | {
     "personalise",
     "generate",
     "train",
