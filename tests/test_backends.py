@@ -187,11 +187,16 @@ def classname_images(family_pipelines, subset, tmp_path_factory):
     return images
 
 
+# Learning on SDXL and SD3 (about two minutes of make test on 2 cores) runs in make test-slow,
+# beside their workflows (tests/test_families_workflow.py); FLUX's, the quickest, in make test.
+LEARNING = [pytest.param(family, marks=pytest.mark.slow) if family != "flux" else family for family in FAMILIES]
+
+
 @pytest.mark.parametrize(
     "target, options",
     [("token", {"vectors": 1}), ("conditioning", {}), ("unet", {"unet": "lora"}), ("token_unet", {"vectors": 2})],
 )
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", LEARNING)
 def test_each_target_learns_on_each_family_and_changes_what_is_generated(
     family, target, options, family_pipelines, subset, classname_images, tmp_path
 ):
