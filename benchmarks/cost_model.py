@@ -46,6 +46,8 @@ from pathlib import Path
 
 import yaml
 
+from augbench.study import diffusion_settings
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 IMAGENET_TRAIN, IMAGENET_VAL = 1_281_167, 50_000
@@ -130,7 +132,7 @@ def generation_rate(speed: dict[str, float], backend: str) -> tuple[float, float
 def size_factor(config: dict, method: dict, measured_side: float) -> float:
     """How much more an image of the method's diffusion image_size costs than one of the measured
     side: the ratio of their latent positions (1 at the pipeline's native size, taken as measured)."""
-    side = {**config["diffusion"], **(method.get("diffusion") or {})}.get("image_size")
+    side = diffusion_settings(config, method).get("image_size")
     return 1.0 if side is None else (side / measured_side) ** 2
 
 
@@ -139,7 +141,7 @@ def method_backend(config: dict, method: dict) -> str:
     else read from the pipeline's model_index.json where it can be read offline."""
     from augbench.families import backend_name
 
-    diffusion = {**config["diffusion"], **(method.get("diffusion") or {})}
+    diffusion = diffusion_settings(config, method)
     return backend_name(diffusion["model"], diffusion["revision"], diffusion["backend"])
 
 
@@ -163,7 +165,7 @@ def personalisation_factor(config: dict, method: dict, speed: dict[str, float], 
     of the same denoiser, so it scales as sampling does; the text encoders a token target backpropagates
     through (SD3's and FLUX's T5), and the method's precision and gradient checkpointing (the
     measured step is float32, without), are not counted."""
-    side = {**config["diffusion"], **(method.get("diffusion") or {})}.get("image_size")
+    side = diffusion_settings(config, method).get("image_size")
     if side is None:
         side = generation_rate(speed, backend)[3]
     return denoiser_factor(speed, backend) * (side / PERSONALISE_MEASURED_SIDE) ** 2

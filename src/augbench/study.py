@@ -674,9 +674,8 @@ class Study:
         return (self.methods[method].get("diffusion") or {}) if method is not None else {}
 
     def diffusion_of(self, method: str | None = None) -> dict:
-        """The diffusion settings a method's jobs run: config diffusion with the keys of the
-        method's own ``diffusion`` entry in their place (config diffusion itself for None)."""
-        return {**self.config["diffusion"], **self.own_diffusion(method)}
+        """The diffusion settings a method's jobs run (``diffusion_settings``)."""
+        return diffusion_settings(self.config, self.methods[method] if method is not None else None)
 
     def diffusion_key(self, method: str | None, key: str) -> str:
         """The config key a method's diffusion setting comes from: its own entry's, or diffusion's."""
@@ -1086,6 +1085,12 @@ class Study:
             path = self.local_model(model)
             if path and not Path(path).exists():
                 raise ConfigError(f"config {key}: {path} does not exist{hint}")
+
+
+def diffusion_settings(config: dict, method: dict | None) -> dict:
+    """The diffusion settings a method's jobs run: config diffusion with the keys of the method's
+    own ``diffusion`` entry in their place (config diffusion itself for None)."""
+    return {**config["diffusion"], **((method or {}).get("diffusion") or {})}
 
 
 def read_registry(path: str) -> dict:
