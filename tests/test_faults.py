@@ -15,7 +15,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from helpers import REPO, SMOKE, snakemake, snakemake_command
+from helpers import REPO, SHIPPED_MODELS, SMOKE, snakemake, snakemake_command
 
 pytestmark = pytest.mark.e2e
 
@@ -180,7 +180,7 @@ def test_broken_files_in_dataset_and_pool_are_converted_or_skipped_and_counted(s
         subset={"per_class": 8, "seed": 0},
         methods={"baseline": {"kind": "real"}, "retrieve_caption": {"kind": "retrieve", "index": "caption"}},
     )
-    models = REPO / "resources" / "miniworld" / "models"  # the ones the smoke run used
+    models = REPO / SHIPPED_MODELS  # the ones the smoke run used
     config["clip"]["model"] = f"local-dir:{models / 'clip'}"
     config["diffusion"]["model"] = str(models / "diffusion")
     (tmp_path / "broken.yaml").write_text(yaml.safe_dump(config))

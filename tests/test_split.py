@@ -10,7 +10,7 @@ from PIL import Image
 from augbench import dataset, split
 from augbench.files import read_manifest
 
-from helpers import REPO, snakemake
+from helpers import REPO, SHIPPED_MODELS, snakemake
 
 
 def _frame(sizes: dict[int, int]) -> pd.DataFrame:
@@ -92,7 +92,7 @@ def test_a_tree_is_split_by_a_job_and_a_file_list_picks_the_subset_from_its_trai
     (tmp_path / "classes.tsv").write_text("001.cat\tcat\n002.dog\tdog\n")
     (tmp_path / "pool.csv").write_text("path,label,caption\n")
     (tmp_path / "list.txt").write_text("")
-    models = REPO / "resources" / "miniworld" / "models"
+    models = REPO / SHIPPED_MODELS
     config = {
         "experiment": "split",
         "dataset": {
