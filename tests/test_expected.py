@@ -7,12 +7,15 @@ import pytest
 
 from augbench import expected
 
+AMD = {"cpu": "AMD EPYC", "cpu_kernels": "AVX2", "threads": 1, "gpu": None, "kernel_pins": {"MKL_CBWR": "COMPATIBLE"}}
+XEON = {"cpu": "Intel(R) Xeon(R) Processor", "cpu_kernels": "AVX2", "threads": 1, "gpu": None}
 
-def _run(tmp_path, figures: dict[tuple[str, int], float]):
+
+def _run(tmp_path, figures: dict[tuple[str, int], float], trained_on: dict | None = None):
     for (method, seed), top1 in figures.items():
         path = tmp_path / "metrics" / method / f"seed{seed}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"top1": top1}))
+        path.write_text(json.dumps({"top1": top1} | ({"trained_on": trained_on} if trained_on else {})))
     return tmp_path / "metrics"
 
 
@@ -34,7 +37,12 @@ def test_record_then_check_on_the_command_line(tmp_path, capsys):
     metrics = _run(tmp_path, {("baseline", 0): 81.2, ("gen", 0): 84.0})
     out = tmp_path / "expected.csv"
     expected.main(["record", "--metrics-dir", str(metrics), "--out", str(out)])
-    assert pd.read_csv(out).to_dict("list") == {"method": ["baseline", "gen"], "seed": [0, 0], "top1": [81.2, 84.0]}
+    assert pd.read_csv(out, keep_default_na=False).to_dict("list") == {
+        "method": ["baseline", "gen"],
+        "seed": [0, 0],
+        "top1": [81.2, 84.0],
+        "trained_on": ["", ""],  # metrics from before the training jobs named their machine
+    }
     expected.main(["check", "--metrics-dir", str(metrics), "--expected", str(out), "--strict"])
     (metrics / "gen" / "seed0.json").write_text(json.dumps({"top1": 80.0}))
     with pytest.raises(SystemExit):
@@ -45,3 +53,28 @@ def test_record_then_check_on_the_command_line(tmp_path, capsys):
 def test_a_run_without_metrics_is_named(tmp_path):
     with pytest.raises(ValueError, match="no metrics"):
         expected.read_run(tmp_path)
+
+
+def test_a_report_of_differences_names_the_machines_it_compares(tmp_path, capsys):
+    recorded_run = _run(tmp_path / "there", {("baseline", 0): 81.2, ("gen", 0): 84.0}, trained_on=XEON)
+    recorded = tmp_path / "expected.csv"
+    expected.main(["record", "--metrics-dir", str(recorded_run), "--out", str(recorded)])
+    assert set(pd.read_csv(recorded).trained_on) == {"Intel(R) Xeon(R) Processor (AVX2 kernels, 1 thread(s))"}
+
+    metrics = _run(tmp_path / "here", {("baseline", 0): 81.2, ("gen", 0): 83.0}, trained_on=AMD)
+    expected.main(["check", "--metrics-dir", str(metrics), "--expected", str(recorded)])
+    text = capsys.readouterr().out
+    assert "1 of 2 per-seed top-1 figures differ" in text
+    assert "This run trained on: AMD EPYC (AVX2 kernels, MKL_CBWR=COMPATIBLE, 1 thread(s))." in text
+    assert "The recorded figures were trained on: Intel(R) Xeon(R) Processor (AVX2 kernels, 1 thread(s))." in text
+
+    # Figures recorded before the machine was named (no trained_on column) are still compared.
+    pd.read_csv(recorded)[["method", "seed", "top1"]].to_csv(recorded, index=False)
+    expected.main(["check", "--metrics-dir", str(metrics), "--expected", str(recorded)])
+    assert "The recorded figures were trained on: machines not named" in capsys.readouterr().out
+
+
+def test_recorded_figures_without_their_columns_are_named(tmp_path):
+    (tmp_path / "expected.csv").write_text("method,top1\nbaseline,81.2\n")
+    with pytest.raises(ValueError, match=r"expected.csv lack column\(s\) \['seed'\]"):
+        expected.read_expected(tmp_path / "expected.csv")

@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -50,6 +51,12 @@ def test_train_then_evaluate_writes_weights_recipe_and_metrics(miniworld, tmp_pa
     }
     written = json.loads((tmp_path / "m.json").read_text())
     assert written["top1"] == metrics["top1"] and written["ece"] == metrics["ece"]
+    # The machine the model was trained on travels with its figures (augbench.expected names it).
+    assert record["machine"]["threads"] == 2 and record["machine"]["gpu"] is None
+    assert record["machine"]["cpu_kernels"] == torch.backends.cpu.get_cpu_capability()
+    assert written["trained_on"] == record["machine"] and record["machine"]["cpu"]
+    pins = record["machine"]["kernel_pins"]
+    assert pins == {name: os.environ[name] for name in ("ONEDNN_MAX_CPU_ISA", "MKL_CBWR") if name in os.environ}
 
 
 def test_evaluate_measures_calibration_from_the_softmax(miniworld, tmp_path):
@@ -190,7 +197,6 @@ def test_training_from_a_weights_file_records_it(miniworld, tmp_path):
 
 
 def test_killed_training_resumes_from_its_last_epoch_and_ends_as_an_uninterrupted_run(miniworld, tmp_path):
-    import os
     import signal
     import subprocess
     import sys
@@ -287,7 +293,6 @@ def _frozen_batchnorm(build_model):
 
 def _train_as_process(rank: int, world: int, port: int, arguments: tuple) -> None:
     """One process of a torchrun-like launch (the environment torchrun sets), training with frozen BatchNorm."""
-    import os
 
     os.environ.update(
         RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
@@ -343,7 +348,6 @@ def test_torchrun_launches_training_on_two_gloo_processes(miniworld, tmp_path):
     """The command line a multi-GPU train job runs (torchrun -m augbench.train), on 2 CPU processes:
     it trains, writes one model and records the processes; evaluate reads it. (The steps of two
     processes equal one's: test_two_gloo_processes_take_the_same_steps_as_one, in the fast tier.)"""
-    import os
     import subprocess
     import sys
 

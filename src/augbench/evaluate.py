@@ -179,6 +179,8 @@ def evaluate(
         },
         "seed": record["seed"],
         "n_train_images": record["n_train_images"],
+        # Models trained before the record named its machine have none.
+        "trained_on": record.get("machine"),
     }
     for evaluation_set in evaluation_sets:
         counts = tally(

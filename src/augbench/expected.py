@@ -8,7 +8,10 @@ The demo is deterministic for a given config, seeds and threads per job on one k
 machine, so its per-seed top-1 is recorded in ``resources/miniworld/expected.csv``
 (method, seed, top1) and ``make demo`` checks every run against it. A difference says
 which method and seed moved and by how much; on another kind of machine (other BLAS
-kernels, other thread counts) small differences are expected and reported, not hidden.
+kernels, other thread counts) small differences are expected and reported, not hidden. Each
+figure names the machine its model was trained on (``trained_on``: the CPU and the kernels
+torch chose, or the GPU), as the training job recorded it, so a report of differences says
+which machines it compares.
 """
 
 from __future__ import annotations
@@ -21,24 +24,54 @@ import pandas as pd
 
 from augbench.files import read_json
 
-COLUMNS = ["method", "seed", "top1"]
+COLUMNS = ["method", "seed", "top1", "trained_on"]
+
+
+def machine_name(machine: dict | None) -> str:
+    """A training machine in a few words: its GPU, or its CPU and the kernels torch chose there
+    ('' where the metrics predate the record)."""
+    if not machine:
+        return ""
+    if machine.get("gpu"):
+        return machine["gpu"]
+    pins = "".join(f", {name}={value}" for name, value in sorted(machine.get("kernel_pins", {}).items()))
+    return f"{machine['cpu']} ({machine['cpu_kernels']} kernels{pins}, {machine['threads']} thread(s))"
 
 
 def read_run(metrics_dir: str | Path) -> pd.DataFrame:
-    """method, seed, top1 of every ``<method>/seed<k>.json`` under a run's metrics folder."""
-    rows = [
-        {"method": path.parent.name, "seed": int(path.stem.removeprefix("seed")), "top1": read_json(path)["top1"]}
-        for path in sorted(Path(metrics_dir).glob("*/seed*.json"))
-    ]
+    """method, seed, top1 and trained_on of every ``<method>/seed<k>.json`` under a run's metrics folder."""
+    rows = []
+    for path in sorted(Path(metrics_dir).glob("*/seed*.json")):
+        metrics = read_json(path)
+        rows.append(
+            {
+                "method": path.parent.name,
+                "seed": int(path.stem.removeprefix("seed")),
+                "top1": metrics["top1"],
+                "trained_on": machine_name(metrics.get("trained_on")),
+            }
+        )
     if not rows:
         raise ValueError(f"no metrics (<method>/seed<k>.json) under {metrics_dir}")
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def read_expected(path: str | Path) -> pd.DataFrame:
+    """Recorded figures; files recorded before the machine was named have no trained_on."""
+    frame = pd.read_csv(path, keep_default_na=False)
+    missing = {"method", "seed", "top1"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"recorded figures {path} lack column(s) {sorted(missing)}")
+    if "trained_on" not in frame:
+        frame["trained_on"] = ""
+    return frame[COLUMNS]
 
 
 def compare(run: pd.DataFrame, expected: pd.DataFrame, tolerance: float = 0.0) -> pd.DataFrame:
     """The (method, seed) pairs both have, with the run's and the expected top-1 and whether they differ
     by more than ``tolerance`` points."""
     both = run.merge(expected, on=["method", "seed"], suffixes=("", "_expected"))
+    both = both.drop(columns=[column for column in ("trained_on", "trained_on_expected") if column in both])
     both["difference"] = both.top1 - both.top1_expected
     both["differs"] = both.difference.abs() > tolerance
     return both
@@ -63,10 +96,24 @@ def report(compared: pd.DataFrame, run: pd.DataFrame, expected: pd.DataFrame) ->
                 f"  {row.method} seed {row.seed}: {row.top1:.2f} here, {row.top1_expected:.2f} recorded "
                 f"({row.difference:+.2f})"
             )
+        lines.append(f"This run trained on: {_machines(run.merge(differing[['method', 'seed']]))}.")
+        lines.append(
+            f"The recorded figures were trained on: {_machines(expected.merge(differing[['method', 'seed']]))}."
+        )
+        lines.append("Figures move between kinds of CPU or GPU: docs/results.md says which settings pin them.")
     unrecorded = len(run) - len(compared)
     if unrecorded:
         lines.append(f"{unrecorded} figure(s) of this run have no recorded counterpart (other methods or seeds).")
     return "\n".join(lines)
+
+
+def _machines(figures: pd.DataFrame) -> str:
+    trained_on = figures["trained_on"] if "trained_on" in figures else pd.Series("", index=figures.index)
+    names = sorted(set(trained_on) - {""})
+    unnamed = (trained_on == "").any()
+    if not names:
+        return "machines not named (figures from before the training jobs recorded them)"
+    return "; ".join(names) + (" and machines not named" if unnamed else "")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -86,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
         run.sort_values(["method", "seed"]).to_csv(args.out, index=False, float_format="%.4f")
         print(f"recorded {len(run)} per-seed top-1 figures in {args.out}")
         return
-    expected = pd.read_csv(args.expected)
+    expected = read_expected(args.expected)
     compared = compare(run, expected, args.tolerance)
     print(report(compared, run, expected))
     if args.strict and compared.differs.any():

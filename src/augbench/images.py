@@ -1,10 +1,13 @@
-"""Image loading shared by every stage that reads pictures from a manifest."""
+"""Image loading shared by every stage that reads pictures from a manifest, and the device a stage runs on."""
 
 from __future__ import annotations
 
 import io
+import os
+import platform
 import re
 import tarfile
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -163,3 +166,32 @@ def pick_device(requested: str = "auto") -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(requested)
+
+
+# The settings that pin oneDNN's and MKL's code paths (torch's own: cpu_kernels); make demo sets them.
+KERNEL_PINS = ("ONEDNN_MAX_CPU_ISA", "MKL_CBWR")
+
+
+def cpu_model() -> str:
+    """The CPU's model name as the kernel reports it (Linux), else what the platform module knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine(device: torch.device) -> dict:
+    """What a model was trained on, for its record: the same code and seeds give other weights on
+    another CPU or GPU (their kernels sum in other orders), so a figure that moved can be traced."""
+    import torch
+
+    return {
+        "cpu": cpu_model(),
+        "cpu_kernels": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "kernel_pins": {name: os.environ[name] for name in KERNEL_PINS if name in os.environ},
+    }

@@ -49,7 +49,7 @@ from tqdm import tqdm
 from augbench.classifier import Recipe, build_model, initialise, recipe_path, train_transform
 from augbench.cli import parse_bool, start_logging, use_threads
 from augbench.files import atomic_path, read_classes, read_manifest, write_json
-from augbench.images import ManifestImages, pick_device
+from augbench.images import ManifestImages, machine, pick_device
 from augbench.optim import warmup_cosine
 
 log = logging.getLogger(__name__)
@@ -244,6 +244,7 @@ def train(
         "final_loss": last_loss,
         "resumed_after_epoch": done,
         "processes": world,
+        "machine": machine(dev),
     }
     if rank == 0:
         with atomic_path(out) as tmp:
