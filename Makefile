@@ -33,14 +33,14 @@ $(INSTALLED): pyproject.toml
 # The run's per-seed top-1 against the figures recorded on this kind of machine (augbench.expected).
 # torch's own kernels, oneDNN's convolutions and MKL pick code paths by the CPU's instruction
 # set, and the paths round differently (pinning any of them changes a trained model's weights).
-# Unpinned, figures differed between two machines of our kind by up to 1.4 points of top-1 per
-# seed. torch's and oneDNN's kernels are pinned to AVX2, which x86 CPUs of the last decade have.
-# MKL is pinned to its COMPATIBLE path: MKL_CBWR=AVX2 is honoured on Intel CPUs only (on an AMD
-# EPYC, MKL_VERBOSE shows CNR:AUTO), and COMPATIBLE, the one path MKL keeps on every x86 CPU, cost
-# the demo no time there (504 s against 508 s).
+# Unpinned, figures differed between two Intel machines of our kind by up to 1.4 points of top-1
+# per seed; pinned to AVX2, which x86 CPUs of the last decade have, they agree there. On an AMD
+# EPYC they still differ: MKL honours MKL_CBWR=AVX2 on Intel CPUs only (MKL_VERBOSE shows
+# CNR:AUTO there). `make demo MKL_CBWR=COMPATIBLE` takes the one path MKL keeps on every x86 CPU,
+# at a fifth more time in generation and personalisation (docs/results.md).
 demo: export ATEN_CPU_CAPABILITY := avx2
 demo: export ONEDNN_MAX_CPU_ISA := AVX2
-demo: export MKL_CBWR := COMPATIBLE
+demo: export MKL_CBWR := AVX2
 demo: $(INSTALLED)
 	snakemake --profile profiles/local --configfile config.yaml
 	@$(PYTHON) -m augbench.expected check --metrics-dir results/demo/metrics --expected resources/miniworld/expected.csv
