@@ -25,7 +25,8 @@ KILLED_METHODS = ["baseline", "retrieve_text", "gen_classname"]
 KILL_POINTS = [
     ("pool embedding", "embed/pool_images"),
     ("generation", "generate/gen_classname"),
-    ("training", "train"),
+    # A generated method's training: its generation finished first, whatever order the rest ran in.
+    ("training", "train/gen_classname"),
 ]
 
 
