@@ -6,7 +6,8 @@
 
 The demo is deterministic for a given config, seeds and threads per job on one kind of
 machine, so its per-seed top-1 is recorded in ``resources/miniworld/expected.csv``
-(method, seed, top1, trained_on) and ``make demo`` checks every run against it. A difference says
+(method, seed, top1; trained_on in files recorded since it existed) and ``make demo`` checks
+every run against it. A difference says
 which method and seed moved and by how much; on another kind of machine (other BLAS
 kernels, other thread counts) small differences are expected and reported, not hidden. Each
 figure names the machine its model was trained on (``trained_on``: the CPU and the kernels
