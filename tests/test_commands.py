@@ -20,17 +20,22 @@ class Parsed(Exception):
 
 def module_commands(output: str) -> list[tuple[str, list[str]]]:
     """(module, arguments) of the ``python -m augbench.<module>`` commands in a dry run's shell
-    commands, one of each set of options (a preset's shards differ only in values)."""
+    commands, one of each set of options (a preset's shards differ only in values). A command
+    run through ``augbench.usage`` gives both: the wrapper's and the module's it runs."""
     commands = {}
     for line in output.splitlines():
         if "-m augbench." not in line:
             continue
         words = shlex.split(line.removeprefix("Shell command:").strip())
-        start = words.index("-m")
-        end = words.index(">") if ">" in words else len(words)
-        module, arguments = words[start + 1], words[start + 2 : end]
-        options = tuple(word for word in arguments if word.startswith("--"))
-        commands.setdefault((module, arguments[0], options), (module, arguments))
+        while "-m" in words:
+            start = words.index("-m")
+            module = words[start + 1]
+            end = words.index("--", start) if module == "augbench.usage" else len(words)
+            end = min(end, words.index(">") if ">" in words else len(words))
+            arguments = words[start + 2 : end]
+            options = tuple(word for word in arguments if word.startswith("--"))
+            commands.setdefault((module, arguments[0], options), (module, arguments))
+            words = words[end + 1 :] if module == "augbench.usage" else []
     return list(commands.values())
 
 
@@ -55,5 +60,6 @@ def test_every_rule_command_parses_with_its_module_options(plan, planned, monkey
             modules.add(module)
             continue
         pytest.fail(f"{module}.main never parsed its command line")
+    assert {"augbench.usage", "augbench.train", "augbench.evaluate"} <= modules
     if plan == "service":
         assert {"augbench.knn_service", "augbench.download", "augbench.screen_downloads"} <= modules

@@ -155,7 +155,7 @@ def test_the_cost_table_reads_the_benchmark_of_every_job_that_writes_one(plan, p
     from augbench import cost
 
     output = planned(plan)
-    written = set(re.findall(r"^\s+benchmark: (\S+)$", output, re.M))
+    written = set(re.findall(r"python -m augbench.usage --record (\S+)", output))
     aggregate = re.search(r"python -m augbench.aggregate .*", output).group(0)
     root = re.search(r"--experiment-benchmarks (\S+)", aggregate).group(1)
     methods = [item.split("=")[0] for item in re.search(r"--method-kinds (.*?) --", aggregate).group(1).split()]

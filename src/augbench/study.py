@@ -394,7 +394,8 @@ class Study:
         }
 
     def benchmark(self, rule: str, job: str, root: str | None = None) -> str:
-        """Where a job's Snakemake benchmark goes: <root>/<rule>/[<method>/]<job>.tsv, as augbench.cost reads it."""
+        """Where a job's record of what it used goes (augbench.usage): <root>/<rule>/[<method>/]<job>.tsv, as
+        augbench.cost reads it."""
         return f"{root or self.paths.benchmarks}/{rule}/{job}.tsv"
 
     def seed_job(self) -> tuple[list, str]:

@@ -7,8 +7,6 @@ rule embed_pool:
         unreadable=f"{RESULTS}/embed/pool_images/shard{{shard}}.unreadable.csv",
     log:
         f"{LOGS}/embed/pool_images/shard{{shard}}.log",
-    benchmark:
-        benchmark_of("embed_pool", "shard{shard}")
     wildcard_constraints:
         shard=r"\d+",
     conda:
@@ -19,10 +17,12 @@ rule embed_pool:
         runtime=grows(120),
         gpu=GPUS["embed_pool"],
     params:
+        usage=benchmark_of("embed_pool", "shard{shard}"),
         block=lambda wildcards: cli_options(STUDY.pool_embedded_block(wildcards.shard)),
         options=cli_options({**config["clip"], "device": config["device"]}),
     shell:
-        "python -m augbench.embed images --manifest {input.manifest} --out {output.embeddings}"
+        "python -m augbench.usage --record {params.usage} --"
+        " python -m augbench.embed images --manifest {input.manifest} --out {output.embeddings}"
         " --unreadable {output.unreadable} {params.block} {params.options}"
         " --threads {threads} > {log} 2>&1"
 
@@ -63,8 +63,6 @@ rule embed_pool_captions:
         f"{RESULTS}/embed/pool_captions/shard{{shard}}.npy",
     log:
         f"{LOGS}/embed/pool_captions/shard{{shard}}.log",
-    benchmark:
-        benchmark_of("embed_pool_captions", "shard{shard}")
     wildcard_constraints:
         shard=r"\d+",
     conda:
@@ -75,6 +73,7 @@ rule embed_pool_captions:
         runtime=grows(60),
         gpu=GPUS["embed_pool_captions"],
     params:
+        usage=benchmark_of("embed_pool_captions", "shard{shard}"),
         block=lambda wildcards: cli_options(STUDY.pool_embedded_block(wildcards.shard)),
         options=cli_options(
             {
@@ -84,7 +83,8 @@ rule embed_pool_captions:
             }
         ),
     shell:
-        "python -m augbench.embed captions --manifest {input.manifest} --out {output}"
+        "python -m augbench.usage --record {params.usage} --"
+        " python -m augbench.embed captions --manifest {input.manifest} --out {output}"
         " {params.block} {params.options} --threads {threads} > {log} 2>&1"
 
 
@@ -96,8 +96,6 @@ rule embed_subset:
         PATHS.subset_embeddings,
     log:
         f"{LOGS}/embed/subset_images.log",
-    benchmark:
-        benchmark_of("embed_subset", "embed_subset")
     conda:
         ENV
     threads: 2
@@ -106,9 +104,11 @@ rule embed_subset:
         runtime=grows(60),
         gpu=GPUS["embed_subset"],
     params:
+        usage=benchmark_of("embed_subset", "embed_subset"),
         options=cli_options({**config["clip"], "device": config["device"]}),
     shell:
-        "python -m augbench.embed images --manifest {input.manifest} --out {output}"
+        "python -m augbench.usage --record {params.usage} --"
+        " python -m augbench.embed images --manifest {input.manifest} --out {output}"
         " {params.options} --threads {threads} > {log} 2>&1"
 
 
@@ -120,8 +120,6 @@ rule embed_val:
         PATHS.val_embeddings,
     log:
         f"{LOGS}/embed/val_images.log",
-    benchmark:
-        benchmark_of("embed_val", "embed_val")
     conda:
         ENV
     threads: 2
@@ -130,7 +128,9 @@ rule embed_val:
         runtime=grows(60),
         gpu=GPUS["embed_val"],
     params:
+        usage=benchmark_of("embed_val", "embed_val"),
         options=cli_options({**config["clip"], "device": config["device"]}),
     shell:
-        "python -m augbench.embed images --manifest {input.manifest} --out {output}"
+        "python -m augbench.usage --record {params.usage} --"
+        " python -m augbench.embed images --manifest {input.manifest} --out {output}"
         " {params.options} --threads {threads} > {log} 2>&1"

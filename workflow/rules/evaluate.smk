@@ -10,8 +10,6 @@ rule evaluate:
         each_seed(f"{RESULTS}/metrics/{{method}}/seed{{seed}}.json"),
     log:
         f"{LOGS}/evaluate/{{method}}/{SEED_JOB}.log",
-    benchmark:
-        benchmark_of("evaluate", f"{{method}}/{SEED_JOB}")
     conda:
         ENV
     threads: 2
@@ -19,6 +17,7 @@ rule evaluate:
         mem_mb=grows(8000),
         runtime=grows(60),
     params:
+        usage=benchmark_of("evaluate", f"{{method}}/{SEED_JOB}"),
         models=lambda wildcards, input, output: cli_options(
             {"model": input.weights, "out": output}
         ),
@@ -30,6 +29,7 @@ rule evaluate:
             }
         ),
     shell:
-        "python -m augbench.evaluate {params.models} --manifest {input.val}"
+        "python -m augbench.usage --record {params.usage} --"
+        " python -m augbench.evaluate {params.models} --manifest {input.val}"
         " --classes {input.classes} {params.options}"
         " --threads {threads} > {log} 2>&1"

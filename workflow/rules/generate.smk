@@ -10,8 +10,6 @@ rule generate:
         manifest=f"{RESULTS}/added/{{method}}/shards/shard{{shard}}.csv",
     log:
         f"{LOGS}/generate/{{method}}/shard{{shard}}.log",
-    benchmark:
-        benchmark_of("generate", "{method}/shard{shard}")
     wildcard_constraints:
         method=alternation(methods_of("generate")),
         shard=r"\d+",
@@ -23,10 +21,12 @@ rule generate:
         runtime=grows(720),
         gpu=GPUS["generate"],
     params:
+        usage=benchmark_of("generate", "{method}/shard{shard}"),
         out_dir=lambda wildcards: f"{RESULTS}/added/{wildcards.method}",
         options=method_options(STUDY.generation_options),
     shell:
-        "python -m augbench.generate --classes {input.classes} --subset {input.subset}"
+        "python -m augbench.usage --record {params.usage} --"
+        " python -m augbench.generate --classes {input.classes} --subset {input.subset}"
         " --out-dir {params.out_dir} --manifest {output.manifest} --shard {wildcards.shard}"
         " {params.options} --threads {threads} > {log} 2>&1"
 

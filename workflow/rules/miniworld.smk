@@ -52,8 +52,6 @@ if MINIWORLD["pretrain"]:
             directory(STUDY.local_model(config["clip"]["model"])),
         log:
             f"{LOGS}/miniworld/pretrain_clip.log",
-        benchmark:
-            STUDY.pretrain_benchmark("pretrain_clip", "clip")
         conda:
             ENV
         threads: 2
@@ -62,6 +60,7 @@ if MINIWORLD["pretrain"]:
             runtime=grows(60),
             gpu=GPUS["pretrain_clip"],
         params:
+            usage=STUDY.pretrain_benchmark("pretrain_clip", "clip"),
             options=cli_options(
                 {
                     "image_size": MINIWORLD["image_size"],
@@ -70,7 +69,8 @@ if MINIWORLD["pretrain"]:
                 }
             ),
         shell:
-            "python -m augbench.miniworld.pretrain_clip --pool {input.pool} --out {output}"
+            "python -m augbench.usage --record {params.usage} --"
+            " python -m augbench.miniworld.pretrain_clip --pool {input.pool} --out {output}"
             " {params.options} --threads {threads} > {log} 2>&1"
 
     rule pretrain_diffusion:
@@ -81,8 +81,6 @@ if MINIWORLD["pretrain"]:
             directory(STUDY.local_model(config["diffusion"]["model"])),
         log:
             f"{LOGS}/miniworld/pretrain_diffusion.log",
-        benchmark:
-            STUDY.pretrain_benchmark("pretrain_diffusion", "diffusion")
         conda:
             ENV
         threads: 2
@@ -91,6 +89,7 @@ if MINIWORLD["pretrain"]:
             runtime=grows(60),
             gpu=GPUS["pretrain_diffusion"],
         params:
+            usage=STUDY.pretrain_benchmark("pretrain_diffusion", "diffusion"),
             options=cli_options(
                 {
                     "image_size": MINIWORLD["image_size"],
@@ -99,6 +98,7 @@ if MINIWORLD["pretrain"]:
                 }
             ),
         shell:
-            "python -m augbench.miniworld.pretrain_diffusion --pool {input.pool} --clip {input.clip}"
+            "python -m augbench.usage --record {params.usage} --"
+            " python -m augbench.miniworld.pretrain_diffusion --pool {input.pool} --clip {input.clip}"
             " --out {output}"
             " {params.options} --threads {threads} > {log} 2>&1"

@@ -11,8 +11,6 @@ rule personalise:
         f"{RESULTS}/personalised/{{method}}/shard{{shard}}.safetensors",
     log:
         f"{LOGS}/personalise/{{method}}/shard{{shard}}.log",
-    benchmark:
-        benchmark_of("personalise", "{method}/shard{shard}")
     wildcard_constraints:
         method=alternation(STUDY.personalised_methods()),
         shard=r"\d+",
@@ -24,10 +22,12 @@ rule personalise:
         runtime=grows(720),
         gpu=lambda wildcards: STUDY.personalise_processes(wildcards.method),
     params:
+        usage=benchmark_of("personalise", "{method}/shard{shard}"),
         # More than one process: the method's GPUs of one node, launched by torchrun.
         launcher=lambda wildcards: STUDY.personalise_launcher(wildcards.method),
         options=method_options(STUDY.personalisation_options),
     shell:
-        "{params.launcher} -m augbench.personalise --classes {input.classes} --subset {input.subset}"
+        "python -m augbench.usage --record {params.usage} --"
+        " {params.launcher} -m augbench.personalise --classes {input.classes} --subset {input.subset}"
         " --shard {wildcards.shard} --out {output} {params.options}"
         " --threads {threads} > {log} 2>&1"

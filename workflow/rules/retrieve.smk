@@ -12,8 +12,6 @@ rule calibrate_copy_threshold:
         STUDY.copy_calibration("{check}"),
     log:
         f"{LOGS}/retrieve/calibrate_copy_threshold/{{check}}.log",
-    benchmark:
-        benchmark_of("calibrate_copy_threshold", "{check}")
     wildcard_constraints:
         check=alternation(STUDY.calibrated_checks()),
     conda:
@@ -24,9 +22,11 @@ rule calibrate_copy_threshold:
         runtime=grows(30),
         gpu=GPUS["calibrate_copy_threshold"],
     params:
+        usage=benchmark_of("calibrate_copy_threshold", "{check}"),
         options=cli_options(STUDY.calibration_options()),
     shell:
-        "python -m augbench.copy_calibration --manifest {input.manifest} --embeddings {input.embeddings}"
+        "python -m augbench.usage --record {params.usage} --"
+        " python -m augbench.copy_calibration --manifest {input.manifest} --embeddings {input.embeddings}"
         " --out {output} {params.options} --threads {threads} > {log} 2>&1"
 
 
@@ -41,8 +41,6 @@ rule screen_pool:
         excluded=STUDY.pool_shard_excluded("{shard}"),
     log:
         f"{LOGS}/retrieve/screen_pool/shard{{shard}}.log",
-    benchmark:
-        benchmark_of("screen_pool", "shard{shard}")
     wildcard_constraints:
         shard=r"\d+",
     conda:
@@ -54,6 +52,7 @@ rule screen_pool:
         runtime=grows(60),
         gpu=GPUS["screen_pool"],
     params:
+        usage=benchmark_of("screen_pool", "shard{shard}"),
         references=cli_options(STUDY.copy_references()),
         options=cli_options(
             {
@@ -70,7 +69,8 @@ rule screen_pool:
             {"pool_embeddings": list(input.pool_embeddings)}
         ),
     shell:
-        "python -m augbench.exclude {params.pool} {input.pool} {params.embeddings}"
+        "python -m augbench.usage --record {params.usage} --"
+        " python -m augbench.exclude {params.pool} {input.pool} {params.embeddings}"
         " --out {output.excluded} --shard {wildcards.shard}"
         " {params.references} {params.options} > {log} 2>&1"
 
@@ -111,8 +111,6 @@ rule search_pool_shard:
         f"{RESULTS}/retrieve/{{method}}/round{{round}}/shard{{shard}}.npz",
     log:
         f"{LOGS}/retrieve/{{method}}/round{{round}}/shard{{shard}}.log",
-    benchmark:
-        benchmark_of("search_pool_shard", "{method}/round{round}_shard{shard}")
     wildcard_constraints:
         method=alternation(LOCAL_RETRIEVAL),
         round=r"\d+",
@@ -127,6 +125,7 @@ rule search_pool_shard:
         runtime=grows(30),
         gpu=GPUS["search_pool_shard"],
     params:
+        usage=benchmark_of("search_pool_shard", "{method}/round{round}_shard{shard}"),
         options=method_options(STUDY.retrieval_options),
         shards=STUDY.pool_jobs,
         parts=config["pool"]["shards_per_job"],
@@ -139,7 +138,8 @@ rule search_pool_shard:
             }
         ),
     shell:
-        "python -m augbench.sharded_retrieval search {params.pool} {input.pool}"
+        "python -m augbench.usage --record {params.usage} --"
+        " python -m augbench.sharded_retrieval search {params.pool} {input.pool}"
         " --shard {wildcards.shard} --shards {params.shards} --parts {params.parts} --round {wildcards.round}"
         " {params.embeddings} --exclude {input.excluded} --queries {input.queries} --subset {input.subset}"
         " --classes {input.classes} --out {output} {params.options} > {log} 2>&1"
@@ -158,8 +158,6 @@ checkpoint merge_pool_shards:
         directory(f"{RESULTS}/retrieve/{{method}}/round{{round}}/merged"),
     log:
         f"{LOGS}/retrieve/{{method}}/round{{round}}/merge.log",
-    benchmark:
-        benchmark_of("merge_pool_shards", "{method}/round{round}")
     wildcard_constraints:
         method=alternation(LOCAL_RETRIEVAL),
         round=r"\d+",
@@ -170,12 +168,14 @@ checkpoint merge_pool_shards:
         mem_mb=grows(8000),
         runtime=grows(30),
     params:
+        usage=benchmark_of("merge_pool_shards", "{method}/round{round}"),
         options=lambda wildcards: cli_options(
             STUDY.retrieval_options(wildcards.method, "merge")
         ),
         pool=STUDY.pool_input()["flag"],
     shell:
-        "python -m augbench.sharded_retrieval merge {params.pool} {input.pool}"
+        "python -m augbench.usage --record {params.usage} --"
+        " python -m augbench.sharded_retrieval merge {params.pool} {input.pool}"
         " --candidates {input.candidates} --queries {input.queries} --subset {input.subset}"
         " --classes {input.classes} --out-dir {output} {params.options} > {log} 2>&1"
 
@@ -216,8 +216,6 @@ rule retrieve_service:
         candidates=f"{RESULTS}/added/{{method}}/candidates.csv",
     log:
         f"{LOGS}/retrieve/{{method}}.log",
-    benchmark:
-        benchmark_of("retrieve", "{method}/retrieve")
     wildcard_constraints:
         method=alternation(STUDY.retrieval_methods("clip_service", download=True)),
     conda:
@@ -227,12 +225,14 @@ rule retrieve_service:
         mem_mb=grows(2000),
         runtime=grows(60),
     params:
+        usage=benchmark_of("retrieve", "{method}/retrieve"),
         python=lambda wildcards: METHODS[wildcards.method]["service"]["python"]
         or "python",
         source=SOURCE,
         options=method_options(STUDY.service_options),
     shell:
-        "PYTHONPATH={params.source}${{PYTHONPATH:+:$PYTHONPATH}} {params.python} -m augbench.knn_service"
+        "PYTHONPATH={params.source}${{PYTHONPATH:+:$PYTHONPATH}} python -m augbench.usage --record {params.usage} --"
+        " {params.python} -m augbench.knn_service"
         " --subset {input.subset} --classes {input.classes}"
         " --out {output.candidates} {params.options} > {log} 2>&1"
 
@@ -247,8 +247,6 @@ rule download:
         failures=f"{RESULTS}/added/{{method}}/download_failures.csv",
     log:
         f"{LOGS}/download/{{method}}.log",
-    benchmark:
-        benchmark_of("download", "{method}/download")
     wildcard_constraints:
         method=alternation(STUDY.download_methods()),
     conda:
@@ -258,13 +256,15 @@ rule download:
         mem_mb=grows(4000),
         runtime=grows(120),
     params:
+        usage=benchmark_of("download", "{method}/download"),
         python=lambda wildcards: METHODS[wildcards.method]["download"]["python"]
         or "python",
         source=SOURCE,
         images=lambda wildcards: f"{RESULTS}/added/{wildcards.method}/images",
         options=method_options(STUDY.download_options),
     shell:
-        "PYTHONPATH={params.source}${{PYTHONPATH:+:$PYTHONPATH}} {params.python} -m augbench.download"
+        "PYTHONPATH={params.source}${{PYTHONPATH:+:$PYTHONPATH}} python -m augbench.usage --record {params.usage} --"
+        " {params.python} -m augbench.download"
         " --candidates {input.candidates} --subset {input.subset} --classes {input.classes}"
         " --images-dir {params.images} --out {output.downloaded} --failures {output.failures}"
         " {params.options} > {log} 2>&1"
@@ -284,8 +284,6 @@ rule screen_downloads:
         excluded=f"{RESULTS}/added/{{method}}/excluded.csv",
     log:
         f"{LOGS}/screen_downloads/{{method}}.log",
-    benchmark:
-        benchmark_of("screen_downloads", "{method}/screen_downloads")
     wildcard_constraints:
         method=alternation(STUDY.download_methods()),
     conda:
@@ -296,6 +294,7 @@ rule screen_downloads:
         runtime=grows(60),
         gpu=GPUS["screen_downloads"],
     params:
+        usage=benchmark_of("screen_downloads", "{method}/screen_downloads"),
         references=cli_options(STUDY.copy_references()),
         options=lambda wildcards: cli_options(
             {
@@ -307,7 +306,8 @@ rule screen_downloads:
             }
         ),
     shell:
-        "python -m augbench.screen_downloads --downloaded {input.downloaded}"
+        "python -m augbench.usage --record {params.usage} --"
+        " python -m augbench.screen_downloads --downloaded {input.downloaded}"
         " --subset {input.subset} --classes {input.classes} --out {output.manifest}"
         " --excluded {output.excluded} {params.references} {params.options}"
         " --threads {threads} > {log} 2>&1"

@@ -9,8 +9,6 @@ rule train:
         recipe=each_seed(f"{RESULTS}/models/{{method}}/seed{{seed}}.json"),
     log:
         f"{LOGS}/train/{{method}}/{SEED_JOB}.log",
-    benchmark:
-        benchmark_of("train", f"{{method}}/{SEED_JOB}")
     conda:
         ENV
     threads: 2
@@ -19,6 +17,7 @@ rule train:
         runtime=grows(1440),
         gpu=GPUS["train"],
     params:
+        usage=benchmark_of("train", f"{{method}}/{SEED_JOB}"),
         manifests=lambda wildcards, input: cli_options(
             {"manifest": [input.subset, *input.added]}
         ),
@@ -29,6 +28,7 @@ rule train:
         launcher=STUDY.train_launcher(),
         options=cli_options(STUDY.train_options()),
     shell:
-        "{params.launcher} -m augbench.train {params.manifests} --classes {input.classes}"
+        "python -m augbench.usage --record {params.usage} --"
+        " {params.launcher} -m augbench.train {params.manifests} --classes {input.classes}"
         " {params.seeds} {params.options}"
         " --threads {threads} > {log} 2>&1"
