@@ -54,7 +54,7 @@ from safetensors import safe_open
 from scipy import stats
 
 from augbench import copies, cost
-from augbench.cli import start_logging
+from augbench.cli import run, start_logging
 from augbench.files import atomic_path, read_classes, read_json, read_manifest, write_json, write_text
 from augbench.gain_correlation import gain_correlation, gain_correlation_markdown
 
@@ -734,4 +734,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
 import typing
+from collections.abc import Callable
 from dataclasses import MISSING, field, fields
 
 FORMAT = "%(asctime)s %(levelname)s %(message)s"
@@ -13,6 +16,30 @@ FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
 def start_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format=FORMAT)
+
+
+def run(main: Callable[[], object]) -> typing.NoReturn:
+    """Run a module's command line, then end the process at once, without Python's teardown.
+
+    Native thread pools can abort a process while the interpreter tears them down at exit
+    (std::terminate on a thread still running: Arrow's, which pandas 3 uses for its strings,
+    apache/arrow #34314 and #39862). The job's work is done and written, yet it ends with
+    SIGABRT and Snakemake deletes its outputs: seen once in the smoke run, a pool merge that
+    logged its last line and exited with 134. Whatever a module writes is closed when its
+    main returns; the logs and standard streams are flushed here. An exception ends the
+    process as Python does (its traceback, status 1).
+    """
+    try:
+        status = main()
+    except SystemExit as exit:
+        status = exit.code
+    if isinstance(status, str):
+        print(status, file=sys.stderr)
+    code = 1 if isinstance(status, str) else int(status or 0)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def use_threads(threads: int | None) -> None:

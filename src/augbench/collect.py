@@ -21,7 +21,7 @@ import math
 
 import pandas as pd
 
-from augbench.cli import start_logging
+from augbench.cli import run, start_logging
 from augbench.copies import write_table
 from augbench.embedding_files import merge_parts
 from augbench.files import read_classes, read_manifest, write_manifest
@@ -104,4 +104,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from augbench.cli import add_settings, comma_separated, setting, settings_from, start_logging, use_threads
+from augbench.cli import add_settings, comma_separated, run, setting, settings_from, start_logging, use_threads
 from augbench.clip_settings import ImageEmbedding, encode_images
 from augbench.copies import at_or_above
 from augbench.files import read_manifest, write_json
@@ -309,4 +309,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

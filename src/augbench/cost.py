@@ -1,6 +1,7 @@
-"""What each method's jobs cost, from the benchmark files Snakemake writes for each job.
+"""What each method's jobs cost, from the record each job writes of what it used (augbench.usage).
 
-A benchmark file lies at ``<root>/<rule>/<method>/<job>.tsv`` for a method's own jobs and
+That record (a file in the columns of a Snakemake benchmark file, which runs made before
+it still have) lies at ``<root>/<rule>/<method>/<job>.tsv`` for a method's own jobs and
 at ``<root>/<rule>/<job>.tsv`` for shared ones (embedding and screening the pool, the mini-world's
 pre-training), which a user with precomputed embeddings or pretrained models does not
 pay, so they are listed apart. CPU hours are the jobs' CPU time; GPU hours are the wall

@@ -26,7 +26,7 @@ import logging
 
 import pandas as pd
 
-from augbench.cli import start_logging
+from augbench.cli import run, start_logging
 from augbench.files import list_tree, read_class_folders, write_manifest
 
 log = logging.getLogger(__name__)
@@ -127,4 +127,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

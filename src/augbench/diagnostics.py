@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 import scipy.linalg
 
-from augbench.cli import add_settings, setting, settings_from, start_logging
+from augbench.cli import add_settings, run, setting, settings_from, start_logging
 from augbench.files import atomic_path, read_manifest
 from augbench.pool_parts import TABLE_COLUMNS, read_shard_table
 from augbench.quality import clip_scores
@@ -392,4 +392,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from augbench.cli import add_settings, setting, settings_from, start_logging
+from augbench.cli import add_settings, run, setting, settings_from, start_logging
 from augbench.files import atomic_path, read_classes, read_manifest, write_manifest
 from augbench.quotas import class_quotas, keep_best
 
@@ -177,4 +177,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

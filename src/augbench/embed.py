@@ -19,7 +19,7 @@ import logging
 
 import numpy as np
 
-from augbench.cli import add_settings, settings_from, start_logging, use_threads
+from augbench.cli import add_settings, run, settings_from, start_logging, use_threads
 from augbench.clip_settings import Clip, ImageEmbedding, encode_images
 from augbench.embedding_files import save_embeddings
 from augbench.files import read_classes
@@ -87,4 +87,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from augbench.calibration import expected_calibration_error
 from augbench.classifier import Recipe, build_model, eval_transform, recipe_path
-from augbench.cli import start_logging, use_threads
+from augbench.cli import run, start_logging, use_threads
 from augbench.files import list_tree, read_class_folders, read_classes, read_json, read_manifest, write_json
 from augbench.images import ManifestImages, pick_device
 
@@ -269,4 +269,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from augbench.cli import add_settings, comma_separated, setting, settings_from, start_logging
+from augbench.cli import add_settings, comma_separated, run, setting, settings_from, start_logging
 from augbench.copies import (
     COLUMNS,
     SAFETY_TAG,
@@ -166,4 +166,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from augbench.cli import run
 from augbench.files import read_json
 
 COLUMNS = ["method", "seed", "top1", "trained_on"]
@@ -142,4 +143,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -29,7 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from augbench.cli import start_logging  # noqa: E402
+from augbench.cli import run, start_logging  # noqa: E402
 from augbench.files import atomic_path, read_classes, read_manifest  # noqa: E402
 from augbench.gain_correlation import diagnostic_columns, gain_correlation  # noqa: E402
 from augbench.images import UnreadableImage, load_rgb  # noqa: E402
@@ -201,4 +201,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

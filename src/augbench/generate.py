@@ -50,7 +50,7 @@ from safetensors import safe_open
 from tqdm import tqdm
 
 from augbench.backends import BACKEND_NAMES, DTYPES, SCHEDULERS, load_backend
-from augbench.cli import add_settings, setting, settings_from, start_logging, use_threads
+from augbench.cli import add_settings, run, setting, settings_from, start_logging, use_threads
 from augbench.families import backend_name
 from augbench.files import read_classes, read_manifest, save_image, write_manifest
 from augbench.images import load_rgb, pick_device
@@ -463,4 +463,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from augbench.cli import add_settings, setting, settings_from, start_logging
+from augbench.cli import add_settings, run, setting, settings_from, start_logging
 from augbench.files import read_classes, read_manifest, write_manifest
 from augbench.prompts import class_prompts
 from augbench.quotas import candidate_quotas, class_quotas
@@ -241,4 +241,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

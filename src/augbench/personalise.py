@@ -55,7 +55,7 @@ from torchvision import transforms
 from tqdm import tqdm
 
 from augbench.backends import BACKEND_NAMES, Backend, load_backend
-from augbench.cli import add_settings, settings_from, start_logging, use_threads
+from augbench.cli import add_settings, run, settings_from, start_logging, use_threads
 from augbench.files import read_classes, read_manifest
 from augbench.images import load_rgb, pick_device
 from augbench.methods import check_personalisation
@@ -360,4 +360,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

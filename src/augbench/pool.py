@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from augbench.cli import start_logging
+from augbench.cli import run, start_logging
 from augbench.embedding_files import merge_parts
 from augbench.files import atomic_path, write_manifest
 from augbench.images import tar_member_path
@@ -413,4 +413,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

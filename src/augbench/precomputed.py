@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from augbench.cli import start_logging
+from augbench.cli import run, start_logging
 from augbench.files import atomic_path
 from augbench.pool_parts import CAPTION_COLUMNS, TABLE_COLUMNS, check_clip_model, clip_retrieval_parts, open_embeddings
 
@@ -162,4 +162,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import platformdirs
 
+from augbench.cli import run
+
 # The profiles folder of the checkout this package is installed from (editable, as the Makefile does).
 SHIPPED = Path(__file__).resolve().parents[2] / "profiles"
 
@@ -129,4 +131,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -15,7 +15,7 @@ import logging
 
 import pandas as pd
 
-from augbench.cli import start_logging
+from augbench.cli import run, start_logging
 from augbench.files import read_manifest, write_manifest
 from augbench.unreadable import reasons, unreadable_frame, write_unreadable
 
@@ -46,4 +46,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

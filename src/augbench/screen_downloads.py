@@ -25,7 +25,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from augbench.cli import add_settings, settings_from, start_logging, use_threads
+from augbench.cli import add_settings, run, settings_from, start_logging, use_threads
 from augbench.clip_settings import ImageEmbedding, encode_images
 from augbench.copies import (
     COLUMNS,
@@ -134,4 +134,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from augbench.cli import add_settings, setting, settings_from, start_logging
+from augbench.cli import add_settings, run, setting, settings_from, start_logging
 from augbench.files import atomic_path, read_classes, read_manifest, write_manifest
 from augbench.pool_parts import (
     block_pieces,
@@ -670,4 +670,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

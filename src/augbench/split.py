@@ -18,7 +18,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from augbench.cli import start_logging
+from augbench.cli import run, start_logging
 from augbench.files import read_classes, read_manifest, write_manifest
 
 log = logging.getLogger(__name__)
@@ -85,4 +85,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import yaml
 
+from augbench.cli import run
+
 
 def data_paths(config: dict) -> list[tuple[str, bool]]:
     """(path, whether it is a file) of every data path the config names."""
@@ -63,4 +65,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -24,7 +24,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from augbench.cli import start_logging
+from augbench.cli import run, start_logging
 from augbench.files import read_classes, read_manifest, write_manifest
 from augbench.quotas import class_quotas
 from augbench.unreadable import reasons, unreadable_frame, write_unreadable
@@ -213,4 +213,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

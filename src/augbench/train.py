@@ -47,7 +47,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from augbench.classifier import Recipe, build_model, initialise, recipe_path, train_transform
-from augbench.cli import parse_bool, start_logging, use_threads
+from augbench.cli import parse_bool, run, start_logging, use_threads
 from augbench.files import atomic_path, read_classes, read_manifest, write_json
 from augbench.images import ManifestImages, machine, pick_device
 from augbench.optim import warmup_cosine
@@ -300,4 +300,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

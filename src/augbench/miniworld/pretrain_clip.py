@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from augbench.cli import start_logging, use_threads
+from augbench.cli import run, start_logging, use_threads
 from augbench.images import load_captioned_images
 from augbench.optim import warmup_cosine
 from augbench.pretraining_sizes import PATCH_SIZE
@@ -157,4 +157,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from augbench.backends import StableDiffusion
-from augbench.cli import start_logging, use_threads
+from augbench.cli import run, start_logging, use_threads
 from augbench.diffusion import encode_latents
 from augbench.images import load_captioned_images
 from augbench.miniworld.tokenizer import write_clip_tokenizer
@@ -292,4 +292,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)
