@@ -34,9 +34,13 @@ def run(main: Callable[[], object]) -> typing.NoReturn:
         status = main()
     except SystemExit as exit:
         status = exit.code
-    if isinstance(status, str):
+    # As sys.exit reads its argument: None is success, a number the status, anything else is
+    # printed and fails.
+    if status is None or isinstance(status, int):
+        code = status or 0
+    else:
         print(status, file=sys.stderr)
-    code = 1 if isinstance(status, str) else int(status or 0)
+        code = 1
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

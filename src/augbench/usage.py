@@ -46,7 +46,8 @@ def record_line(wall: float, cpu: float, max_rss_mb: float) -> str:
 
 
 def write_record(path: str | Path, wall: float, cpu: float, max_rss_mb: float) -> None:
-    """Write one job's record whole (a reader never sees half of it)."""
+    """Write one job's record whole (a reader never sees half of it). Not files.atomic_path:
+    that module imports pandas, half a second of start-up that every job would pay here."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.{os.getpid()}")
@@ -61,8 +62,13 @@ def run_measured(command: list[str], record: str | Path) -> int:
     started: list[subprocess.Popen] = []
 
     def forward(number, frame):
+        # os.kill, not Popen.send_signal: that polls, and could reap the command before wait4
+        # does. Until wait4 reaps it, the command's pid is its own, even once it has exited.
         if started and started[0].returncode is None:
-            started[0].send_signal(number)
+            try:
+                os.kill(started[0].pid, number)
+            except ProcessLookupError:  # reaped a moment ago
+                pass
 
     # Installed before the command starts, so that no signal finds the wrapper undefended; the
     # command starts with the default handlers (exec resets them). A signal the job was started
