@@ -17,12 +17,14 @@ BATCH, STEPS, WORKERS = 16, 6, 2
 
 def _train_steps(model, optimizer, batches) -> float:
     """Images/s over the batches after the first (which warms up the workers and allocator)."""
+    from augbench.classifier import model_input
+
     loss_fn = torch.nn.CrossEntropyLoss()
     count, start = 0, None
     for step, (images, labels) in enumerate(batches):
         if step == 1:
             start, count = time.perf_counter(), 0
-        loss = loss_fn(model(images.contiguous(memory_format=torch.channels_last)), labels)
+        loss = loss_fn(model(model_input(images, torch.device("cpu"))), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

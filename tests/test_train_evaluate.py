@@ -154,6 +154,21 @@ def test_added_images_are_combined_and_bad_labels_rejected(miniworld, tmp_path):
         train.train([real, str(tmp_path / "bad.csv")], classes, str(tmp_path / "x.safetensors"), recipe, seed=0)
 
 
+def test_a_batch_is_scaled_and_normalised_to_the_bit_as_each_image_alone():
+    # The loader hands uint8 images and model_input normalises the batch; figures recorded
+    # when each image was normalised in the loader must not move.
+    from torchvision.transforms import v2 as T
+
+    images = torch.randint(0, 256, (5, 3, 7, 9), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    each = T.Compose(
+        [T.ToDtype(torch.float32, scale=True), T.Normalize(classifier.IMAGENET_MEAN, classifier.IMAGENET_STD)]
+    )
+    batch = classifier.model_input(images, torch.device("cpu"))
+    assert batch.is_contiguous(memory_format=torch.channels_last)
+    for image, normalised in zip(images, batch):
+        assert torch.equal(normalised, each(image))
+
+
 def test_unknown_architecture_is_named():
     with pytest.raises(ValueError, match="resnet_nope"):
         classifier.build_model("resnet_nope", 10)

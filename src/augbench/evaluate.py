@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 from tqdm import tqdm
 
 from augbench.calibration import expected_calibration_error
-from augbench.classifier import Recipe, build_model, eval_transform, recipe_path
+from augbench.classifier import Recipe, build_model, eval_transform, model_input, recipe_path
 from augbench.cli import run, start_logging, use_threads
 from augbench.files import list_tree, read_class_folders, read_classes, read_json, read_manifest, write_json
 from augbench.images import ManifestImages, pick_device
@@ -118,7 +118,7 @@ def tally(model, loader, dev, n_classes: int, k: int, allowed: list[int] | None 
             images, labels = images[readable], labels[readable]
             if len(labels) == 0:
                 continue
-        logits = model(images.to(dev, memory_format=torch.channels_last)).cpu()
+        logits = model(model_input(images, dev)).cpu()
         if allowed_index is not None:
             logits = logits[:, allowed_index]
         top = logits.topk(min(k, logits.shape[1]), dim=1).indices

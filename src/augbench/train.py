@@ -46,7 +46,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from augbench.classifier import Recipe, build_model, initialise, recipe_path, train_transform
+from augbench.classifier import Recipe, build_model, initialise, model_input, recipe_path, train_transform
 from augbench.cli import parse_bool, run, start_logging, use_threads
 from augbench.files import atomic_path, read_classes, read_manifest, write_json
 from augbench.images import ManifestImages, machine, pick_device
@@ -216,7 +216,7 @@ def train(
             sampler.set_epoch(epoch)
         total, count = 0.0, 0
         for images, labels in loader:
-            images = images.to(dev, non_blocking=True, memory_format=torch.channels_last)
+            images = model_input(images, dev)
             labels = labels.to(dev, non_blocking=True)
             loss = loss_fn(model(images), labels)
             optimizer.zero_grad(set_to_none=True)
