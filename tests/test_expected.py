@@ -78,3 +78,35 @@ def test_recorded_figures_without_their_columns_are_named(tmp_path):
     (tmp_path / "expected.csv").write_text("method,top1\nbaseline,81.2\n")
     with pytest.raises(ValueError, match=r"expected.csv lack column\(s\) \['seed'\]"):
         expected.read_expected(tmp_path / "expected.csv")
+
+
+def test_a_file_of_several_machines_compares_a_run_with_its_own_machines_figures(tmp_path, capsys):
+    recorded = tmp_path / "expected.csv"
+    xeon_run = _run(tmp_path / "xeon", {("baseline", 0): 81.2, ("gen", 0): 84.0}, trained_on=XEON)
+    expected.main(["record", "--metrics-dir", str(xeon_run), "--out", str(recorded)])
+    amd_run = _run(tmp_path / "amd", {("baseline", 0): 80.4, ("gen", 0): 84.0}, trained_on=AMD)
+    expected.main(["record", "--metrics-dir", str(amd_run), "--out", str(recorded), "--keep-other-machines"])
+    assert "(2 of other machines kept)" in capsys.readouterr().out
+    assert pd.read_csv(recorded).top1.tolist() == [81.2, 84.0, 80.4, 84.0]
+
+    expected.main(["check", "--metrics-dir", str(amd_run), "--expected", str(recorded), "--strict"])
+    text = capsys.readouterr().out
+    assert text.startswith("All 2 per-seed top-1 figures equal the recorded ones.")
+    assert "Compared with the figures recorded on: AMD EPYC (AVX2 kernels, MKL_CBWR=COMPATIBLE, 1 thread(s))." in text
+    expected.main(["check", "--metrics-dir", str(xeon_run), "--expected", str(recorded), "--strict"])
+    assert "recorded on: Intel(R) Xeon(R) Processor (AVX2 kernels, 1 thread(s))." in capsys.readouterr().out
+
+    # A machine the file does not know is compared with the file's first one.
+    other = _run(tmp_path / "other", {("baseline", 0): 80.4, ("gen", 0): 84.0}, trained_on=XEON | {"threads": 2})
+    expected.main(["check", "--metrics-dir", str(other), "--expected", str(recorded)])
+    text = capsys.readouterr().out
+    assert "baseline seed 0: 80.40 here, 81.20 recorded (-0.80)" in text
+    assert "The recorded figures were trained on: Intel(R) Xeon(R) Processor (AVX2 kernels, 1 thread(s))." in text
+
+    # Recording a machine again replaces its figures and keeps the others'.
+    moved = _run(tmp_path / "amd2", {("baseline", 0): 79.0, ("gen", 0): 84.0}, trained_on=AMD)
+    expected.main(["record", "--metrics-dir", str(moved), "--out", str(recorded), "--keep-other-machines"])
+    assert pd.read_csv(recorded).top1.tolist() == [81.2, 84.0, 79.0, 84.0]
+    # Without the option the file holds the run's figures alone, as before.
+    expected.main(["record", "--metrics-dir", str(moved), "--out", str(recorded)])
+    assert pd.read_csv(recorded).top1.tolist() == [79.0, 84.0]
