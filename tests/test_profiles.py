@@ -5,6 +5,7 @@ the local profile runs it on one thread (the rules' GPU counts come from augbenc
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +45,19 @@ def test_the_local_profile_runs_every_gpu_rule_on_one_thread():
     assert {rule: threads.get(rule) for rule in gpu_rules() if not rule.startswith("pretrain")} == {
         rule: 1 for rule in gpu_rules() if not rule.startswith("pretrain")
     }
+
+
+def test_the_local_profile_makes_every_methods_added_images_before_any_training():
+    # Snakemake's --prioritize: the rules named and every job they need come first.
+    prioritised = yaml.safe_load((REPO / "profiles" / "local" / "config.yaml").read_text())["prioritize"]
+    writers = set()
+    for rules in (REPO / "workflow" / "rules").glob("*.smk"):
+        for block in re.split(r"^rule ", rules.read_text(), flags=re.M)[1:]:
+            name, body = block.split(":", 1)
+            output = re.search(r"^    output:\n(.*?)^    \w", body, flags=re.S | re.M)
+            if output and "STUDY.added_manifest(" in output.group(1):
+                writers.add(name)
+    assert writers == set(prioritised)
 
 
 # Installing the profiles by name (`make profiles`, augbench.profiles), so that
