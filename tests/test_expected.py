@@ -102,6 +102,7 @@ def test_a_file_of_several_machines_compares_a_run_with_its_own_machines_figures
     text = capsys.readouterr().out
     assert "baseline seed 0: 80.40 here, 81.20 recorded (-0.80)" in text
     assert "The recorded figures were trained on: Intel(R) Xeon(R) Processor (AVX2 kernels, 1 thread(s))." in text
+    assert "No figures of this run's kind of machine are recorded" in text
 
     # Recording a machine again replaces its figures and keeps the others'.
     moved = _run(tmp_path / "amd2", {("baseline", 0): 79.0, ("gen", 0): 84.0}, trained_on=AMD)

@@ -116,6 +116,12 @@ def report(compared: pd.DataFrame, run: pd.DataFrame, expected: pd.DataFrame) ->
         lines.append(f"This run trained on: {_machines(run.merge(differing[['method', 'seed']]))}.")
         lines.append(f"The recorded figures were trained on: {_machines(differing)}.")
         lines.append("Figures move between kinds of CPU or GPU: docs/results.md says which settings pin them.")
+        known = set(expected.trained_on) if "trained_on" in expected else set()
+        if set(run.trained_on) - known - {""}:
+            lines.append(
+                "No figures of this run's kind of machine are recorded: `python -m augbench.expected record "
+                "--keep-other-machines` adds them beside the others."
+            )
     if differing.empty or "trained_on" in expected and expected.trained_on.nunique() > 1:
         lines.append(f"Compared with the figures recorded on: {_machines(compared)}.")
     unrecorded = len(run) - len(compared)
