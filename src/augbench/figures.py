@@ -136,24 +136,29 @@ def plot_gain_vs_diagnostics(summary: pd.DataFrame, diagnostics: pd.DataFrame, o
     return written
 
 
-def plot_grid(rows: dict[str, list[str]], title: str, out: Path, size: int = 64) -> None:
-    """A grid: one row per entry (its label, then its images), blank where a row has fewer."""
+def plot_grid(rows: dict[str, list[str]], title: str, out: Path, size: int = 64, gap: int = 6) -> None:
+    """A grid: one row per entry (its label, then its images), blank where a row has fewer.
+
+    The images are laid into one array and drawn as one image: with an axes per image, the
+    demo's figure job (three grids of 117) took 8.2 to 8.5 s against 5.4 to 5.7 s, at the end
+    of the run where nothing else runs beside it."""
     columns = max(1, max(len(paths) for paths in rows.values()))
-    figure, axes = plt.subplots(len(rows), columns, figsize=(1.1 * columns + 1.6, 1.1 * len(rows)), squeeze=False)
-    for r, (label, paths) in enumerate(rows.items()):
-        for c in range(columns):
-            ax = axes[r][c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
-            if c < len(paths):
-                try:
-                    ax.imshow(np.asarray(load_rgb(paths[c]).resize((size, size))))
-                except UnreadableImage:
-                    pass
-        axes[r][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
-    figure.suptitle(title, fontsize=10)
+    step = size + gap
+    mosaic = np.full((len(rows) * step - gap, columns * step - gap, 3), 255, dtype=np.uint8)
+    for r, paths in enumerate(rows.values()):
+        for c, path in enumerate(paths[:columns]):
+            try:
+                mosaic[r * step : r * step + size, c * step : c * step + size] = load_rgb(path).resize((size, size))
+            except UnreadableImage:
+                pass
+    figure, ax = plt.subplots(figsize=(1.1 * columns + 1.6, 1.1 * len(rows)))
+    ax.imshow(mosaic)
+    ax.set_xticks([])
+    ax.set_yticks([r * step + (size - 1) / 2 for r in range(len(rows))], list(rows), fontsize=8)
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_title(title, fontsize=10)
     _save(figure, out)
 
 
