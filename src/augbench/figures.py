@@ -146,7 +146,7 @@ def plot_grid(rows: dict[str, list[str]], title: str, out: Path, size: int = 64,
     step = size + gap
     mosaic = np.full((len(rows) * step - gap, columns * step - gap, 3), 255, dtype=np.uint8)
     for r, paths in enumerate(rows.values()):
-        for c, path in enumerate(paths[:columns]):
+        for c, path in enumerate(paths):
             try:
                 mosaic[r * step : r * step + size, c * step : c * step + size] = load_rgb(path).resize((size, size))
             except UnreadableImage:
