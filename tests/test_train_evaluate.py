@@ -124,6 +124,37 @@ def test_evaluation_sets_are_scored_on_their_own_classes(miniworld, tmp_path):
         evaluate.read_evaluation_set("odd", str(tmp_path / "tree"), classes, str(tmp_path / "odd.tsv"))
 
 
+def test_a_methods_seeds_read_each_set_once_and_score_as_each_alone(miniworld, tmp_path, monkeypatch):
+    from augbench import images
+
+    val, classes = str(miniworld / "val" / "manifest.csv"), str(miniworld / "classes.txt")
+    paths = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        model = classifier.build_model("small_cnn", 10)
+        paths.append(str(tmp_path / f"seed{seed}.safetensors"))
+        save_file(model.state_dict(), paths[-1])
+        record = {"recipe": dataclasses.asdict(dataclasses.replace(RECIPE, arch="small_cnn")), "seed": seed}
+        write_json(classifier.recipe_path(paths[-1]), {**record, "n_train_images": 0})
+    sets = [evaluate.read_evaluation_set("again", val, classes)]
+    alone = [
+        evaluate.evaluate(path, val, classes, str(tmp_path / f"alone{i}.json"), num_workers=0, evaluation_sets=sets)
+        for i, path in enumerate(paths)
+    ]
+    reads = []
+    read_image = images.load_rgb
+    monkeypatch.setattr(images, "load_rgb", lambda path: reads.append(path) or read_image(path))
+    outs = [str(tmp_path / f"together{i}.json") for i in range(3)]
+    together = evaluate.evaluate_models(paths, val, classes, outs, num_workers=0, evaluation_sets=sets)
+    assert together == alone  # every figure to the bit, per model
+    assert [json.loads(open(out).read()) for out in outs] == json.loads(json.dumps(alone))
+    assert len({metrics["ece"] for metrics in together}) == 3  # three different models were scored
+    assert len(reads) == 2 * 50  # the validation set and the further set, once each for all three
+
+    with pytest.raises(ValueError, match="3 models but 2 metrics files"):
+        evaluate.evaluate_models(paths, val, classes, outs[:2], num_workers=0)
+
+
 def test_same_seed_same_metrics(miniworld, tmp_path):
     classes = str(miniworld / "classes.txt")
     recipe = dataclasses.replace(RECIPE, arch="small_cnn")  # the torchvision path: the test above

@@ -11,7 +11,8 @@ With a class list of its own (``--evaluation-set-classes NAME=LIST``, lines ``<f
 or ``<class>``, each class a name or folder of ``--classes``), the tree's folders are the list's and
 the model's logits are restricted to the list's classes, as ImageNet-R and -A are evaluated on
 their 200 classes. Unreadable images of a set are skipped and counted (``n_unreadable_<name>``).
-Repeat ``--model`` and ``--out`` to evaluate several models (a method's seeds) in one process.
+Repeat ``--model`` and ``--out`` to evaluate several models (a method's seeds) in one process, which
+reads each set once for all of them.
 """
 
 from __future__ import annotations
@@ -105,34 +106,38 @@ class Tally:
 
 
 @torch.inference_mode()
-def tally(model, loader, dev, n_classes: int, k: int, allowed: list[int] | None = None) -> Tally:
-    """Top-1, top-k, per-class hits and confidences of ``model`` over ``loader``; with ``allowed``,
-    the logits of the other classes are left out before softmax and ranking."""
-    counts = Tally(n_classes)
+def tally(models: list, loader, dev, n_classes: int, k: int, allowed: list[int] | None = None) -> list[Tally]:
+    """Top-1, top-k, per-class hits and confidences of each of ``models`` over ``loader``, read
+    once for all of them; with ``allowed``, the logits of the other classes are left out before
+    softmax and ranking."""
+    counts = [Tally(n_classes) for _ in models]
     allowed_index = None if allowed is None else torch.tensor(allowed)
     for batch in tqdm(loader, desc="evaluate", mininterval=5):
         images, labels = batch[0], batch[1]
         if len(batch) == 3:  # read with skip_unreadable: a reason per image, "" where it was read
             readable = torch.tensor([reason == "" for reason in batch[2]], dtype=torch.bool)
-            counts.unreadable += int((~readable).sum())
+            for count in counts:
+                count.unreadable += int((~readable).sum())
             images, labels = images[readable], labels[readable]
             if len(labels) == 0:
                 continue
-        logits = model(model_input(images, dev)).cpu()
-        if allowed_index is not None:
-            logits = logits[:, allowed_index]
-        top = logits.topk(min(k, logits.shape[1]), dim=1).indices
-        if allowed_index is not None:
-            top = allowed_index[top]
-        hit1 = top[:, 0] == labels
-        counts.correct1 += int(hit1.sum())
-        counts.correct_k += int((top == labels[:, None]).any(dim=1).sum())
-        counts.n += len(labels)
-        counts.per_class_total += torch.bincount(labels, minlength=n_classes).float()
-        counts.per_class_correct += torch.bincount(labels[hit1], minlength=n_classes).float()
-        # Calibration: the top softmax probability against whether the top-1 prediction is right.
-        counts.confidences.append(logits.float().softmax(dim=1).amax(dim=1))
-        counts.hits.append(hit1)
+        inputs = model_input(images, dev)
+        for model, count in zip(models, counts):
+            logits = model(inputs).cpu()
+            if allowed_index is not None:
+                logits = logits[:, allowed_index]
+            top = logits.topk(min(k, logits.shape[1]), dim=1).indices
+            if allowed_index is not None:
+                top = allowed_index[top]
+            hit1 = top[:, 0] == labels
+            count.correct1 += int(hit1.sum())
+            count.correct_k += int((top == labels[:, None]).any(dim=1).sum())
+            count.n += len(labels)
+            count.per_class_total += torch.bincount(labels, minlength=n_classes).float()
+            count.per_class_correct += torch.bincount(labels[hit1], minlength=n_classes).float()
+            # Calibration: the top softmax probability against whether the top-1 prediction is right.
+            count.confidences.append(logits.float().softmax(dim=1).amax(dim=1))
+            count.hits.append(hit1)
     return counts
 
 
@@ -147,24 +152,72 @@ def evaluate(
     threads: int | None = None,
     evaluation_sets: list[EvaluationSet] = (),
 ) -> dict:
+    """The metrics of one model, written to ``out`` (:func:`evaluate_models`)."""
+    return evaluate_models(
+        [model_path], manifest, classes_path, [out], device, batch_size, num_workers, threads, evaluation_sets
+    )[0]
+
+
+def evaluate_models(
+    model_paths: list[str],
+    manifest: str,
+    classes_path: str,
+    outs: list[str],
+    device: str = "auto",
+    batch_size: int = 256,
+    num_workers: int = 2,
+    threads: int | None = None,
+    evaluation_sets: list[EvaluationSet] = (),
+) -> list[dict]:
+    """The metrics of each model (a method's seeds), written to its ``outs`` file.
+
+    Models that take the same evaluation transform (size and crop ratio of their recipe) see each
+    set in one pass: every batch is read and transformed once and given to all of them, so a
+    method's seeds read the validation set once rather than once each (on the demo, loading
+    was over half of an evaluation job's work past its imports).
+    """
+    if len(model_paths) != len(outs):
+        raise ValueError(f"{len(model_paths)} models but {len(outs)} metrics files")
     use_threads(threads)
     classes = read_classes(classes_path)
-    record = read_json(recipe_path(model_path))
-    recipe = Recipe(**record["recipe"])
     dev = pick_device(device)
-    model = build_model(recipe.arch, len(classes))
-    model.load_state_dict(load_file(model_path))
-    model.to(dev, memory_format=torch.channels_last).eval()
+    records = [read_json(recipe_path(path)) for path in model_paths]
+    recipes = [Recipe(**record["recipe"]) for record in records]
+    same_transform: dict[tuple, list[int]] = {}
+    for index, recipe in enumerate(recipes):
+        same_transform.setdefault((recipe.image_size, recipe.eval_crop_ratio), []).append(index)
+    val = read_manifest(manifest)
+    metrics: list[dict] = [{} for _ in model_paths]
+    for indices in same_transform.values():
+        recipe = recipes[indices[0]]
+        models = []
+        for index in indices:
+            model = build_model(recipes[index].arch, len(classes))
+            model.load_state_dict(load_file(model_paths[index]))
+            models.append(model.to(dev, memory_format=torch.channels_last).eval())
 
-    def loader(frame: pd.DataFrame, skip_unreadable: bool):
-        images = ManifestImages(frame.path.tolist(), frame.label.tolist(), eval_transform(recipe), skip_unreadable)
-        return torch.utils.data.DataLoader(images, batch_size=batch_size, num_workers=num_workers)
+        def loader(frame: pd.DataFrame, skip_unreadable: bool, recipe=recipe):
+            images = ManifestImages(frame.path.tolist(), frame.label.tolist(), eval_transform(recipe), skip_unreadable)
+            return torch.utils.data.DataLoader(images, batch_size=batch_size, num_workers=num_workers)
 
-    k = min(5, len(classes))
-    # The validation set was screened by its own job: an unreadable image here is an error.
-    counts = tally(model, loader(read_manifest(manifest), skip_unreadable=False), dev, len(classes), k)
+        k = min(5, len(classes))
+        # The validation set was screened by its own job: an unreadable image here is an error.
+        for index, counts in zip(indices, tally(models, loader(val, skip_unreadable=False), dev, len(classes), k)):
+            metrics[index] = validation_metrics(counts, k, classes, records[index])
+        for evaluation_set in evaluation_sets:
+            images = loader(evaluation_set.images, skip_unreadable=True)
+            tallies = tally(models, images, dev, len(classes), 1, evaluation_set.classes)
+            for index, counts in zip(indices, tallies):
+                metrics[index].update(set_metrics(counts, evaluation_set.name))
+    for out, model_metrics in zip(outs, metrics):
+        write_json(out, model_metrics)
+    return metrics
+
+
+def validation_metrics(counts: Tally, k: int, classes: list[str], record: dict) -> dict:
+    """A model's figures on the validation set, with the seed and training-set size of its record."""
     n = counts.n
-    metrics = {
+    return {
         "top1": 100.0 * counts.correct1 / n,
         f"top{k}": 100.0 * counts.correct_k / n,
         "ece": expected_calibration_error(torch.cat(counts.confidences), torch.cat(counts.hits)),
@@ -182,20 +235,18 @@ def evaluate(
         # Models trained before the record named its machine have none.
         "trained_on": record.get("machine"),
     }
-    for evaluation_set in evaluation_sets:
-        counts = tally(
-            model, loader(evaluation_set.images, skip_unreadable=True), dev, len(classes), 1, evaluation_set.classes
-        )
-        if counts.n == 0:
-            raise ValueError(f"evaluation set {evaluation_set.name}: none of its images can be read")
-        metrics[f"top1_{evaluation_set.name}"] = 100.0 * counts.correct1 / counts.n
-        metrics[f"ece_{evaluation_set.name}"] = expected_calibration_error(
-            torch.cat(counts.confidences), torch.cat(counts.hits)
-        )
-        metrics[f"n_images_{evaluation_set.name}"] = counts.n
-        metrics[f"n_unreadable_{evaluation_set.name}"] = counts.unreadable
-    write_json(out, metrics)
-    return metrics
+
+
+def set_metrics(counts: Tally, name: str) -> dict:
+    """A model's figures on the evaluation set ``name``."""
+    if counts.n == 0:
+        raise ValueError(f"evaluation set {name}: none of its images can be read")
+    return {
+        f"top1_{name}": 100.0 * counts.correct1 / counts.n,
+        f"ece_{name}": expected_calibration_error(torch.cat(counts.confidences), torch.cat(counts.hits)),
+        f"n_images_{name}": counts.n,
+        f"n_unreadable_{name}": counts.unreadable,
+    }
 
 
 def named(items: list[str], option: str) -> dict[str, str]:
@@ -245,18 +296,18 @@ def main(argv: list[str] | None = None) -> None:
     ]
     for evaluation_set in evaluation_sets:
         log.info("evaluation set %s: %d images", evaluation_set.name, len(evaluation_set.images))
-    for model, out in zip(args.model, args.out):
-        metrics = evaluate(
-            model,
-            args.manifest,
-            args.classes,
-            out,
-            args.device,
-            args.batch_size,
-            args.num_workers,
-            args.threads,
-            evaluation_sets,
-        )
+    all_metrics = evaluate_models(
+        args.model,
+        args.manifest,
+        args.classes,
+        args.out,
+        args.device,
+        args.batch_size,
+        args.num_workers,
+        args.threads,
+        evaluation_sets,
+    )
+    for model, metrics in zip(args.model, all_metrics):
         log.info(
             "%s: top-1 %.2f%%, ECE %.2f points on %d images",
             model,
