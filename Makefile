@@ -13,22 +13,43 @@ export TRANSFORMERS_OFFLINE := 1
 # ones read it; the writes are atomic, so jobs starting together may both write safely.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: demo test test-all test-slow lint unit e2e bench clean clip-venv test-clip-service test-architectures profiles
+.PHONY: demo test test-all test-slow lint unit e2e bench clean clip-venv test-clip-service test-architectures profiles lock
 
 # One short line per step; pip's -qq shows errors only (its warnings about index folders this
 # machine lacks would fill pages). pip is told not to compile bytecode: it would compile all of
 # the venv's 18,000 modules, one file at a time, where the jobs import about 4,200 of them.
 # Python writes a module's bytecode the first time a process imports it (PYTHONDONTWRITEBYTECODE
 # above), so each is compiled once, when first needed; compileall of the whole venv took 93 s.
-$(INSTALLED): pyproject.toml
+# The packages are pinned in envs/venv.lock (`make lock` writes it), so nothing is resolved here:
+# two pips unpack side by side, torch's stack (3 GB with its NVIDIA libraries) and the other 135
+# packages, each busy on one core for about as long (41 s in all against 57 s one after the other,
+# measured on 2 cores); `pip check` then proves the pinned set consistent.
+PIP_PINNED := $(PYTHON) -m pip install -qq --no-compile --no-deps
+TORCH_STACK := ^(torch|triton|nvidia-)
+$(INSTALLED): pyproject.toml envs/venv.lock
 	@echo "install 1/3: a virtual environment in $(VENV)"
 	@python3 -m venv $(VENV)
-	@echo "install 2/3: torch and torchvision (this machine's local wheels; other versions download GBs)"
-	@$(PYTHON) -m pip install -qq --no-compile torch==2.14.1 torchvision==0.29.1
-	@echo "install 3/3: augbench and its dependencies"
-	@$(PYTHON) -m pip install -qq --no-compile -e '.[dev]'
+	@echo "install 2/3: the pinned packages of envs/venv.lock (torch's from this machine's local wheels)"
+	@grep -E '$(TORCH_STACK)' envs/venv.lock > $(VENV)/torch-stack.txt
+	@grep -vE '$(TORCH_STACK)' envs/venv.lock > $(VENV)/other-packages.txt
+	@$(PIP_PINNED) -r $(VENV)/torch-stack.txt & stack=$$!; \
+		$(PIP_PINNED) -r $(VENV)/other-packages.txt; others=$$?; \
+		wait $$stack && test $$others = 0
+	@echo "install 3/3: augbench itself, editable"
+	@$(PIP_PINNED) --no-build-isolation -e .
+	@$(PYTHON) -m pip check > /dev/null || { $(PYTHON) -m pip check; exit 1; }
 	@touch $@
 	@echo "installed: $(VENV)"
+
+# envs/venv.lock anew: what pyproject.toml asks for today, resolved in a throwaway venv (about a
+# minute). Run it after changing a dependency, then `make demo` to see whether the figures moved.
+lock:
+	@rm -rf $(VENV)-lock && python3 -m venv $(VENV)-lock
+	$(VENV)-lock/bin/python -m pip install -qq --no-compile torch==2.14.1 torchvision==0.29.1 -e '.[dev]'
+	@{ sed -n '/^#/p' envs/venv.lock; $(VENV)-lock/bin/python -m pip freeze --all --exclude-editable \
+		| grep -v '^pip=='; } > envs/venv.lock.new && mv envs/venv.lock.new envs/venv.lock
+	@rm -rf $(VENV)-lock
+	@echo "wrote envs/venv.lock"
 
 # The run's per-seed top-1 against the figures recorded on this kind of machine (augbench.expected).
 # torch's own kernels, oneDNN's convolutions and MKL pick code paths by the CPU's instruction
