@@ -91,6 +91,49 @@ def test_token_artefact_holds_each_class_of_its_shard_with_its_vectors(tiny_pipe
         assert handle.metadata()["target"] == "token" and handle.metadata()["vectors"] == "2"
 
 
+def test_textual_inversion_steps_only_the_new_rows_and_learns_them_as_the_whole_table_would(
+    tiny_pipeline, miniworld, subset, tmp_path, monkeypatch
+):
+    # Two classes of two vectors each: the optimiser must hold 4 rows per text encoder, not the
+    # vocabulary, and the learned rows must be what Adam over the whole table, with every other
+    # row's gradient zeroed, learns (the rows' gradients and updates are the same numbers).
+    stepped = []
+    adamw = torch.optim.AdamW
+
+    def recording(groups):
+        stepped.extend(parameter.shape for group in groups for parameter in group["params"])
+        return adamw(groups)
+
+    monkeypatch.setattr(torch.optim, "AdamW", recording)
+    run = dict(target="token", vectors=2, shards=2, shard=1, steps=3, micro_batch=1, batch_size=2)
+    rows = _learned(_learn(tiny_pipeline, miniworld, subset, tmp_path / "rows.safetensors", **run))
+    assert stepped and all(shape[0] == 4 for shape in stepped)
+
+    class WholeTable(personalisation.TokenTarget):
+        """Adam over each whole input-embedding table, every other row's gradient zeroed (the earlier way)."""
+
+        def setup(self, backend, images, training):
+            self.backend, self.labels, self.vectors = backend, images.labels, training.vectors
+            self.encoders = [encoder for encoder, _ in backend.token_pairs()]
+            self.rows = personalisation._add_tokens(backend, images.labels, images.classes, training.vectors)
+            self.learned, tables = [], []
+            for encoder, rows in zip(self.encoders, self.rows):
+                table = encoder.get_input_embeddings().weight.requires_grad_(True)
+                mask = torch.zeros(table.shape[0], dtype=torch.bool)
+                mask[[row for ids in rows.values() for row in ids]] = True
+                table.register_hook(lambda grad, mask=mask: grad * mask.to(grad.dtype)[:, None])
+                tables.append(table)
+            labels = images.rows.label
+            self.prompts = [training.template.format(personalisation.token_name(int(label))) for label in labels]
+            return [{"params": tables, "lr": training.lr, "weight_decay": 0.0}]
+
+    monkeypatch.setitem(personalisation.TARGET_CLASSES, "token", WholeTable)
+    stepped.clear()
+    table = _learned(_learn(tiny_pipeline, miniworld, subset, tmp_path / "table.safetensors", **run))
+    assert stepped and all(shape[0] > 1000 for shape in stepped)  # the vocabulary: the old way
+    assert torch.equal(rows, table)
+
+
 def test_generation_refuses_missing_or_mismatched_artefacts(tiny_pipeline, miniworld, subset, tmp_path):
     artefact = tmp_path / "tokens.safetensors"
     _learn(tiny_pipeline, miniworld, subset, artefact, target="token", vectors=2, steps=1)

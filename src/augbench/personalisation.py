@@ -291,23 +291,35 @@ class TokenTarget(Target):
         self.labels, self.vectors = images.labels, training.vectors
         self.encoders = [encoder for encoder, _ in backend.token_pairs()]
         self.rows = _add_tokens(backend, images.labels, images.classes, training.vectors)
-        parameters = []
+        self.learned = []
         for encoder, rows in zip(self.encoders, self.rows):
-            embedding = encoder.get_input_embeddings().weight
-            embedding.requires_grad_(True)
-            mask = torch.zeros(embedding.shape[0], dtype=torch.bool, device=embedding.device)
-            mask[[row for ids in rows.values() for row in ids]] = True
-            # Only the new rows learn: every other row's gradient is zeroed (no weight decay, so Adam leaves them).
-            embedding.register_hook(lambda grad, mask=mask: grad * mask.to(grad.dtype)[:, None])
-            parameters.append(embedding)
+            table = encoder.get_input_embeddings().weight
+            index = torch.tensor([row for ids in rows.values() for row in ids], device=table.device)
+            # The optimiser holds only the new rows: over the whole table (T5's is 32,128 x 4,096 in SD3
+            # and FLUX) Adam's two states would take twice the table, and every step would pass over it.
+            # The table takes the gradient the text encoder gives it; its new rows' part moves to the
+            # learned rows, added up over micro-batches as the table's own gradient would be, and the
+            # step's result is written back into the table before the next forward pass.
+            learned = torch.nn.Parameter(table.detach()[index].clone())
+            table.requires_grad_(True)
+            table.register_post_accumulate_grad_hook(
+                lambda table, learned=learned, index=index: _move_gradient(table, learned, index)
+            )
+            self.learned.append((table, index, learned))
         self.prompts = [training.template.format(token_name(int(label))) for label in images.rows.label]
-        return [{"params": parameters, "lr": training.lr, "weight_decay": 0.0}]
+        return [{"params": [learned for _, _, learned in self.learned], "lr": training.lr, "weight_decay": 0.0}]
 
     def conditioning(self, picks):
+        with torch.no_grad():
+            for table, index, learned in self.learned:
+                table.index_copy_(0, index, learned.to(table.dtype))
         return self.backend.encode([self.prompts[i] for i in picks])
 
     def export(self, result):
         result.vectors = self.vectors
+        with torch.no_grad():
+            for table, index, learned in self.learned:
+                table.index_copy_(0, index, learned.to(table.dtype))
         tables = [encoder.get_input_embeddings().weight.detach().cpu() for encoder in self.encoders]
         for label in self.labels:
             result.tokens[label] = torch.cat([table[rows[label]] for table, rows in zip(tables, self.rows)], dim=1)
@@ -478,6 +490,13 @@ class TokenUNetTarget(Target):
 
 
 TARGET_CLASSES = {target.name: target for target in (TokenTarget, ConditioningTarget, UNetTarget, TokenUNetTarget)}
+
+
+def _move_gradient(table: torch.Tensor, learned: torch.Tensor, index: torch.Tensor) -> None:
+    """Add the gradient of the table's new rows to theirs, and drop the table's."""
+    rows = table.grad.index_select(0, index).to(learned.dtype)
+    learned.grad = rows if learned.grad is None else learned.grad + rows
+    table.grad = None
 
 
 def make_target(name: str) -> Target:
