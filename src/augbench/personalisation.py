@@ -309,17 +309,19 @@ class TokenTarget(Target):
         self.prompts = [training.template.format(token_name(int(label))) for label in images.rows.label]
         return [{"params": [learned for _, _, learned in self.learned], "lr": training.lr, "weight_decay": 0.0}]
 
-    def conditioning(self, picks):
+    def _write_back(self) -> None:
+        """The learned rows into their tables, where the text encoders read them."""
         with torch.no_grad():
             for table, index, learned in self.learned:
                 table.index_copy_(0, index, learned.to(table.dtype))
+
+    def conditioning(self, picks):
+        self._write_back()
         return self.backend.encode([self.prompts[i] for i in picks])
 
     def export(self, result):
         result.vectors = self.vectors
-        with torch.no_grad():
-            for table, index, learned in self.learned:
-                table.index_copy_(0, index, learned.to(table.dtype))
+        self._write_back()
         tables = [encoder.get_input_embeddings().weight.detach().cpu() for encoder in self.encoders]
         for label in self.labels:
             result.tokens[label] = torch.cat([table[rows[label]] for table, rows in zip(tables, self.rows)], dim=1)
