@@ -41,14 +41,15 @@ def unmet(requirements: list[str], pinned: dict[str, str]) -> list[str]:
 
 
 def test_the_lock_pins_what_pyproject_asks_for_and_the_local_torch():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    project = pyproject["project"]
     pinned = pins((ROOT / "envs" / "venv.lock").read_text())
     assert unmet(project["dependencies"] + project["optional-dependencies"]["dev"], pinned) == []
     # The versions whose wheels lie on this machine's disk; any other torch downloads gigabytes.
     assert pinned["torch"] == "2.14.1" and pinned["torchvision"] == "0.29.1"
     # The venv's own pip stays; setuptools is pinned as the editable install builds without isolation.
     assert "pip" not in pinned and "setuptools" in pinned
-    assert unmet(tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"], pinned) == []
+    assert unmet(pyproject["build-system"]["requires"], pinned) == []
 
 
 def test_an_unmet_or_malformed_lock_is_named():

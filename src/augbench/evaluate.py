@@ -116,8 +116,9 @@ def tally(models: list, loader, dev, n_classes: int, k: int, allowed: list[int] 
         images, labels = batch[0], batch[1]
         if len(batch) == 3:  # read with skip_unreadable: a reason per image, "" where it was read
             readable = torch.tensor([reason == "" for reason in batch[2]], dtype=torch.bool)
+            unreadable = int((~readable).sum())
             for count in counts:
-                count.unreadable += int((~readable).sum())
+                count.unreadable += unreadable
             images, labels = images[readable], labels[readable]
             if len(labels) == 0:
                 continue
@@ -173,8 +174,8 @@ def evaluate_models(
 
     Models that take the same evaluation transform (size and crop ratio of their recipe) see each
     set in one pass: every batch is read and transformed once and given to all of them, so a
-    method's seeds read the validation set once rather than once each (on the demo, loading
-    was over half of an evaluation job's work past its imports).
+    method's seeds read the validation set once rather than once each (a demo evaluation job of
+    five seeds took 4.0 to 4.3 s against 4.5 s).
     """
     if len(model_paths) != len(outs):
         raise ValueError(f"{len(model_paths)} models but {len(outs)} metrics files")
